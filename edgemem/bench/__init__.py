@@ -1,0 +1,1 @@
+"""Benchmark harness, results schema, reports and plots."""

@@ -1,0 +1,1 @@
+"""Video data: PyAV decoding, clip samplers, datasets, the synthetic long-range task."""

@@ -1,0 +1,21 @@
+"""User-facing errors: the CLI prints them as one line and exits non-zero, never a traceback."""
+
+
+class EdgememError(Exception):
+    """A user mistake or an unsupported request (bad input, missing file, foreign checkpoint)."""
+
+
+class StateError(EdgememError, ValueError):
+    """A streaming state that does not match the model's state contract."""
+
+
+class InputError(EdgememError, ValueError):
+    """Frames, reset flags or other step inputs of the wrong shape or dtype."""
+
+
+class CheckpointError(EdgememError):
+    """An unreadable, foreign or mismatching checkpoint."""
+
+
+class UnsupportedError(EdgememError):
+    """A configuration option or request edgemem does not support."""

@@ -1,0 +1,77 @@
+"""Reading PySlowFast-layout checkpoints and loading state dicts all-or-nothing."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from edgemem.errors import CheckpointError
+
+
+def read_pyth(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a PySlowFast ``.pyth`` (``{"model_state", "optimizer_state", "epoch", "cfg"}``).
+
+    Uses ``torch.load(weights_only=True)``, which accepts tensors, numbers, strings and plain
+    containers only: official checkpoints contain nothing else, so arbitrary code in a
+    foreign pickle is never run. A bare state dict (a mapping of tensors) is accepted too.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint not found: {p}")
+    try:
+        obj = torch.load(p, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"cannot read checkpoint {p}: {first}") from None
+    if isinstance(obj, Mapping) and "model_state" in obj:
+        ckpt = dict(obj)
+    elif isinstance(obj, Mapping) and obj and all(isinstance(v, Tensor) for v in obj.values()):
+        ckpt = {"model_state": dict(obj)}
+    else:
+        raise CheckpointError(f"{p} is not a PySlowFast checkpoint (no 'model_state')")
+    if not isinstance(ckpt["model_state"], Mapping):
+        raise CheckpointError(f"{p}: 'model_state' is not a state dict")
+    return ckpt
+
+
+def load_state_strict(model: nn.Module, state: Mapping[str, Tensor], *, ignore: tuple[str, ...] = ()) -> None:
+    """Load ``state`` into ``model`` only if keys and shapes match exactly (else nothing is loaded).
+
+    ``ignore`` lists key prefixes of the checkpoint to drop (e.g. a detection head edgemem
+    does not build). The error lists every missing, unexpected and mis-shaped key.
+    """
+    state = {k.removeprefix("module."): v for k, v in state.items() if not (ignore and k.startswith(ignore))}
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    misshaped = sorted(
+        f"{k} {list(state[k].shape)} vs model {list(own[k].shape)}"
+        for k in set(own) & set(state)
+        if tuple(state[k].shape) != tuple(own[k].shape)
+    )
+    problems = []
+    for label, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)):
+        if keys:
+            shown = ", ".join(keys[:8]) + (f", ... ({len(keys)} in all)" if len(keys) > 8 else "")
+            problems.append(f"{label}: {shown}")
+    if problems:
+        raise CheckpointError("checkpoint does not match the model; " + "; ".join(problems))
+    model.load_state_dict(dict(state), strict=True)
+
+
+def save_pyth(path: str | os.PathLike[str], payload: dict[str, Any]) -> None:
+    """Write a ``.pyth`` atomically (temp file in the same folder, then rename)."""
+    p = Path(path)
+    tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, p)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -1,0 +1,60 @@
+"""timm-style model registry: ``register_model``, ``create_model``, ``list_models``, ``from_card``."""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable
+from typing import Any
+
+from edgemem.errors import EdgememError
+
+_PRESETS: dict[str, Callable[..., Any]] = {}
+_FAMILIES: dict[str, Callable[[dict[str, Any]], Any]] = {}
+
+
+def register_model(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorator: register a preset builder under its function name."""
+    _PRESETS[fn.__name__] = fn
+    return fn
+
+
+def register_family(name: str) -> Callable[[Callable[[dict[str, Any]], Any]], Callable[[dict[str, Any]], Any]]:
+    """Decorator: register the builder that rebuilds a model of ``family`` from its model card."""
+
+    def deco(fn: Callable[[dict[str, Any]], Any]) -> Callable[[dict[str, Any]], Any]:
+        _FAMILIES[name] = fn
+        return fn
+
+    return deco
+
+
+def _load_all() -> None:
+    # Importing the model modules runs their @register_model decorators.
+    from edgemem.models import zoo  # noqa: F401
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    _load_all()
+    return sorted(n for n in _PRESETS if fnmatch.fnmatch(n, pattern))
+
+
+def is_model(name: str) -> bool:
+    _load_all()
+    return name in _PRESETS
+
+
+def create_model(name: str, **overrides: Any) -> Any:
+    """Build preset ``name`` (random init); keyword overrides go to the preset's builder."""
+    _load_all()
+    if name not in _PRESETS:
+        raise EdgememError(f"unknown model '{name}'; available: {', '.join(list_models())}")
+    return _PRESETS[name](**overrides)
+
+
+def from_card(card: dict[str, Any]) -> Any:
+    """Rebuild a model (random init) from its model card, as written by ``model.model_card()``."""
+    _load_all()
+    family = card.get("family")
+    if family not in _FAMILIES:
+        raise EdgememError(f"model card of unknown family '{family}'")
+    return _FAMILIES[family](card)

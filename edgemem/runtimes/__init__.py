@@ -1,0 +1,1 @@
+"""Runtime sessions that drive any edgemem graph from its metadata: torch, ONNX Runtime, OpenVINO, TensorRT."""

@@ -1,0 +1,1 @@
+"""Training loops, losses, checkpoints, evaluation; torchrun DDP."""
