@@ -100,7 +100,7 @@ def check_state(state: dict[str, Any], specs: list[TensorSpec], batch: int | Non
         t = state[s.name]
         shape = tuple(t.shape)
         want = tuple(batch if (i == 0 and batch is not None) else d for i, d in enumerate(s.shape))
-        ok = len(shape) == len(want) and all(isinstance(w, str) or w == g for w, g in zip(want, shape))
+        ok = len(shape) == len(want) and all(isinstance(w, str) or w == g for w, g in zip(want, shape, strict=True))
         if not ok:
             raise StateError(f"state tensor '{s.name}' has shape {list(shape)}, expected {list(want)}")
         dt = str(t.dtype).replace("torch.", "")

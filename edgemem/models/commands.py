@@ -1,0 +1,64 @@
+"""``edgemem info``: what a model costs and remembers."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("info", help="parameters, GFLOPs per step, state bytes and temporal support of a model")
+    p.add_argument("model", help="preset name (see `edgemem models`) or PySlowFast/MeMViT YAML")
+    p.add_argument("--frame-scale", type=int, default=None, help="frame-scaled baseline: k x more frames per clip")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_info)
+    p2 = sub.add_parser("models", help="list the registered presets")
+    p2.add_argument("pattern", nargs="?", default="*")
+    p2.set_defaults(func=_models)
+
+
+def _models(args: argparse.Namespace) -> int:
+    from edgemem.models import list_models
+
+    print("\n".join(list_models(args.pattern)))
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    from edgemem.models.info import model_info
+    from edgemem.models.resolve import resolve_model
+
+    overrides = {} if args.frame_scale is None else {"frame_scale": args.frame_scale}
+    info = model_info(resolve_model(args.model, device="meta", **overrides))
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        _print_table(info)
+    return 0
+
+
+def _print_table(info: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"{info['name'] or info['source']} ({info['family']})", show_header=False)
+    support = info["temporal_support"]
+    mem = info["memory"]
+    rows = [
+        ("parameters", f"{info['params'] / 1e6:.2f} M"),
+        (
+            "input",
+            f"{info['frames']} frames x{info['sampling_rate']} @ {info['crop_size']}² ({info['clip_seconds']} s)",
+        ),
+        ("GFLOPs / step (full memory)", f"{info['gflops_step']:.2f}"),
+        ("GFLOPs / first step", f"{info['gflops_first_step']:.2f}"),
+        ("memory", "none" if not mem else ", ".join(f"{k}={v}" for k, v in mem.items())),
+        (
+            "temporal support",
+            f"{support['clips']} clips, {support['seconds']} s" if support["clips"] else "whole video",
+        ),
+        ("state / stream", f"{info['state_bytes']['total'] / 2**20:.3f} MiB"),
+    ]
+    for k, v in rows:
+        t.add_row(k, str(v))
+    Console().print(t)

@@ -1,0 +1,83 @@
+"""Model facts for ``edgemem info`` and the benchmarks: parameters, GFLOPs, state bytes, temporal support.
+
+GFLOPs follow the papers' (fvcore) convention: one multiply-add counts as one FLOP, so the numbers
+compare with the MeMViT/MViT/CM tables. They are counted with ``torch.utils.flop_counter`` on the
+meta device: no weights are allocated and nothing is computed.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from edgemem.models.streaming import StreamingModel
+
+
+def count_gflops(fn: Any, *args: Any) -> float:
+    """GFLOPs (multiply-adds) of ``fn(*args)``, counted by dispatch (works on meta tensors)."""
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        fn(*args)
+    return counter.get_total_flops() / 2e9
+
+
+def clip_seconds(card: dict[str, Any]) -> float:
+    """Seconds of source video one input clip spans."""
+    return card["frames"] * card["sampling_rate"] / card["target_fps"]
+
+
+def temporal_support(card: dict[str, Any]) -> dict[str, Any]:
+    """The paper's temporal support: memory layers x memory length x clip duration.
+
+    A memory-less model sees one clip (k base clips for a frame-scaled baseline, whose clip is
+    already k times longer). A model whose memory spans the whole video (CM) reports ``clips: None``.
+    """
+    mem = card.get("memory")
+    base_clip = clip_seconds(card) / card.get("frame_scale", 1)
+    if not mem:
+        clips = card.get("frame_scale", 1)
+    elif "temporal_support_clips" in mem:
+        clips = mem["temporal_support_clips"]
+    else:
+        clips = len(mem["layers"]) * mem["slots"]
+    seconds = None if clips is None else round(clips * base_clip, 3)
+    return {"clips": clips, "seconds": seconds}
+
+
+def state_bytes(model: StreamingModel) -> dict[str, Any]:
+    """State bytes per stream: total, per tensor, and per layer (names grouped by prefix)."""
+    per_tensor = model.state_bytes()
+    per_layer: dict[str, int] = defaultdict(int)
+    for name, n in per_tensor.items():
+        per_layer[name.rsplit(".", 1)[0]] += n
+    return {"total": sum(per_tensor.values()), "per_layer": dict(per_layer), "per_tensor": per_tensor}
+
+
+def model_info(model: StreamingModel) -> dict[str, Any]:
+    """Everything ``edgemem info`` prints, as a JSON-serialisable dict. ``model`` may live on meta."""
+    card = model.model_card()
+    dev = next(model.parameters()).device
+    frames = torch.zeros((1, *model.input_shape), device=dev)
+    model.eval()
+    step_gflops = count_gflops(model.step, frames, model.init_state(1))
+    first_gflops = count_gflops(model, frames)
+    return {
+        "name": card.get("name"),
+        "family": card["family"],
+        "source": card.get("source"),
+        "params": sum(p.numel() for p in model.parameters()),
+        "frames": card["frames"],
+        "sampling_rate": card["sampling_rate"],
+        "crop_size": card["crop_size"],
+        "target_fps": card["target_fps"],
+        "frame_scale": card.get("frame_scale", 1),
+        "num_classes": card["num_classes"],
+        "clip_seconds": round(clip_seconds(card), 4),
+        "gflops_step": round(step_gflops, 3),
+        "gflops_first_step": round(first_gflops, 3),
+        "memory": card.get("memory"),
+        "temporal_support": temporal_support(card),
+        "state_bytes": state_bytes(model),
+    }

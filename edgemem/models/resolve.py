@@ -1,0 +1,43 @@
+"""Turn what a user types as MODEL (a preset name or a PySlowFast/MeMViT YAML) into a model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from edgemem.errors import EdgememError
+from edgemem.models.registry import create_model, is_model
+
+_YAML = (".yaml", ".yml")
+
+
+def resolve_model(
+    spec: str, checkpoint: str | None = None, *, device: str | torch.device = "cpu", **overrides: Any
+) -> Any:
+    """Build the model named by ``spec``: a registered preset, or a PySlowFast/MeMViT YAML config.
+
+    ``checkpoint`` (a PySlowFast ``.pyth``) is loaded all-or-nothing. ``device="meta"`` builds
+    without allocating weights (for FLOP counting); checkpoints cannot be loaded on meta.
+    """
+    if checkpoint is not None and str(device) == "meta":
+        raise EdgememError("a checkpoint cannot be loaded on the meta device")
+    path = Path(spec)
+    with torch.device(device):
+        if path.suffix.lower() in _YAML:
+            if not path.is_file():
+                raise EdgememError(f"config not found: {path}")
+            if overrides:
+                raise EdgememError(f"options {sorted(overrides)} apply to presets, not to YAML configs")
+            from edgemem.models.pyslowfast import load_pyslowfast
+
+            return load_pyslowfast(path, checkpoint)
+        if not is_model(spec):
+            create_model(spec)  # raises the "unknown model" error listing the presets
+        model = create_model(spec, **overrides)
+    if checkpoint is not None:
+        from edgemem.models.checkpoint import load_state_strict, read_pyth
+
+        load_state_strict(model, read_pyth(checkpoint)["model_state"])
+    return model
