@@ -1,1 +1,7 @@
 """Runtime sessions that drive any edgemem graph from its metadata: torch, ONNX Runtime, OpenVINO, TensorRT."""
+
+from edgemem.runtimes.base import Session
+from edgemem.runtimes.registry import RUNTIMES, list_runtimes, open_session
+from edgemem.runtimes.state_io import load_state, save_state
+
+__all__ = ["RUNTIMES", "Session", "list_runtimes", "load_state", "open_session", "save_state"]

@@ -1,0 +1,187 @@
+"""OpenVINO sessions: explicit state (fed and fetched every step) and stateful (state in variables).
+
+The inference precision is always set explicitly (``precision="f32"`` by default): OpenVINO would
+otherwise run bf16 on CPUs that support it. The stateful variant rewrites the graph the way
+OpenVINO's MakeStateful does (each ``state_in.X`` parameter becomes a ReadValue, each
+``state_out.X`` result an Assign of the same variable) but gives every ReadValue an explicit zero
+initial value and fixes all shapes, so ``reset_state()`` means "empty memory" by construction.
+Per-slot resets still go through the graph's ``reset`` input.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgemem import contract as C
+from edgemem.errors import UnsupportedError
+from edgemem.runtimes.base import Session, State
+from edgemem.runtimes.graph import GraphInfo, read_graph
+
+PRECISIONS = {"f32": "f32", "fp32": "f32", "bf16": "bf16", "f16": "f16", "fp16": "f16"}
+
+
+def _import_ov() -> Any:
+    try:
+        import openvino
+    except ImportError:
+        raise UnsupportedError("openvino is not installed (pip install openvino)") from None
+    return openvino
+
+
+def _compile_config(precision: str, threads: int | None) -> dict[str, str]:
+    if precision not in PRECISIONS:
+        raise UnsupportedError(f"unknown OpenVINO precision '{precision}'; use one of {sorted(set(PRECISIONS))}")
+    config = {"INFERENCE_PRECISION_HINT": PRECISIONS[precision]}
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = str(int(threads))
+    return config
+
+
+def _read_static(ov: Any, info: GraphInfo, batch: int) -> Any:
+    """Read the ONNX into an OpenVINO model with every input shape fixed for ``batch``."""
+    core = ov.Core()
+    try:
+        model = core.read_model(str(info.path))
+    except Exception as e:  # OpenVINO raises RuntimeError subclasses for unreadable graphs
+        raise UnsupportedError(f"OpenVINO cannot read {info.path.name}: {str(e).splitlines()[0]}") from None
+    shapes = {C.FRAMES: [batch, *info.input_shape], C.RESET: [batch]}
+    specs = [s.with_batch(batch) for s in info.specs]
+    shapes.update({C.state_in_name(s.name): list(s.shape) for s in specs})
+    model.reshape(shapes)
+    return core, model
+
+
+def _output(model: Any, name: str) -> Any:
+    for o in model.outputs:
+        if name in o.get_names():
+            return o
+    raise UnsupportedError(f"OpenVINO model has no output '{name}'")
+
+
+def _compile(core: Any, model: Any, device: str, precision: str, threads: int | None) -> Any:
+    try:
+        compiled = core.compile_model(model, device, _compile_config(precision, threads))
+    except RuntimeError as e:
+        raise UnsupportedError(f"OpenVINO cannot compile for {device}: {str(e).splitlines()[0]}") from None
+    return compiled
+
+
+class OpenVinoSession(Session):
+    """OpenVINO with the state as explicit inputs/outputs, held as host arrays."""
+
+    runtime = "openvino"
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        *,
+        batch: int | None = None,
+        precision: str = "f32",
+        device: str = "CPU",
+        threads: int | None = None,
+    ) -> None:
+        info = read_graph(model_path)
+        super().__init__(info.specs, info.card, info.input_shape, info.resolve_batch(batch))
+        ov = _import_ov()
+        core, model = _read_static(ov, info, self.batch)
+        self.precision = PRECISIONS.get(precision, precision)
+        self._compiled = _compile(core, model, device, precision, threads)
+        self._request = self._compiled.create_infer_request()
+        self._logits = _output(self._compiled, C.LOGITS)
+        self._outs = {s.name: _output(self._compiled, C.state_out_name(s.name)) for s in self._specs}
+        self._state = self.zeros_state()
+
+    def _run(self, frames: np.ndarray, reset: np.ndarray) -> np.ndarray:
+        feeds: dict[str, np.ndarray] = {C.FRAMES: frames, C.RESET: reset}
+        feeds.update({C.state_in_name(k): v for k, v in self._state.items()})
+        res = self._request.infer(feeds)
+        self._state = {k: np.array(res[o], copy=True) for k, o in self._outs.items()}
+        return np.array(res[self._logits], copy=True)
+
+    def _read_state(self) -> State:
+        return self._state
+
+    def _write_state(self, state: State) -> None:
+        self._state = dict(state)
+
+    def _close(self) -> None:
+        del self._request, self._compiled
+
+
+def make_stateful(ov: Any, model: Any, specs: list[C.TensorSpec]) -> None:
+    """Turn each ``state_in.X``/``state_out.X`` pair into variable ``X`` with a zero initial value."""
+    from openvino import opset13 as ops
+    from openvino.op.util import Variable, VariableInfo
+
+    params = {n: p for p in model.get_parameters() for n in p.output(0).get_names()}
+    results = {n: r for r in model.get_results() for n in r.output(0).get_names()}
+    sinks, variables = [], []
+    for s in specs:
+        param, result = params[C.state_in_name(s.name)], results[C.state_out_name(s.name)]
+        init = ops.constant(np.zeros(s.shape, dtype=s.dtype))
+        vinfo = VariableInfo()
+        vinfo.variable_id = s.name
+        vinfo.data_shape = ov.PartialShape(list(s.shape))
+        vinfo.data_type = init.get_output_element_type(0)
+        var = Variable(vinfo)
+        read = ops.read_value(init, var)
+        for target in list(param.output(0).get_target_inputs()):
+            target.replace_source_output(read.output(0))
+        src = result.input_value(0)
+        node = src.get_node() if src.get_node().get_output_size() == 1 else ops.convert(src, vinfo.data_type)
+        sinks.append(ov.op.assign(node, var))
+        variables.append(var)
+        model.remove_result(result)
+        model.remove_parameter(param)
+    model.add_variables(variables)
+    model.add_sinks(sinks)
+    model.validate_nodes_and_infer_types()
+
+
+class OpenVinoStatefulSession(Session):
+    """OpenVINO with the state in variables of the infer request (never copied to the host per step)."""
+
+    runtime = "openvino-stateful"
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        *,
+        batch: int | None = None,
+        precision: str = "f32",
+        device: str = "CPU",
+        threads: int | None = None,
+    ) -> None:
+        info = read_graph(model_path)
+        super().__init__(info.specs, info.card, info.input_shape, info.resolve_batch(batch))
+        ov = _import_ov()
+        core, model = _read_static(ov, info, self.batch)
+        make_stateful(ov, model, self._specs)
+        self.precision = PRECISIONS.get(precision, precision)
+        self._ov = ov
+        self._compiled = _compile(core, model, device, precision, threads)
+        self._request = self._compiled.create_infer_request()
+        self._logits = _output(self._compiled, C.LOGITS)
+
+    def _run(self, frames: np.ndarray, reset: np.ndarray) -> np.ndarray:
+        res = self._request.infer({C.FRAMES: frames, C.RESET: reset})
+        return np.array(res[self._logits], copy=True)
+
+    def _variables(self) -> dict[str, Any]:
+        return {v.name: v for v in self._request.query_state()}
+
+    def _read_state(self) -> State:
+        return {k: v.state.data for k, v in self._variables().items()}
+
+    def _write_state(self, state: State) -> None:
+        for k, v in self._variables().items():
+            v.state = self._ov.Tensor(np.ascontiguousarray(state[k]))
+
+    def _zero_state(self) -> None:
+        self._request.reset_state()
+
+    def _close(self) -> None:
+        del self._request, self._compiled

@@ -1,0 +1,78 @@
+"""``open_session(model_path, runtime, **options)``: the one entry point to every runtime adapter."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from edgemem.errors import UnsupportedError
+from edgemem.runtimes.base import Session
+
+
+def _torch(path: Any, **kw: Any) -> Session:
+    from edgemem.runtimes.torch_session import TorchSession
+
+    return TorchSession(path, **kw)
+
+
+def _ort_cpu(path: Any, **kw: Any) -> Session:
+    from edgemem.runtimes.ort import OrtSession
+
+    return OrtSession(path, **kw)
+
+
+def _ort_device(device: str) -> Callable[..., Session]:
+    def make(path: Any, **kw: Any) -> Session:
+        from edgemem.runtimes.ort import OrtDeviceSession
+
+        return OrtDeviceSession(path, device=device, **kw)
+
+    return make
+
+
+def _openvino(path: Any, **kw: Any) -> Session:
+    from edgemem.runtimes.openvino import OpenVinoSession
+
+    return OpenVinoSession(path, **kw)
+
+
+def _openvino_stateful(path: Any, **kw: Any) -> Session:
+    from edgemem.runtimes.openvino import OpenVinoStatefulSession
+
+    return OpenVinoStatefulSession(path, **kw)
+
+
+def _tensorrt(path: Any, **kw: Any) -> Session:
+    from edgemem.runtimes.tensorrt import TensorRTSession
+
+    return TensorRTSession(path, **kw)
+
+
+# name -> (factory, one-line description); options are the adapter's keyword arguments.
+RUNTIMES: dict[str, tuple[Callable[..., Session], str]] = {
+    "torch": (_torch, "PyTorch reference (StreamingModel.step); batch, threads, checkpoint, device"),
+    "ort-cpu": (_ort_cpu, "ONNX Runtime, CPU provider; batch, threads, inter_threads, spinning"),
+    "ort-cuda": (_ort_device("cuda"), "ONNX Runtime, CUDA provider, state on device; batch, device_id"),
+    "ort-tensorrt": (_ort_device("tensorrt"), "ONNX Runtime, TensorRT provider; batch, device_id, fp16"),
+    "openvino": (_openvino, "OpenVINO, explicit state; batch, precision (f32|bf16), device, threads"),
+    "openvino-stateful": (_openvino_stateful, "OpenVINO, state in variables; batch, precision, device, threads"),
+    "tensorrt": (_tensorrt, "TensorRT engine, state in device buffers; batch, device_id, fp16"),
+}
+
+
+def list_runtimes() -> list[str]:
+    return list(RUNTIMES)
+
+
+def open_session(model_path: str | Path | Any, runtime: str, **options: Any) -> Session:
+    """Open ``model_path`` (an edgemem ONNX graph; for ``torch`` also a preset or model) on ``runtime``."""
+    if runtime not in RUNTIMES:
+        raise UnsupportedError(f"unknown runtime '{runtime}'; available: {', '.join(RUNTIMES)}")
+    options = {k: v for k, v in options.items() if v is not None}
+    try:
+        return RUNTIMES[runtime][0](model_path, **options)
+    except TypeError as e:
+        if "unexpected keyword argument" in str(e):
+            raise UnsupportedError(f"runtime '{runtime}' does not take option {str(e).split()[-1]}") from None
+        raise

@@ -1,0 +1,111 @@
+"""A tiny contract-following streaming model and its ONNX export, for the runtime and stream tests.
+
+The runtimes must know no model: this one (a conv feature, a FIFO memory of the last two clip
+features and a clip counter) is exported with its metadata set by hand following
+``edgemem.contract``, exactly as the exporter writes it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import onnx
+import torch
+from torch import Tensor, nn
+
+from edgemem import contract as C
+from edgemem.models.registry import register_family
+from edgemem.models.streaming import State, StreamingModel
+
+FAMILY = "test_tinymem"
+
+
+class TinyMem(StreamingModel):
+    def __init__(self, classes: int = 5, frames: int = 4, size: int = 16, slots: int = 2) -> None:
+        super().__init__()
+        self.cfg = {"classes": classes, "frames": frames, "size": size, "slots": slots}
+        self.conv = nn.Conv3d(3, 8, (2, 4, 4), (2, 4, 4))
+        self.head = nn.Linear(8 * (slots + 1) + 1, classes)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int, int]:
+        return (3, self.cfg["frames"], self.cfg["size"], self.cfg["size"])
+
+    @property
+    def num_classes(self) -> int:
+        return self.cfg["classes"]
+
+    def state_specs(self, batch_size: int | str = 1) -> list[C.TensorSpec]:
+        return [
+            C.TensorSpec("mem", (batch_size, self.cfg["slots"], 8)),
+            C.TensorSpec("count", (batch_size, 1)),
+        ]
+
+    def step(self, frames: Tensor, state: State, reset: Tensor | None = None) -> tuple[Tensor, State]:
+        mem, count = state["mem"], state["count"]
+        if reset is not None:
+            keep = (~reset).to(mem.dtype)
+            mem, count = mem * keep[:, None, None], count * keep[:, None]
+        f = torch.tanh(self.conv(frames).mean((2, 3, 4)))
+        logits = self.head(torch.cat([f, mem.flatten(1), count / 10], 1))
+        return logits, {"mem": torch.cat([mem[:, 1:], f[:, None]], 1), "count": count + 1}
+
+    def forward(self, frames: Tensor, reset: Tensor, mem: Tensor, count: Tensor) -> tuple[Tensor, ...]:
+        logits, new = self.step(frames, {"mem": mem, "count": count}, reset)
+        return logits, new["mem"], new["count"]
+
+    def model_card(self) -> dict[str, Any]:
+        return {
+            "name": None,
+            "family": FAMILY,
+            "source": "tests/runtime_models.py",
+            "config": dict(self.cfg),
+            "frames": self.cfg["frames"],
+            "sampling_rate": 2,
+            "crop_size": self.cfg["size"],
+            "target_fps": 30,
+            "mean": [0.45, 0.45, 0.45],
+            "std": [0.225, 0.225, 0.225],
+            "num_classes": self.cfg["classes"],
+            "class_names": [f"class_{i}" for i in range(self.cfg["classes"])],
+            "frame_scale": 1,
+            "memory": {"kind": "test", "slots": self.cfg["slots"]},
+        }
+
+
+@register_family(FAMILY)
+def _from_card(card: dict[str, Any]) -> TinyMem:
+    return TinyMem(**card["config"])
+
+
+def make_model(seed: int = 0) -> TinyMem:
+    torch.manual_seed(seed)
+    return TinyMem().eval()
+
+
+def export(model: TinyMem, path: Path, batch: int | None = None) -> Path:
+    """Export ``model`` following the contract; dynamic batch unless ``batch`` is given."""
+    b = batch or 2
+    args = (torch.randn(b, *model.input_shape), torch.zeros(b, dtype=torch.bool), *model.init_state(b).values())
+    names = [C.FRAMES, C.RESET] + [C.state_in_name(s.name) for s in model.state_specs()]
+    outs = [C.LOGITS] + [C.state_out_name(s.name) for s in model.state_specs()]
+    dyn = None
+    if batch is None:
+        d = torch.export.Dim("batch")
+        dyn = tuple({0: d} for _ in args)
+    prog = torch.onnx.export(
+        model, args, input_names=names, output_names=outs, dynamo=True, dynamic_shapes=dyn, verbose=False
+    )
+    prog.save(str(path), external_data=False)
+    graph = onnx.load(str(path))
+    spec_batch = batch if batch is not None else C.BATCH_DIM
+    meta = {
+        C.META_CONTRACT: C.CONTRACT_VERSION,
+        C.META_STATE: C.specs_to_json(model.state_specs(spec_batch)),
+        C.META_MODEL: __import__("json").dumps(model.model_card()),
+    }
+    for k, v in meta.items():
+        graph.metadata_props.add(key=k, value=v)
+    onnx.save(graph, str(path))
+    return path
