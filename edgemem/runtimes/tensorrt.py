@@ -1,0 +1,183 @@
+"""Native TensorRT 10 session: an engine built from the ONNX graph, state ping-ponged on the device.
+
+The engine is built for static shapes (the session batch) and optionally fp16, and cached next to
+the model as ``<model>.<key>.engine``, the key hashing the graph bytes, the input shapes, the
+precision and the TensorRT version. Device memory goes through cuda-python's runtime API. Not
+verifiable on machines without an NVIDIA GPU (see docs/RUNTIMES.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgemem import contract as C
+from edgemem.errors import UnsupportedError
+from edgemem.runtimes.base import Session, State
+from edgemem.runtimes.graph import GraphInfo, read_graph
+
+
+def import_tensorrt() -> tuple[Any, Any]:
+    """(tensorrt, cudart) or UnsupportedError naming what is missing."""
+    try:
+        import tensorrt as trt
+    except ImportError:
+        raise UnsupportedError("tensorrt is not installed (pip install tensorrt)") from None
+    try:
+        from cuda.bindings import runtime as cudart
+    except ImportError:
+        try:
+            from cuda import cudart
+        except ImportError:
+            raise UnsupportedError("cuda-python is not installed (pip install cuda-python)") from None
+    return trt, cudart
+
+
+def _check(result: Any) -> Any:
+    """Unwrap a cuda-python ``(err, *values)`` tuple, raising on a CUDA error."""
+    err, *values = result if isinstance(result, tuple) else (result,)
+    if int(err) != 0:
+        raise UnsupportedError(f"CUDA error {err}")
+    return values[0] if len(values) == 1 else values
+
+
+def gpu_count(cudart: Any) -> int:
+    err, n = cudart.cudaGetDeviceCount()
+    return int(n) if int(err) == 0 else 0
+
+
+def engine_path(info: GraphInfo, shapes: dict[str, list[int]], fp16: bool, trt_version: str) -> Path:
+    h = hashlib.sha256()
+    data_files = [info.path, *sorted(info.path.parent.glob(info.path.name + ".data"))]
+    for f in data_files:
+        h.update(f.read_bytes())
+    h.update(repr(sorted(shapes.items())).encode())
+    h.update(f"fp16={fp16} trt={trt_version}".encode())
+    return info.path.with_name(f"{info.path.stem}.{h.hexdigest()[:16]}.engine")
+
+
+def build_engine(trt: Any, info: GraphInfo, shapes: dict[str, list[int]], fp16: bool) -> bytes:
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(info.path)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise UnsupportedError(f"TensorRT cannot parse {info.path.name}: {errors}")
+    config = builder.create_builder_config()
+    if fp16:
+        config.set_flag(trt.BuilderFlag.FP16)
+    profile = builder.create_optimization_profile()
+    for i in range(network.num_inputs):
+        name = network.get_input(i).name
+        profile.set_shape(name, shapes[name], shapes[name], shapes[name])
+    config.add_optimization_profile(profile)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise UnsupportedError(f"TensorRT failed to build an engine for {info.path.name}")
+    return bytes(serialized)
+
+
+def load_or_build(trt: Any, info: GraphInfo, shapes: dict[str, list[int]], fp16: bool) -> bytes:
+    path = engine_path(info, shapes, fp16, trt.__version__)
+    if path.is_file():
+        return path.read_bytes()
+    blob = build_engine(trt, info, shapes, fp16)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "wb") as f:
+        f.write(blob)
+    os.replace(tmp, path)
+    return blob
+
+
+class TensorRTSession(Session):
+    """A TensorRT engine; frames/reset copied in, logits copied out, state stays on the GPU."""
+
+    runtime = "tensorrt"
+
+    def __init__(
+        self, model_path: str | Path, *, batch: int | None = None, device_id: int = 0, fp16: bool = False
+    ) -> None:
+        info = read_graph(model_path)
+        super().__init__(info.specs, info.card, info.input_shape, info.resolve_batch(batch))
+        trt, cudart = import_tensorrt()
+        if gpu_count(cudart) == 0:
+            raise UnsupportedError("tensorrt needs an NVIDIA GPU; none was found")
+        self._trt, self._cudart = trt, cudart
+        _check(cudart.cudaSetDevice(device_id))
+        shapes = {C.FRAMES: [self.batch, *self.input_shape], C.RESET: [self.batch]}
+        shapes.update({C.state_in_name(s.name): list(s.shape) for s in self._specs})
+        blob = load_or_build(trt, info, shapes, fp16)
+        self._engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(blob)
+        self._context = self._engine.create_execution_context()
+        for name, shape in shapes.items():
+            self._context.set_input_shape(name, shape)
+        self._stream = _check(cudart.cudaStreamCreate())
+        self._buffers: list[int] = []
+        self._frames = self._alloc(int(np.prod(shapes[C.FRAMES])) * 4)
+        self._reset = self._alloc(self.batch)  # bool, one byte each
+        self._logits_host = np.zeros((self.batch, self.num_classes), np.float32)
+        self._logits = self._alloc(self._logits_host.nbytes)
+        self._cur = {s.name: self._alloc(s.nbytes_per_item * self.batch) for s in self._specs}
+        self._nxt = {s.name: self._alloc(s.nbytes_per_item * self.batch) for s in self._specs}
+        self._zero_state()
+
+    def _alloc(self, nbytes: int) -> int:
+        ptr = int(_check(self._cudart.cudaMalloc(max(nbytes, 1))))
+        self._buffers.append(ptr)
+        return ptr
+
+    def _copy(self, dst: int, src: int, nbytes: int, kind: Any) -> None:
+        _check(self._cudart.cudaMemcpyAsync(dst, src, nbytes, kind, self._stream))
+
+    def _run(self, frames: np.ndarray, reset: np.ndarray) -> np.ndarray:
+        kinds = self._cudart.cudaMemcpyKind
+        self._copy(self._frames, frames.ctypes.data, frames.nbytes, kinds.cudaMemcpyHostToDevice)
+        self._copy(self._reset, reset.ctypes.data, reset.nbytes, kinds.cudaMemcpyHostToDevice)
+        ctx = self._context
+        ctx.set_tensor_address(C.FRAMES, self._frames)
+        ctx.set_tensor_address(C.RESET, self._reset)
+        ctx.set_tensor_address(C.LOGITS, self._logits)
+        for s in self._specs:
+            ctx.set_tensor_address(C.state_in_name(s.name), self._cur[s.name])
+            ctx.set_tensor_address(C.state_out_name(s.name), self._nxt[s.name])
+        if not ctx.execute_async_v3(self._stream):
+            raise UnsupportedError("TensorRT execution failed")
+        out = self._logits_host
+        self._copy(out.ctypes.data, self._logits, out.nbytes, kinds.cudaMemcpyDeviceToHost)
+        _check(self._cudart.cudaStreamSynchronize(self._stream))
+        self._cur, self._nxt = self._nxt, self._cur
+        return out.copy()
+
+    def _read_state(self) -> State:
+        kind = self._cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        state = {}
+        for s in self._specs:
+            host = np.empty(s.shape, s.dtype)
+            self._copy(host.ctypes.data, self._cur[s.name], host.nbytes, kind)
+            state[s.name] = host
+        _check(self._cudart.cudaStreamSynchronize(self._stream))
+        return state
+
+    def _write_state(self, state: State) -> None:
+        kind = self._cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
+        for s in self._specs:
+            v = state[s.name]
+            self._copy(self._cur[s.name], v.ctypes.data, v.nbytes, kind)
+        _check(self._cudart.cudaStreamSynchronize(self._stream))
+
+    def _zero_state(self) -> None:
+        for s in self._specs:
+            _check(self._cudart.cudaMemsetAsync(self._cur[s.name], 0, s.nbytes_per_item * self.batch, self._stream))
+        _check(self._cudart.cudaStreamSynchronize(self._stream))
+
+    def _close(self) -> None:
+        for ptr in self._buffers:
+            self._cudart.cudaFree(ptr)
+        self._cudart.cudaStreamDestroy(self._stream)
+        del self._context, self._engine
