@@ -1,1 +1,3 @@
 """Imports every model family so that their presets register (see registry._load_all)."""
+
+from edgemem.models import cm_model, resnet3d, x3d  # noqa: F401  (CM and its clip backbones)

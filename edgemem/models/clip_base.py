@@ -1,0 +1,116 @@
+"""Memory-less clip backbones (ResNet3D, X3D) as streaming models with an empty state.
+
+A clip backbone splits into ``forward_features`` (frames -> last-stage feature map ``[B, D, t, h, w]``)
+and ``forward_head`` (feature map -> logits), so Collaborative Memory can sit between the two.
+``frame_scale=k`` builds the baseline fed k x more frames per clip (same weights, longer clip).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from torch import Tensor, nn
+
+from edgemem.contract import TensorSpec
+from edgemem.models.streaming import State, StreamingModel
+
+
+def to_tokens(feat: Tensor) -> Tensor:
+    """``[B, D, t, h, w] -> [B, t*h*w, D]``."""
+    return feat.flatten(2).transpose(1, 2)
+
+
+def from_tokens(tokens: Tensor, like: Tensor) -> Tensor:
+    """Inverse of :func:`to_tokens` for a feature map shaped like ``like``."""
+    return tokens.transpose(1, 2).reshape(like.shape)
+
+
+def init_conv_bn(module: nn.Module) -> None:
+    """PySlowFast-style init: He (fan-out) convs, unit BN (zero for ``transform_final_bn``), N(0, 0.01) heads."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv3d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm3d):
+            nn.init.constant_(m.weight, 0.0 if getattr(m, "transform_final_bn", False) else 1.0)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, std=0.01)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+class ClipBackbone(StreamingModel):
+    """Base of the clip backbones. Subclasses set ``self.cfg`` (a dataclass with the card fields),
+    ``self.family``, ``self.preset`` and implement ``forward_features``/``forward_head``/``feature_dim``."""
+
+    cfg: Any
+    family: str
+    preset: str | None
+
+    @property
+    def feature_dim(self) -> int:
+        raise NotImplementedError
+
+    def forward_features(self, frames: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def forward_head(self, feat: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def feature_tokens(self, feat: Tensor) -> Tensor:
+        """Feature map as tokens ``[B, K, D]`` (what Collaborative Memory reads)."""
+        return to_tokens(feat)
+
+    def tokens_to_feature(self, tokens: Tensor, feat: Tensor) -> Tensor:
+        """Tokens back to the layout of ``feat`` (what ``forward_head`` reads)."""
+        return from_tokens(tokens, feat)
+
+    def forward(self, frames: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(frames))
+
+    @property
+    def input_shape(self) -> tuple[int, int, int, int]:
+        c = self.cfg
+        return (3, c.frames * c.frame_scale, c.crop_size, c.crop_size)
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.cfg.num_classes)
+
+    def state_specs(self, batch_size: int | str = 1) -> list[TensorSpec]:
+        return []
+
+    def step(self, frames: Tensor, state: State, reset: Tensor | None = None) -> tuple[Tensor, State]:
+        """Classify one clip; there is no memory, so ``state`` stays empty and ``reset`` is a no-op."""
+        self.check_step_inputs(frames, state, reset)
+        return self.forward(frames), {}
+
+    def model_card(self) -> dict[str, Any]:
+        c = self.cfg
+        return {
+            "name": self.preset,
+            "family": self.family,
+            "source": self.preset or "config",
+            "config": _jsonable(asdict(c)),
+            "frames": c.frames * c.frame_scale,
+            "sampling_rate": c.sampling_rate,
+            "crop_size": c.crop_size,
+            "target_fps": c.target_fps,
+            "mean": list(c.mean),
+            "std": list(c.std),
+            "num_classes": c.num_classes,
+            "class_names": None,
+            "frame_scale": c.frame_scale,
+            "memory": None,
+        }
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, (tuple, list)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items()}
+    return x
