@@ -1,0 +1,436 @@
+"""Video datasets in the PySlowFast/Kinetics layout and the torch Datasets that sample clips from them.
+
+A dataset directory holds ``train.csv`` and ``val.csv`` (one ``path label`` per line, space
+separated, paths relative to the directory or absolute), optionally ``classes.txt`` (one class name
+per line) and ``task.json`` (written by ``edgemem data synth``).
+
+Every item is a dict with ``frames`` (float, normalised), ``label``, ``video`` (index in the split),
+``valid`` and ``error``. A video that cannot be decoded gives ``valid = False``, zero frames and
+the reason in ``error`` instead of raising, so a run never crashes on one bad file: mask the loss
+with ``valid`` and count with ``SkipTally``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from edgemem.data.augment import EvalTransform, TrainAugment, default_scales, to_clip
+from edgemem.data.samplers import (
+    PADDING,
+    StreamIndex,
+    consecutive_clip_count,
+    multi_clip_starts,
+    random_clip_start,
+    uniform_clip_starts,
+)
+from edgemem.data.video import VideoError, VideoInfo, VideoReader, probe
+from edgemem.errors import InputError
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class VideoRecord:
+    path: str
+    label: int
+
+
+@dataclass(frozen=True)
+class ClipGeometry:
+    """What one clip of a model is: ``frames`` sampled every ``sampling_rate`` frames at ``target_fps``."""
+
+    frames: int
+    sampling_rate: int
+    crop_size: int
+    target_fps: float = 30.0
+    mean: tuple[float, float, float] = (0.45, 0.45, 0.45)
+    std: tuple[float, float, float] = (0.225, 0.225, 0.225)
+
+    @property
+    def span(self) -> int:
+        """Target-rate frames one clip spans."""
+        return self.frames * self.sampling_rate
+
+    @classmethod
+    def from_card(cls, card: dict[str, Any]) -> ClipGeometry:
+        """The clip geometry of a model card (``frames`` already includes any ``frame_scale``)."""
+        return cls(
+            frames=int(card["frames"]),
+            sampling_rate=int(card["sampling_rate"]),
+            crop_size=int(card["crop_size"]),
+            target_fps=float(card.get("target_fps") or 30),
+            mean=tuple(card.get("mean") or cls.mean),
+            std=tuple(card.get("std") or cls.std),
+        )
+
+    def train_augment(self) -> TrainAugment:
+        _, lo, hi = default_scales(self.crop_size)
+        return TrainAugment(self.crop_size, lo, hi, self.mean, self.std)
+
+    def eval_transform(self, num_crops: int = 1) -> EvalTransform:
+        short, _, _ = default_scales(self.crop_size)
+        return EvalTransform(self.crop_size, short, self.mean, self.std, num_crops)
+
+
+class VideoDir:
+    """A dataset directory: its splits, number of classes, class names and task meta."""
+
+    def __init__(self, root: str | Path, num_classes: int | None = None) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise InputError(f"dataset directory {self.root} does not exist")
+        present = [s for s in SPLITS if (self.root / f"{s}.csv").is_file()]
+        if not present:
+            raise InputError(f"{self.root} has no train.csv or val.csv (PySlowFast/Kinetics layout expected)")
+        task_file = self.root / "task.json"
+        self.task: dict[str, Any] | None = json.loads(task_file.read_text()) if task_file.is_file() else None
+        classes_file = self.root / "classes.txt"
+        self.class_names: list[str] | None = None
+        if classes_file.is_file():
+            self.class_names = [c.strip() for c in classes_file.read_text().splitlines() if c.strip()]
+        declared = len(self.class_names) if self.class_names else (self.task or {}).get("num_classes")
+        if num_classes is not None and declared is not None and num_classes != declared:
+            raise InputError(f"{self.root} has {declared} classes, the model expects {num_classes}")
+        self._splits = {s: _read_csv(self.root / f"{s}.csv", self.root) for s in present}
+        if num_classes is None:
+            num_classes = declared or 1 + max((r.label for rs in self._splits.values() for r in rs), default=0)
+        self.num_classes = int(num_classes)
+        for s, records in self._splits.items():
+            for i, r in enumerate(records):
+                if r.label >= self.num_classes:
+                    raise InputError(
+                        f"{self.root / f'{s}.csv'} line {i + 1}: label {r.label} out of range for "
+                        f"{self.num_classes} classes"
+                    )
+
+    @property
+    def splits(self) -> list[str]:
+        return list(self._splits)
+
+    def split(self, name: str) -> list[VideoRecord]:
+        if name not in self._splits:
+            raise InputError(f"{self.root} has no {name}.csv")
+        return self._splits[name]
+
+
+def _read_csv(path: Path, root: Path) -> list[VideoRecord]:
+    records = []
+    for n, raw in enumerate(path.read_text().splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = line.rsplit(None, 1) if " " in line or "\t" in line else line.rsplit(",", 1)
+        if len(parts) != 2:
+            raise InputError(f"{path} line {n}: expected 'path label', got {raw!r}")
+        rel, label = parts[0].strip().rstrip(","), parts[1].strip()
+        try:
+            lab = int(label)
+        except ValueError:
+            if n == 1 and not records:  # a header line
+                continue
+            raise InputError(f"{path} line {n}: label {label!r} is not an integer") from None
+        if lab < 0:
+            raise InputError(f"{path} line {n}: negative label {lab}")
+        p = Path(rel)
+        records.append(VideoRecord(str(p if p.is_absolute() else root / p), lab))
+    if not records:
+        raise InputError(f"{path} lists no videos")
+    return records
+
+
+@dataclass
+class SkipTally:
+    """Counts videos skipped as unreadable, from the ``valid``/``error`` fields of batches."""
+
+    skipped: dict[int, str] = field(default_factory=dict)
+
+    def update(self, batch: dict[str, Any]) -> None:
+        valid = batch["valid"].reshape(-1)
+        videos = batch["video"].reshape(-1)
+        errors = batch["error"]
+        for i in torch.nonzero(~valid).flatten().tolist():
+            if errors[i] and int(videos[i]) >= 0:
+                self.skipped.setdefault(int(videos[i]), errors[i])
+
+    def add(self, video: int, error: str) -> None:
+        self.skipped.setdefault(video, error)
+
+    def summary(self) -> str:
+        if not self.skipped:
+            return "no unreadable videos"
+        first = next(iter(self.skipped.values()))
+        return f"skipped {len(self.skipped)} unreadable video(s); first: {first}"
+
+
+class _ClipSource(Dataset):
+    """Shared decoding: clips at given start positions, with skip-on-error."""
+
+    def __init__(self, records: Sequence[VideoRecord], geometry: ClipGeometry, seed: int = 0) -> None:
+        self.records = list(records)
+        self.geometry = geometry
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Change the random augmentation (workers must be re-created: ``persistent_workers=False``)."""
+        self.epoch = epoch
+
+    def _gen(self, *key: int) -> torch.Generator:
+        h = 0
+        for k in (self.seed, self.epoch, *key):
+            h = (h * 1_000_003 + k + 1) % (2**63 - 1)
+        return torch.Generator().manual_seed(h)
+
+    def _length(self, info: VideoInfo) -> int:
+        """Video length in target-rate frames."""
+        return max(1, math.floor(info.num_frames * self.geometry.target_fps / info.fps + 1e-6))
+
+    def _decode(self, reader: VideoReader, starts: Sequence[int]) -> np.ndarray:
+        """Frames of the clips at ``starts`` (target-rate), concatenated in time: ``[n*T, H, W, 3]``."""
+        g = self.geometry
+        scale = reader.info.fps / g.target_fps
+        last = reader.info.num_frames - 1
+        idx = [min(last, round((s + j * g.sampling_rate) * scale)) for s in starts for j in range(g.frames)]
+        return reader.get_frames(idx)
+
+    def _invalid(self, video: int, error: str, shape: tuple[int, ...]) -> dict[str, Any]:
+        log.warning("skipping unreadable video: %s", error)
+        return {
+            "frames": torch.zeros(shape),
+            "label": torch.tensor(-1),
+            "video": torch.tensor(video),
+            "valid": torch.tensor(False),
+            "error": error,
+        }
+
+    def _clip_shape(self) -> tuple[int, int, int, int]:
+        g = self.geometry
+        return (3, g.frames, g.crop_size, g.crop_size)
+
+
+class ClipDataset(_ClipSource):
+    """Clip-level sampling. Train: one random clip per video (temporal jitter) with augmentation.
+    Eval: ``temporal_views`` x ``spatial_crops`` test views per video (item ``video * views + view``),
+    ``clip`` = temporal view, ``crop`` = spatial crop; average the views' scores per video."""
+
+    def __init__(
+        self,
+        records: Sequence[VideoRecord],
+        geometry: ClipGeometry,
+        train: bool,
+        temporal_views: int = 1,
+        spatial_crops: int = 1,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(records, geometry, seed)
+        self.train = train
+        self.temporal_views = 1 if train else temporal_views
+        self.spatial_crops = 1 if train else spatial_crops
+        self.augment = geometry.train_augment()
+        self.transform = geometry.eval_transform(self.spatial_crops)
+
+    @property
+    def views(self) -> int:
+        return self.temporal_views * self.spatial_crops
+
+    def __len__(self) -> int:
+        return len(self.records) * self.views
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        video, view = divmod(int(index), self.views)
+        t_view, s_view = divmod(view, self.spatial_crops)
+        rec = self.records[video]
+        try:
+            with VideoReader(rec.path) as reader:
+                length = self._length(reader.info)
+                if self.train:
+                    start = random_clip_start(length, self.geometry.span, self._gen(video))
+                else:
+                    start = uniform_clip_starts(length, self.geometry.span, self.temporal_views)[t_view]
+                clip = to_clip(self._decode(reader, [start]))
+        except VideoError as e:
+            return self._invalid(video, str(e), self._clip_shape()) | {
+                "clip": torch.tensor(t_view),
+                "crop": torch.tensor(s_view),
+            }
+        frames = self.augment(clip, self._gen(video, 1)) if self.train else self.transform(clip, s_view)
+        return {
+            "frames": frames,
+            "label": torch.tensor(rec.label),
+            "video": torch.tensor(video),
+            "clip": torch.tensor(t_view),
+            "crop": torch.tensor(s_view),
+            "valid": torch.tensor(True),
+            "error": "",
+        }
+
+
+class MultiClipDataset(_ClipSource):
+    """N clips per video covering it in order (CM): ``frames`` is ``[N, 3, T, H, W]``.
+
+    Train: clips jittered within the gaps between them, one augmentation (scale, crop, flip) for the
+    whole video. Eval: evenly spread clips, ``spatial_crops`` views per video (item
+    ``video * spatial_crops + crop``).
+    """
+
+    def __init__(
+        self,
+        records: Sequence[VideoRecord],
+        geometry: ClipGeometry,
+        num_clips: int,
+        train: bool,
+        spatial_crops: int = 1,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(records, geometry, seed)
+        if num_clips < 1:
+            raise InputError(f"clips per video must be >= 1, got {num_clips}")
+        self.num_clips = num_clips
+        self.train = train
+        self.spatial_crops = 1 if train else spatial_crops
+        self.augment = geometry.train_augment()
+        self.transform = geometry.eval_transform(self.spatial_crops)
+
+    def __len__(self) -> int:
+        return len(self.records) * self.spatial_crops
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        video, s_view = divmod(int(index), self.spatial_crops)
+        rec = self.records[video]
+        g = self.geometry
+        try:
+            with VideoReader(rec.path) as reader:
+                gen = self._gen(video) if self.train else None
+                starts = multi_clip_starts(self._length(reader.info), g.span, self.num_clips, gen)
+                clip = to_clip(self._decode(reader, starts))
+        except VideoError as e:
+            shape = (self.num_clips, *self._clip_shape())
+            return self._invalid(video, str(e), shape) | {"crop": torch.tensor(s_view)}
+        x = self.augment(clip, self._gen(video, 1)) if self.train else self.transform(clip, s_view)
+        frames = x.reshape(3, self.num_clips, g.frames, *x.shape[-2:]).transpose(0, 1).contiguous()
+        return {
+            "frames": frames,
+            "label": torch.tensor(rec.label),
+            "video": torch.tensor(video),
+            "crop": torch.tensor(s_view),
+            "valid": torch.tensor(True),
+            "error": "",
+        }
+
+
+class StreamingDataset(_ClipSource):
+    """Consecutive non-overlapping clips of each video in order (MeMViT streaming).
+
+    Index it with the ``StreamIndex`` items of ``StreamingBatchSampler(dataset.clips_per_video, B)``:
+    each item is one clip with ``video``, ``clip``, ``first`` (reset the slot's memory before it),
+    ``last`` (the video's final clip: classify it) and ``valid`` (false for padding and unreadable
+    videos). Videos are probed on construction; unreadable ones get 0 clips, are listed in
+    ``skipped`` and never sampled. Train augmentation is drawn once per video, so a video's clips
+    stay spatially consistent.
+    """
+
+    def __init__(self, records: Sequence[VideoRecord], geometry: ClipGeometry, train: bool, seed: int = 0) -> None:
+        super().__init__(records, geometry, seed)
+        self.train = train
+        self.augment = geometry.train_augment()
+        self.transform = geometry.eval_transform(1)
+        self.clips_per_video: list[int] = []
+        self.skipped: dict[int, str] = {}
+        for i, rec in enumerate(self.records):
+            try:
+                info = probe(rec.path)
+            except VideoError as e:
+                log.warning("skipping unreadable video: %s", e)
+                self.skipped[i] = str(e)
+                self.clips_per_video.append(0)
+                continue
+            self.clips_per_video.append(consecutive_clip_count(self._length(info), geometry.span))
+
+    @property
+    def readable_videos(self) -> list[int]:
+        return [i for i, n in enumerate(self.clips_per_video) if n > 0]
+
+    def __len__(self) -> int:
+        return sum(self.clips_per_video)
+
+    def __getitem__(self, index: StreamIndex) -> dict[str, Any]:
+        if not isinstance(index, StreamIndex):
+            raise TypeError("index a StreamingDataset with StreamingBatchSampler's StreamIndex items")
+        flags = {"clip": torch.tensor(index.clip), "first": torch.tensor(index.first)}
+        flags["last"] = torch.tensor(index.last)
+        if index.is_padding:
+            return self._padding() | flags
+        rec = self.records[index.video]
+        g = self.geometry
+        try:
+            with VideoReader(rec.path) as reader:
+                clip = to_clip(self._decode(reader, [index.clip * g.span]))
+        except VideoError as e:
+            return self._invalid(index.video, str(e), self._clip_shape()) | flags
+        frames = self.augment(clip, self._gen(index.video)) if self.train else self.transform(clip)
+        return {
+            "frames": frames,
+            "label": torch.tensor(rec.label),
+            "video": torch.tensor(index.video),
+            "valid": torch.tensor(True),
+            "error": "",
+        } | flags
+
+    def _padding(self) -> dict[str, Any]:
+        return {
+            "frames": torch.zeros(self._clip_shape()),
+            "label": torch.tensor(-1),
+            "video": torch.tensor(PADDING.video),
+            "valid": torch.tensor(False),
+            "error": "",
+        }
+
+
+def check_dataset(root: str | Path, splits: Sequence[str] | None = None) -> dict[str, Any]:
+    """Decode every video of the dataset's splits; counts, frame ranges, labels and errors."""
+    vd = VideoDir(root)
+    report: dict[str, Any] = {"root": str(vd.root), "num_classes": vd.num_classes, "splits": {}}
+    for split in splits or vd.splits:
+        records = vd.split(split)
+        errors, frames = [], []
+        counts = [0] * vd.num_classes
+        for rec in records:
+            counts[rec.label] += 1
+            try:
+                with VideoReader(rec.path) as r:
+                    r.get_frames([0, r.info.num_frames - 1])  # decodes every frame in between
+                    frames.append(r.info.num_frames)
+            except VideoError as e:
+                errors.append(str(e))
+        report["splits"][split] = {
+            "videos": len(records),
+            "readable": len(frames),
+            "unreadable": len(errors),
+            "frames_min": min(frames, default=0),
+            "frames_max": max(frames, default=0),
+            "label_counts": counts,
+            "errors": errors,
+        }
+    return report
+
+
+def stack_batch(items: Sequence[dict[str, Any]]) -> dict[str, Tensor | list[str]]:
+    """Collate dataset items: tensors stacked, ``error`` strings kept as a list."""
+    out: dict[str, Any] = {}
+    for k in items[0]:
+        vals = [it[k] for it in items]
+        out[k] = vals if isinstance(vals[0], str) else torch.stack(vals)
+    return out

@@ -1,0 +1,228 @@
+"""The synthetic long-range task: the label depends on two cues farther apart than one clip covers.
+
+A video has ``clips`` consecutive windows of ``clip_frames * sampling_rate`` source frames. A big
+saturated shape of colour ``a`` fills the first window, one of colour ``b`` the last; in between,
+grey squares move about (the same distribution for every label). The label combines ``a`` and
+``b`` so that either cue alone says nothing about it (``P(label | a) = P(label | b)`` = the class
+prior): a model that sees one clip at a time is at chance, and averaging the scores of several
+single-clip views (``f(a) + g(b)``) cannot represent the label either (it is XOR-like); a model that
+sees both cues - the whole video at once, or the last clip with the first in memory - can be exact.
+See docs/DATA.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgemem.data.video import write_video
+from edgemem.errors import InputError
+
+# Saturated colours, far apart in hue, that survive 4:2:0 chroma subsampling at 40x40.
+COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (235, 35, 35),
+    "green": (30, 205, 50),
+    "blue": (40, 70, 245),
+    "yellow": (245, 220, 25),
+}
+
+
+@dataclass(frozen=True)
+class SynthTask:
+    """A long-range task: the cue colours, how the label combines them, and the clip geometry."""
+
+    name: str
+    description: str
+    colours: tuple[str, ...]
+    class_names: tuple[str, ...]
+    label_of: Callable[[int, int], int]  # (first cue, last cue) -> label
+    clips: int = 4  # windows per video
+    clip_frames: int = 8  # frames per model clip
+    sampling_rate: int = 2  # source frames between sampled frames
+    fps: int = 30
+
+    @property
+    def window(self) -> int:
+        """Source frames one clip spans."""
+        return self.clip_frames * self.sampling_rate
+
+    @property
+    def frames_per_video(self) -> int:
+        return self.clips * self.window
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def sample_cues(self, rng: np.random.Generator) -> tuple[int, int]:
+        """Cue colour indices (first, last) with a uniform label and P(label | one cue) = prior."""
+        k = len(self.colours)
+        label = int(rng.integers(self.num_classes))
+        a = int(rng.integers(k))
+        choices = [b for b in range(k) if self.label_of(a, b) == label]
+        return a, int(rng.choice(choices))
+
+    def meta(self, size: int, codec: str) -> dict:
+        """The ``task.json`` of a generated dataset: geometry and accuracy ceilings."""
+        chance = 1.0 / self.num_classes
+        return {
+            "task": self.name,
+            "description": self.description,
+            "num_classes": self.num_classes,
+            "class_names": list(self.class_names),
+            "colours": {c: list(COLOURS[c]) for c in self.colours},
+            "fps": self.fps,
+            "frames_per_video": self.frames_per_video,
+            "clips_per_video": self.clips,
+            "clip_frames": self.clip_frames,
+            "sampling_rate": self.sampling_rate,
+            "clip_span_frames": self.window,
+            "cue_frames": {
+                "first": [0, self.window],
+                "last": [self.frames_per_video - self.window, self.frames_per_video],
+            },
+            "cue_gap_frames": self.frames_per_video - 2 * self.window,
+            "width": size,
+            "height": size,
+            "codec": codec,
+            "chance": chance,
+            "ceilings": {
+                "single_clip": chance,
+                "multi_view_of_single_clip_model": chance,
+                "frame_scale_covering_video": 1.0,
+                "memory_covering_video": 1.0,
+            },
+        }
+
+
+def _sum_mod(k: int) -> Callable[[int, int], int]:
+    return lambda a, b: (a + b) % k
+
+
+TASKS: dict[str, SynthTask] = {
+    t.name: t
+    for t in (
+        SynthTask(
+            name="cue-match",
+            description="Do the first and the last clip show the same colour? (4 colours, 2 classes)",
+            colours=("red", "green", "blue", "yellow"),
+            class_names=("different", "same"),
+            label_of=lambda a, b: int(a == b),
+        ),
+        SynthTask(
+            name="cue-sum",
+            description="(first colour + last colour) mod 4, colours numbered red, green, blue, yellow "
+            "(4 colours, 4 classes)",
+            colours=("red", "green", "blue", "yellow"),
+            class_names=("sum0", "sum1", "sum2", "sum3"),
+            label_of=_sum_mod(4),
+        ),
+        SynthTask(
+            name="cue-xor",
+            description="Do the first and the last clip show different colours? (2 colours, 2 classes)",
+            colours=("red", "blue"),
+            class_names=("same", "different"),
+            label_of=lambda a, b: int(a != b),
+        ),
+    )
+}
+
+
+def get_task(name: str) -> SynthTask:
+    if name not in TASKS:
+        raise InputError(f"unknown synthetic task {name!r}; known: {', '.join(TASKS)}")
+    return TASKS[name]
+
+
+def render_video(task: SynthTask, a: int, b: int, size: int, rng: np.random.Generator) -> np.ndarray:
+    """Frames ``[T, size, size, 3]`` uint8 of one video with first cue ``a`` and last cue ``b``."""
+    t_total, w = task.frames_per_video, task.window
+    bg = int(rng.integers(20, 60))
+    frames = np.full((t_total, size, size, 3), bg, dtype=np.uint8)
+    yy, xx = np.mgrid[0:size, 0:size]
+    for cue, t0 in ((a, 0), (b, t_total - w)):
+        colour = np.array(COLOURS[task.colours[cue]], dtype=np.uint8)
+        half = rng.uniform(0.28, 0.36) * size  # covers the centre under any 32/40 crop
+        cy, cx = size / 2 + rng.uniform(-0.06, 0.06, 2) * size
+        if rng.random() < 0.5:
+            mask = (yy - cy) ** 2 + (xx - cx) ** 2 <= (half * 1.1) ** 2
+        else:
+            mask = (np.abs(yy - cy) <= half) & (np.abs(xx - cx) <= half)
+        frames[t0 : t0 + w][:, mask] = colour
+    # Distractors: grey squares bouncing through the whole video, independent of the label.
+    for _ in range(int(rng.integers(2, 4))):
+        side = int(rng.integers(size // 8, size // 4 + 1))
+        grey = int(rng.integers(110, 230))
+        pos = rng.uniform(0, size - side, 2)
+        vel = rng.uniform(-1.5, 1.5, 2) * size / 40
+        for t in range(t_total):
+            y, x = pos.astype(int)
+            frames[t, y : y + side, x : x + side] = grey
+            pos += vel
+            for d in range(2):
+                if not 0 <= pos[d] <= size - side:
+                    vel[d] = -vel[d]
+                    pos[d] = np.clip(pos[d], 0, size - side)
+    return frames
+
+
+def generate(
+    task_name: str,
+    out: str | os.PathLike[str],
+    videos: int,
+    val: int | None = None,
+    size: int = 40,
+    seed: int = 0,
+    codec: str = "mpeg4",
+) -> dict:
+    """Write the task's dataset to ``out`` (train.csv, val.csv, classes.txt, task.json, videos/).
+
+    Built in a temporary sibling directory and moved into place, so ``out`` is complete or absent.
+    Returns the task meta.
+    """
+    task = get_task(task_name)
+    val = max(1, videos // 4) if val is None else val
+    if videos < 1 or val < 0:
+        raise InputError(f"need --videos >= 1 and --val >= 0, got {videos} and {val}")
+    if size < 16 or size % 2:
+        raise InputError(f"--size must be even and >= 16, got {size}")
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise InputError(f"{out} exists and is not an empty directory")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        for split_id, (split, n) in enumerate((("train", videos), ("val", val))):
+            (tmp / "videos" / split).mkdir(parents=True)
+            lines = []
+            for i in range(n):
+                rng = np.random.default_rng([seed, split_id, i])
+                a, b = task.sample_cues(rng)
+                rel = f"videos/{split}/{i:06d}.mp4"
+                write_video(tmp / rel, render_video(task, a, b, size, rng), fps=task.fps, codec=codec)
+                lines.append(f"{rel} {task.label_of(a, b)}\n")
+            (tmp / f"{split}.csv").write_text("".join(lines))
+        (tmp / "classes.txt").write_text("".join(f"{c}\n" for c in task.class_names))
+        meta = task.meta(size, codec) | {"seed": seed, "videos": {"train": videos, "val": val}}
+        (tmp / "task.json").write_text(json.dumps(meta, indent=2) + "\n")
+        if out.exists():
+            out.rmdir()
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return meta
+
+
+def task_summary(task: SynthTask) -> dict:
+    """Geometry of a task without generating it (for docs and ``--help``)."""
+    d = asdict(task)
+    d.pop("label_of")
+    return d | {"frames_per_video": task.frames_per_video, "num_classes": task.num_classes}
