@@ -1,0 +1,458 @@
+"""MViTv2 and MeMViT as streaming models with explicit, fixed-shape memory state.
+
+State (MeMViT only; a memory-less MViT has none), for each memory block ``i`` (blocks not in
+``MEMVIT.EXCLUDE_LAYERS``) and ``S = memory.slots`` (M for sampler ``all``, M*N for ``gapN``):
+
+- ``mem.<i>.k`` / ``mem.<i>.v``  float32 ``[B, S, N_mem, C_in]``: compressed K-bar / V-bar of the
+  previous clips (pooled + normalised, before the k/v Linear, cls token first), slot 0 = the
+  previous clip, slot j = the clip j+1 steps back.
+- ``mem.valid`` float32 ``[B, S]``: 1.0 where the slot holds a clip of the current stream.
+
+``step`` attends, in every memory block, the slots of age N, 2N, ... (all slots for ``all``),
+masking invalid ones out of the softmax (each batch slot behaves as an official batch-1 run),
+then compresses this clip's K-bar/V-bar eagerly and shifts it into slot 0. ``reset[b]`` marks
+slot b's memory invalid before the clip. Invalid slots keep stale values; only ``mem.valid``
+matters.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn.init import trunc_normal_
+
+from edgemem.contract import TensorSpec
+from edgemem.errors import InputError, UnsupportedError
+from edgemem.models.mvit_attention import MultiScaleBlock, pool_tokens
+from edgemem.models.mvit_config import MemoryConfig, MViTConfig, block_specs, patch_grid
+from edgemem.models.registry import register_family, register_model
+from edgemem.models.streaming import State, StreamingModel
+
+VALID = "mem.valid"
+
+
+class PatchEmbed(nn.Module):
+    def __init__(self, cfg: MViTConfig) -> None:
+        super().__init__()
+        self.proj = nn.Conv3d(
+            cfg.in_chans, cfg.embed_dim, cfg.patch_kernel, stride=cfg.patch_stride, padding=cfg.patch_padding
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj(x).flatten(2).transpose(1, 2)
+
+
+class Head(nn.Module):
+    """Classification head (``head.projection``); returns pre-softmax logits."""
+
+    def __init__(self, dim: int, num_classes: int, dropout: float) -> None:
+        super().__init__()
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else None
+        self.projection = nn.Linear(dim, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.dropout is not None:
+            x = self.dropout(x)
+        return self.projection(x)
+
+
+class MViT(StreamingModel):
+    """MViTv2 (``cfg.memory is None``) or MeMViT, number for number with the official code."""
+
+    def __init__(self, cfg: MViTConfig, *, name: str | None = None, source: str | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.name = name
+        self.source = source or name
+        specs = block_specs(cfg)
+        self.specs = specs
+        self.patch_embed = PatchEmbed(cfg)
+        grid = patch_grid(cfg)
+        n_patches = grid[0] * grid[1] * grid[2]
+        d = cfg.embed_dim
+        if cfg.cls_embed:
+            self.cls_token = nn.Parameter(torch.zeros(1, 1, d))
+        if cfg.use_abs_pos:
+            if cfg.sep_pos_embed:
+                self.pos_embed_spatial = nn.Parameter(torch.zeros(1, grid[1] * grid[2], d))
+                self.pos_embed_temporal = nn.Parameter(torch.zeros(1, grid[0], d))
+                if cfg.cls_embed:
+                    self.pos_embed_class = nn.Parameter(torch.zeros(1, 1, d))
+            else:
+                self.pos_embed = nn.Parameter(torch.zeros(1, n_patches + int(cfg.cls_embed), d))
+        self.norm_stem = nn.LayerNorm(d, eps=1e-6) if cfg.norm_stem else None
+        self.blocks = nn.ModuleList(MultiScaleBlock(s, cfg) for s in specs)
+        self.norm = nn.LayerNorm(specs[-1].dim_out, eps=1e-6)
+        self.head = Head(specs[-1].dim_out, cfg.num_classes, cfg.head_dropout)
+        self.memory_blocks: tuple[int, ...] = tuple(s.index for s in specs if s.uses_memory)
+        self._init_weights()
+
+    # ----------------------------------------------------------------- construction helpers
+    def _init_weights(self) -> None:
+        for name in ("cls_token", "pos_embed", "pos_embed_spatial", "pos_embed_temporal", "pos_embed_class"):
+            p = getattr(self, name, None)
+            if isinstance(p, nn.Parameter):
+                trunc_normal_(p, std=0.02)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    # ----------------------------------------------------------------- StreamingModel API
+    @property
+    def input_shape(self) -> tuple[int, int, int, int]:
+        return (self.cfg.in_chans, self.cfg.frames, self.cfg.crop_size, self.cfg.crop_size)
+
+    @property
+    def num_classes(self) -> int:
+        return self.cfg.num_classes
+
+    @property
+    def memory(self) -> MemoryConfig | None:
+        return self.cfg.memory
+
+    def memory_shape(self, block: int) -> tuple[int, int]:
+        """(tokens, channels) of one compressed memory clip of ``block`` (cls included)."""
+        s = self.specs[block]
+        assert s.mem_thw is not None
+        return s.mem_thw[0] * s.mem_thw[1] * s.mem_thw[2] + int(self.cfg.cls_embed), s.dim
+
+    def raw_memory_shape(self, block: int) -> tuple[int, int]:
+        """(tokens, channels) of one uncompressed K-bar/V-bar of ``block`` (cls included)."""
+        s = self.specs[block]
+        return s.kv_thw[0] * s.kv_thw[1] * s.kv_thw[2] + int(self.cfg.cls_embed), s.dim
+
+    def state_specs(self, batch_size: int | str = 1) -> list[TensorSpec]:
+        mem = self.cfg.memory
+        if mem is None:
+            return []
+        specs = []
+        for i in self.memory_blocks:
+            n, c = self.memory_shape(i)
+            specs += [
+                TensorSpec(f"mem.{i}.k", (batch_size, mem.slots, n, c)),
+                TensorSpec(f"mem.{i}.v", (batch_size, mem.slots, n, c)),
+            ]
+        specs.append(TensorSpec(VALID, (batch_size, mem.slots)))
+        return specs
+
+    def train_state_specs(self, batch_size: int | str = 1) -> list[TensorSpec]:
+        """``state_specs`` plus the raw (uncompressed) K-bar/V-bar of the previous clip,
+        ``mem.<i>.k_raw`` / ``mem.<i>.v_raw`` [B, N_kv, C_in], used by ``train_step``."""
+        specs = self.state_specs(batch_size)
+        for i in self.memory_blocks:
+            n, c = self.raw_memory_shape(i)
+            specs += [
+                TensorSpec(f"mem.{i}.k_raw", (batch_size, n, c)),
+                TensorSpec(f"mem.{i}.v_raw", (batch_size, n, c)),
+            ]
+        return specs
+
+    def init_train_state(self, batch_size: int = 1) -> State:
+        dev = self._device()
+        return {s.name: torch.zeros(s.shape, device=dev) for s in self.train_state_specs(batch_size)}
+
+    def forward(self, frames: Tensor) -> Tensor:
+        """Logits ``[B, classes]`` of clips ``[B, 3, T, H, W]`` with empty memory."""
+        self._check_frames(frames)
+        return self.forward_head(self.forward_features(frames))
+
+    def forward_features(self, frames: Tensor) -> Tensor:
+        """Tokens ``[B, 1 + T'H'W', D]`` after the final norm (cls token first when the model has
+        one), with empty memory."""
+        x, _ = self._backbone(frames, None, None)
+        return self.norm(x)
+
+    def forward_head(self, tokens: Tensor) -> Tensor:
+        """Logits from normalised tokens: the cls token (or the token mean without cls)."""
+        x = tokens[:, 0] if self.cfg.cls_embed else tokens.mean(1)
+        return self.head(x)
+
+    def step(self, frames: Tensor, state: State, reset: Tensor | None = None) -> tuple[Tensor, State]:
+        """One clip per stream: ``(logits [B, classes], new state)``; eager compression (inference)."""
+        self.check_step_inputs(frames, state, reset)
+        if self.cfg.memory is None:
+            return self.forward_head(self.norm(self._backbone(frames, None, None)[0])), {}
+        logits, new, _ = self._memory_step(frames, state, reset, pipelined=False)
+        return logits, new
+
+    def train_step(self, frames: Tensor, state: State, reset: Tensor | None = None) -> tuple[Tensor, State]:
+        """Training step with the official pipelined gradients (state from ``init_train_state``).
+
+        The previous clip's raw K-bar/V-bar (detached) is compressed inside this step, so the loss
+        of this clip trains the compression; older memory is detached. With ``gapN`` the previous
+        clip is never attended, so (as in the official code) compression gets no gradient.
+        Random memory-clip dropping (``memory.mem_drop``) applies in training mode.
+        """
+        self._check_frames(frames)
+        if self.cfg.memory is None:
+            return self.forward_head(self.norm(self._backbone(frames, None, None)[0])), {}
+        b = frames.shape[0]
+        from edgemem.contract import check_state
+
+        check_state(state, self.train_state_specs(b), batch=b)
+        logits, new, raws = self._memory_step(frames, state, reset, pipelined=True)
+        for i in self.memory_blocks:
+            new[f"mem.{i}.k_raw"] = raws[i][0].detach()
+            new[f"mem.{i}.v_raw"] = raws[i][1].detach()
+        return logits, new
+
+    def model_card(self) -> dict[str, Any]:
+        cfg, mem = self.cfg, self.cfg.memory
+        card: dict[str, Any] = {
+            "name": self.name,
+            "family": "mvit",
+            "source": self.source,
+            "config": cfg.to_dict(),
+            "frames": cfg.frames,
+            "sampling_rate": cfg.sampling_rate,
+            "crop_size": cfg.crop_size,
+            "target_fps": cfg.target_fps,
+            "mean": list(cfg.mean),
+            "std": list(cfg.std),
+            "num_classes": cfg.num_classes,
+            "class_names": None,
+            "frame_scale": cfg.frame_scale,
+            "memory": None,
+        }
+        if mem is not None:
+            card["memory"] = {
+                "kind": "memvit",
+                "layers": list(self.memory_blocks),
+                "slots": mem.num_attended,
+                "stored_slots": mem.slots,
+                "sampler": mem.sampler,
+                "gap": mem.gap,
+                "compression": {
+                    "enabled": mem.compress,
+                    "kernel": list(mem.compress_kernel),
+                    "stride": list(mem.compress_stride),
+                },
+                # Oldest clip a memory layer can reach, times the memory layers (the paper's support).
+                "temporal_support_clips": len(self.memory_blocks) * mem.num_attended * mem.gap,
+            }
+        return card
+
+    # ----------------------------------------------------------------- internals
+    def _check_frames(self, frames: Tensor) -> None:
+        c, t, h, w = self.input_shape
+        if not isinstance(frames, Tensor) or frames.dim() != 5 or tuple(frames.shape[1:]) != (c, t, h, w):
+            got = list(frames.shape) if isinstance(frames, Tensor) else type(frames).__name__
+            raise InputError(f"frames must have shape [B, {c}, {t}, {h}, {w}], got {got}")
+        if frames.dtype != torch.float32:
+            raise InputError(f"frames must be float32, got {str(frames.dtype).replace('torch.', '')}")
+
+    def _embed(self, frames: Tensor) -> Tensor:
+        x = self.patch_embed(frames)
+        b = x.shape[0]
+        if self.cfg.cls_embed:
+            x = torch.cat((self.cls_token.expand(b, -1, -1), x), dim=1)
+        if self.cfg.use_abs_pos:
+            if self.cfg.sep_pos_embed:
+                t, h, w = patch_grid(self.cfg)
+                pos = self.pos_embed_spatial.repeat(1, t, 1) + torch.repeat_interleave(
+                    self.pos_embed_temporal, h * w, dim=1
+                )
+                if self.cfg.cls_embed:
+                    pos = torch.cat((self.pos_embed_class, pos), dim=1)
+                x = x + pos
+            else:
+                x = x + self.pos_embed
+        if self.norm_stem is not None:
+            x = self.norm_stem(x)
+        return x
+
+    def _backbone(
+        self, frames: Tensor, mems: dict[int, tuple[Tensor, Tensor]] | None, ok: Tensor | None
+    ) -> tuple[Tensor, dict[int, tuple[Tensor, Tensor]]]:
+        """Blocks over one clip; returns tokens (before the final norm) and each memory block's
+        raw K-bar/V-bar."""
+        x = self._embed(frames)
+        raws: dict[int, tuple[Tensor, Tensor]] = {}
+        for i, blk in enumerate(self.blocks):
+            if mems is not None and i in mems:
+                mk, mv = mems[i]
+                x, kr, vr = blk(x, mk, mv, ok)
+                raws[i] = (kr, vr)
+            else:
+                x, kr, vr = blk(x)
+                if i in self.memory_blocks:
+                    raws[i] = (kr, vr)
+        return x, raws
+
+    def _memory_step(
+        self, frames: Tensor, state: State, reset: Tensor | None, *, pipelined: bool
+    ) -> tuple[Tensor, State, dict[int, tuple[Tensor, Tensor]]]:
+        mem = self.cfg.memory
+        assert mem is not None
+        s, g = mem.slots, mem.gap
+        valid = state[VALID]
+        if reset is not None:
+            valid = valid * (~reset).to(valid.dtype)[:, None]
+        full: dict[int, tuple[Tensor, Tensor]] = {}
+        for i in self.memory_blocks:
+            k, v = state[f"mem.{i}.k"], state[f"mem.{i}.v"]
+            if pipelined:
+                attn = self.blocks[i].attn
+                k0 = attn.compress(state[f"mem.{i}.k_raw"], "k")[:, None]
+                v0 = attn.compress(state[f"mem.{i}.v_raw"], "v")[:, None]
+                k = torch.cat((k0, k[:, 1:].detach()), dim=1)
+                v = torch.cat((v0, v[:, 1:].detach()), dim=1)
+            full[i] = (k, v)
+        # Attended slots: ages g, 2g, ..., M*g (slot index = age - 1).
+        sel = slice(g - 1, s, g) if g > 1 else slice(None)
+        ok = valid[:, sel] > 0.5
+        if self.training and mem.mem_drop > 0:
+            ok = ok & (torch.rand(ok.shape, device=ok.device) >= mem.mem_drop)
+        mems = {i: (k[:, sel], v[:, sel]) for i, (k, v) in full.items()}
+        x, raws = self._backbone(frames, mems, ok)
+        logits = self.forward_head(self.norm(x))
+        new: State = {}
+        for i in self.memory_blocks:
+            attn = self.blocks[i].attn
+            kr, vr = raws[i]
+            k, v = full[i]
+            kc = attn.compress(kr.detach(), "k")[:, None]
+            vc = attn.compress(vr.detach(), "v")[:, None]
+            new[f"mem.{i}.k"] = torch.cat((kc, k[:, : s - 1]), dim=1).detach()
+            new[f"mem.{i}.v"] = torch.cat((vc, v[:, : s - 1]), dim=1).detach()
+        new[VALID] = torch.cat((valid.new_ones((valid.shape[0], 1)), valid[:, : s - 1]), dim=1)
+        return logits, new, raws
+
+
+# --------------------------------------------------------------------------- presets
+def _tiny(memory: MemoryConfig | None, **kw: Any) -> MViTConfig:
+    base = dict(
+        num_frames=8,
+        crop_size=32,
+        num_classes=10,
+        embed_dim=16,
+        num_heads=1,
+        depth=4,
+        dim_mul=((2, 2.0),),
+        head_mul=((2, 2.0),),
+        pool_q_stride=((0, 1, 1, 1), (1, 1, 1, 1), (2, 1, 2, 2), (3, 1, 1, 1)),
+        pool_kv_stride_adaptive=(1, 2, 2),
+        pool_kvq_kernel=(3, 3, 3),
+        sampling_rate=2,
+        target_fps=30,
+        memory=memory,
+    )
+    base.update(kw)
+    return MViTConfig(**base)  # type: ignore[arg-type]
+
+
+def _q_strides(depth: int, stage_starts: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
+    return tuple((i, 1, 2, 2) if i in stage_starts else (i, 1, 1, 1) for i in range(depth))
+
+
+def _mvit16(memory: MemoryConfig | None, **kw: Any) -> MViTConfig:
+    """MViTv2-S-like depth 16 (configs/AVA/MeMViT_16_K400.yaml backbone), 16x4 at 224^2."""
+    base = dict(
+        num_frames=16,
+        crop_size=224,
+        sampling_rate=4,
+        num_classes=400,
+        embed_dim=96,
+        num_heads=1,
+        depth=16,
+        dim_mul=((1, 2.0), (3, 2.0), (14, 2.0)),
+        head_mul=((1, 2.0), (3, 2.0), (14, 2.0)),
+        pool_q_stride=_q_strides(16, (1, 3, 14)),
+        pool_kv_stride_adaptive=(1, 8, 8),
+        pool_kvq_kernel=(3, 3, 3),
+        drop_path_rate=0.4,
+        memory=memory,
+    )
+    base.update(kw)
+    return MViTConfig(**base)  # type: ignore[arg-type]
+
+
+def _mvit24(memory: MemoryConfig | None, **kw: Any) -> MViTConfig:
+    """Depth 24 (configs/AVA/MeMViT_24_K600.yaml backbone), 32x3 at 224^2."""
+    base = dict(
+        num_frames=32,
+        crop_size=224,
+        sampling_rate=3,
+        num_classes=400,
+        embed_dim=96,
+        num_heads=1,
+        depth=24,
+        dim_mul=((2, 2.0), (5, 2.0), (21, 2.0)),
+        head_mul=((2, 2.0), (5, 2.0), (21, 2.0)),
+        pool_q_stride=_q_strides(24, (2, 5, 21)),
+        pool_kv_stride_adaptive=(1, 8, 8),
+        pool_kvq_kernel=(3, 3, 3),
+        drop_path_rate=0.4,
+        memory=memory,
+    )
+    base.update(kw)
+    return MViTConfig(**base)  # type: ignore[arg-type]
+
+
+def _odd(depth: int) -> tuple[int, ...]:
+    return tuple(range(1, depth, 2))
+
+
+def _build(name: str, cfg: MViTConfig) -> MViT:
+    return MViT(cfg, name=name)
+
+
+@register_model
+def memvit_tiny(**kw: Any) -> MViT:
+    """Tiny MeMViT for tests/CPU training: 8x32^2, 4 blocks, 3 memory clips in blocks 0 and 2."""
+    mem = MemoryConfig(attn_max_len=4, sampler="all", exclude_layers=(1, 3))
+    return _build("memvit_tiny", _tiny(mem, **kw))
+
+
+@register_model
+def mvit_tiny(**kw: Any) -> MViT:
+    """``memvit_tiny`` without memory (accepts ``frame_scale``)."""
+    return _build("mvit_tiny", _tiny(None, **kw))
+
+
+@register_model
+def memvit16_16x4(**kw: Any) -> MViT:
+    """MeMViT-16 16x4: memory of 2 clips (gap2) in the even blocks, compression 7x3x3 / 4x2x2."""
+    mem = MemoryConfig(
+        attn_max_len=3, sampler="gap2", exclude_layers=_odd(16), compress_kernel=(7, 3, 3), compress_stride=(4, 2, 2)
+    )
+    return _build("memvit16_16x4", _mvit16(mem, **kw))
+
+
+@register_model
+def mvit16_16x4(**kw: Any) -> MViT:
+    """MViT-16 16x4 (the MeMViT-16 backbone without memory; accepts ``frame_scale``)."""
+    return _build("mvit16_16x4", _mvit16(None, **kw))
+
+
+@register_model
+def memvit24_32x3(**kw: Any) -> MViT:
+    """MeMViT-24 32x3: memory of 2 clips (gap3) in the even blocks, compression 7x3x3 / 4x2x2."""
+    mem = MemoryConfig(
+        attn_max_len=3, sampler="gap3", exclude_layers=_odd(24), compress_kernel=(7, 3, 3), compress_stride=(4, 2, 2)
+    )
+    return _build("memvit24_32x3", _mvit24(mem, **kw))
+
+
+@register_model
+def mvit24_32x3(**kw: Any) -> MViT:
+    """MViT-24 32x3 (the MeMViT-24 backbone without memory; accepts ``frame_scale``)."""
+    return _build("mvit24_32x3", _mvit24(None, **kw))
+
+
+@register_family("mvit")
+def _from_card(card: dict[str, Any]) -> MViT:
+    cfg = card.get("config")
+    if not isinstance(cfg, dict):
+        raise UnsupportedError("not supported: model card without an MViT 'config'")
+    return MViT(MViTConfig.from_dict(cfg), name=card.get("name"), source=card.get("source"))
+
+
+__all__ = ["MViT", "MViTConfig", "MemoryConfig", "pool_tokens"]

@@ -1,0 +1,312 @@
+"""MViTv2 pool-first multiscale attention with MeMViT memory, and the transformer block.
+
+Submodule and parameter names equal the official ones (``memvit/models/attention.py``) so that
+official state dicts load unchanged. Memory enters as fixed-shape tensors with a validity mask
+(see ``edgemem.models.mvit``); nothing is cached on the module.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.init import trunc_normal_
+
+from edgemem.errors import UnsupportedError
+from edgemem.models.mvit_config import BlockSpec, MemoryConfig, MViTConfig
+from edgemem.models.mvit_relpos import memory_temporal_indices, spatial_indices, temporal_indices
+
+_EPS = 1e-6
+
+
+def _layer_norm(dim: int) -> nn.LayerNorm:
+    return nn.LayerNorm(dim, eps=_EPS)
+
+
+def pool_tokens(
+    x: Tensor, thw: tuple[int, int, int], pool: nn.Module, folds: int, cls: bool, norm: nn.Module | None
+) -> Tensor:
+    """Pool ``[B, N, C]`` tokens on their ``thw`` grid, ``folds`` channel groups sharing ``pool``.
+
+    The cls token (if any) passes through unpooled and is normalised with the pooled tokens,
+    as the official ``attention_pool``.
+    """
+    b, _, c = x.shape
+    t, h, w = thw
+    cc = c // folds
+    head, rest = (x[:, :1], x[:, 1:]) if cls else (None, x)
+    rest = rest.reshape(b, t, h, w, folds, cc).permute(0, 4, 5, 1, 2, 3).reshape(b * folds, cc, t, h, w)
+    rest = pool(rest)
+    rest = rest.reshape(b, folds, cc, -1).permute(0, 3, 1, 2)  # [B, L', F, c]
+    if head is not None:
+        rest = torch.cat((head.reshape(b, 1, folds, cc), rest), dim=1)
+    if norm is not None:
+        rest = norm(rest)
+    return rest.reshape(b, rest.shape[1], c)
+
+
+class MultiScaleAttention(nn.Module):
+    """Pool-first multiscale attention; optional MeMViT memory keys/values (pre-Linear, input width)."""
+
+    def __init__(self, spec: BlockSpec, cfg: MViTConfig) -> None:
+        super().__init__()
+        dim, dim_out, heads = spec.dim, spec.att_dim, spec.num_heads
+        self.spec = spec
+        self.num_heads = heads
+        self.dim_out = dim_out
+        head_dim = dim_out // heads
+        self.scale = head_dim**-0.5
+        self.cls = cfg.cls_embed
+        self.folds = 1 if cfg.mode == "conv_unshared" else heads
+        self.q = nn.Linear(dim, dim_out, bias=cfg.qkv_bias)
+        self.k = nn.Linear(dim, dim_out, bias=cfg.qkv_bias)
+        self.v = nn.Linear(dim, dim_out, bias=cfg.qkv_bias)
+        self.proj = nn.Linear(dim_out, dim_out)
+
+        self.pool_q = self._pool(cfg, spec.kernel_q, spec.stride_q, dim)
+        self.pool_k = self._pool(cfg, spec.kernel_kv, spec.stride_kv, dim)
+        self.pool_v = self._pool(cfg, spec.kernel_kv, spec.stride_kv, dim)
+        conv = cfg.mode in ("conv", "conv_unshared")
+        dim_conv = dim // self.folds
+        self.norm_q = _layer_norm(dim_conv) if conv and spec.kernel_q else None
+        self.norm_k = _layer_norm(dim_conv) if conv and spec.kernel_kv else None
+        self.norm_v = _layer_norm(dim_conv) if conv and spec.kernel_kv else None
+
+        mem: MemoryConfig | None = cfg.memory
+        self.uses_memory = spec.uses_memory
+        self.mem_clips = mem.num_attended if mem is not None else 0
+        if mem is not None and mem.compress:
+            kk, ks = mem.compress_kernel, mem.compress_stride
+            pad = [k // 2 for k in kk]
+            self.compress_k = nn.Conv3d(dim, dim, kk, stride=ks, padding=pad, groups=dim, bias=False)
+            self.compress_v = nn.Conv3d(dim, dim, kk, stride=ks, padding=pad, groups=dim, bias=False)
+            self.norm_compress_k = _layer_norm(dim)
+            self.norm_compress_v = _layer_norm(dim)
+        else:
+            self.compress_k = self.compress_v = self.norm_compress_k = self.norm_compress_v = None
+
+        self.rel_sp = cfg.rel_pos_spatial
+        self.rel_t = cfg.rel_pos_temporal
+        q_thw, kv_thw, tab = spec.q_thw, spec.kv_thw, spec.table_size
+        if self.rel_sp:
+            q_size = tab[1] // spec.stride_q[1] if spec.stride_q else tab[1]
+            kv_size = tab[1] // spec.stride_kv[1] if spec.stride_kv else tab[1]
+            n = 2 * max(q_size, kv_size) - 1
+            self.rel_pos_h = nn.Parameter(torch.zeros(n, head_dim))
+            self.rel_pos_w = nn.Parameter(torch.zeros(n, head_dim))
+            self._index("sp", spatial_indices(q_thw[1:], kv_thw[1:], n))
+            if mem is not None:
+                mem_kv = kv_size // mem.compress_stride[1]
+                n_mem = 2 * max(q_size, mem_kv) - 1
+                self.rel_pos_mem_h = nn.Parameter(torch.zeros(n_mem, head_dim))
+                self.rel_pos_mem_w = nn.Parameter(torch.zeros(n_mem, head_dim))
+                assert spec.mem_thw is not None
+                self._index("msp", spatial_indices(q_thw[1:], spec.mem_thw[1:], n_mem))
+        if self.rel_t:
+            self.rel_pos_t = nn.Parameter(torch.zeros(2 * tab[0] - 1, head_dim))
+            self.register_buffer("idx_t", temporal_indices(q_thw[0], kv_thw[0], 2 * tab[0] - 1), persistent=False)
+            if mem is not None:
+                n_mem_t = 2 * tab[0] + (mem.attn_max_len - 2) * tab[0] - 1
+                self.rel_pos_mem_t = nn.Parameter(torch.zeros(n_mem_t, head_dim))
+                if self.uses_memory:
+                    assert spec.mem_thw is not None
+                    stride = mem.compress_stride[0] if mem.compress else 1
+                    idx = memory_temporal_indices(q_thw[0], spec.mem_thw[0], mem.num_attended, stride, n_mem_t)
+                    self.register_buffer("idx_mt", idx, persistent=False)
+        for name in ("rel_pos_h", "rel_pos_w", "rel_pos_mem_h", "rel_pos_mem_w", "rel_pos_t", "rel_pos_mem_t"):
+            p = getattr(self, name, None)
+            if isinstance(p, nn.Parameter):
+                trunc_normal_(p, std=0.02)
+
+        if cfg.conv_q > 1:
+            if not spec.kernel_kv:
+                raise UnsupportedError(f"not supported: MVIT.CONV_Q {cfg.conv_q} without a kv pooling kernel")
+            self.conv_q_func = nn.Conv3d(
+                head_dim, head_dim, spec.kernel_kv, padding=[k // 2 for k in spec.kernel_kv], groups=head_dim
+            )
+        self.conv_q = cfg.conv_q
+
+    def _pool(self, cfg: MViTConfig, kernel: tuple[int, ...], stride: tuple[int, ...], dim: int) -> nn.Module | None:
+        if not kernel:
+            return None
+        pad = [k // 2 for k in kernel]
+        if cfg.mode == "avg":
+            return nn.AvgPool3d(kernel, stride, pad, ceil_mode=False)
+        if cfg.mode == "max":
+            return nn.MaxPool3d(kernel, stride, pad, ceil_mode=False)
+        dc = dim // self.folds
+        return nn.Conv3d(dc, dc, kernel, stride=stride, padding=pad, groups=dc, bias=False)
+
+    def _index(self, prefix: str, parts: tuple[Tensor, Tensor, Tensor | None, Tensor | None]) -> None:
+        ih, iw, mh, mw = parts
+        self.register_buffer(f"idx_{prefix}_h", ih, persistent=False)
+        self.register_buffer(f"idx_{prefix}_w", iw, persistent=False)
+        self.register_buffer(f"interp_{prefix}_h", mh, persistent=False)
+        self.register_buffer(f"interp_{prefix}_w", mw, persistent=False)
+
+    @staticmethod
+    def _table(table: Tensor, interp: Tensor | None, idx: Tensor) -> Tensor:
+        if interp is not None:
+            table = interp @ table
+        return table[idx]
+
+    def compress(self, raw: Tensor, which: str) -> Tensor:
+        """Compress one clip's raw memory ``[B, N_kv, C]`` into ``[B, N_mem, C]`` (identity if disabled)."""
+        conv = self.compress_k if which == "k" else self.compress_v
+        if conv is None:
+            return raw
+        norm = self.norm_compress_k if which == "k" else self.norm_compress_v
+        return pool_tokens(raw, self.spec.kv_thw, conv, 1, self.cls, norm)
+
+    def _rel_bias(self, q: Tensor, with_memory: bool) -> Tensor:
+        """Additive relative-position bias ``[B, heads, N_q, (M * N_mem) + N_kv]`` (zero on cls rows/cols)."""
+        b, nh, _, d = q.shape
+        qt, qh, qw = self.spec.q_thw
+        kt, kh, kw = self.spec.kv_thw
+        s = 1 if self.cls else 0
+        rq = q[:, :, s:].reshape(b, nh, qt, qh, qw, d)
+        bias = rq.new_zeros(())
+        mbias = rq.new_zeros(())
+        if self.rel_sp:
+            rh = self._table(self.rel_pos_h, self.interp_sp_h, self.idx_sp_h)
+            rw = self._table(self.rel_pos_w, self.interp_sp_w, self.idx_sp_w)
+            bias = (
+                torch.einsum("bntyxd,ykd->bntyxk", rq, rh)[..., None, :, None]
+                + torch.einsum("bntyxd,xkd->bntyxk", rq, rw)[..., None, None, :]
+            )
+            if with_memory:
+                rh = self._table(self.rel_pos_mem_h, self.interp_msp_h, self.idx_msp_h)
+                rw = self._table(self.rel_pos_mem_w, self.interp_msp_w, self.idx_msp_w)
+                mbias = (
+                    torch.einsum("bntyxd,ykd->bntyxk", rq, rh)[..., None, None, :, None]
+                    + torch.einsum("bntyxd,xkd->bntyxk", rq, rw)[..., None, None, None, :]
+                )
+        if self.rel_t:
+            rt = self.rel_pos_t[self.idx_t]
+            bias = bias + torch.einsum("bntyxd,tkd->bntyxk", rq, rt)[..., :, None, None]
+            if with_memory:
+                rt = self.rel_pos_mem_t[self.idx_mt]
+                mt = self.spec.mem_thw[0]  # type: ignore[index]
+                rel = torch.einsum("bntyxd,tkd->bntyxk", rq, rt).reshape(b, nh, qt, qh, qw, self.mem_clips, mt)
+                mbias = mbias + rel[..., None, None]
+        lq = qt * qh * qw
+        bias = bias.expand(b, nh, qt, qh, qw, kt, kh, kw).reshape(b, nh, lq, kt * kh * kw)
+        if s:
+            bias = F.pad(bias, (1, 0))
+        if with_memory:
+            mt, mh, mw = self.spec.mem_thw  # type: ignore[misc]
+            n_clips = self.mem_clips
+            mbias = mbias.expand(b, nh, qt, qh, qw, n_clips, mt, mh, mw).reshape(b, nh, lq, n_clips, mt * mh * mw)
+            if s:
+                mbias = F.pad(mbias, (1, 0))
+            bias = torch.cat((mbias.reshape(b, nh, lq, -1), bias), dim=-1)
+        if s:
+            bias = F.pad(bias, (0, 0, 1, 0))
+        return bias
+
+    def forward(
+        self, x: Tensor, mem_k: Tensor | None = None, mem_v: Tensor | None = None, mem_ok: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """``x`` [B, N, C] (normed) -> (output [B, N_q, att_dim], raw K-bar, raw V-bar [B, N_kv, C]).
+
+        ``mem_k``/``mem_v`` [B, M, N_mem, C] are compressed memory clips (youngest first) and
+        ``mem_ok`` [B, M] bool marks the valid ones; invalid ones are masked out of the softmax.
+        """
+        b = x.shape[0]
+        thw = self.spec.x_thw
+        nh = self.num_heads
+        qx = pool_tokens(x, thw, self.pool_q, self.folds, self.cls, self.norm_q) if self.pool_q is not None else x
+        kx = pool_tokens(x, thw, self.pool_k, self.folds, self.cls, self.norm_k) if self.pool_k is not None else x
+        vx = pool_tokens(x, thw, self.pool_v, self.folds, self.cls, self.norm_v) if self.pool_v is not None else x
+        with_memory = mem_k is not None
+        if with_memory:
+            assert mem_v is not None and mem_ok is not None
+            m, nm, c = mem_k.shape[1:]
+            k_in = torch.cat((mem_k.reshape(b, m * nm, c), kx), dim=1)
+            v_in = torch.cat((mem_v.reshape(b, m * nm, c), vx), dim=1)
+        else:
+            k_in, v_in = kx, vx
+        q = self.q(qx).reshape(b, qx.shape[1], nh, -1).transpose(1, 2)
+        k = self.k(k_in).reshape(b, k_in.shape[1], nh, -1).transpose(1, 2)
+        v = self.v(v_in).reshape(b, v_in.shape[1], nh, -1).transpose(1, 2)
+        attn = (q @ k.transpose(-2, -1)) * self.scale
+        if self.rel_sp or self.rel_t:
+            attn = attn + self._rel_bias(q, with_memory)
+        if with_memory:
+            ok = torch.cat(
+                (mem_ok[:, :, None].expand(b, m, nm).reshape(b, m * nm), mem_ok.new_ones((b, kx.shape[1]))), dim=1
+            )
+            attn = torch.where(ok[:, None, None, :], attn, torch.finfo(attn.dtype).min)
+        attn = attn.softmax(dim=-1)
+        out = attn @ v
+        if self.conv_q == 1:
+            res = q[:, :, 1:] if self.cls else q
+        elif self.conv_q > 1:
+            qt, qh, qw = self.spec.q_thw
+            hd = q.shape[-1]
+            r = q[:, :, 1:] if self.cls else q
+            r = r.reshape(b * nh, qt, qh, qw, hd).permute(0, 4, 1, 2, 3)
+            res = self.conv_q_func(r).reshape(b, nh, hd, -1).transpose(2, 3)
+        if self.conv_q > 0:
+            # Residual pooling: pooled queries added to every token but cls.
+            out = out + (F.pad(res, (0, 0, 1, 0)) if self.cls else res)
+        out = out.transpose(1, 2).reshape(b, -1, self.dim_out)
+        return self.proj(out), kx, vx
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim_in: int, hidden: int, dim_out: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim_in, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim_out)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+def drop_path(x: Tensor, p: float, training: bool) -> Tensor:
+    """Stochastic depth per sample (training only)."""
+    if p == 0.0 or not training:
+        return x
+    keep = 1.0 - p
+    mask = (keep + torch.rand((x.shape[0],) + (1,) * (x.ndim - 1), dtype=x.dtype, device=x.device)).floor()
+    return x / keep * mask
+
+
+class MultiScaleBlock(nn.Module):
+    """Transformer block: norm1 -> attention (+ pooled skip) -> norm2 -> MLP; official key names."""
+
+    def __init__(self, spec: BlockSpec, cfg: MViTConfig) -> None:
+        super().__init__()
+        self.spec = spec
+        self.cls = cfg.cls_embed
+        self.dim_mul_in_att = cfg.dim_mul_in_att
+        self.norm1 = _layer_norm(spec.dim)
+        self.attn = MultiScaleAttention(spec, cfg)
+        self.norm2 = _layer_norm(spec.att_dim)
+        self.mlp = Mlp(spec.att_dim, int(spec.att_dim * cfg.mlp_ratio), spec.dim_out)
+        if spec.dim != spec.dim_out:
+            self.proj = nn.Linear(spec.dim, spec.dim_out)
+        self.pool_skip = None
+        if spec.skip_kernel and any(k > 1 for k in spec.skip_kernel):
+            pad = [k // 2 for k in spec.skip_kernel]
+            self.pool_skip = nn.MaxPool3d(spec.skip_kernel, spec.stride_q, pad, ceil_mode=False)
+        self.drop_path = spec.drop_path
+
+    def forward(
+        self, x: Tensor, mem_k: Tensor | None = None, mem_v: Tensor | None = None, mem_ok: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        x_norm = self.norm1(x)
+        x_block, k_raw, v_raw = self.attn(x_norm, mem_k, mem_v, mem_ok)
+        if self.dim_mul_in_att and self.spec.dim != self.spec.dim_out:
+            x = self.proj(x_norm)
+        if self.pool_skip is not None:
+            x = pool_tokens(x, self.spec.x_thw, self.pool_skip, 1, self.cls, None)
+        x = x + drop_path(x_block, self.drop_path, self.training)
+        x_norm = self.norm2(x)
+        x_mlp = self.mlp(x_norm)
+        if not self.dim_mul_in_att and self.spec.dim != self.spec.dim_out:
+            x = self.proj(x_norm)
+        x = x + drop_path(x_mlp, self.drop_path, self.training)
+        return x, k_raw, v_raw
