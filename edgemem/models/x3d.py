@@ -185,7 +185,7 @@ class X3D(ClipBackbone):
         for _ in range(3):
             stage_dims.append(round_width(stage_dims[-1], 2.0))
         cin = dim_res1
-        for i, (blocks, base) in enumerate(zip((1, 2, 5, 3), stage_dims)):
+        for i, (blocks, base) in enumerate(zip((1, 2, 5, 3), stage_dims, strict=True)):
             cout = round_width(base, cfg.width_factor)
             inner = int(cfg.bottleneck_factor * cout)
             n = int(math.ceil(cfg.depth_factor * blocks))
