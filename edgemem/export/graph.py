@@ -1,0 +1,135 @@
+"""Post-processing and linting of exported graphs at the ``onnx.ModelProto`` level.
+
+Parameters keep their PyTorch names as initializer names so that a graph carries its own weights
+in a recoverable form: ``<param>`` (as is, possibly cast to fp16), ``<param>:T<perm>`` (folded
+``Transpose(param, perm)``), ``<name>_quantized`` + ``_scale`` + ``_zero_point`` (ORT dynamic int8).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from edgemem.errors import UnsupportedError
+
+FORBIDDEN_OPS = ("If", "Loop", "Scan", "SequenceConstruct", "SequenceInsert", "ConcatFromSequence")
+TRANSPOSED = ":T"
+
+
+def rename_initializers(model: onnx.ModelProto, prefix: str) -> None:
+    """Drop ``prefix`` from initializer names (and every reference to them)."""
+    renames = {i.name: i.name[len(prefix) :] for i in model.graph.initializer if i.name.startswith(prefix)}
+    taken = {i.name for i in model.graph.initializer} | {n for node in model.graph.node for n in node.output}
+    renames = {a: b for a, b in renames.items() if b not in taken}
+    for init in model.graph.initializer:
+        init.name = renames.get(init.name, init.name)
+    for node in model.graph.node:
+        node.input[:] = [renames.get(n, n) for n in node.input]
+
+
+def fold_param_transposes(model: onnx.ModelProto, params: set[str]) -> int:
+    """Replace ``Transpose(param)`` nodes by an initializer named ``<param>:T<perm>``; returns how many.
+
+    The exporter keeps parameters unfolded (so their names survive); this folds the one pattern
+    that matters (Linear weights before MatMul), keeping the name recoverable, so that no runtime
+    transposes weights per step and int8 quantization sees constant MatMul weights.
+    """
+    inits = {i.name: i for i in model.graph.initializer}
+    uses = Counter(n for node in model.graph.node for n in node.input)
+    out_names = {o.name for o in model.graph.output}
+    kept, folded = [], 0
+    for node in model.graph.node:
+        src = node.input[0] if node.op_type == "Transpose" and node.input else None
+        if src not in params or src not in inits or node.output[0] in out_names:
+            kept.append(node)
+            continue
+        w = numpy_helper.to_array(inits[src])
+        perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), list(range(w.ndim))[::-1])
+        name = f"{src}{TRANSPOSED}{''.join(map(str, perm))}"
+        if name not in inits:
+            inits[name] = numpy_helper.from_array(np.ascontiguousarray(w.transpose(perm)), name)
+            model.graph.initializer.append(inits[name])
+        for other in model.graph.node:
+            other.input[:] = [name if n == node.output[0] else n for n in other.input]
+        uses[src] -= 1
+        folded += 1
+    del model.graph.node[:]
+    model.graph.node.extend(kept)
+    unused = {n for n, c in uses.items() if c <= 0}
+    keep_inits = [i for i in model.graph.initializer if i.name not in unused]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(keep_inits)
+    return folded
+
+
+@dataclass(frozen=True)
+class GraphStats:
+    nodes: int
+    initializers: int
+    parameters: int
+    ops: dict[str, int]
+
+
+def lint_graph(model: onnx.ModelProto) -> GraphStats:
+    """Reject control flow, sequences and zero-size tensors; return node/op counts."""
+    ops = Counter(n.op_type for n in model.graph.node)
+    bad = sorted(op for op in ops if op in FORBIDDEN_OPS)
+    if bad:
+        raise UnsupportedError(f"the exported graph contains control flow {bad}: the model's step is not static")
+    for init in model.graph.initializer:
+        if 0 in init.dims:
+            raise UnsupportedError(f"the exported graph has a zero-size tensor '{init.name}' {list(init.dims)}")
+    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    for vi in [*inferred.graph.value_info, *inferred.graph.output]:
+        dims = vi.type.tensor_type.shape.dim
+        if any(d.HasField("dim_value") and d.dim_value == 0 for d in dims):
+            raise UnsupportedError(f"the exported graph has a zero-size tensor '{vi.name}'")
+    n_params = sum(int(np.prod(i.dims)) for i in model.graph.initializer)
+    return GraphStats(len(model.graph.node), len(model.graph.initializer), n_params, dict(ops.most_common()))
+
+
+def _dequantize(inits: dict[str, onnx.TensorProto], base: str) -> np.ndarray | None:
+    q = inits.get(f"{base}_quantized")
+    if q is None:
+        return None
+    scale = numpy_helper.to_array(inits[f"{base}_scale"]).astype(np.float32)
+    zp_init = inits.get(f"{base}_zero_point")
+    zp = numpy_helper.to_array(zp_init).astype(np.float32) if zp_init is not None else np.float32(0)
+    return (numpy_helper.to_array(q).astype(np.float32) - zp) * scale
+
+
+def weights_from_graph(model: onnx.ModelProto, names: list[str]) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Recover the named PyTorch tensors from a graph's initializers (see the module docstring).
+
+    Returns ``(arrays, missing)``: float arrays in float32 (fp16 graphs are widened, int8 weights
+    dequantized) and the names that the graph does not carry in a recoverable form.
+    """
+    inits = {i.name: i for i in model.graph.initializer}
+    by_base: dict[str, str] = {}
+    for n in inits:
+        base = n.removesuffix("_quantized")
+        if TRANSPOSED in base:
+            by_base.setdefault(base.rsplit(TRANSPOSED, 1)[0], base)
+    found: dict[str, np.ndarray] = {}
+    missing: list[str] = []
+    for name in names:
+        if name in inits:
+            arr = numpy_helper.to_array(inits[name])
+        elif (deq := _dequantize(inits, name)) is not None:
+            arr = deq
+        elif name in by_base:
+            stored = by_base[name]
+            perm = [int(c) for c in stored.rsplit(TRANSPOSED, 1)[1]]
+            t = numpy_helper.to_array(inits[stored]) if stored in inits else _dequantize(inits, stored)
+            arr = t.transpose(np.argsort(perm)) if t is not None else None
+        else:
+            arr = None
+        if arr is None:
+            missing.append(name)
+            continue
+        found[name] = arr.astype(np.float32) if arr.dtype in (np.float16, np.float64) else arr
+    return found, missing

@@ -1,0 +1,176 @@
+"""``to_onnx``: a StreamingModel to one stateful ONNX graph, checked, verified, written atomically."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import onnx
+import torch
+
+import edgemem
+from edgemem.contract import BATCH_DIM, write_contract
+from edgemem.errors import EdgememError, InputError, UnsupportedError
+from edgemem.export.graph import GraphStats, fold_param_transposes, lint_graph, rename_initializers
+from edgemem.export.verify import Tolerance, VerifyReport, verify_graph
+from edgemem.export.wrapper import PREFIX, StepGraph
+from edgemem.models.streaming import StreamingModel
+
+DEFAULT_OPSET = 18
+MIN_OPSET = 18  # the dynamo exporter's lowest native opset
+PRECISIONS = ("fp32", "fp16")
+QUANTIZE = (None, "int8")
+SINGLE_FILE_LIMIT = 2**31 - 2**26  # protobuf's 2 GB limit, with room for the graph itself
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    seconds: float
+    bytes: int
+    stats: GraphStats
+    report: VerifyReport | None
+
+
+def to_onnx(
+    model: StreamingModel,
+    path: str | os.PathLike[str],
+    *,
+    batch: int | None = 1,
+    opset: int = DEFAULT_OPSET,
+    precision: str = "fp32",
+    quantize: str | None = None,
+    verify: bool = True,
+    clips: int = 16,
+    boundaries: int = 2,
+    tolerance: Tolerance | None = None,
+    runtimes: tuple[str, ...] = ("ort-cpu",),
+) -> ExportResult:
+    """Export ``model.step`` as a stateful graph at ``path`` (see docs/CONTRACT.md).
+
+    ``batch`` fixes the batch size (None: a dynamic ``batch`` dimension). ``precision="fp16"``
+    computes in fp16 behind fp32 inputs/outputs; ``quantize="int8"`` applies ONNX Runtime
+    dynamic int8 quantization to MatMul weights. With ``verify`` (default) the graph is checked
+    and a stream of ``clips`` steps with ``boundaries`` video boundaries is compared against the
+    model; on failure (or any error) nothing is left at ``path``.
+    """
+    start = time.perf_counter()
+    out = _check_args(model, Path(path), batch, opset, precision, quantize)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        proto = _export_proto(model, batch, opset)
+        if precision == "fp16":
+            from edgemem.export.precision import to_fp16
+
+            proto = to_fp16(proto)
+        if quantize == "int8":
+            from edgemem.export.precision import quantize_int8
+
+            proto = quantize_int8(proto, tmp)
+        export_info = {"precision": precision, "quantize": quantize, "opset": opset, "torch": torch.__version__,
+                       "edgemem": edgemem.__version__}  # fmt: skip
+        write_contract(proto, model.state_specs(BATCH_DIM if batch is None else batch), model.model_card(), export_info)
+        stats = lint_graph(proto)
+        if proto.ByteSize() > SINGLE_FILE_LIMIT:
+            raise UnsupportedError("graphs over 2 GB (external data) are not supported yet")
+        onnx.save_model(proto, str(tmp))
+        report = None
+        if verify:
+            report = verify_graph(tmp, model, runtimes=runtimes, clips=clips, boundaries=boundaries,
+                                  tolerance=tolerance, name=out.name)  # fmt: skip
+            if not report.passed:
+                raise VerificationError(report)
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return ExportResult(out, time.perf_counter() - start, out.stat().st_size, stats, report)
+
+
+class VerificationError(EdgememError):
+    """The exported graph does not reproduce the model; carries the report."""
+
+    def __init__(self, report: VerifyReport) -> None:
+        failed = [r.runtime for r in report.runtimes if not r.passed]
+        what = "onnx.checker" if report.checker != "PASS" else ", ".join(failed)
+        super().__init__(f"verification failed ({what}); nothing written\n{report.format()}")
+        self.report = report
+
+
+def _check_args(model: Any, out: Path, batch: int | None, opset: int, precision: str, quantize: str | None) -> Path:
+    if not isinstance(model, StreamingModel):
+        raise InputError(f"to_onnx needs a StreamingModel, got {type(model).__name__}")
+    if batch is not None and (not isinstance(batch, int) or batch < 1):
+        raise InputError(f"batch must be a positive integer or None (dynamic), got {batch!r}")
+    if precision not in PRECISIONS:
+        raise UnsupportedError(f"unknown precision '{precision}'; choose from {', '.join(PRECISIONS)}")
+    if quantize not in QUANTIZE:
+        raise UnsupportedError(f"unknown quantization '{quantize}'; choose int8")
+    if quantize and precision != "fp32":
+        raise UnsupportedError("int8 quantization applies to fp32 graphs; drop --precision fp16")
+    newest = onnx.defs.onnx_opset_version()
+    if not MIN_OPSET <= opset <= newest:
+        raise UnsupportedError(f"opset {opset} cannot be produced: the exporter writes opsets {MIN_OPSET}..{newest}")
+    if out.suffix != ".onnx":
+        raise InputError(f"output must be a .onnx file, got {out}")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise InputError(f"output directory does not exist: {parent}")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"output directory is not writable: {parent}")
+    if out.is_dir():
+        raise InputError(f"output is a directory: {out}")
+    return out
+
+
+def _export_proto(model: StreamingModel, batch: int | None, opset: int) -> onnx.ModelProto:
+    """Trace with the dynamo exporter; fold constants except parameters (their names survive)."""
+    import onnxscript.optimizer
+
+    model.eval()
+    b = batch or 2
+    specs = model.state_specs(b)
+    wrapper = StepGraph(model, specs).eval()
+    args = (
+        torch.zeros((b, *model.input_shape), dtype=torch.float32),
+        torch.zeros(b, dtype=torch.bool),
+        *(torch.zeros(s.shape, dtype=getattr(torch, s.dtype)) for s in specs),
+    )
+    dynamic = None
+    if batch is None:
+        dim = torch.export.Dim(BATCH_DIM, min=1, max=4096)
+        dynamic = ({0: dim}, {0: dim}, tuple({0: dim} for _ in specs))  # *state is one vararg
+    params = set(wrapper.state_dict())
+
+    def keep_params(node: Any) -> bool | None:
+        return False if any(v is not None and v.name in params for v in node.inputs) else None
+
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    try:
+        with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                wrapper, args, None, dynamo=True, optimize=False, opset_version=opset, verbose=False,
+                input_names=wrapper.input_names, output_names=wrapper.output_names, dynamic_shapes=dynamic,
+            )  # fmt: skip
+            onnxscript.optimizer.optimize_ir(program.model, should_fold=keep_params)
+            proto = program.model_proto
+    except EdgememError:
+        raise
+    except Exception as e:  # the exporter raises many types; report the first line
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UnsupportedError(f"the ONNX exporter failed ({type(e).__name__}): {msg}") from None
+    rename_initializers(proto, PREFIX)
+    fold_param_transposes(proto, {p.removeprefix(PREFIX) for p in params})
+    proto.producer_name, proto.producer_version = "edgemem", edgemem.__version__
+    return proto

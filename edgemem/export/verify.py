@@ -1,0 +1,239 @@
+"""Polygraphy-style verification of an exported graph against the PyTorch reference.
+
+A generated stream (``stream.make_stream``: several videos per slot, boundaries at different steps
+in different slots) goes through the reference (``StreamingModel.step``) and through each runtime
+session (``edgemem.runtimes.open_session``); both carry their own state, so the per-step error is
+the error accumulated over the stream (the drift curve). Every output is compared: ``logits`` and
+every state tensor. An output passes when every element satisfies |Δ| <= atol + rtol * |ref|.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgemem.contract import LOGITS, state_out_name
+from edgemem.errors import EdgememError, UnsupportedError
+from edgemem.export.stream import Stream, make_stream
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """Per-element bound |Δ| <= atol + rtol * |reference| for logits and for state tensors."""
+
+    logits_atol: float
+    logits_rtol: float
+    state_atol: float
+    state_rtol: float
+
+    def for_output(self, name: str) -> tuple[float, float]:
+        return (self.logits_atol, self.logits_rtol) if name == LOGITS else (self.state_atol, self.state_rtol)
+
+
+# Defaults per graph precision (see docs/EXPORT.md for the measurements behind them).
+TOLERANCES: dict[str, Tolerance] = {
+    "fp32": Tolerance(1e-4, 0.0, 1e-4, 1e-4),
+    "fp16": Tolerance(5e-2, 5e-2, 5e-2, 5e-2),
+    "int8": Tolerance(0.5, 0.2, 0.5, 0.2),
+}
+
+
+@dataclass
+class OutputResult:
+    """Error statistics of one output over all steps, and its per-step max |Δ| (the drift curve)."""
+
+    name: str
+    max_abs: float
+    mean_abs: float
+    p99_abs: float
+    max_ref: float
+    atol: float
+    rtol: float
+    violations: int
+    worst_step: int
+    per_step_max: list[float]
+
+    @property
+    def passed(self) -> bool:
+        return self.violations == 0 and math.isfinite(self.max_abs)
+
+
+@dataclass
+class RuntimeResult:
+    runtime: str
+    outputs: list[OutputResult] = field(default_factory=list)
+    seconds: float = 0.0
+    error: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.error is None and all(o.passed for o in self.outputs)
+
+    def drift(self) -> dict[str, list[float]]:
+        """Per-step max |Δ| of the logits and of all state tensors together."""
+        logits = next((o.per_step_max for o in self.outputs if o.name == LOGITS), [])
+        states = [o.per_step_max for o in self.outputs if o.name != LOGITS]
+        return {"logits": logits, "state": [max(v) for v in zip(*states, strict=True)] if states else []}
+
+
+@dataclass
+class VerifyReport:
+    graph: str
+    precision: str
+    batch: int
+    steps: int
+    boundaries: list[list[int]]
+    checker: str
+    runtimes: list[RuntimeResult]
+
+    @property
+    def passed(self) -> bool:
+        return self.checker == "PASS" and all(r.passed for r in self.runtimes)
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["passed"] = self.passed
+        for r, rj in zip(self.runtimes, out["runtimes"], strict=True):
+            rj["passed"] = r.passed
+            rj["drift"] = r.drift()
+            for o, oj in zip(r.outputs, rj["outputs"], strict=True):
+                oj["passed"] = o.passed
+        return out
+
+    def format(self) -> str:
+        """A Polygraphy-like text report: one line per output, the drift curve, the verdict."""
+        lines = [
+            f"[I] Verifying {self.graph} ({self.precision}): {self.steps} steps, batch {self.batch}, "
+            f"video boundaries per slot {self.boundaries}",
+            f"[I] onnx.checker (full): {self.checker}",
+        ]
+        for r in self.runtimes:
+            if r.error:
+                lines.append(f"[E] {r.runtime}: {r.error}")
+                continue
+            lines.append(f"[I] Comparing {r.runtime} vs torch ({r.seconds:.1f} s)")
+            width = max(len(o.name) for o in r.outputs)
+            for o in r.outputs:
+                lines.append(
+                    f"[I]   {o.name:<{width}}  max {o.max_abs:.3e}  mean {o.mean_abs:.3e}  p99 {o.p99_abs:.3e}"
+                    f"  (|ref| <= {o.max_ref:.3g}; atol {o.atol:g} rtol {o.rtol:g})  "
+                    + ("PASS" if o.passed else f"FAIL ({o.violations} elements, worst at step {o.worst_step})")
+                )
+            for key, curve in r.drift().items():
+                if curve:
+                    lines.append(f"[I]   drift {key:<6} max|Δ| per step: " + " ".join(f"{v:.1e}" for v in curve))
+            lines.append(f"[{'I' if r.passed else 'E'}]   {r.runtime}: {'PASS' if r.passed else 'FAIL'}")
+        lines.append("[I] PASSED" if self.passed else "[E] FAILED")
+        return "\n".join(lines)
+
+
+def run_checker(path: Path) -> str:
+    """``onnx.checker.check_model(full_check=True)``: "PASS" or the first line of the failure."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except Exception as e:  # ValidationError, InferenceError, ...
+        return f"FAIL: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}"
+    return "PASS"
+
+
+def _run_stream(session: Any, stream: Stream, names: list[str]) -> list[dict[str, np.ndarray]]:
+    """Each step's outputs (logits and the state after the step) from a runtime session."""
+    steps = []
+    for frames, reset in zip(stream.frames, stream.reset, strict=True):
+        logits = session.step(frames, reset)
+        state = session.get_state()
+        steps.append({LOGITS: np.asarray(logits), **{state_out_name(n): np.asarray(state[n]) for n in names}})
+    return steps
+
+
+def compare(ref: list[dict[str, np.ndarray]], got: list[dict[str, np.ndarray]], tol: Tolerance) -> list[OutputResult]:
+    """Per-output statistics of |got - ref| over all steps."""
+    results = []
+    for name in ref[0]:
+        atol, rtol = tol.for_output(name)
+        per_step, errs, viol, worst, max_ref = [], [], 0, 0, 0.0
+        for t, (r, g) in enumerate(zip(ref, got, strict=True)):
+            a, b = r[name].astype(np.float64), g[name].astype(np.float64)
+            if a.shape != b.shape:
+                raise EdgememError(f"output {name} has shape {list(b.shape)}, reference {list(a.shape)}")
+            d = np.abs(a - b)
+            d[~np.isfinite(b)] = np.inf
+            per_step.append(float(d.max(initial=0.0)))
+            worst = t if per_step[-1] >= per_step[worst] else worst
+            viol += int((d > atol + rtol * np.abs(a)).sum())
+            max_ref = max(max_ref, float(np.abs(a).max(initial=0.0)))
+            errs.append(d.ravel())
+        e = np.concatenate(errs)
+        finite = e[np.isfinite(e)]
+        results.append(
+            OutputResult(
+                name=name,
+                max_abs=float(e.max(initial=0.0)),
+                mean_abs=float(finite.mean()) if finite.size else math.inf,
+                p99_abs=float(np.percentile(finite, 99)) if finite.size else math.inf,
+                max_ref=max_ref,
+                atol=atol,
+                rtol=rtol,
+                violations=viol,
+                worst_step=worst,
+                per_step_max=per_step,
+            )
+        )
+    return results
+
+
+def verify_graph(
+    path: str | Path,
+    reference: Any,
+    *,
+    runtimes: tuple[str, ...] = ("ort-cpu",),
+    clips: int = 16,
+    boundaries: int = 2,
+    batch: int | None = None,
+    tolerance: Tolerance | None = None,
+    seed: int = 0,
+    name: str | None = None,
+) -> VerifyReport:
+    """Check ``path`` (full onnx.checker), then stream through ``reference`` (a StreamingModel) and
+    each runtime and compare. ``batch`` defaults to the graph's static batch, or 2 if dynamic;
+    ``name`` is the graph's name in the report (default: the file name)."""
+    from edgemem.contract import read_contract
+    from edgemem.runtimes import open_session
+
+    path = Path(path)
+    contract = read_contract(path)
+    precision = _precision_key(contract.export)
+    tol = tolerance or TOLERANCES[precision]
+    b = contract.batch if isinstance(contract.batch, int) else (batch or 2)
+    if batch is not None and batch != b:
+        raise UnsupportedError(f"{path.name} was exported for batch {b}, cannot verify batch {batch}")
+    checker = run_checker(path)
+    c, t, h, w = contract.frames.shape[1:]
+    stream = make_stream((c, t, h, w), batch=b, clips=clips, boundaries=boundaries, seed=seed)
+    names = [s.name for s in contract.state]
+    with open_session(reference.eval(), "torch", batch=b) as ref_session:
+        ref = _run_stream(ref_session, stream, names)
+    results = []
+    for rt in runtimes:
+        start = time.perf_counter()
+        try:
+            with open_session(path, rt, batch=b) as session:
+                got = _run_stream(session, stream, names)
+        except EdgememError as e:
+            results.append(RuntimeResult(rt, error=str(e)))
+            continue
+        results.append(RuntimeResult(rt, compare(ref, got, tol), time.perf_counter() - start))
+    return VerifyReport(name or path.name, precision, b, stream.steps, stream.boundaries, checker, results)
+
+
+def _precision_key(export: dict[str, Any]) -> str:
+    if export.get("quantize") == "int8":
+        return "int8"
+    return "fp16" if export.get("precision") == "fp16" else "fp32"
