@@ -224,7 +224,8 @@ def write_video(
         raise InputError(f"frames must be uint8 [T, H, W, 3], got {frames.dtype} {list(frames.shape)}")
     t, h, w, _ = frames.shape
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    with av.open(str(tmp), mode="w") as out:
+    options = {"movflags": "faststart"} if path.suffix.lower() in (".mp4", ".mov", ".m4v") else {}
+    with av.open(str(tmp), mode="w", options=options) as out:
         stream = out.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
         stream.codec_context.gop_size = gop

@@ -1,0 +1,103 @@
+"""The synthetic long-range task: real decodable videos whose cues give their labels."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from edgemem.cli import main
+from edgemem.data.synth import COLOURS, TASKS, generate, get_task
+from edgemem.data.video import VideoReader
+from edgemem.errors import InputError
+
+
+def _cue(frame: np.ndarray, colours: tuple[str, ...]) -> int | None:
+    """Index of the saturated cue colour in a frame, or None when it shows none (distractors are grey)."""
+    px = frame.reshape(-1, 3).astype(int)
+    px = px[(px.max(1) - px.min(1)) > 100]
+    if len(px) < 0.15 * frame.shape[0] * frame.shape[1]:
+        return None
+    mean = np.median(px, 0)
+    return int(np.argmin([np.abs(mean - COLOURS[c]).sum() for c in colours]))
+
+
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_videos_decode_and_match_labels(tmp_path, name):
+    task = get_task(name)
+    meta = generate(name, tmp_path / "d", videos=12, val=4, size=40, seed=1)
+    root = tmp_path / "d"
+    assert json.loads((root / "task.json").read_text()) == meta
+    assert (root / "classes.txt").read_text().split() == list(task.class_names)
+    w, total = meta["clip_span_frames"], meta["frames_per_video"]
+    assert total == meta["clips_per_video"] * w == 64 and w == meta["clip_frames"] * meta["sampling_rate"]
+    for split, n in (("train", 12), ("val", 4)):
+        lines = (root / f"{split}.csv").read_text().splitlines()
+        assert len(lines) == n
+        for line in lines:
+            rel, label = line.split(" ")
+            with VideoReader(root / rel) as r:
+                assert (r.info.num_frames, r.info.width, r.info.height) == (64, 40, 40)
+                assert r.info.fps == 30
+                frames = r.read_all()
+            first = {_cue(f, task.colours) for f in frames[:w]}
+            last = {_cue(f, task.colours) for f in frames[total - w :]}
+            middle = {_cue(f, task.colours) for f in frames[w : total - w]}
+            assert len(first) == 1 and len(last) == 1 and None not in first | last, (rel, first, last)
+            assert middle == {None}, "no cue between the first and the last clip"
+            assert task.label_of(first.pop(), last.pop()) == int(label)
+
+
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_one_cue_says_nothing_about_the_label(name):
+    """P(label | first cue) and P(label | last cue) are the class prior: single clips are at chance."""
+    task = get_task(name)
+    rng = np.random.default_rng(0)
+    draws = [task.sample_cues(rng) for _ in range(8000)]
+    labels = Counter(task.label_of(a, b) for a, b in draws)
+    assert all(abs(labels[c] / len(draws) - 1 / task.num_classes) < 0.03 for c in range(task.num_classes))
+    for which in (0, 1):
+        for cue in range(len(task.colours)):
+            sub = [task.label_of(a, b) for a, b in draws if (a, b)[which] == cue]
+            freq = Counter(sub)
+            for c in range(task.num_classes):
+                assert abs(freq[c] / len(sub) - 1 / task.num_classes) < 0.06, (which, cue, freq)
+
+
+def test_deterministic_with_seed(tmp_path):
+    def digest(d):
+        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(d.rglob("*")) if p.is_file()}
+
+    generate("cue-sum", tmp_path / "a", 5, 2, seed=7)
+    generate("cue-sum", tmp_path / "b", 5, 2, seed=7)
+    generate("cue-sum", tmp_path / "c", 5, 2, seed=8)
+    assert digest(tmp_path / "a") == digest(tmp_path / "b")
+    assert (tmp_path / "a" / "train.csv").read_text() != (tmp_path / "c" / "train.csv").read_text() or digest(
+        tmp_path / "a"
+    ) != digest(tmp_path / "c")
+
+
+def test_bad_requests(tmp_path):
+    with pytest.raises(InputError, match="unknown synthetic task"):
+        generate("nope", tmp_path / "x", 2)
+    with pytest.raises(InputError, match="even"):
+        generate("cue-sum", tmp_path / "x", 2, size=41)
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep.txt").write_text("mine")
+    with pytest.raises(InputError, match="not an empty directory"):
+        generate("cue-sum", tmp_path / "full", 2)
+    assert [p.name for p in tmp_path.iterdir()] == ["full"], "nothing half-written"
+
+
+def test_cli(tmp_path, capsys):
+    out = tmp_path / "ds"
+    assert main(["data", "synth", "--task", "cue-match", "--out", str(out), "--videos", "3", "--val", "1"]) == 0
+    assert "cue-match" in capsys.readouterr().out
+    assert main(["data", "check", str(out), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["splits"]["train"]["readable"] == 3 and report["splits"]["val"]["frames_max"] == 64
+    assert main(["data", "synth", "--task", "cue-match", "--out", str(out), "--videos", "3"]) == 2
+    assert "not an empty directory" in capsys.readouterr().err
