@@ -1,0 +1,201 @@
+"""The streaming loop behind ``edgemem stream``: decode, resample, preprocess, step, report.
+
+Each source is decoded in a background thread (``FrameReader``) at the model's input rate
+(``target_fps / sampling_rate``); every T frames make a clip, preprocessed as the model card says
+and stepped through the session. One ``ClipRecord`` per clip goes to the callbacks (JSONL file,
+live view). Sources run one after another with a reset between them, or, with ``batch``, as
+independent streams in the slots of one batched session (a slot whose source has ended is fed
+zeros with its reset flag set, and its outputs are ignored).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from edgemem.data.reader import Frame, FrameReader
+from edgemem.data.transforms import ClipTransform, stack_clips
+from edgemem.errors import InputError
+from edgemem.runtimes.base import Session
+
+
+@dataclass(frozen=True)
+class ClipRecord:
+    clip_index: int  # index of the clip within its source
+    source: str
+    t_start: float  # seconds: first frame of the clip
+    t_end: float  # seconds: end of the last frame of the clip
+    topk: list[dict[str, Any]]  # [{"label", "index", "score"}], softmax scores, best first
+    latency_ms: float  # session.step time for the batch that held this clip
+    slot: int = 0
+    dropped_frames: int = 0  # frames skipped so far in --realtime mode
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class StreamStats:
+    clips: int = 0
+    steps: int = 0
+    latency_ms: list[float] = field(default_factory=list)
+    dropped: int = 0
+    media_s: float = 0.0  # seconds of video classified
+    compute_s: float = 0.0  # time spent in session.step
+    wall_s: float = 0.0
+
+    @property
+    def real_time_factor(self) -> float:
+        """Compute time per second of video (below 1: faster than real time)."""
+        return self.compute_s / self.media_s if self.media_s else float("nan")
+
+
+def topk(logits: np.ndarray, k: int, class_names: Sequence[str] | None) -> list[dict[str, Any]]:
+    """Softmax scores of the k best classes of one logits row."""
+    z = logits.astype(np.float64) - logits.max()
+    p = np.exp(z) / np.exp(z).sum()
+    best = np.argsort(-p, kind="stable")[:k]
+    names = list(class_names) if class_names else None
+    return [
+        {"label": names[i] if names and i < len(names) else str(int(i)), "index": int(i), "score": float(p[i])}
+        for i in best
+    ]
+
+
+class JsonlWriter:
+    """One JSON object per line, flushed per record so nothing is lost on a later error."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._f: IO[str] = open(path, "w", encoding="utf-8")  # noqa: SIM115
+
+    def __call__(self, record: ClipRecord, stats: StreamStats | None = None) -> None:
+        self._f.write(json.dumps(record.to_json()) + "\n")
+        self._f.flush()
+
+    def close(self) -> None:
+        self._f.close()
+
+
+class _Source:
+    """One source's reader, its pending frames (for --out) and clip counter."""
+
+    def __init__(self, source: str, slot: int, fps: float, frames: int, realtime: bool, keep_all: bool) -> None:
+        self.name, self.slot, self.frames = source, slot, frames
+        self.reader = FrameReader(source, fps=fps, realtime=realtime, keep_all=keep_all)
+        self._it: Iterator[Frame] = iter(self.reader)
+        self.clip_index = 0
+        self.pending: list[Frame] = []  # every frame since the last clip (for the annotated copy)
+        self.done = False
+
+    def next_clip(self) -> list[Frame] | None:
+        """The next T sampled frames, or None at the end of the source (a partial clip is dropped)."""
+        sampled: list[Frame] = []
+        for f in self._it:
+            self.pending.append(f)
+            if f.sampled:
+                sampled.append(f)
+                if len(sampled) == self.frames:
+                    return sampled
+        self.done = True
+        return None
+
+
+ClipCallback = Callable[[ClipRecord, StreamStats], None]
+FrameSink = Callable[[_Source, list[Frame], ClipRecord | None], None]
+
+
+def run_stream(
+    session: Session,
+    sources: Sequence[str],
+    *,
+    batch: bool = False,
+    realtime: bool = False,
+    k: int = 5,
+    on_clip: Sequence[ClipCallback] = (),
+    frame_sink: FrameSink | None = None,
+) -> StreamStats:
+    """Stream ``sources`` through ``session``; return the totals. Errors propagate after the
+    records of every clip already stepped have reached ``on_clip``."""
+    card = session.model_card
+    transform = ClipTransform(card)
+    fps = float(card.get("target_fps") or 30) / float(card.get("sampling_rate") or 1)
+    clip_s = transform.frames / fps
+    stats = StreamStats()
+    wall0 = time.perf_counter()
+    groups = [list(sources)] if batch else [[s] for s in sources]
+    try:
+        for group in groups:
+            _run_group(session, group, transform, fps, clip_s, realtime, k, on_clip, frame_sink, stats)
+    finally:
+        stats.wall_s = time.perf_counter() - wall0
+    return stats
+
+
+def _run_group(
+    session: Session,
+    group: list[str],
+    transform: ClipTransform,
+    fps: float,
+    clip_s: float,
+    realtime: bool,
+    k: int,
+    on_clip: Sequence[ClipCallback],
+    frame_sink: FrameSink | None,
+    stats: StreamStats,
+) -> None:
+    if len(group) != session.batch:
+        raise InputError(f"{len(group)} sources need a session of batch {len(group)}, got {session.batch}")
+    session.reset()
+    dropped0 = stats.dropped
+    streams: list[_Source] = []
+    try:
+        for slot, src in enumerate(group):
+            streams.append(_Source(src, slot, fps, transform.frames, realtime, frame_sink is not None))
+        zeros = np.zeros((3, transform.frames, transform.size, transform.size), np.float32)
+        while True:
+            clips = [None if s.done else s.next_clip() for s in streams]
+            if all(c is None for c in clips):
+                break
+            x = stack_clips([transform([f.image for f in c]) if c else zeros for c in clips])
+            reset = np.array([c is None for c in clips], dtype=bool)
+            t0 = time.perf_counter()
+            logits = session.step(x, reset)
+            latency = (time.perf_counter() - t0) * 1000.0
+            stats.steps += 1
+            stats.compute_s += latency / 1000.0
+            for s, c in zip(streams, clips, strict=True):
+                if c is None:
+                    continue
+                stats.dropped = dropped0 + sum(x.reader.dropped for x in streams)
+                rec = ClipRecord(
+                    s.clip_index,
+                    s.name,
+                    round(c[0].time, 6),
+                    round(c[-1].time + 1.0 / fps, 6),
+                    topk(logits[s.slot], k, session.model_card.get("class_names")),
+                    round(latency, 3),
+                    s.slot,
+                    s.reader.dropped,
+                )
+                s.clip_index += 1
+                stats.clips += 1
+                stats.media_s += clip_s
+                stats.latency_ms.append(latency)
+                for cb in on_clip:
+                    cb(rec, stats)
+                if frame_sink is not None:
+                    frame_sink(s, s.pending, rec)
+                    s.pending = []
+    finally:
+        for s in streams:
+            if frame_sink is not None and s.pending:
+                frame_sink(s, s.pending, None)
+            s.reader.close()
