@@ -74,7 +74,13 @@ def test_streaming_sampler_distributed_ranks_are_disjoint_and_aligned():
 def test_streaming_sampler_max_clips_keeps_the_last_clips():
     s = StreamingBatchSampler([4, 2], 1, shuffle=False, max_clips=3)
     got = [(b[0].video, b[0].clip, b[0].first, b[0].last) for b in s]
-    assert got == [(0, 1, True, False), (0, 2, False, False), (0, 3, False, True), (1, 0, True, False), (1, 1, False, True)]
+    assert got == [
+        (0, 1, True, False),
+        (0, 2, False, False),
+        (0, 3, False, True),
+        (1, 0, True, False),
+        (1, 1, False, True),
+    ]
 
 
 def test_streaming_sampler_subset_of_videos():
