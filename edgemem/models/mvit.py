@@ -305,12 +305,13 @@ class MViT(StreamingModel):
                 k = torch.cat((k0, k[:, 1:].detach()), dim=1)
                 v = torch.cat((v0, v[:, 1:].detach()), dim=1)
             full[i] = (k, v)
-        # Attended slots: ages g, 2g, ..., M*g (slot index = age - 1).
-        sel = slice(g - 1, s, g) if g > 1 else slice(None)
-        ok = valid[:, sel] > 0.5
+        # Attended slots: ages M*g, ..., 2g, g (slot index = age - 1), oldest first as the official
+        # concatenation order (same softmax/matmul summation order).
+        sel = slice(g - 1, None, g)
+        ok = valid[:, sel].flip(1) > 0.5
         if self.training and mem.mem_drop > 0:
             ok = ok & (torch.rand(ok.shape, device=ok.device) >= mem.mem_drop)
-        mems = {i: (k[:, sel], v[:, sel]) for i, (k, v) in full.items()}
+        mems = {i: (k[:, sel].flip(1), v[:, sel].flip(1)) for i, (k, v) in full.items()}
         x, raws = self._backbone(frames, mems, ok)
         logits = self.forward_head(self.norm(x))
         new: State = {}

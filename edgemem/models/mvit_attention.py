@@ -209,7 +209,8 @@ class MultiScaleAttention(nn.Module):
     ) -> tuple[Tensor, Tensor, Tensor]:
         """``x`` [B, N, C] (normed) -> (output [B, N_q, att_dim], raw K-bar, raw V-bar [B, N_kv, C]).
 
-        ``mem_k``/``mem_v`` [B, M, N_mem, C] are compressed memory clips (youngest first) and
+        ``mem_k``/``mem_v`` [B, M, N_mem, C] are compressed memory clips (oldest first, as the
+        official concatenation) and
         ``mem_ok`` [B, M] bool marks the valid ones; invalid ones are masked out of the softmax.
         """
         b = x.shape[0]
