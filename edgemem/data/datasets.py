@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from edgemem.data.augment import EvalTransform, TrainAugment, default_scales, to_clip
+from edgemem.data.augment import EvalTransform, TrainAugment, to_frames, train_scales
 from edgemem.data.samplers import (
     PADDING,
     StreamIndex,
@@ -77,12 +77,11 @@ class ClipGeometry:
         )
 
     def train_augment(self) -> TrainAugment:
-        _, lo, hi = default_scales(self.crop_size)
+        lo, hi = train_scales(self.crop_size)
         return TrainAugment(self.crop_size, lo, hi, self.mean, self.std)
 
     def eval_transform(self, num_crops: int = 1) -> EvalTransform:
-        short, _, _ = default_scales(self.crop_size)
-        return EvalTransform(self.crop_size, short, self.mean, self.std, num_crops)
+        return EvalTransform(self.crop_size, self.crop_size, self.mean, self.std, num_crops)
 
 
 class VideoDir:
@@ -260,7 +259,7 @@ class ClipDataset(_ClipSource):
                     start = random_clip_start(length, self.geometry.span, self._gen(video))
                 else:
                     start = uniform_clip_starts(length, self.geometry.span, self.temporal_views)[t_view]
-                clip = to_clip(self._decode(reader, [start]))
+                clip = to_frames(self._decode(reader, [start]))
         except VideoError as e:
             return self._invalid(video, str(e), self._clip_shape()) | {
                 "clip": torch.tensor(t_view),
@@ -315,7 +314,7 @@ class MultiClipDataset(_ClipSource):
             with VideoReader(rec.path) as reader:
                 gen = self._gen(video) if self.train else None
                 starts = multi_clip_starts(self._length(reader.info), g.span, self.num_clips, gen)
-                clip = to_clip(self._decode(reader, starts))
+                clip = to_frames(self._decode(reader, starts))
         except VideoError as e:
             shape = (self.num_clips, *self._clip_shape())
             return self._invalid(video, str(e), shape) | {"crop": torch.tensor(s_view)}
@@ -377,7 +376,7 @@ class StreamingDataset(_ClipSource):
         g = self.geometry
         try:
             with VideoReader(rec.path) as reader:
-                clip = to_clip(self._decode(reader, [index.clip * g.span]))
+                clip = to_frames(self._decode(reader, [index.clip * g.span]))
         except VideoError as e:
             return self._invalid(index.video, str(e), self._clip_shape()) | flags
         frames = self.augment(clip, self._gen(index.video)) if self.train else self.transform(clip)
