@@ -1,0 +1,205 @@
+"""One benchmark cell, run in its own fresh process so that its peak memory is its own.
+
+``python -m edgemem.bench.cell --spec SPEC.json --out RESULT.json``: SPEC holds the cell (model,
+runtime, precision, frame-scale, batch), the graph to open, the model facts (``model_info``) and
+the measurement settings. The process opens one runtime session and measures:
+
+- ``first``: the first step of the fresh session (empty memory, includes one-time initialisation);
+- ``warmup`` steps, discarded; ``clips`` steady steps (memory full after the first few);
+- ``reset``: steps with the reset flag set (memory emptied inside the graph), interleaved with
+  steady steps; ``handoff``: one ``get_state`` + ``set_state`` round trip (moving the memory
+  between sessions or processes);
+- peak RSS of this process (``VmHWM``, see ``peak_rss_mb``), its RSS before the session opened, and peak device
+  memory on GPU runtimes; accuracy on a dataset when one is given.
+
+It always writes a result: on an error, a ``failed`` one with the error message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgemem.bench.precisions import session_options
+from edgemem.bench.schema import GPU_RUNTIMES, Cell, empty_result, machine_info, write_json_atomic
+from edgemem.bench.stats import derive_rates, latency_summary
+from edgemem.errors import UnsupportedError
+
+RESET_STEPS = 3
+
+
+def _status_mb(field: str) -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def rss_mb() -> float | None:
+    """Current resident set size of this process in MiB."""
+    return _status_mb("VmRSS")
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process in MiB.
+
+    Linux keeps ``ru_maxrss`` across ``execve``, so a child of a big parent would report the
+    parent's peak; ``VmHWM`` belongs to this process image alone. ``ru_maxrss`` where it is missing.
+    """
+    hwm = _status_mb("VmHWM")
+    return hwm if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _gpu_used_mb() -> float | None:
+    """GPU memory nvidia-smi attributes to this process (memory pools keep their peak)."""
+    import os
+    import shutil
+    import subprocess
+
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return None
+    try:
+        out = subprocess.run(
+            [exe, "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    for line in out.splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) == 2 and parts[0] == str(os.getpid()):
+            return float(parts[1])
+    return None
+
+
+def _timed(fn: Any, *args: Any) -> float:
+    t0 = time.perf_counter()
+    fn(*args)
+    return (time.perf_counter() - t0) * 1e3
+
+
+def measure_session(session: Any, clips: int, warmup: int, seed: int = 0) -> dict[str, Any]:
+    """Latencies (ms) of a streaming session: first, steady steps, reset steps, state hand-off."""
+    batch = session.batch
+    rng = np.random.default_rng(seed)
+    inputs = [rng.random((batch, *session.input_shape), dtype=np.float32) for _ in range(2)]
+    no_reset = np.zeros(batch, dtype=bool)
+    all_reset = np.ones(batch, dtype=bool)
+    first = _timed(session.step, inputs[0], all_reset)
+    for i in range(warmup):
+        session.step(inputs[i % 2], no_reset)
+    steady = [_timed(session.step, inputs[i % 2], no_reset) for i in range(clips)]
+    resets, handoffs = [], []
+    for i in range(RESET_STEPS):
+        resets.append(_timed(session.step, inputs[i % 2], all_reset))
+        steady.append(_timed(session.step, inputs[(i + 1) % 2], no_reset))
+        t0 = time.perf_counter()
+        session.set_state(session.get_state())
+        handoffs.append((time.perf_counter() - t0) * 1e3)
+    lat = latency_summary(steady)
+    lat["first"] = round(first, 3)
+    lat["reset"] = round(float(np.median(resets)), 3)
+    return {"latency_ms": lat, "handoff_ms": round(float(np.median(handoffs)), 3)}
+
+
+def _open(spec: dict[str, Any]) -> Any:
+    """The cell's session: the exported graph, or for ``torch`` the PyTorch model built here."""
+    from edgemem.runtimes import open_session
+
+    cell = Cell(**spec["cell"])
+    options = session_options(cell.runtime, cell.precision)
+    target: Any = spec.get("graph")
+    if cell.runtime == "torch":
+        import torch
+
+        from edgemem.models.resolve import resolve_model
+
+        torch.manual_seed(0)
+        overrides = {"frame_scale": cell.frame_scale} if cell.frame_scale != 1 else {}
+        target = resolve_model(cell.model, spec.get("checkpoint"), **overrides).eval()
+    return open_session(target, cell.runtime, batch=cell.batch, **options)
+
+
+def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
+    """Measure the cell described by ``spec``; returns its result (status ok)."""
+    cell = Cell(**spec["cell"])
+    info = spec["info"]
+    result = empty_result(cell, spec.get("machine") or machine_info(), status="ok")
+    support = info["temporal_support"]
+    base_frames = info["frames"] // max(1, info.get("frame_scale", 1))
+    result.update(
+        temporal_support={
+            "clips": support["clips"],
+            "frames": None if support["clips"] is None else support["clips"] * base_frames,
+            "seconds": support["seconds"],
+        },
+        clip_seconds=info["clip_seconds"],
+        gflops_step=info["gflops_step"],
+        gflops_first_step=info.get("gflops_first_step"),
+        state_bytes=info["state_bytes"]["total"],
+        params=info.get("params"),
+        input={"frames": info["frames"], "crop_size": info["crop_size"], "sampling_rate": info["sampling_rate"]},
+        settings={k: spec[k] for k in ("clips", "warmup", "graph") if k in spec},
+    )
+    base = rss_mb()
+    result["base_rss_mb"] = None if base is None else round(base, 1)
+    t0 = time.perf_counter()
+    session = _open(spec)
+    result["session_open_s"] = round(time.perf_counter() - t0, 3)
+    try:
+        result.update(measure_session(session, spec["clips"], spec["warmup"]))
+        if spec.get("data"):
+            from edgemem.bench.accuracy import session_accuracy
+
+            result["accuracy"] = session_accuracy(session, spec["data"], limit=spec.get("data_limit"))
+        if cell.runtime in GPU_RUNTIMES:
+            result["peak_device_mb"] = _gpu_used_mb()
+    finally:
+        session.close()
+    derive_rates(result)
+    result["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m edgemem.bench.cell", description=__doc__)
+    parser.add_argument("--spec", required=True, help="cell spec JSON file")
+    parser.add_argument("--out", required=True, help="result JSON file to write")
+    args = parser.parse_args(argv)
+    spec = json.loads(Path(args.spec).read_text())
+    try:
+        result = run_cell(spec)
+    except UnsupportedError as e:
+        result = empty_result(Cell(**spec["cell"]), spec.get("machine") or machine_info(), "skipped", str(e))
+    except Exception as e:  # noqa: BLE001 - a failed cell is a result, the harness goes on
+        traceback.print_exc(file=sys.stderr)
+        result = empty_result(Cell(**spec["cell"]), spec.get("machine") or machine_info(), "failed", _error(e))
+        result["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    write_json_atomic(Path(args.out), result)
+    return 0
+
+
+def _error(e: BaseException) -> str:
+    msg = " ".join(str(e).split())
+    if len(msg) > 500:
+        msg = msg[:500] + " ..."
+    return f"{type(e).__name__}: {msg}" if msg else type(e).__name__
+
+
+if __name__ == "__main__":
+    sys.exit(main())
