@@ -1,8 +1,8 @@
 """A tiny contract-following streaming model and its ONNX export, for the runtime and stream tests.
 
 The runtimes must know no model: this one (a conv feature, a FIFO memory of the last two clip
-features and a clip counter) is exported with its metadata set by hand following
-``edgemem.contract``, exactly as the exporter writes it.
+features and a clip counter) is exported with torch's dynamo exporter directly and its metadata
+written with ``edgemem.contract.write_contract``, independently of ``edgemem.export``.
 """
 
 from __future__ import annotations
@@ -79,6 +79,12 @@ def _from_card(card: dict[str, Any]) -> TinyMem:
     return TinyMem(**card["config"])
 
 
+def tinymem_preset(**overrides: Any) -> TinyMem:
+    """A preset builder; tests register it with monkeypatch so that the registry stays clean."""
+    torch.manual_seed(0)
+    return TinyMem(**overrides)
+
+
 def make_model(seed: int = 0) -> TinyMem:
     torch.manual_seed(seed)
     return TinyMem().eval()
@@ -99,13 +105,7 @@ def export(model: TinyMem, path: Path, batch: int | None = None) -> Path:
     )
     prog.save(str(path), external_data=False)
     graph = onnx.load(str(path))
-    spec_batch = batch if batch is not None else C.BATCH_DIM
-    meta = {
-        C.META_CONTRACT: C.CONTRACT_VERSION,
-        C.META_STATE: C.specs_to_json(model.state_specs(spec_batch)),
-        C.META_MODEL: __import__("json").dumps(model.model_card()),
-    }
-    for k, v in meta.items():
-        graph.metadata_props.add(key=k, value=v)
+    specs = model.state_specs(batch if batch is not None else C.BATCH_DIM)
+    C.write_contract(graph, specs, model.model_card(), {"precision": "fp32", "by": "tests/runtime_models.py"})
     onnx.save(graph, str(path))
     return path

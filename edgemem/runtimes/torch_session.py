@@ -2,7 +2,7 @@
 
 Built from a model object, a preset / PySlowFast YAML (optionally with a ``.pyth`` checkpoint), or
 an ONNX graph: the architecture rebuilt from the graph's model card and the weights read back
-from the graph's initializers.
+from the graph's initializers (``edgemem.export.reference.reference_model``, shared with verify).
 """
 
 from __future__ import annotations
@@ -15,35 +15,6 @@ import torch
 
 from edgemem.errors import CheckpointError
 from edgemem.runtimes.base import Session, State
-
-
-def weights_from_graph(path: Path) -> dict[str, torch.Tensor]:
-    """The graph's initializers as tensors, by name (the exporter keeps state_dict names)."""
-    import onnx
-    from onnx import numpy_helper
-
-    graph = onnx.load(str(path), load_external_data=True).graph
-    return {i.name: torch.from_numpy(numpy_helper.to_array(i).copy()) for i in graph.initializer}
-
-
-def model_from_graph(path: Path) -> Any:
-    """Rebuild the model of an edgemem ONNX graph: ``from_card`` + weights from its initializers."""
-    from edgemem.models.checkpoint import load_state_strict
-    from edgemem.models.registry import from_card
-    from edgemem.runtimes.graph import read_graph
-
-    info = read_graph(path)
-    model = from_card(info.card)
-    weights = weights_from_graph(path)
-    wanted = model.state_dict()
-    missing = sorted(k for k in wanted if k not in weights)
-    if missing:
-        raise CheckpointError(
-            f"{path.name} does not carry the weights {missing[:5]}{' ...' if len(missing) > 5 else ''}"
-            " under their state_dict names; load the PyTorch checkpoint instead"
-        )
-    load_state_strict(model, {k: weights[k] for k in wanted})
-    return model
 
 
 class TorchSession(Session):
@@ -65,7 +36,9 @@ class TorchSession(Session):
         if threads:
             torch.set_num_threads(int(threads))
         if isinstance(model, (str, Path)) and str(model).lower().endswith(".onnx"):
-            model = model_from_graph(Path(model))
+            from edgemem.export.reference import reference_model
+
+            model = reference_model(model, checkpoint)
         elif isinstance(model, (str, Path)):
             from edgemem.models.resolve import resolve_model
 
