@@ -19,7 +19,13 @@ import torch
 import edgemem
 from edgemem.contract import BATCH_DIM, write_contract
 from edgemem.errors import EdgememError, InputError, UnsupportedError
-from edgemem.export.graph import GraphStats, fold_param_transposes, lint_graph, rename_initializers
+from edgemem.export.graph import (
+    GraphStats,
+    fold_param_transposes,
+    lint_graph,
+    rename_initializers,
+    weights_from_graph,
+)
 from edgemem.export.verify import Tolerance, VerifyReport, verify_graph
 from edgemem.export.wrapper import PREFIX, StepGraph
 from edgemem.models.streaming import StreamingModel
@@ -77,8 +83,9 @@ def to_onnx(
             from edgemem.export.precision import quantize_int8
 
             proto = quantize_int8(proto, tmp)
+        _, unused = weights_from_graph(proto, list(model.state_dict()))  # parameters the step never reads
         export_info = {"precision": precision, "quantize": quantize, "opset": opset, "torch": torch.__version__,
-                       "edgemem": edgemem.__version__}  # fmt: skip
+                       "edgemem": edgemem.__version__, "unused_weights": unused}  # fmt: skip
         write_contract(proto, model.state_specs(BATCH_DIM if batch is None else batch), model.model_card(), export_info)
         stats = lint_graph(proto)
         if proto.ByteSize() > SINGLE_FILE_LIMIT:
@@ -134,9 +141,7 @@ def _check_args(model: Any, out: Path, batch: int | None, opset: int, precision:
 
 
 def _export_proto(model: StreamingModel, batch: int | None, opset: int) -> onnx.ModelProto:
-    """Trace with the dynamo exporter; fold constants except parameters (their names survive)."""
-    import onnxscript.optimizer
-
+    """Trace with the dynamo exporter, then optimize so that every parameter keeps its name."""
     model.eval()
     b = batch or 2
     specs = model.state_specs(b)
@@ -151,10 +156,6 @@ def _export_proto(model: StreamingModel, batch: int | None, opset: int) -> onnx.
         dim = torch.export.Dim(BATCH_DIM, min=1, max=4096)
         dynamic = ({0: dim}, {0: dim}, tuple({0: dim} for _ in specs))  # *state is one vararg
     params = set(wrapper.state_dict())
-
-    def keep_params(node: Any) -> bool | None:
-        return False if any(v is not None and v.name in params for v in node.inputs) else None
-
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     try:
         with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
@@ -163,7 +164,7 @@ def _export_proto(model: StreamingModel, batch: int | None, opset: int) -> onnx.
                 wrapper, args, None, dynamo=True, optimize=False, opset_version=opset, verbose=False,
                 input_names=wrapper.input_names, output_names=wrapper.output_names, dynamic_shapes=dynamic,
             )  # fmt: skip
-            onnxscript.optimizer.optimize_ir(program.model, should_fold=keep_params)
+            _optimize(program.model, params)
             proto = program.model_proto
     except EdgememError:
         raise
@@ -174,3 +175,25 @@ def _export_proto(model: StreamingModel, batch: int | None, opset: int) -> onnx.
     fold_param_transposes(proto, {p.removeprefix(PREFIX) for p in params})
     proto.producer_name, proto.producer_version = "edgemem", edgemem.__version__
     return proto
+
+
+def _optimize(model: Any, params: set[str]) -> None:
+    """onnxscript's default optimization minus what would lose parameter names: no folding of nodes
+    that read a parameter (index/shape computations such as relative positions still fold), no
+    deduplication of equal-valued initializers, no BatchNorm fusion (runtimes fuse it at load)."""
+    import onnx_ir.passes.common as passes
+    import onnxscript.optimizer
+    import onnxscript.rewriter
+
+    def keep_params(node: Any) -> bool | None:
+        return False if any(v is not None and v.name in params for v in node.inputs) else None
+
+    rules = [r for r in onnxscript.rewriter._DEFAULT_REWRITE_RULES if "BatchNorm" not in str(r.name)]
+    passes.InlinePass()(model)
+    for _ in range(2):
+        onnxscript.optimizer.fold_constants_ir(model, should_fold=keep_params)
+        onnxscript.rewriter.rewrite(model, pattern_rewrite_rules=rules)
+    passes.RemoveUnusedNodesPass()(model)
+    passes.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model)
+    passes.CommonSubexpressionEliminationPass()(model)
+    passes.RemoveUnusedNodesPass()(model)

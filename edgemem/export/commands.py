@@ -1,0 +1,102 @@
+"""``edgemem export`` and ``edgemem verify``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from edgemem.errors import InputError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="export a model as a stateful ONNX graph, verified against PyTorch")
+    p.add_argument("model", help="preset name (see `edgemem models`) or PySlowFast/MeMViT YAML")
+    p.add_argument("--checkpoint", help="PySlowFast .pyth checkpoint (loaded all-or-nothing)")
+    p.add_argument("--out", required=True, help="output .onnx file (written atomically)")
+    p.add_argument("--batch", default="1", help="batch size, or 'dynamic' (default 1)")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 18)")
+    p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32", help="compute precision")
+    p.add_argument("--quantize", choices=("int8",), default=None, help="ONNX Runtime dynamic int8 (MatMul weights)")
+    p.add_argument("--no-verify", action="store_true", help="skip the verification stream (checks still run)")
+    _stream_args(p)
+    p.set_defaults(func=_export)
+
+    v = sub.add_parser("verify", help="compare an edgemem ONNX graph with its PyTorch reference over a stream")
+    v.add_argument("graph", help="edgemem .onnx graph")
+    v.add_argument("--runtimes", default="ort-cpu", help="comma-separated runtimes (see `edgemem runtimes`)")
+    v.add_argument("--checkpoint", help="reference weights from this .pyth instead of the graph's initializers")
+    v.add_argument("--batch", type=int, default=None, help="batch for graphs with a dynamic batch (default 2)")
+    v.add_argument("--json", action="store_true", help="print the report as JSON")
+    _stream_args(v)
+    v.set_defaults(func=_verify)
+
+
+def _stream_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--clips", type=int, default=16, help="verification stream length (default 16)")
+    p.add_argument("--boundaries", type=int, default=2, help="video boundaries in the stream (default 2)")
+    p.add_argument("--atol", type=float, default=None, help="logits tolerance (default per precision)")
+    p.add_argument("--state-atol", type=float, default=None, help="state tolerance (default per precision)")
+
+
+def _tolerance(args: argparse.Namespace, precision: str):  # -> Tolerance
+    from dataclasses import replace
+
+    from edgemem.export.verify import TOLERANCES
+
+    tol = TOLERANCES[precision]
+    if args.atol is not None:
+        tol = replace(tol, logits_atol=args.atol)
+    if args.state_atol is not None:
+        tol = replace(tol, state_atol=args.state_atol)
+    return tol
+
+
+def _export(args: argparse.Namespace) -> int:
+    from edgemem.export.onnx import DEFAULT_OPSET, VerificationError, to_onnx
+    from edgemem.models.resolve import resolve_model
+
+    if args.batch == "dynamic":
+        batch = None
+    elif args.batch.isdigit() and int(args.batch) > 0:
+        batch = int(args.batch)
+    else:
+        raise InputError(f"--batch must be a positive integer or 'dynamic', got {args.batch!r}")
+    model = resolve_model(args.model, args.checkpoint)
+    key = "int8" if args.quantize else args.precision
+    try:
+        result = to_onnx(
+            model, args.out, batch=batch, opset=args.opset or DEFAULT_OPSET, precision=args.precision,
+            quantize=args.quantize, verify=not args.no_verify, clips=args.clips, boundaries=args.boundaries,
+            tolerance=_tolerance(args, key),
+        )  # fmt: skip
+    except VerificationError as e:
+        print(e.report.format(), file=sys.stderr)
+        print(f"edgemem export: error: verification failed, nothing written to {args.out}", file=sys.stderr)
+        return 1
+    if result.report is not None:
+        print(result.report.format())
+    s = result.stats
+    print(
+        f"wrote {result.path} ({result.bytes / 2**20:.2f} MiB, {s.nodes} nodes, {s.parameters / 1e6:.2f} M weights)"
+        f" in {result.seconds:.1f} s"
+    )
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from edgemem.contract import read_contract
+    from edgemem.export.reference import reference_model
+    from edgemem.export.verify import _precision_key, verify_graph
+
+    contract = read_contract(args.graph)
+    reference = reference_model(args.graph, args.checkpoint)
+    runtimes = tuple(r.strip() for r in args.runtimes.split(",") if r.strip())
+    if not runtimes:
+        raise InputError("--runtimes is empty")
+    report = verify_graph(
+        args.graph, reference, runtimes=runtimes, clips=args.clips, boundaries=args.boundaries,
+        batch=args.batch, tolerance=_tolerance(args, _precision_key(contract.export)),
+    )  # fmt: skip
+    print(json.dumps(report.to_json(), indent=2) if args.json else report.format())
+    return 0 if report.passed else 1
