@@ -1,0 +1,96 @@
+"""Shipped weights: ``models_zoo/<name>.yaml`` model cards next to ``models_zoo/<name>.pyth`` checkpoints.
+
+A zoo card names the ``preset`` it was trained from, the checkpoint ``file`` and its ``sha256``, the
+data it was trained on and its ``metrics``. ``create_model(preset, pretrained=True)`` loads the zoo
+entry marked ``default: true`` for that preset; ``create_model(zoo_name)`` loads that entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from edgemem.errors import CheckpointError, EdgememError
+
+ZOO_DIR = Path(__file__).resolve().parents[2] / "models_zoo"
+
+
+def zoo_dir() -> Path:
+    return ZOO_DIR
+
+
+def zoo_cards(folder: str | os.PathLike[str] | None = None) -> dict[str, dict[str, Any]]:
+    """Every zoo card by name (the YAML file's stem); cards without a checkpoint file are skipped."""
+    root = Path(folder) if folder is not None else ZOO_DIR
+    cards: dict[str, dict[str, Any]] = {}
+    if not root.is_dir():
+        return cards
+    for path in sorted(root.glob("*.yaml")):
+        try:
+            card = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as e:
+            raise CheckpointError(f"malformed zoo card {path}: {e}") from None
+        if not isinstance(card, dict) or "file" not in card or "preset" not in card:
+            continue
+        card = dict(card, name=path.stem, path=str(root / card["file"]))
+        cards[path.stem] = card
+    return cards
+
+
+def is_zoo_name(name: str) -> bool:
+    return name in zoo_cards()
+
+
+def default_entry(preset: str) -> dict[str, Any]:
+    """The zoo card holding the default weights of ``preset``."""
+    matches = [c for c in zoo_cards().values() if c["preset"] == preset]
+    if not matches:
+        raise EdgememError(f"no shipped weights for '{preset}' in {ZOO_DIR}")
+    defaults = [c for c in matches if c.get("default")]
+    return (defaults or matches)[0]
+
+
+def sha256_of(path: str | os.PathLike[str]) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_zoo(entry: dict[str, Any], **overrides: Any) -> Any:
+    """Build the zoo entry's model with its weights (checksum verified), in eval mode."""
+    from edgemem.models.checkpoint import load_state_strict, read_pyth
+    from edgemem.models.registry import from_card
+
+    path = Path(entry["path"])
+    if not path.is_file():
+        raise CheckpointError(f"zoo weights '{entry['name']}' missing: {path}")
+    want = entry.get("sha256")
+    if want and sha256_of(path) != want:
+        raise CheckpointError(f"zoo weights {path} do not match the sha256 of {entry['name']}.yaml")
+    ckpt = read_pyth(path)
+    card = _card_from_ckpt(ckpt, path)
+    if overrides:
+        bad = {k: v for k, v in overrides.items() if card.get(k, card["config"].get(k)) != v}
+        if bad:
+            raise EdgememError(f"shipped weights '{entry['name']}' were trained with other settings than {bad}")
+    model = from_card(card)
+    load_state_strict(model, ckpt["model_state"])
+    if card.get("class_names") and hasattr(model, "class_names"):
+        model.class_names = list(card["class_names"])
+    model.eval()
+    return model
+
+
+def _card_from_ckpt(ckpt: dict[str, Any], path: Path) -> dict[str, Any]:
+    import json
+
+    text = ckpt.get("edgemem_card")
+    if not isinstance(text, str):
+        raise CheckpointError(f"{path} carries no edgemem model card")
+    return json.loads(text)

@@ -1,0 +1,131 @@
+"""Run checkpoints in the PySlowFast ``.pyth`` layout, written atomically; resume; rebuilding a trained model.
+
+A run folder holds ``checkpoints/checkpoint_epoch_XXXXX.pyth`` (1-based epoch, as PySlowFast names
+them), ``checkpoints/last.pyth`` and ``checkpoints/best.pyth``. Each file is
+``{"model_state", "optimizer_state", "epoch", "cfg"}`` (``cfg``: YAML text, as PySlowFast's
+``cfg.dump()``) plus ``edgemem_card`` (the model card as JSON, enough to rebuild the model) and
+``edgemem_train`` (JSON: the training options, global step, best top-1).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import nn
+
+from edgemem.errors import CheckpointError
+from edgemem.models.checkpoint import load_state_strict, read_pyth, save_pyth
+
+CKPT_DIR = "checkpoints"
+LAST = "last.pyth"
+BEST = "best.pyth"
+_EPOCH_RE = re.compile(r"checkpoint_epoch_(\d+)\.pyth$")
+
+
+def epoch_path(run: Path, epoch: int) -> Path:
+    return run / CKPT_DIR / f"checkpoint_epoch_{epoch:05d}.pyth"
+
+
+def make_payload(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    epoch: int,
+    card: dict[str, Any],
+    train_state: dict[str, Any],
+) -> dict[str, Any]:
+    """The ``.pyth`` dict; ``model`` may be DDP-wrapped (the ``module.`` prefix is dropped)."""
+    model_state = {k.removeprefix("module."): v.detach().cpu() for k, v in model.state_dict().items()}
+    cfg = yaml.safe_dump({"EDGEMEM": {"MODEL_CARD": card, "TRAIN": train_state}}, sort_keys=False)
+    return {
+        "model_state": model_state,
+        "optimizer_state": optimizer.state_dict() if optimizer is not None else None,
+        "epoch": epoch,
+        "cfg": cfg,
+        "edgemem_card": json.dumps(card),
+        "edgemem_train": json.dumps(train_state),
+    }
+
+
+def save_epoch(run: Path, payload: dict[str, Any], *, best: bool) -> Path:
+    """Write the epoch checkpoint, then ``last.pyth`` (and ``best.pyth``), each atomically."""
+    folder = run / CKPT_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    path = epoch_path(run, int(payload["epoch"]))
+    save_pyth(path, payload)
+    save_pyth(folder / LAST, payload)
+    if best:
+        save_pyth(folder / BEST, payload)
+    return path
+
+
+def resolve_checkpoint(path: str | os.PathLike[str], prefer: str = BEST) -> Path:
+    """A checkpoint file, or a run folder (its ``best.pyth``/``last.pyth``, else the newest epoch)."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    folder = p / CKPT_DIR if (p / CKPT_DIR).is_dir() else p
+    if not folder.is_dir():
+        raise CheckpointError(f"no checkpoint or run folder at {p}")
+    for name in (prefer, LAST, BEST):
+        if (folder / name).is_file():
+            return folder / name
+    epochs = sorted(f for f in folder.iterdir() if _EPOCH_RE.search(f.name))
+    if not epochs:
+        raise CheckpointError(f"{p} holds no checkpoint")
+    return epochs[-1]
+
+
+def card_of(ckpt: dict[str, Any], where: str | os.PathLike[str]) -> dict[str, Any]:
+    """The edgemem model card stored in a checkpoint (CheckpointError for a foreign checkpoint)."""
+    text = ckpt.get("edgemem_card")
+    if not isinstance(text, str):
+        raise CheckpointError(f"{where} is not an edgemem training checkpoint (no model card)")
+    try:
+        card = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{where}: malformed model card: {e}") from None
+    if not isinstance(card, dict):
+        raise CheckpointError(f"{where}: malformed model card")
+    return card
+
+
+def train_state_of(ckpt: dict[str, Any]) -> dict[str, Any]:
+    text = ckpt.get("edgemem_train")
+    return json.loads(text) if isinstance(text, str) else {}
+
+
+def load_trained(path: str | os.PathLike[str]) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model of a training checkpoint (file or run folder) with its weights, in eval mode."""
+    from edgemem.models.registry import from_card
+
+    file = resolve_checkpoint(path)
+    ckpt = read_pyth(file)
+    card = card_of(ckpt, file)
+    model = from_card(card)
+    load_state_strict(model, ckpt["model_state"])
+    model.eval()
+    return model, ckpt
+
+
+def read_checkpoint_for_resume(run: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """Load ``run``'s ``last.pyth`` into ``model`` and ``optimizer``; the model must be the same one."""
+    file = run / CKPT_DIR / LAST
+    ckpt = read_pyth(file)
+    card = card_of(ckpt, file)
+    own = model.model_card()
+    if card.get("family") != own.get("family") or card.get("config") != own.get("config"):
+        raise CheckpointError(
+            f"--resume: {file} holds a different model ({card.get('name') or card.get('family')}, "
+            f"frames {card.get('frames')}, {card.get('num_classes')} classes) than requested "
+            f"({own.get('name') or own.get('family')}, frames {own.get('frames')}, {own.get('num_classes')} classes)"
+        )
+    load_state_strict(model, ckpt["model_state"])
+    if ckpt.get("optimizer_state") is not None:
+        optimizer.load_state_dict(ckpt["optimizer_state"])
+    return ckpt

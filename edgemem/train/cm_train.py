@@ -1,0 +1,65 @@
+"""Collaborative Memory training (Yang et al., Sec. 3.3 and 4): N clips per video, video-level loss.
+
+A batch holds B videos x N clips covering each video in order (``MultiClipDataset``: clips jittered
+within their segments, one spatial augmentation per video). Two implementations, as the paper:
+
+- batch reduction (default): all B*N clips in one forward; in training mode the backbone runs once
+  per clip index, so every batch-norm batch holds clips of B *different* videos;
+- multi-iteration (``multi_iteration``): two scans, one clip's activations alive at a time
+  (``CMModel.multi_iteration_backward``), for memory-bound settings.
+
+Loss: eq. 1, ``mean_n CE(h_n) + alpha * CE(mean_n h_n)``. Stage-wise training: ``--init`` a
+clip-level checkpoint of the backbone (see :mod:`edgemem.train.init_weights`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from torch import Tensor, nn
+
+from edgemem.data.datasets import MultiClipDataset
+from edgemem.train.recipes import RecipeBase
+
+
+def cm_clip_logits(model: nn.Module, clips: Tensor, two_scan: bool = True) -> Tensor:
+    """Clip logits ``[B, N, classes]`` of ``[B, N, 3, T, H, W]`` (two-scan: memory of all N clips)."""
+    return model.two_scan(clips) if two_scan else model(clips)
+
+
+class CMRecipe(RecipeBase):
+    family = "cm"
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.clips = int(self.model.clips)
+        self.alpha = float(self.model.alpha)
+        self.multi_iteration = bool(self.options.get("multi_iteration"))
+        self.ds = MultiClipDataset(self.train_items, self.geometry, self.clips, train=True, seed=self.seed)
+
+    def steps_per_epoch(self, epoch: int) -> int:
+        return len(self._sampler(self.ds, epoch)) // self.batch_size
+
+    def batches(self, epoch: int) -> Iterator[dict[str, Any]]:
+        for batch in self._loader(self.ds, epoch):
+            self.tally.update(batch)
+            yield batch
+
+    def loss(self, model: nn.Module, batch: dict[str, Any], epoch: int) -> tuple[Tensor, dict[str, float]]:
+        dev = self.info.device
+        valid = batch["valid"].to(dev)
+        keep = valid if bool(valid.any()) else ~valid  # an all-unreadable batch still steps (weight 0)
+        frames, labels = batch["frames"].to(dev)[keep], batch["label"].to(dev)[keep].clamp(min=0)
+        weight = 1.0 if bool(valid.any()) else 0.0
+        bare = model.module if hasattr(model, "module") else model
+        if self.multi_iteration:
+            loss = bare.multi_iteration_backward(frames, labels, self.alpha)
+            if weight == 0.0:
+                for p in bare.parameters():
+                    p.grad = None
+            return loss * weight, {}
+        logits = model(frames)  # [B, N, classes]
+        loss = bare.video_loss(logits.float(), labels, self.alpha) * weight
+        hits = float((logits.float().mean(1).argmax(-1) == labels).sum()) if weight else 0.0
+        return loss, {"correct": hits, "count": float(len(labels)) if weight else 0.0}

@@ -1,0 +1,118 @@
+"""``edgemem train`` and ``edgemem eval``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a preset on a video dataset (PySlowFast layout); torchrun for several processes",
+        description="Train MODEL (a preset: edgemem models) on DIR (train.csv/val.csv). Clip models train on "
+        "random clips, MeMViT streams consecutive clips with memory carried across iterations, CM "
+        "trains on N clips per video. Writes RUN/checkpoints/*.pyth (PySlowFast layout), "
+        "RUN/metrics.jsonl and RUN/config.json. Several processes: torchrun --nproc_per_node P "
+        "-m edgemem.cli train ...",
+    )
+    p.add_argument("model", metavar="MODEL", help="preset name, e.g. memvit_tiny, mvit_tiny, cm_slow_tiny")
+    p.add_argument("--data", required=True, metavar="DIR", help="dataset folder with train.csv and val.csv")
+    p.add_argument("--out", required=True, metavar="RUN", help="run folder to create (or to --resume)")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--batch-size", type=int, default=None, help="videos (slots) per step and process")
+    p.add_argument("--lr", type=float, default=None, help="base learning rate (default per optimizer)")
+    p.add_argument("--optimizer", choices=("sgd", "adamw"), default="adamw")
+    p.add_argument("--weight-decay", type=float, default=None)
+    p.add_argument("--warmup-epochs", type=float, default=None)
+    p.add_argument("--frame-scale", type=int, default=1, metavar="K", help="k x more frames per clip (baseline)")
+    p.add_argument("--init", default=None, metavar="CKPT", help="initialise from a checkpoint (CM: clip-level)")
+    p.add_argument("--clips-per-video", type=int, default=None, metavar="N", help="CM: clips per video")
+    p.add_argument("--alpha", type=float, default=1.0, help="CM: weight of the video-level loss")
+    p.add_argument("--multi-iteration", action="store_true", help="CM: two-scan training, one clip at a time")
+    p.add_argument(
+        "--curriculum",
+        type=float,
+        default=None,
+        metavar="F",
+        help="MeMViT: grow the video length from one clip to the full video over this fraction "
+        "of the epochs (0: full videos throughout)",
+    )
+    p.add_argument(
+        "--memory-drop",
+        type=float,
+        default=None,
+        metavar="P",
+        help="MeMViT: probability of dropping m in [1, M-1] memory steps in an iteration",
+    )
+    p.add_argument(
+        "--stream-loss",
+        choices=("all", "last"),
+        default="all",
+        help="MeMViT: loss on every streamed clip, or on each video's last clip only",
+    )
+    p.add_argument("--resume", action="store_true", help="continue RUN from its last checkpoint")
+    p.add_argument("--workers", type=int, default=0, help="data loading processes per training process")
+    p.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16", "fp16"),
+        default="auto",
+        help="bf16: autocast on CPU (or GPU); fp16: AMP on GPU; auto: fp16 AMP on GPU, fp32 on CPU",
+    )
+    p.add_argument("--clip-grad", type=float, default=1.0, help="max gradient norm (0: off)")
+    p.add_argument("--eval-every", type=int, default=5, help="validate every E epochs (and after the last)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
+    p.set_defaults(func=_train)
+
+    e = sub.add_parser(
+        "eval",
+        help="video-level top-1/top-5 of a trained run or checkpoint",
+        description="Score a run (its best checkpoint) or a .pyth on DIR/<split>.csv the way its family "
+        "infers: multi-view averaging for clip models, streaming over the whole video for MeMViT "
+        "(prediction from the last clip), two-scan memory for CM. Also clip-level accuracy by "
+        "temporal position.",
+    )
+    e.add_argument("checkpoint", metavar="RUN_OR_CHECKPOINT")
+    e.add_argument("--data", required=True, metavar="DIR")
+    e.add_argument("--split", default="val")
+    e.add_argument("--views", type=int, default=None, help="clip models/CM: temporal views (clips) per video")
+    e.add_argument("--batch-size", type=int, default=8)
+    e.add_argument("--workers", type=int, default=0)
+    e.add_argument("--threads", type=int, default=None)
+    e.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    e.set_defaults(func=_eval)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from edgemem.train.trainer import TrainOptions, run_training
+
+    opts = TrainOptions.from_args(args)
+    summary = run_training(opts)
+    if summary is not None:
+        print(json.dumps(summary))
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from edgemem.train.evaluate import evaluate_checkpoint, format_report
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    metrics = evaluate_checkpoint(
+        args.checkpoint,
+        args.data,
+        split=args.split,
+        views=args.views,
+        batch_size=args.batch_size,
+        workers=args.workers,
+    )
+    if args.json:
+        print(json.dumps(metrics))
+    else:
+        sys.stdout.write(format_report(metrics))
+    return 0

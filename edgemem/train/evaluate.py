@@ -1,0 +1,258 @@
+"""Video-level evaluation the way each family infers, plus clip-level accuracy by temporal position.
+
+- clip models (memory-less, frame-scaled included): ``views`` evenly spread clips per video (x spatial
+  crops), softmax scores averaged;
+- MeMViT: every consecutive clip of the video streamed in order with memory carried; the video is
+  classified by the logits of its **last** clip, the one whose memory has seen the whole video (the
+  online setting: earlier clips have not seen the later evidence yet, so averaging them would mix in
+  predictions made without it);
+- CM: N clips per video, two scans (memory from all clips, then every clip read against it),
+  softmax scores averaged.
+
+Clip-level accuracy by position (CM paper, Fig. 4) is the top-1 of each clip's own prediction at
+each temporal position (view index, or clip index for streaming). With ``DistInfo`` of several
+processes, each rank scores a share of the videos and the counts are summed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from edgemem.data.datasets import (
+    ClipDataset,
+    ClipGeometry,
+    MultiClipDataset,
+    SkipTally,
+    StreamingDataset,
+    VideoDir,
+    VideoRecord,
+    stack_batch,
+)
+from edgemem.data.samplers import StreamingBatchSampler
+from edgemem.train.distributed import DistInfo, all_sum
+
+DEFAULT_VIEWS = 5
+
+
+@dataclass
+class _Tally:
+    """Per-video score sums and per-position clip hits."""
+
+    num_classes: int
+    positions: int
+    scores: dict[int, Tensor] = field(default_factory=dict)
+    labels: dict[int, int] = field(default_factory=dict)
+    pos_hits: list[float] = field(default_factory=list)
+    pos_count: list[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.pos_hits = [0.0] * self.positions
+        self.pos_count = [0.0] * self.positions
+
+    def add_video(self, video: int, label: int, scores: Tensor) -> None:
+        s = scores.detach().float().cpu()
+        self.scores[video] = self.scores[video] + s if video in self.scores else s
+        self.labels[video] = label
+
+    def add_clip(self, position: int, hit: bool) -> None:
+        if 0 <= position < self.positions:
+            self.pos_hits[position] += float(hit)
+            self.pos_count[position] += 1.0
+
+    def result(self, info: DistInfo | None, skipped: int, scheme: str) -> dict[str, Any]:
+        k = min(5, self.num_classes)
+        top1 = top5 = 0.0
+        for v, s in self.scores.items():
+            ranked = torch.topk(s, k).indices.tolist()
+            top1 += float(ranked[0] == self.labels[v])
+            top5 += float(self.labels[v] in ranked)
+        n = float(len(self.scores))
+        vals = [top1, top5, n, float(skipped), *self.pos_hits, *self.pos_count]
+        if info is not None:
+            vals = all_sum(vals, info)
+        top1, top5, n, skipped_f = vals[:4]
+        hits, counts = vals[4 : 4 + self.positions], vals[4 + self.positions :]
+        return {
+            "top1": top1 / n if n else 0.0,
+            "top5": top5 / n if n else 0.0,
+            "videos": int(n),
+            "skipped": int(skipped_f),
+            "scheme": scheme,
+            "clip_top1_by_position": [round(h / c, 4) if c else None for h, c in zip(hits, counts, strict=True)],
+            "clip_count_by_position": [int(c) for c in counts],
+        }
+
+
+def _shard(records: Sequence[VideoRecord], info: DistInfo | None) -> list[int]:
+    idx = list(range(len(records)))
+    return idx if info is None or info.world <= 1 else idx[info.rank :: info.world]
+
+
+def _loader(ds: Any, batch_size: int, workers: int, **kw: Any) -> DataLoader:
+    return DataLoader(ds, batch_size=batch_size, num_workers=workers, collate_fn=stack_batch, **kw)
+
+
+def _device(model: nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+@torch.no_grad()
+def eval_clip_model(
+    model: nn.Module,
+    records: Sequence[VideoRecord],
+    geometry: ClipGeometry,
+    views: int = DEFAULT_VIEWS,
+    crops: int = 1,
+    batch_size: int = 16,
+    workers: int = 0,
+    info: DistInfo | None = None,
+) -> dict[str, Any]:
+    """Multi-view testing: ``views`` temporal x ``crops`` spatial clips, softmax scores averaged."""
+    model.eval()
+    mine = [records[i] for i in _shard(records, info)]
+    ds = ClipDataset(mine, geometry, train=False, temporal_views=views, spatial_crops=crops)
+    tally, skips = _Tally(model.num_classes, views), SkipTally()
+    dev = _device(model)
+    for batch in _loader(ds, batch_size, workers):
+        skips.update(batch)
+        ok = batch["valid"]
+        if not ok.any():
+            continue
+        logits = model(batch["frames"][ok].to(dev)).float().cpu()
+        probs = logits.softmax(-1)
+        for j, (v, lab, t) in enumerate(zip(batch["video"][ok], batch["label"][ok], batch["clip"][ok], strict=True)):
+            tally.add_video(int(v), int(lab), probs[j])
+            tally.add_clip(int(t), int(logits[j].argmax()) == int(lab))
+    return tally.result(info, len(skips.skipped), f"{views}x{crops} views, softmax averaged")
+
+
+@torch.no_grad()
+def eval_streaming(
+    model: nn.Module,
+    records: Sequence[VideoRecord],
+    geometry: ClipGeometry,
+    batch_size: int = 8,
+    workers: int = 0,
+    info: DistInfo | None = None,
+) -> dict[str, Any]:
+    """Stream every consecutive clip of each video with memory; classify the video by its last clip."""
+    model.eval()
+    mine = [records[i] for i in _shard(records, info)]
+    ds = StreamingDataset(mine, geometry, train=False)
+    positions = max(ds.clips_per_video, default=1)
+    if info is not None and info.world > 1:
+        positions = int(_all_max(positions, info))  # the same tally length on every rank
+    tally = _Tally(model.num_classes, positions)
+    readable = ds.readable_videos
+    if readable:
+        sampler = StreamingBatchSampler(ds.clips_per_video, batch_size, shuffle=False, videos=readable)
+        state = model.init_state(batch_size)
+        dev = _device(model)
+        for batch in DataLoader(ds, batch_sampler=sampler, num_workers=workers, collate_fn=stack_batch):
+            reset = batch["first"].to(dev)
+            logits, state = model.step(batch["frames"].to(dev), state, reset)
+            logits = logits.float().cpu()
+            for j in torch.nonzero(batch["valid"]).flatten().tolist():
+                lab = int(batch["label"][j])
+                tally.add_clip(int(batch["clip"][j]), int(logits[j].argmax()) == lab)
+                if bool(batch["last"][j]):
+                    tally.add_video(int(batch["video"][j]), lab, logits[j])
+    return tally.result(info, len(ds.skipped), "streamed in order, last clip's logits")
+
+
+def _all_max(value: int, info: DistInfo) -> float:
+    import torch.distributed as dist
+
+    t = torch.tensor([float(value)], device=info.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return float(t.item())
+
+
+@torch.no_grad()
+def eval_cm(
+    model: nn.Module,
+    records: Sequence[VideoRecord],
+    geometry: ClipGeometry,
+    views: int,
+    crops: int = 1,
+    batch_size: int = 8,
+    workers: int = 0,
+    info: DistInfo | None = None,
+) -> dict[str, Any]:
+    """CM inference: ``views`` clips per video, memory from all of them (two scans), scores averaged."""
+    from edgemem.train.cm_train import cm_clip_logits
+
+    model.eval()
+    mine = [records[i] for i in _shard(records, info)]
+    ds = MultiClipDataset(mine, geometry, views, train=False, spatial_crops=crops)
+    tally, skips = _Tally(model.num_classes, views), SkipTally()
+    dev = _device(model)
+    for batch in _loader(ds, batch_size, workers):
+        skips.update(batch)
+        ok = batch["valid"]
+        if not ok.any():
+            continue
+        logits = cm_clip_logits(model, batch["frames"][ok].to(dev), two_scan=True).float().cpu()  # [B, N, C]
+        probs = logits.softmax(-1).mean(1)
+        for j, (v, lab) in enumerate(zip(batch["video"][ok], batch["label"][ok], strict=True)):
+            tally.add_video(int(v), int(lab), probs[j])
+            for n in range(views):
+                tally.add_clip(n, int(logits[j, n].argmax()) == int(lab))
+    return tally.result(info, len(skips.skipped), f"{views} clips x {crops} crops, two-scan memory")
+
+
+def evaluate_model(
+    model: nn.Module,
+    family: str,
+    records: Sequence[VideoRecord],
+    views: int | None = None,
+    batch_size: int = 8,
+    workers: int = 0,
+    info: DistInfo | None = None,
+) -> dict[str, Any]:
+    """Dispatch on the family (``clip``, ``memvit``, ``cm``) with the model card's clip geometry."""
+    geometry = ClipGeometry.from_card(model.model_card())
+    if family == "memvit":
+        return eval_streaming(model, records, geometry, batch_size, workers, info)
+    if family == "cm":
+        n = views or int(getattr(model, "clips", 0)) or DEFAULT_VIEWS
+        return eval_cm(model, records, geometry, n, batch_size=batch_size, workers=workers, info=info)
+    return eval_clip_model(model, records, geometry, views or DEFAULT_VIEWS, 1, batch_size, workers, info)
+
+
+def evaluate_checkpoint(
+    path: str | os.PathLike[str],
+    data: str | os.PathLike[str],
+    split: str = "val",
+    views: int | None = None,
+    batch_size: int = 8,
+    workers: int = 0,
+) -> dict[str, Any]:
+    """``edgemem eval``: load a run's best checkpoint (or a ``.pyth``) and score ``split`` of ``data``."""
+    from edgemem.train.checkpoints import load_trained
+    from edgemem.train.trainer import family_of
+
+    model, ckpt = load_trained(path)
+    records = VideoDir(data, num_classes=model.num_classes).split(split)
+    family = family_of(model)
+    metrics = evaluate_model(model, family, records, views, batch_size, workers)
+    return metrics | {"checkpoint": str(path), "epoch": int(ckpt.get("epoch", 0)), "split": split}
+
+
+def format_report(m: dict[str, Any]) -> str:
+    """Human-readable ``edgemem eval`` output."""
+    lines = [
+        f"{m['split']}: {m['videos']} videos ({m['skipped']} unreadable skipped), {m['scheme']}",
+        f"  top-1 {m['top1']:.4f}   top-5 {m['top5']:.4f}",
+        "  clip top-1 by temporal position: "
+        + " ".join("-" if a is None else f"{a:.3f}" for a in m["clip_top1_by_position"]),
+    ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,119 @@
+"""MeMViT training the official way: streaming consecutive clips with memory carried across iterations.
+
+Each of the B batch slots walks the consecutive clips of its videos in order
+(``StreamingBatchSampler``); iteration i feeds clip i of every slot to ``MViT.train_step`` with
+``reset`` where a slot starts a new video, and the state it returns (compressed memory, plus the
+previous clip's raw K-bar/V-bar) is carried to iteration i + 1, detached. ``train_step`` compresses
+the previous clip's raw memory inside the current step, so the current loss trains the compression
+modules without back-propagation through time (the paper's pipelined compression, Sec. 4.2).
+
+Appendix A.2: the video length grows progressively (``curriculum``: over that fraction of the
+epochs, from one clip to the full video, in equal stages; the sampler keeps the *last* clips of each
+video), and memory clips are dropped at random during training (``memory_drop``: the model's
+``MemoryConfig.mem_drop``, per attended clip and iteration; all memory is used at inference).
+
+Loss: cross-entropy of every valid clip against its video's label (``stream_loss="all"``, as the
+paper's Kinetics training), or of each video's last clip only (``"last"``: the clip evaluation reads).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterator
+from typing import Any
+
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from edgemem.data.datasets import StreamingDataset, stack_batch
+from edgemem.data.samplers import StreamingBatchSampler
+from edgemem.errors import InputError
+from edgemem.models.streaming import State
+from edgemem.train.recipes import RecipeBase, masked_ce
+
+STREAM_LOSSES = ("all", "last")
+
+
+class TrainStep(nn.Module):
+    """``forward(frames, state, reset) = model.train_step(...)``, so DDP can wrap the streaming step."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, frames: Tensor, state: State, reset: Tensor) -> tuple[Tensor, State]:
+        return self.model.train_step(frames, state, reset)
+
+
+def curriculum_clips(epoch: int, epochs: int, fraction: float, full: int) -> int | None:
+    """Clips per video in ``epoch``: 1, 2, ... ``full`` in equal stages over ``fraction`` of the epochs,
+    then the full videos (None)."""
+    ramp = fraction * epochs
+    if full <= 1 or epoch >= ramp:
+        return None
+    return min(full, 1 + math.floor(epoch * full / ramp))
+
+
+class StreamRecipe(RecipeBase):
+    family = "memvit"
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        mem = self.model.cfg.memory
+        drop = float(self.options.get("memory_drop") or 0.0)
+        if drop != mem.mem_drop:
+            self.model.cfg = self.model.cfg.replace(memory=dataclasses.replace(mem, mem_drop=drop))
+        self.stream_loss = self.options.get("stream_loss") or "all"
+        if self.stream_loss not in STREAM_LOSSES:
+            raise InputError(f"stream loss '{self.stream_loss}' not in {STREAM_LOSSES}")
+        self.ds = StreamingDataset(self.train_items, self.geometry, train=True, seed=self.seed)
+        for video, error in self.ds.skipped.items():
+            self.tally.add(video, error)
+        if not self.ds.readable_videos:
+            raise InputError("no readable training video")
+        self.full = max(self.ds.clips_per_video)
+        self.epochs = int(self.options["epochs"])
+        self.fraction = float(self.options.get("curriculum") or 0.0)
+        self.state: State = {}
+
+    def trainable(self, model: nn.Module) -> nn.Module:
+        return TrainStep(model)
+
+    def _batch_sampler(self, epoch: int) -> StreamingBatchSampler:
+        s = StreamingBatchSampler(
+            self.ds.clips_per_video,
+            self.batch_size,
+            shuffle=True,
+            seed=self.seed,
+            num_replicas=self.info.world,
+            rank=self.info.rank,
+            max_clips=curriculum_clips(epoch, self.epochs, self.fraction, self.full),
+            videos=self.ds.readable_videos,
+        )
+        s.set_epoch(epoch)
+        return s
+
+    def steps_per_epoch(self, epoch: int) -> int:
+        return len(self._batch_sampler(epoch))
+
+    def batches(self, epoch: int) -> Iterator[dict[str, Any]]:
+        self.ds.set_epoch(epoch)
+        self.state = {k: v.to(self.info.device) for k, v in self.model.init_train_state(self.batch_size).items()}
+        loader = DataLoader(
+            self.ds, batch_sampler=self._batch_sampler(epoch), num_workers=self.workers, collate_fn=stack_batch
+        )
+        for batch in loader:
+            self.tally.update(batch)
+            yield batch
+
+    def loss(self, model: nn.Module, batch: dict[str, Any], epoch: int) -> tuple[Tensor, dict[str, float]]:
+        dev = self.info.device
+        reset = batch["first"].to(dev)
+        logits, new = model(batch["frames"].to(dev), self.state, reset)
+        # Carried to the next iteration without gradient (and in float32 whatever autocast did).
+        self.state = {k: v.detach().float() for k, v in new.items()}
+        valid = batch["valid"].to(dev)
+        if self.stream_loss == "last":
+            valid = valid & batch["last"].to(dev)
+        return masked_ce(logits, batch["label"].to(dev), valid)

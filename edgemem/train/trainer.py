@@ -1,0 +1,242 @@
+"""``edgemem train``: options, checks before anything is written, model/recipe setup, resume."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from edgemem.errors import CheckpointError, EdgememError, InputError
+from edgemem.train import checkpoints as ckpts
+from edgemem.train.distributed import DistInfo, init_distributed, shutdown, wrap_ddp
+from edgemem.train.loop import LoopConfig, LoopState, train
+from edgemem.train.optim import build_optimizer
+
+# Defaults that train the tiny presets from scratch on a long-range task in 30 epochs (docs/TRAINING.md).
+DEFAULT_LR = {"adamw": 2e-3, "sgd": 0.1}
+DEFAULT_WD = {"adamw": 0.05, "sgd": 1e-4}
+DEFAULT_BATCH = {"clip": 16, "memvit": 16, "cm": 8}
+DEFAULT_WARMUP = 2.0
+DEFAULT_CURRICULUM = 0.3
+DEFAULT_MEMORY_DROP = 0.0
+
+
+@dataclass
+class TrainOptions:
+    model: str
+    data: str
+    out: str
+    epochs: int = 30
+    batch_size: int | None = None
+    lr: float | None = None
+    optimizer: str = "adamw"
+    weight_decay: float | None = None
+    warmup_epochs: float | None = None
+    frame_scale: int = 1
+    init: str | None = None
+    clips_per_video: int | None = None
+    alpha: float = 1.0
+    multi_iteration: bool = False
+    curriculum: float | None = None
+    memory_drop: float | None = None
+    stream_loss: str = "all"
+    resume: bool = False
+    workers: int = 0
+    precision: str = "auto"
+    clip_grad: float = 1.0
+    eval_every: int = 5
+    seed: int = 0
+    device: str = "auto"
+    threads: int | None = None
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> TrainOptions:
+        names = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in vars(args).items() if k in names})
+
+    def check(self) -> None:
+        if self.epochs < 1:
+            raise InputError(f"--epochs must be >= 1, got {self.epochs}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise InputError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.lr is not None and not self.lr > 0:
+            raise InputError(f"--lr must be > 0, got {self.lr}")
+        if self.frame_scale < 1:
+            raise InputError(f"--frame-scale must be >= 1, got {self.frame_scale}")
+        if self.clips_per_video is not None and self.clips_per_video < 1:
+            raise InputError(f"--clips-per-video must be >= 1, got {self.clips_per_video}")
+        if self.curriculum is not None and not 0 <= self.curriculum <= 1:
+            raise InputError(f"--curriculum must be in [0, 1], got {self.curriculum}")
+        if self.memory_drop is not None and not 0 <= self.memory_drop <= 1:
+            raise InputError(f"--memory-drop must be in [0, 1], got {self.memory_drop}")
+        if self.workers < 0:
+            raise InputError(f"--workers must be >= 0, got {self.workers}")
+
+
+def family_of(model: nn.Module) -> str:
+    """``clip`` (memory-less), ``memvit`` or ``cm``, from the model card's memory entry."""
+    mem = model.model_card().get("memory")
+    if not mem:
+        return "clip"
+    kind = mem.get("kind")
+    if kind not in ("memvit", "cm"):
+        raise EdgememError(f"cannot train a model with memory of kind {kind!r}")
+    return str(kind)
+
+
+def _build_model(opts: TrainOptions, num_classes: int, extra: dict[str, Any]) -> nn.Module:
+    from edgemem.models.registry import create_model, is_model
+
+    if not is_model(opts.model):
+        create_model(opts.model)  # raises "unknown model" listing the presets
+    overrides: dict[str, Any] = {"num_classes": num_classes, **extra}
+    if opts.frame_scale != 1:
+        overrides["frame_scale"] = opts.frame_scale
+    try:
+        model = create_model(opts.model, **overrides)
+    except TypeError as e:
+        raise InputError(f"{opts.model} does not accept these options ({e})") from None
+    return model
+
+
+def _write_json_atomic(path: Path, obj: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def _precision(opts: TrainOptions, device: torch.device) -> str:
+    if opts.precision != "auto":
+        if opts.precision == "fp16" and device.type != "cuda":
+            raise InputError("--precision fp16 needs a GPU (use bf16 on CPU)")
+        return opts.precision
+    # On CPU, bf16 autocast made the tiny presets slower (casts dominate tiny kernels; docs/TRAINING.md).
+    return "fp16" if device.type == "cuda" else "fp32"
+
+
+def run_training(opts: TrainOptions) -> dict[str, Any] | None:
+    """Train as ``opts`` says; returns a summary on rank 0 (None on other ranks)."""
+    from edgemem.data.datasets import VideoDir
+
+    opts.check()
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
+    # Everything a user can get wrong is checked before RUN is touched.
+    data = VideoDir(opts.data)
+    train_items, val_items = data.split("train"), data.split("val")
+    num_classes = data.num_classes
+    classes = data.class_names or [str(i) for i in range(num_classes)]
+    run = Path(opts.out)
+    last = run / ckpts.CKPT_DIR / ckpts.LAST
+    if opts.resume and not last.is_file():
+        raise CheckpointError(f"--resume: {run} holds no checkpoint to resume from")
+    if not opts.resume and run.exists() and any(run.iterdir()):
+        raise InputError(f"{run} already holds a run: use --resume, or another --out")
+    model = _build_model(opts, num_classes, {})
+    family = family_of(model)
+    if family == "cm":
+        cm = {"alpha": opts.alpha} | ({"clips": opts.clips_per_video} if opts.clips_per_video else {})
+        model = _build_model(opts, num_classes, cm)
+    if opts.multi_iteration and family != "cm":
+        raise InputError("--multi-iteration applies to CM models only")
+    if opts.clips_per_video is not None and family != "cm":
+        raise InputError("--clips-per-video applies to CM models only")
+    if family == "cm" and opts.frame_scale != 1:
+        raise InputError("--frame-scale applies to memory-less models only")
+    init_note = None
+    if opts.init and not opts.resume:
+        from edgemem.train.init_weights import init_from_checkpoint
+
+        init_note = init_from_checkpoint(model, opts.init, family)
+
+    info = init_distributed(None if opts.device == "auto" else opts.device)
+    try:
+        return _train(opts, model, family, train_items, val_items, classes, run, info, init_note)
+    finally:
+        shutdown(info)
+
+
+def _train(
+    opts: TrainOptions,
+    model: nn.Module,
+    family: str,
+    train_items: list,
+    val_items: list,
+    classes: list[str],
+    run: Path,
+    info: DistInfo,
+    init_note: str | None,
+) -> dict[str, Any] | None:
+    from edgemem.train.recipes import build_recipe
+
+    precision = _precision(opts, info.device)
+    batch = opts.batch_size or DEFAULT_BATCH[family]
+    lr = opts.lr if opts.lr is not None else DEFAULT_LR[opts.optimizer]
+    wd = opts.weight_decay if opts.weight_decay is not None else DEFAULT_WD[opts.optimizer]
+    warmup = opts.warmup_epochs if opts.warmup_epochs is not None else min(DEFAULT_WARMUP, opts.epochs / 5)
+    resolved = asdict(opts) | {
+        "family": family,
+        "batch_size": batch,
+        "lr": lr,
+        "weight_decay": wd,
+        "warmup_epochs": warmup,
+        "precision": precision,
+        "world_size": info.world,
+        "curriculum": opts.curriculum if opts.curriculum is not None else DEFAULT_CURRICULUM,
+        "memory_drop": opts.memory_drop if opts.memory_drop is not None else DEFAULT_MEMORY_DROP,
+        "num_classes": len(classes),
+    }
+    model.to(info.device)
+    optimizer = build_optimizer(model, opts.optimizer, lr, wd)
+    state = LoopState()
+    if opts.resume:
+        ckpt = ckpts.read_checkpoint_for_resume(run, model, optimizer)
+        ts = ckpts.train_state_of(ckpt)
+        state = LoopState(
+            epoch=int(ckpt["epoch"]),
+            step=int(ts.get("step", 0)),
+            best_top1=float(ts.get("best_top1", -1.0)),
+            history=list(ts.get("history", [])),
+        )
+        if state.epoch >= opts.epochs:
+            raise InputError(f"{run} already finished {state.epoch} epochs (--epochs {opts.epochs})")
+    torch.manual_seed(opts.seed + 1000 * info.rank)
+    card = model.model_card()
+    if card.get("class_names") is None:
+        card["class_names"] = list(classes)
+    recipe = build_recipe(family, model, resolved, train_items, val_items, info)
+    wrapped = wrap_ddp(recipe.trainable(model), info, find_unused=family == "memvit")
+    if info.main:
+        run.mkdir(parents=True, exist_ok=True)
+        config = {"options": resolved, "model_card": card, "init": init_note, "dataset": str(Path(opts.data))}
+        _write_json_atomic(run / "config.json", config)
+    loop_cfg = LoopConfig(
+        epochs=opts.epochs,
+        base_lr=lr,
+        warmup_epochs=warmup,
+        clip_grad=opts.clip_grad or None,
+        precision=precision,
+        eval_every=opts.eval_every,
+        seed=opts.seed,
+    )
+    t0 = time.perf_counter()
+    state = train(recipe, wrapped, optimizer, loop_cfg, state, info, run, card, resolved, model)
+    if not info.main:
+        return None
+    last = state.history[-1] if state.history else {}
+    return {
+        "run": str(run),
+        "epochs": state.epoch,
+        "train_time_s": round(time.perf_counter() - t0, 1),
+        "val_top1": last.get("val_top1"),
+        "val_top5": last.get("val_top5"),
+        "best_top1": state.best_top1,
+        "skipped_videos": recipe.skipped(),
+    }
