@@ -8,7 +8,7 @@ the measurement settings. The process opens one runtime session and measures:
 - ``warmup`` steps, discarded; ``clips`` steady steps (memory full after the first few);
 - ``reset``: steps with the reset flag set (memory emptied inside the graph), interleaved with
   steady steps; ``handoff``: one ``get_state`` + ``set_state`` round trip (moving the memory
-  between sessions or processes);
+  between sessions or processes); both only for graphs with state;
 - peak RSS of this process (``VmHWM``, see ``peak_rss_mb``), its RSS before the session opened, and peak device
   memory on GPU runtimes; accuracy on a dataset when one is given.
 
@@ -105,16 +105,18 @@ def measure_session(session: Any, clips: int, warmup: int, seed: int = 0) -> dic
         session.step(inputs[i % 2], no_reset)
     steady = [_timed(session.step, inputs[i % 2], no_reset) for i in range(clips)]
     resets, handoffs = [], []
-    for i in range(RESET_STEPS):
-        resets.append(_timed(session.step, inputs[i % 2], all_reset))
-        steady.append(_timed(session.step, inputs[(i + 1) % 2], no_reset))
-        t0 = time.perf_counter()
-        session.set_state(session.get_state())
-        handoffs.append((time.perf_counter() - t0) * 1e3)
+    if session.state_spec:  # a memory-less graph has no memory to empty or hand off
+        for i in range(RESET_STEPS):
+            resets.append(_timed(session.step, inputs[i % 2], all_reset))
+            steady.append(_timed(session.step, inputs[(i + 1) % 2], no_reset))
+            t0 = time.perf_counter()
+            session.set_state(session.get_state())
+            handoffs.append((time.perf_counter() - t0) * 1e3)
     lat = latency_summary(steady)
     lat["first"] = round(first, 3)
-    lat["reset"] = round(float(np.median(resets)), 3)
-    return {"latency_ms": lat, "handoff_ms": round(float(np.median(handoffs)), 3)}
+    lat["reset"] = round(float(np.median(resets)), 3) if resets else None
+    handoff = round(float(np.median(handoffs)), 3) if handoffs else None
+    return {"latency_ms": lat, "handoff_ms": handoff}
 
 
 def _open(spec: dict[str, Any]) -> Any:

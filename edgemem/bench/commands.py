@@ -149,9 +149,10 @@ def _report(args: argparse.Namespace) -> int:
     pairs = _mapping(args.pair, "--pair")
     plots: list[Path] = []
     if args.plots is not None:
-        from edgemem.bench.plots import accuracy_plots, fig3_plots
+        from edgemem.bench.plots import accuracy_plots, fig3_plots, support_plots
 
-        plots = fig3_plots(results, args.plots, pairs) + accuracy_plots(results, args.plots)
+        plots = fig3_plots(results, args.plots, pairs) + support_plots(results, args.plots)
+        plots += accuracy_plots(results, args.plots)
     if args.csv is not None:
         write_text_atomic(args.csv, csv_text([flat_row(r) for r in results]))
     if args.tables is not None:

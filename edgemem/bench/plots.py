@@ -3,6 +3,8 @@
 ``fig3-<memory model>-<device>.png``: latency, peak memory and GFLOPs per step against temporal
 support; the frame-scaled backbone is a line per runtime/precision, the memory model a star per
 runtime/precision at its own temporal support (the MeMViT paper's Fig. 3, measured on a device).
+``support-<device>.png``: the same three panels for every model measured on a device (a line per
+model/runtime/precision across frame scales, a star for a memory model): always drawn.
 ``accuracy-<device>.png``: top-1 against GFLOPs per step, when accuracy was measured.
 """
 
@@ -145,5 +147,49 @@ def accuracy_plots(results: list[dict[str, Any]], out_dir: Path) -> list[Path]:
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
         written.append(_save(fig, out_dir / f"accuracy-{device}.png"))
+        plt.close(fig)
+    return written
+
+
+def support_plots(results: list[dict[str, Any]], out_dir: Path) -> list[Path]:
+    """Latency, peak memory and GFLOPs against temporal support for every model, one figure per device."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = [r for r in results if r["status"] == "ok" and _support(r) is not None]
+    by_device: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in ok:
+        by_device[str(r.get("device"))].append(r)
+    written = []
+    for device, rs in sorted(by_device.items()):
+        series: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
+        for r in rs:
+            series[(r["model"], r["runtime"], r["precision"])].append(r)
+        fig, axes = plt.subplots(1, len(_PANELS), figsize=(5 * len(_PANELS), 4))
+        for ax, (title, get) in zip(axes, _PANELS, strict=True):
+            for i, (key, rows) in enumerate(sorted(series.items())):
+                rows = sorted((r for r in rows if get(r) is not None), key=_support)
+                if not rows:
+                    continue
+                memory = rows[0].get("state_bytes") and rows[0]["frame_scale"] == 1 and len(rows) == 1
+                ax.plot(
+                    [_support(r) for r in rows],
+                    [get(r) for r in rows],
+                    "*" if memory else "o-",
+                    markersize=12 if memory else 6,
+                    color=f"C{i % 10}",
+                    label=" ".join(key),
+                )
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            ax.set_xlabel("temporal support (s)")
+            ax.set_title(title)
+            ax.grid(True, which="both", alpha=0.3)
+        handles, labels = axes[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, bbox_to_anchor=(0.5, -0.15))
+        fig.suptitle(f"cost against temporal support on {device}")
+        written.append(_save(fig, out_dir / f"support-{device}.png"))
         plt.close(fig)
     return written
