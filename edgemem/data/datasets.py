@@ -95,7 +95,12 @@ class VideoDir:
         if not present:
             raise InputError(f"{self.root} has no train.csv or val.csv (PySlowFast/Kinetics layout expected)")
         task_file = self.root / "task.json"
-        self.task: dict[str, Any] | None = json.loads(task_file.read_text()) if task_file.is_file() else None
+        self.task: dict[str, Any] | None = None
+        if task_file.is_file():
+            try:
+                self.task = json.loads(task_file.read_text())
+            except json.JSONDecodeError as e:
+                raise InputError(f"{task_file}: not valid JSON ({e})") from None
         classes_file = self.root / "classes.txt"
         self.class_names: list[str] | None = None
         if classes_file.is_file():
