@@ -37,7 +37,7 @@ def resolve_graph(
         key.update(str(Path(checkpoint).stat().st_mtime_ns).encode())
     out = (cache_dir or DEFAULT_CACHE).expanduser() / f"{path.stem}-b{batch}-{key.hexdigest()[:12]}.onnx"
     if not out.is_file():
-        from edgemem.export import to_onnx
+        from edgemem.export.onnx import to_onnx
 
         out.parent.mkdir(parents=True, exist_ok=True)
         to_onnx(built, out, batch=batch)
