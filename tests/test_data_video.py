@@ -97,3 +97,30 @@ def test_truncated_mp4_with_frame_count(tmp_path):
         assert [_index_of(f) for f in r.get_frames([0, 5])] == [0, 5]
         with pytest.raises(VideoError, match="truncated"):
             r.read_all()
+
+
+def test_timestamp_gaps_give_the_frame_on_screen(tmp_path):
+    """Variable frame rate: an index with no frame of its own gets the frame shown at that time."""
+    from fractions import Fraction
+
+    import av
+
+    coded = _coded_frames(40)
+    times = [t for t in range(40) if t % 5 != 3]  # every 5th frame dropped
+    path = tmp_path / "vfr.mkv"
+    with av.open(str(path), "w") as out:
+        st = out.add_stream("libx264", rate=30)
+        st.width, st.height, st.pix_fmt = 56, 32, "yuv420p"
+        st.codec_context.time_base = Fraction(1, 30)
+        for t in times:
+            f = av.VideoFrame.from_ndarray(coded[t], format="rgb24")
+            f.pts, f.time_base = t, Fraction(1, 30)
+            for p in st.encode(f):
+                out.mux(p)
+        for p in st.encode():
+            out.mux(p)
+    with VideoReader(path) as r:
+        wanted = [0, 3, 8, 9, 13, 20]
+        assert r.info.num_frames == 40
+        got = [_index_of(f) for f in r.get_frames(wanted)]
+    assert got == [max(t for t in times if t <= i) for i in wanted]

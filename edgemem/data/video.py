@@ -84,13 +84,15 @@ class VideoReader:
         fps = float(rate)
         tb = float(s.time_base) if s.time_base else 0.0
         duration = float(s.duration * tb) if s.duration and tb else 0.0
-        if duration <= 0 and self._container.duration:
-            duration = self._container.duration / av.time_base
+        if duration <= 0 and self._container.duration and len(self._container.streams) == 1:
+            duration = self._container.duration / av.time_base  # the video's own length
         num_frames = int(s.frames or 0)
         if num_frames <= 0:
             num_frames = self._count_packets()
         if num_frames <= 0:
             raise VideoError(f"{self.path}: video stream has no frames")
+        # Variable frame rate: index i means time i / fps, so the duration sets the index range.
+        num_frames = max(num_frames, round(duration * fps))
         if duration <= 0:
             duration = num_frames / fps
         ctx = s.codec_context
@@ -127,7 +129,7 @@ class VideoReader:
         missing = [i for i in wanted if i not in decoded]
         if missing:
             last = max(decoded) if decoded else -1
-            if not decoded or missing[0] < n - _END_TOLERANCE or missing[0] <= last:
+            if not decoded or missing[0] < n - _END_TOLERANCE:
                 raise VideoError(f"{self.path}: truncated or corrupt, frame {missing[0]} of {n} could not be decoded")
             for i in missing:  # metadata over-counted by a frame or two
                 decoded[i] = decoded[last]
@@ -162,7 +164,8 @@ class VideoReader:
         else:
             self._seek_start()
         out: dict[int, np.ndarray] = {}
-        count = -1
+        pending = sorted(wanted)  # frame i is the last frame presented at or before time i / fps
+        k, count, prev = 0, -1, None
         try:
             for frame in self._container.decode(s):
                 count += 1
@@ -173,12 +176,15 @@ class VideoReader:
                     idx = count
                 else:
                     idx = round((frame.pts - start_pts) * tb * fps)
-                if idx > last:
-                    break
-                if idx in wanted:
+                while k < len(pending) and pending[k] < idx and prev is not None:
+                    out[pending[k]] = prev.to_ndarray(format="rgb24")  # a gap in the timestamps
+                    k += 1
+                if k < len(pending) and pending[k] == idx:
                     out[idx] = frame.to_ndarray(format="rgb24")
-                    if len(out) == len(wanted):
-                        break
+                    k += 1
+                if k == len(pending) or idx > last:
+                    break
+                prev = frame
         except (av.FFmpegError, ValueError) as e:
             if not out:
                 raise VideoError(f"{self.path}: cannot decode ({_reason(e)})") from None
