@@ -112,7 +112,8 @@ def weights_from_graph(model: onnx.ModelProto, names: list[str]) -> tuple[dict[s
     by_base: dict[str, str] = {}
     for n in inits:
         base = n.removesuffix("_quantized")
-        if TRANSPOSED in base:
+        tail = base.rsplit(TRANSPOSED, 1)[-1]
+        if TRANSPOSED in base and tail.isdigit():  # skips the quantizer's <name>_scale / _zero_point
             by_base.setdefault(base.rsplit(TRANSPOSED, 1)[0], base)
     found: dict[str, np.ndarray] = {}
     missing: list[str] = []

@@ -70,7 +70,10 @@ def to_onnx(
     """
     start = time.perf_counter()
     out = _check_args(model, Path(path), batch, opset, precision, quantize)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    except OSError as e:
+        raise InputError(f"cannot write to {out.parent}: {e.strerror}") from None
     os.close(fd)
     tmp = Path(tmp_name)
     try:

@@ -1,0 +1,160 @@
+"""to_onnx / `edgemem export` on small streaming models defined in the tests (no model internals)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from test_export_toys import ToyMemory, make_toy
+
+from edgemem.cli import main
+from edgemem.contract import read_contract
+from edgemem.errors import InputError, UnsupportedError
+from edgemem.export.onnx import VerificationError, to_onnx
+from edgemem.export.stream import make_stream
+from edgemem.export.verify import Tolerance
+
+
+def _session(path) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.intra_op_num_threads = 1
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def test_export_verifies_and_leaves_only_the_graph(tmp_path) -> None:
+    result = to_onnx(make_toy(), tmp_path / "toy.onnx")
+    assert result.report is not None and result.report.passed
+    assert result.report.steps >= 16 and all(len(b) >= 2 for b in result.report.boundaries)
+    ort_result = result.report.runtimes[0]
+    assert [o.name for o in ort_result.outputs] == ["logits", "state_out.mem", "state_out.valid"]
+    assert max(o.max_abs for o in ort_result.outputs) < 1e-5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["toy.onnx"]
+    assert result.stats.nodes < 60 and "If" not in result.stats.ops and "Loop" not in result.stats.ops
+
+
+def test_per_slot_reset_batch_of_two(tmp_path) -> None:
+    """Two streams in one batch, boundaries at different steps: each slot equals its own batch-1 run."""
+    model = make_toy()
+    path = tmp_path / "b2.onnx"
+    to_onnx(model, path, batch=2, verify=False)
+    contract = read_contract(path)
+    sess = _session(path)
+    stream = make_stream(model.input_shape, batch=2, clips=16, boundaries=2, seed=3)
+    assert stream.boundaries[0] != stream.boundaries[1]
+    state = contract.zero_state()
+    got = []
+    for frames, reset in zip(stream.frames, stream.reset, strict=True):
+        feeds = contract.feeds(frames, reset, state)
+        outs = dict(zip(contract.output_names, sess.run(contract.output_names, feeds), strict=True))
+        logits, state = contract.split_outputs(outs)
+        got.append(logits)
+    for slot in range(2):
+        s = model.init_state(1)
+        for t, (frames, reset) in enumerate(zip(stream.frames, stream.reset, strict=True)):
+            with torch.no_grad():
+                ref, s = model.step(
+                    torch.from_numpy(frames[slot : slot + 1]), s, torch.from_numpy(reset[slot : slot + 1])
+                )
+            np.testing.assert_allclose(got[t][slot], ref[0].numpy(), atol=1e-5, err_msg=f"slot {slot} step {t}")
+
+
+def test_dynamic_batch(tmp_path) -> None:
+    path = tmp_path / "dyn.onnx"
+    result = to_onnx(make_toy(), path, batch=None)
+    assert result.report.batch == 2 and result.report.passed
+    c = read_contract(path)
+    assert isinstance(c.batch, str) and all(isinstance(s.shape[0], str) for s in c.state)
+    outs = _session(path).run(None, c.feeds(np.zeros((3, 3, 4, 16, 16), np.float32), np.ones(3, bool), c.zero_state(3)))
+    assert outs[0].shape == (3, 5)
+
+
+@pytest.mark.parametrize("kw", [{"precision": "fp16"}, {"quantize": "int8"}])
+def test_reduced_precision_keeps_contract_dtypes(tmp_path, kw) -> None:
+    path = tmp_path / "low.onnx"
+    result = to_onnx(make_toy(), path, **kw)
+    assert result.report.passed and result.report.precision == kw.get("precision", kw.get("quantize"))
+    logits = result.report.runtimes[0].outputs[0]
+    assert 0 < logits.max_abs < 0.05  # not bit-exact, but close
+    c = read_contract(path)
+    assert c.frames.dtype == "float32" and all(s.dtype == "float32" for s in c.state)
+    ops = result.stats.ops
+    assert ("MatMulInteger" in ops or "DynamicQuantizeMatMul" in ops) if "quantize" in kw else "Cast" in ops
+
+
+def test_failed_verification_leaves_no_file(tmp_path) -> None:
+    path = tmp_path / "strict.onnx"
+    with pytest.raises(VerificationError) as info:
+        to_onnx(make_toy(), path, tolerance=Tolerance(0.0, 0.0, 0.0, 0.0))
+    assert not info.value.report.passed and "FAIL" in info.value.report.format()
+    assert list(tmp_path.iterdir()) == []
+
+
+class DataDependent(ToyMemory):
+    """A step with Python control flow on tensor values: not exportable as one static graph."""
+
+    def step(self, frames, state, reset=None):
+        if frames.sum() > 0:
+            return super().step(frames, state, reset)
+        return super().step(-frames, state, reset)
+
+
+def test_exporter_failure_is_one_error_and_no_file(tmp_path) -> None:
+    with pytest.raises(UnsupportedError, match="exporter failed"):
+        to_onnx(DataDependent().eval(), tmp_path / "dd.onnx")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_arguments(tmp_path) -> None:
+    with pytest.raises(UnsupportedError, match="opset 12"):
+        to_onnx(make_toy(), tmp_path / "x.onnx", opset=12)
+    with pytest.raises(InputError, match="does not exist"):
+        to_onnx(make_toy(), tmp_path / "no" / "x.onnx")
+    with pytest.raises(InputError, match=".onnx"):
+        to_onnx(make_toy(), tmp_path / "x.txt")
+    with pytest.raises(UnsupportedError, match="fp32"):
+        to_onnx(make_toy(), tmp_path / "x.onnx", precision="fp16", quantize="int8")
+    with pytest.raises(InputError, match="StreamingModel"):
+        to_onnx(torch.nn.Linear(2, 2), tmp_path / "x.onnx")
+    assert list(tmp_path.iterdir()) == []
+
+
+def _cli(argv: list[str], capsys) -> tuple[int, str]:
+    rc = main(argv)
+    err = capsys.readouterr().err.strip()
+    return rc, err
+
+
+def test_cli_bad_inputs_one_line_errors(tmp_path, capsys) -> None:
+    out = str(tmp_path / "x.onnx")
+    cases = [
+        (["export", "no_such_model", "--out", out], "unknown model"),
+        (["export", "mvit_tiny", "--out", str(tmp_path / "missing" / "x.onnx")], "does not exist"),
+        (["export", "mvit_tiny", "--out", "/proc/x.onnx"], "cannot write"),
+        (["export", "mvit_tiny", "--out", out, "--opset", "9"], "opset 9"),
+        (["export", "mvit_tiny", "--out", out, "--batch", "zero"], "--batch"),
+        (["export", "mvit_tiny", "--out", out, "--precision", "fp16", "--quantize", "int8"], "fp32"),
+    ]
+    for argv, msg in cases:
+        rc, err = _cli(argv, capsys)
+        assert rc == 2 and msg in err and len(err.splitlines()) == 1, (argv, err)
+    yaml = tmp_path / "slowfast.yaml"
+    yaml.write_text("MODEL:\n  ARCH: slowfast\n  MODEL_NAME: SlowFast\n  NUM_CLASSES: 400\n")
+    rc, err = _cli(["export", str(yaml), "--out", out], capsys)
+    assert rc == 2 and "not supported" in err and len(err.splitlines()) == 1
+    assert list(tmp_path.iterdir()) == [yaml]
+
+
+def test_cli_checkpoint_not_matching_config(tmp_path, capsys) -> None:
+    from edgemem.models.checkpoint import save_pyth
+
+    fixture = pytest.importorskip("test_export_memvit").FIXTURE
+    if not fixture.is_dir():
+        pytest.skip(f"shared fixture not found at {fixture}")
+    ckpt = tmp_path / "other.pyth"
+    save_pyth(ckpt, make_toy().state_dict())
+    rc, err = _cli(["export", str(fixture / "tiny_config_sampler_all.yaml"), "--checkpoint", str(ckpt),
+                    "--out", str(tmp_path / "x.onnx")], capsys)  # fmt: skip
+    assert rc == 2 and "missing" in err and len(err.splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.pyth"]
