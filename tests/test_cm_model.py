@@ -13,9 +13,9 @@ from edgemem.models.cm_model import CMModel
 torch.set_num_threads(1)
 
 
-def _model(**kw: object) -> CMModel:
+def _model(name: str = "cm_slow_tiny", **kw: object) -> CMModel:
     torch.manual_seed(0)
-    m = create_model("cm_slow_tiny", **kw)
+    m = create_model(name, **kw)
     with torch.no_grad():  # non-zero residual branches and a spread head: outputs that differ between clips
         for mod in m.modules():
             if isinstance(mod, torch.nn.BatchNorm3d):
@@ -29,8 +29,9 @@ def _clips(b: int, n: int, seed: int = 1) -> torch.Tensor:
     return torch.randn(b, n, 3, 8, 32, 32, generator=g)
 
 
-def test_paths_agree_in_eval() -> None:
-    m = _model()
+@pytest.mark.parametrize("name", ["cm_slow_tiny", "cm_mvit_tiny"])
+def test_paths_agree_in_eval(name: str) -> None:
+    m = _model(name)
     x = _clips(2, 3)
     with torch.no_grad():
         full = m(x)
@@ -44,8 +45,9 @@ def test_paths_agree_in_eval() -> None:
         assert not torch.allclose(m(other)[:, 0], full[:, 0])
 
 
-def test_online_step_over_a_stream_equals_the_causal_forward() -> None:
-    m = _model()
+@pytest.mark.parametrize("name", ["cm_slow_tiny", "cm_mvit_tiny"])
+def test_online_step_over_a_stream_equals_the_causal_forward(name: str) -> None:
+    m = _model(name)
     x = _clips(2, 5)
     with torch.no_grad():
         causal = m.forward_causal(x)

@@ -79,3 +79,16 @@ def test_pair_metadata_and_bad_inputs(pair: tuple[torch.nn.Module, Path], tmp_pa
         (tmp_path / "swap.encode.onnx").write_bytes((tmp_path / "other.classify.onnx").read_bytes())
         (tmp_path / "swap.classify.onnx").write_bytes((tmp_path / "other.classify.onnx").read_bytes())
         CMVideoClassifier.open(tmp_path / "swap")
+
+
+@pytest.mark.parametrize("name", ["cm_slow_tiny", "cm_mvit_tiny"])
+def test_online_cm_through_the_generic_exporter(name: str, tmp_path: Path) -> None:
+    """The online CM is a plain StreamingModel: ``to_onnx`` exports and verifies it with no special case."""
+    from edgemem.export.onnx import to_onnx
+
+    torch.manual_seed(0)
+    m = create_model(name).eval()
+    result = to_onnx(m, tmp_path / "cm.onnx", batch=2, clips=5, boundaries=1)
+    assert result.report is not None and result.report.passed
+    meta = {p.key: p.value for p in onnx.load(str(tmp_path / "cm.onnx")).metadata_props}
+    assert '"cm.sum"' in meta["edgemem.state"] and '"kind": "cm"' in meta["edgemem.model"]

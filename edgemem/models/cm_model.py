@@ -34,8 +34,20 @@ COUNT = "cm.count"
 CM_OPTIONS = ("reduction", "interaction", "infusion", "token_scale", "clips", "alpha", "batch_reduction")
 
 
+def _feature_dim(backbone: StreamingModel) -> int:
+    dim = getattr(backbone, "feature_dim", None)
+    if dim is None:  # token backbones (MViT): the width the head projects from
+        dim = backbone.head.projection.in_features
+    return int(dim)
+
+
 class CMModel(StreamingModel):
-    """Backbone (``forward_features``, ``feature_tokens``, ``tokens_to_feature``, ``forward_head``) + CM."""
+    """Backbone + CM at its last stage + the backbone's head.
+
+    The backbone provides ``forward_features`` and ``forward_head``; a conv backbone also maps its
+    feature map to tokens and back (``feature_tokens``, ``tokens_to_feature``), a token backbone
+    (MViT: ``[B, 1 + K, D]``, cls token included as one more token) needs neither.
+    """
 
     family = "cm"
 
@@ -57,7 +69,7 @@ class CMModel(StreamingModel):
         if clips < 1:
             raise UnsupportedError(f"clips must be >= 1, got {clips}")
         self.backbone = backbone
-        self.cm = CollaborativeMemory(backbone.feature_dim, reduction, interaction, infusion, token_scale)
+        self.cm = CollaborativeMemory(_feature_dim(backbone), reduction, interaction, infusion, token_scale)
         self.clips = clips
         self.alpha = alpha
         self.batch_reduction = batch_reduction
@@ -112,15 +124,22 @@ class CMModel(StreamingModel):
         if any(s == 0 for s in x.shape[:lead]):
             raise InputError(f"{what} has no clips: shape {list(x.shape)}")
 
+    def _tokens(self, feat: Tensor) -> Tensor:
+        to_tokens = getattr(self.backbone, "feature_tokens", None)
+        return feat if to_tokens is None else to_tokens(feat)
+
+    def _head(self, tokens: Tensor, feat: Tensor) -> Tensor:
+        back = getattr(self.backbone, "tokens_to_feature", None)
+        return self.backbone.forward_head(tokens if back is None else back(tokens, feat))
+
     def encode(self, frames: Tensor) -> tuple[Tensor, Tensor]:
         """Scan 1 for one clip per video: ``frames [B, 3, T, H, W] -> (features, contribution)``."""
         feat = self.backbone.forward_features(frames)
-        return feat, self.cm.contribution(self.backbone.feature_tokens(feat))
+        return feat, self.cm.contribution(self._tokens(feat))
 
     def classify(self, feat: Tensor, memory: Tensor) -> Tensor:
         """Scan 2 for one clip per video: features + memory ``[B, *memory_shape]`` -> logits ``[B, classes]``."""
-        tokens = self.cm.read(memory, self.backbone.feature_tokens(feat))
-        return self.backbone.forward_head(self.backbone.tokens_to_feature(tokens, feat))
+        return self._head(self.cm.read(memory, self._tokens(feat)), feat)
 
     def _features(self, x: Tensor) -> Tensor:
         """Backbone features of ``[B, N, ...]`` clips, flattened video-major to ``[B*N, ...]``."""
@@ -143,9 +162,9 @@ class CMModel(StreamingModel):
         self._check_clips(x, 2, "CM input")
         b, n = x.shape[:2]
         feat = self._features(x)
-        tokens = self.backbone.feature_tokens(feat)
+        tokens = self._tokens(feat)
         out = self.cm(tokens.reshape(b, n, *tokens.shape[1:])).flatten(0, 1)
-        logits = self.backbone.forward_head(self.backbone.tokens_to_feature(out, feat)).reshape(b, n, -1)
+        logits = self._head(out, feat).reshape(b, n, -1)
         return logits[:, 0] if single else logits
 
     def video_loss(self, logits: Tensor, target: Tensor, alpha: float | None = None) -> Tensor:
@@ -291,6 +310,12 @@ def cm_slow_r50_8x8(**kw: Any) -> CMModel:
 def cm_x3d_s(**kw: Any) -> CMModel:
     """CM on X3D-S (res5, d = 192, d' = 48)."""
     return _cm("cm_x3d_s", "x3d_s", kw)
+
+
+@register_model
+def cm_mvit_tiny(**kw: Any) -> CMModel:
+    """CM on the token features of ``mvit_tiny`` (d = 32, d' = 8; the cls token is one more token)."""
+    return _cm("cm_mvit_tiny", "mvit_tiny", kw)
 
 
 @register_model
