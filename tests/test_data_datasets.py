@@ -169,3 +169,13 @@ def test_unreadable_videos_are_skipped_and_counted(broken):
 
     report = check_dataset(broken)
     assert report["splits"]["train"]["unreadable"] == 3 and report["splits"]["val"]["unreadable"] == 0
+
+
+def test_check_command_reports_unreadable(broken, capsys):
+    from edgemem.cli import main
+
+    assert main(["data", "check", str(broken)]) == 1
+    out = capsys.readouterr().out
+    assert "train: 9 videos, 6 readable, 3 unreadable" in out and "zero-length" in out
+    assert main(["data", "check", str(broken / "nope")]) == 2
+    assert "does not exist" in capsys.readouterr().err
