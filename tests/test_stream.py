@@ -113,6 +113,20 @@ def test_annotated_copy(
     assert not list(tmp_path.glob(".annotated*"))  # no temp file left
 
 
+def test_realtime_runs_at_the_video_pace(
+    graph: Path, videos: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import time
+
+    out = tmp_path / "rt.jsonl"
+    start = time.monotonic()
+    rc, err = run([str(videos["h264"]), "--model", str(graph), "--jsonl", str(out), "--realtime"], capsys)
+    assert rc == 0, err
+    assert time.monotonic() - start >= 1.4  # a 1.6 s video, decoded at its own pace
+    recs = records(out)
+    assert recs and all(r["dropped_frames"] >= 0 for r in recs) and "dropped frames" in err
+
+
 def test_preset_is_exported_into_the_cache(
     videos: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
