@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import av
 import numpy as np
 import torch
 from torch import Tensor
@@ -38,6 +39,10 @@ from edgemem.data.video import VideoError, VideoInfo, VideoReader, probe
 from edgemem.errors import InputError
 
 log = logging.getLogger(__name__)
+
+# What reading one video may raise (corrupt streams surface in FFmpeg or as odd frames); a video
+# that raises one of these is skipped and counted, anything else is a bug and propagates.
+_DECODE_ERRORS = (VideoError, av.FFmpegError, OSError, RuntimeError, ValueError)
 
 SPLITS = ("train", "val", "test")
 
@@ -265,8 +270,8 @@ class ClipDataset(_ClipSource):
                 else:
                     start = uniform_clip_starts(length, self.geometry.span, self.temporal_views)[t_view]
                 clip = to_frames(self._decode(reader, [start]))
-        except VideoError as e:
-            return self._invalid(video, str(e), self._clip_shape()) | {
+        except _DECODE_ERRORS as e:
+            return self._invalid(video, _why(rec.path, e), self._clip_shape()) | {
                 "clip": torch.tensor(t_view),
                 "crop": torch.tensor(s_view),
             }
@@ -320,9 +325,9 @@ class MultiClipDataset(_ClipSource):
                 gen = self._gen(video) if self.train else None
                 starts = multi_clip_starts(self._length(reader.info), g.span, self.num_clips, gen)
                 clip = to_frames(self._decode(reader, starts))
-        except VideoError as e:
+        except _DECODE_ERRORS as e:
             shape = (self.num_clips, *self._clip_shape())
-            return self._invalid(video, str(e), shape) | {"crop": torch.tensor(s_view)}
+            return self._invalid(video, _why(rec.path, e), shape) | {"crop": torch.tensor(s_view)}
         x = self.augment(clip, self._gen(video, 1)) if self.train else self.transform(clip, s_view)
         frames = x.reshape(3, self.num_clips, g.frames, *x.shape[-2:]).transpose(0, 1).contiguous()
         return {
@@ -356,9 +361,9 @@ class StreamingDataset(_ClipSource):
         for i, rec in enumerate(self.records):
             try:
                 info = probe(rec.path)
-            except VideoError as e:
+            except _DECODE_ERRORS as e:
                 log.warning("skipping unreadable video: %s", e)
-                self.skipped[i] = str(e)
+                self.skipped[i] = _why(rec.path, e)
                 self.clips_per_video.append(0)
                 continue
             self.clips_per_video.append(consecutive_clip_count(self._length(info), geometry.span))
@@ -382,8 +387,8 @@ class StreamingDataset(_ClipSource):
         try:
             with VideoReader(rec.path) as reader:
                 clip = to_frames(self._decode(reader, [index.clip * g.span]))
-        except VideoError as e:
-            return self._invalid(index.video, str(e), self._clip_shape()) | flags
+        except _DECODE_ERRORS as e:
+            return self._invalid(index.video, _why(rec.path, e), self._clip_shape()) | flags
         frames = self.augment(clip, self._gen(index.video)) if self.train else self.transform(clip)
         return {
             "frames": frames,
@@ -403,6 +408,10 @@ class StreamingDataset(_ClipSource):
         }
 
 
+def _why(path: str, e: BaseException) -> str:
+    return str(e) if isinstance(e, VideoError) else f"{path}: {type(e).__name__}: {e}"
+
+
 def check_dataset(root: str | Path, splits: Sequence[str] | None = None) -> dict[str, Any]:
     """Decode every video of the dataset's splits; counts, frame ranges, labels and errors."""
     vd = VideoDir(root)
@@ -417,8 +426,8 @@ def check_dataset(root: str | Path, splits: Sequence[str] | None = None) -> dict
                 with VideoReader(rec.path) as r:
                     r.get_frames([0, r.info.num_frames - 1])  # decodes every frame in between
                     frames.append(r.info.num_frames)
-            except VideoError as e:
-                errors.append(str(e))
+            except _DECODE_ERRORS as e:
+                errors.append(_why(rec.path, e))
         report["splits"][split] = {
             "videos": len(records),
             "readable": len(frames),
