@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from edgemem.errors import UnsupportedError
 from edgemem.runtimes.registry import RUNTIMES
@@ -40,7 +41,7 @@ def _ort(provider: str) -> Callable[[], str]:
     return probe
 
 
-def _probe_provider(ort: object, provider: str) -> None:
+def _probe_provider(ort: Any, provider: str) -> None:
     """Open a one-node graph on ``provider``: ORT falls back to the CPU silently when it cannot load."""
     from onnx import TensorProto, helper
 
@@ -52,7 +53,7 @@ def _probe_provider(ort: object, provider: str) -> None:
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     try:
-        sess = ort.InferenceSession(model.SerializeToString(), providers=[provider])  # type: ignore[attr-defined]
+        sess = ort.InferenceSession(model.SerializeToString(), providers=[provider])
     except Exception as e:  # provider libraries missing raise at session creation
         raise UnsupportedError(f"{provider} failed to load: {str(e).splitlines()[0]}") from None
     if provider not in sess.get_providers():

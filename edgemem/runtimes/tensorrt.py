@@ -72,11 +72,12 @@ def build_engine(trt: Any, info: GraphInfo, shapes: dict[str, list[int]], fp16: 
     config = builder.create_builder_config()
     if fp16:
         config.set_flag(trt.BuilderFlag.FP16)
-    profile = builder.create_optimization_profile()
-    for i in range(network.num_inputs):
-        name = network.get_input(i).name
-        profile.set_shape(name, shapes[name], shapes[name], shapes[name])
-    config.add_optimization_profile(profile)
+    dynamic = [network.get_input(i) for i in range(network.num_inputs) if -1 in tuple(network.get_input(i).shape)]
+    if dynamic:  # a dynamic-batch graph: one profile pinned to the session's shapes
+        profile = builder.create_optimization_profile()
+        for tensor in dynamic:
+            profile.set_shape(tensor.name, shapes[tensor.name], shapes[tensor.name], shapes[tensor.name])
+        config.add_optimization_profile(profile)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise UnsupportedError(f"TensorRT failed to build an engine for {info.path.name}")
