@@ -212,3 +212,18 @@ def test_pyslowfast_pyth_round_trip(tmp_path: Path) -> None:
     assert load_clip_checkpoint(dst, tmp_path / "x3d.pyth") == "pyslowfast"
     for k, v in src.state_dict().items():
         torch.testing.assert_close(dst.backbone.state_dict()[k], v)
+
+
+def test_official_model_cards_name_presets_and_formats() -> None:
+    import yaml
+
+    from edgemem.models import is_model
+
+    cards = sorted((Path(__file__).resolve().parents[1] / "models_zoo").glob("k400_*.yaml"))
+    assert len(cards) >= 7
+    for path in cards:
+        card = yaml.safe_load(path.read_text())
+        assert is_model(card["preset"]), path.name
+        assert card["url"].startswith("https://dl.fbaipublicfiles.com/pyslowfast/")
+        assert card["format"] == ("caffe2" if card["url"].endswith(".pkl") else "pyslowfast")
+        assert card["views"] == {"spatial": 3, "temporal": 10} and "file" not in card
