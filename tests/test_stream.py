@@ -113,6 +113,41 @@ def test_annotated_copy(
     assert not list(tmp_path.glob(".annotated*"))  # no temp file left
 
 
+def test_resume_in_another_process_and_runtime(
+    graph: Path, videos: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Stream A and save the state; resume with B on another runtime: B's records are those of
+    one uninterrupted stream A + B (no reset in between), and differ from B alone."""
+    a, b = str(videos["mpeg4"]), str(videos["h264"])
+    state, resumed, alone = tmp_path / "s.safetensors", tmp_path / "resumed.jsonl", tmp_path / "alone.jsonl"
+    assert run([a, "--model", str(graph), "--save-state", str(state), "--quiet"], capsys)[0] == 0
+    rc, err = run(
+        [b, "--model", str(graph), "--runtime", "openvino", "--resume", str(state), "--jsonl", str(resumed)], capsys
+    )
+    assert rc == 0, err
+    assert run([b, "--model", str(graph), "--jsonl", str(alone), "--quiet"], capsys)[0] == 0
+    with open_session(graph, "ort-cpu") as s:
+        tf = ClipTransform(s.model_card)
+        expected = []
+        for src in (a, b):
+            with FrameReader(src, fps=15) as r:
+                frames = [f.image for f in r]
+            for i in range(len(frames) // 4):
+                expected.append(s.step(tf(frames[4 * i : 4 * i + 4])[None])[0])
+    got = records(resumed)
+    assert len(got) == 6
+    for rec, logits in zip(got, expected[-6:], strict=True):
+        p = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+        assert rec["topk"][0]["index"] == int(p.argmax())
+        assert rec["topk"][0]["score"] == pytest.approx(float(p.max()), abs=1e-5)
+    assert any(
+        abs(x["topk"][0]["score"] - y["topk"][0]["score"]) > 1e-4 for x, y in zip(got, records(alone), strict=True)
+    )
+    one_line_error(
+        *run([b, "--model", str(graph), "--save-state", str(tmp_path / "s.pt")], capsys), ".npz or .safetensors"
+    )
+
+
 def test_realtime_runs_at_the_video_pace(
     graph: Path, videos: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -33,6 +33,8 @@ def register(sub: Any) -> None:
     s.add_argument("--realtime", action="store_true", help="decode at the video's pace, skip frames when behind")
     s.add_argument("--topk", type=int, default=5, help="classes per record (default 5)")
     s.add_argument("--cache-dir", type=Path, help="where presets are exported (default ~/.cache/edgemem/graphs)")
+    s.add_argument("--resume", type=Path, help="continue from a state file (.npz/.safetensors) of an earlier run")
+    s.add_argument("--save-state", type=Path, help="write the state after the last clip (.npz or .safetensors)")
     s.add_argument("--quiet", action="store_true", help="no live view, only the summary")
     s.set_defaults(func=_stream)
 
@@ -78,6 +80,7 @@ def _stream(args: argparse.Namespace) -> int:
     from edgemem.runtimes.live import LiveView
     from edgemem.runtimes.model_source import resolve_graph
     from edgemem.runtimes.registry import RUNTIMES, open_session
+    from edgemem.runtimes.state_io import check_suffix, load_state, save_state
     from edgemem.runtimes.stream import JsonlWriter, run_stream
 
     if args.runtime not in RUNTIMES:
@@ -89,6 +92,9 @@ def _stream(args: argparse.Namespace) -> int:
         raise InputError(f"runtime {args.runtime} is not available here: {avail.detail}")
     batch = len(args.sources) if args.batch else 1
     model = resolve_graph(args.model, args.runtime, batch=batch, checkpoint=args.checkpoint, cache_dir=args.cache_dir)
+    resume = load_state(args.resume).state if args.resume else None
+    if args.save_state:
+        check_suffix(args.save_state)  # refuse a bad suffix before streaming, not after
     jsonl = JsonlWriter(args.jsonl) if args.jsonl else None
     sink = AnnotationSink(args.out, len(args.sources)) if args.out else None
     view = LiveView(args.runtime)
@@ -106,7 +112,10 @@ def _stream(args: argparse.Namespace) -> int:
                 k=args.topk,
                 on_clip=callbacks,
                 frame_sink=sink,
+                resume=resume,
             )
+            if args.save_state:
+                save_state(args.save_state, session.get_state(), session.state_spec, session.model_card)
     finally:
         if jsonl is not None:
             jsonl.close()

@@ -31,7 +31,7 @@ class SavedState:
     card: dict[str, Any] | None
 
 
-def _format(path: Path) -> str:
+def check_suffix(path: Path) -> str:
     suffix = path.suffix.lower()
     if suffix not in FORMATS:
         raise UnsupportedError(f"state file must end in {' or '.join(FORMATS)}, got '{path.name}'")
@@ -46,7 +46,7 @@ def save_state(
 ) -> Path:
     """Write ``state`` (validated against ``specs``) and its spec to ``path`` (temp file + rename)."""
     path = Path(path)
-    fmt = _format(path)
+    fmt = check_suffix(path)
     arrays = {k: np.ascontiguousarray(np.asarray(v)) for k, v in state.items()}
     batch = next(iter(arrays.values())).shape[0] if arrays else None
     C.check_state(arrays, specs, batch=batch)
@@ -73,7 +73,7 @@ def save_state(
 def load_state(path: str | os.PathLike[str]) -> SavedState:
     """Read a state file written by ``save_state``; the arrays are checked against the stored spec."""
     path = Path(path)
-    fmt = _format(path)
+    fmt = check_suffix(path)
     if not path.is_file():
         raise StateError(f"state file not found: {path}")
     try:

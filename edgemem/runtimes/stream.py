@@ -121,9 +121,12 @@ def run_stream(
     k: int = 5,
     on_clip: Sequence[ClipCallback] = (),
     frame_sink: FrameSink | None = None,
+    resume: dict[str, np.ndarray] | None = None,
 ) -> StreamStats:
     """Stream ``sources`` through ``session``; return the totals. Errors propagate after the
-    records of every clip already stepped have reached ``on_clip``."""
+    records of every clip already stepped have reached ``on_clip``. ``resume`` (a state from
+    ``get_state``/``load_state``) continues an earlier stream instead of resetting at the first
+    source."""
     card = session.model_card
     transform = ClipTransform(card)
     fps = float(card.get("target_fps") or 30) / float(card.get("sampling_rate") or 1)
@@ -132,7 +135,11 @@ def run_stream(
     wall0 = time.perf_counter()
     groups = [list(sources)] if batch else [[s] for s in sources]
     try:
-        for group in groups:
+        for i, group in enumerate(groups):
+            if i == 0 and resume is not None:
+                session.set_state(resume)
+            else:
+                session.reset()
             _run_group(session, group, transform, fps, clip_s, realtime, k, on_clip, frame_sink, stats)
     finally:
         stats.wall_s = time.perf_counter() - wall0
@@ -153,7 +160,6 @@ def _run_group(
 ) -> None:
     if len(group) != session.batch:
         raise InputError(f"{len(group)} sources need a session of batch {len(group)}, got {session.batch}")
-    session.reset()
     dropped0 = stats.dropped
     streams: list[_Source] = []
     try:
