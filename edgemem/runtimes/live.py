@@ -76,7 +76,7 @@ class LiveView:
             return
         p50 = lat[len(lat) // 2]
         self.console.print(
-            f"{stats.clips} clips in {stats.steps} steps on {self.runtime}: latency p50 {p50:.1f} ms, "
+            f"{stats.clips} clips in {stats.steps} steps on {self.runtime}: step latency p50 {p50:.1f} ms, "
             f"max {lat[-1]:.1f} ms, real-time factor {stats.real_time_factor:.3f}, dropped frames {stats.dropped}",
             highlight=False,
         )

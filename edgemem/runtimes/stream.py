@@ -45,7 +45,7 @@ class ClipRecord:
 class StreamStats:
     clips: int = 0
     steps: int = 0
-    latency_ms: list[float] = field(default_factory=list)
+    latency_ms: list[float] = field(default_factory=list)  # one per step
     dropped: int = 0
     media_s: float = 0.0  # seconds of video classified
     compute_s: float = 0.0  # time spent in session.step
@@ -84,7 +84,7 @@ class JsonlWriter:
         self._f.close()
 
 
-class _Source:
+class SourceStream:
     """One source's reader, its pending frames (for --out) and clip counter."""
 
     def __init__(self, source: str, slot: int, fps: float, frames: int, realtime: bool, keep_all: bool) -> None:
@@ -109,7 +109,7 @@ class _Source:
 
 
 ClipCallback = Callable[[ClipRecord, StreamStats], None]
-FrameSink = Callable[[_Source, list[Frame], ClipRecord | None], None]
+FrameSink = Callable[[SourceStream, list[Frame], ClipRecord | None], None]
 
 
 def run_stream(
@@ -161,10 +161,11 @@ def _run_group(
     if len(group) != session.batch:
         raise InputError(f"{len(group)} sources need a session of batch {len(group)}, got {session.batch}")
     dropped0 = stats.dropped
-    streams: list[_Source] = []
+    class_names = session.model_card.get("class_names")
+    streams: list[SourceStream] = []
     try:
         for slot, src in enumerate(group):
-            streams.append(_Source(src, slot, fps, transform.frames, realtime, frame_sink is not None))
+            streams.append(SourceStream(src, slot, fps, transform.frames, realtime, frame_sink is not None))
         zeros = np.zeros((3, transform.frames, transform.size, transform.size), np.float32)
         while True:
             clips = [None if s.done else s.next_clip() for s in streams]
@@ -177,16 +178,17 @@ def _run_group(
             latency = (time.perf_counter() - t0) * 1000.0
             stats.steps += 1
             stats.compute_s += latency / 1000.0
+            stats.latency_ms.append(latency)
+            stats.dropped = dropped0 + sum(src.reader.dropped for src in streams)
             for s, c in zip(streams, clips, strict=True):
                 if c is None:
                     continue
-                stats.dropped = dropped0 + sum(x.reader.dropped for x in streams)
                 rec = ClipRecord(
                     s.clip_index,
                     s.name,
                     round(c[0].time, 6),
                     round(c[-1].time + 1.0 / fps, 6),
-                    topk(logits[s.slot], k, session.model_card.get("class_names")),
+                    topk(logits[s.slot], k, class_names),
                     round(latency, 3),
                     s.slot,
                     s.reader.dropped,
@@ -194,7 +196,6 @@ def _run_group(
                 s.clip_index += 1
                 stats.clips += 1
                 stats.media_s += clip_s
-                stats.latency_ms.append(latency)
                 for cb in on_clip:
                     cb(rec, stats)
                 if frame_sink is not None:
