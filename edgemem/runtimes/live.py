@@ -47,6 +47,7 @@ class LiveView:
                 f"{_fmt_topk(rec)} | {rec.latency_ms:.1f} ms",
                 highlight=False,
                 markup=False,
+                soft_wrap=True,
             )
 
     def _table(self, stats: StreamStats) -> Table:
@@ -79,4 +80,5 @@ class LiveView:
             f"{stats.clips} clips in {stats.steps} steps on {self.runtime}: step latency p50 {p50:.1f} ms, "
             f"max {lat[-1]:.1f} ms, real-time factor {stats.real_time_factor:.3f}, dropped frames {stats.dropped}",
             highlight=False,
+            soft_wrap=True,
         )
