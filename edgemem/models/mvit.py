@@ -328,7 +328,15 @@ class MViT(StreamingModel):
 
 
 # --------------------------------------------------------------------------- presets
-def _tiny(memory: MemoryConfig | None, **kw: Any) -> MViTConfig:
+def _config(base: dict[str, Any], overrides: dict[str, Any]) -> MViTConfig:
+    """Preset fields updated with user overrides (any ``MViTConfig`` field, e.g. ``num_classes``)."""
+    unknown = sorted(set(overrides) - set(MViTConfig.__dataclass_fields__))
+    if unknown:
+        raise UnsupportedError(f"not supported: option(s) {unknown} for an MViT preset")
+    return MViTConfig(**{**base, **overrides})
+
+
+def _tiny(memory: MemoryConfig | None, kw: dict[str, Any]) -> MViTConfig:
     base = dict(
         num_frames=8,
         crop_size=32,
@@ -345,15 +353,14 @@ def _tiny(memory: MemoryConfig | None, **kw: Any) -> MViTConfig:
         target_fps=30,
         memory=memory,
     )
-    base.update(kw)
-    return MViTConfig(**base)  # type: ignore[arg-type]
+    return _config(base, kw)
 
 
 def _q_strides(depth: int, stage_starts: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
     return tuple((i, 1, 2, 2) if i in stage_starts else (i, 1, 1, 1) for i in range(depth))
 
 
-def _mvit16(memory: MemoryConfig | None, **kw: Any) -> MViTConfig:
+def _mvit16(memory: MemoryConfig | None, kw: dict[str, Any]) -> MViTConfig:
     """MViTv2-S-like depth 16 (configs/AVA/MeMViT_16_K400.yaml backbone), 16x4 at 224^2."""
     base = dict(
         num_frames=16,
@@ -371,11 +378,10 @@ def _mvit16(memory: MemoryConfig | None, **kw: Any) -> MViTConfig:
         drop_path_rate=0.4,
         memory=memory,
     )
-    base.update(kw)
-    return MViTConfig(**base)  # type: ignore[arg-type]
+    return _config(base, kw)
 
 
-def _mvit24(memory: MemoryConfig | None, **kw: Any) -> MViTConfig:
+def _mvit24(memory: MemoryConfig | None, kw: dict[str, Any]) -> MViTConfig:
     """Depth 24 (configs/AVA/MeMViT_24_K600.yaml backbone), 32x3 at 224^2."""
     base = dict(
         num_frames=32,
@@ -393,8 +399,7 @@ def _mvit24(memory: MemoryConfig | None, **kw: Any) -> MViTConfig:
         drop_path_rate=0.4,
         memory=memory,
     )
-    base.update(kw)
-    return MViTConfig(**base)  # type: ignore[arg-type]
+    return _config(base, kw)
 
 
 def _odd(depth: int) -> tuple[int, ...]:
@@ -409,13 +414,13 @@ def _build(name: str, cfg: MViTConfig) -> MViT:
 def memvit_tiny(**kw: Any) -> MViT:
     """Tiny MeMViT for tests/CPU training: 8x32^2, 4 blocks, 3 memory clips in blocks 0 and 2."""
     mem = MemoryConfig(attn_max_len=4, sampler="all", exclude_layers=(1, 3))
-    return _build("memvit_tiny", _tiny(mem, **kw))
+    return _build("memvit_tiny", _tiny(mem, kw))
 
 
 @register_model
 def mvit_tiny(**kw: Any) -> MViT:
     """``memvit_tiny`` without memory (accepts ``frame_scale``)."""
-    return _build("mvit_tiny", _tiny(None, **kw))
+    return _build("mvit_tiny", _tiny(None, kw))
 
 
 @register_model
@@ -424,13 +429,13 @@ def memvit16_16x4(**kw: Any) -> MViT:
     mem = MemoryConfig(
         attn_max_len=3, sampler="gap2", exclude_layers=_odd(16), compress_kernel=(7, 3, 3), compress_stride=(4, 2, 2)
     )
-    return _build("memvit16_16x4", _mvit16(mem, **kw))
+    return _build("memvit16_16x4", _mvit16(mem, kw))
 
 
 @register_model
 def mvit16_16x4(**kw: Any) -> MViT:
     """MViT-16 16x4 (the MeMViT-16 backbone without memory; accepts ``frame_scale``)."""
-    return _build("mvit16_16x4", _mvit16(None, **kw))
+    return _build("mvit16_16x4", _mvit16(None, kw))
 
 
 @register_model
@@ -439,13 +444,13 @@ def memvit24_32x3(**kw: Any) -> MViT:
     mem = MemoryConfig(
         attn_max_len=3, sampler="gap3", exclude_layers=_odd(24), compress_kernel=(7, 3, 3), compress_stride=(4, 2, 2)
     )
-    return _build("memvit24_32x3", _mvit24(mem, **kw))
+    return _build("memvit24_32x3", _mvit24(mem, kw))
 
 
 @register_model
 def mvit24_32x3(**kw: Any) -> MViT:
     """MViT-24 32x3 (the MeMViT-24 backbone without memory; accepts ``frame_scale``)."""
-    return _build("mvit24_32x3", _mvit24(None, **kw))
+    return _build("mvit24_32x3", _mvit24(None, kw))
 
 
 @register_family("mvit")
