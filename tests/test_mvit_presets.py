@@ -103,7 +103,7 @@ def test_memory_shapes_equal_recorded_run(name, run):
     # Attended keys per block at the last recorded clip: current + the valid sampled memory clips.
     clips_seen = len(rec["per_clip"]) - 1
     n_att = min(clips_seen // m.memory.gap, m.memory.num_attended)
-    for i, s in enumerate(m.specs):
+    for i in range(len(m.specs)):
         n_kv = m.raw_memory_shape(i)[0]
         extra = n_att * m.memory_shape(i)[0] if i in m.memory_blocks else 0
         assert last["k_in_len"][str(i)][1] == n_kv + extra
