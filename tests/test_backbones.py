@@ -107,3 +107,27 @@ def test_tiny_backbone_trains() -> None:
         loss.backward()
         opt.step()
     assert loss.item() < 0.5 * first
+
+
+def test_pyslowfast_yaml_configs(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import yaml
+
+    from edgemem.models.clip_config import backbone_from_pyslowfast
+
+    x3d_s = {
+        "MODEL": {"ARCH": "x3d", "MODEL_NAME": "X3D", "NUM_CLASSES": 400},
+        "DATA": {"NUM_FRAMES": 13, "SAMPLING_RATE": 6, "TRAIN_CROP_SIZE": 160},
+        "X3D": {"WIDTH_FACTOR": 2.0, "DEPTH_FACTOR": 2.2, "BOTTLENECK_FACTOR": 2.25, "DIM_C5": 2048},
+    }
+    (tmp_path / "X3D_S.yaml").write_text(yaml.safe_dump(x3d_s))
+    with torch.device("meta"):
+        assert backbone_from_pyslowfast(tmp_path / "X3D_S.yaml").cfg == create_model("x3d_s").cfg
+        r101 = {"MODEL": {"ARCH": "slow", "MODEL_NAME": "ResNet"}, "RESNET": {"DEPTH": 101}}
+        m = backbone_from_pyslowfast(r101)
+    # PySlowFast's default NUM_BLOCK_TEMP_KERNEL: only the first 6 of res4's 23 blocks are temporal
+    assert m.s4.pathway0_res5.branch2.a.kernel_size == (3, 1, 1)
+    assert m.s4.pathway0_res6.branch2.a.kernel_size == (1, 1, 1)
+    with pytest.raises(UnsupportedError, match="RESNET.STRIDE_1X1"):
+        backbone_from_pyslowfast({"MODEL": {"MODEL_NAME": "ResNet"}, "RESNET": {"STRIDE_1X1": True}})
+    with pytest.raises(UnsupportedError, match="SlowFast"):
+        backbone_from_pyslowfast({"MODEL": {"ARCH": "slowfast", "MODEL_NAME": "SlowFast"}})

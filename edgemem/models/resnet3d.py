@@ -49,6 +49,8 @@ class ResNetConfig:
     nonlocal_location: tuple[tuple[int, ...], ...] = ((), (), (), ())
     nonlocal_pool: tuple[int, int, int] = (1, 2, 2)
     nonlocal_instantiation: str = "dot_product"
+    # Blocks per stage that use the temporal kernel (PySlowFast NUM_BLOCK_TEMP_KERNEL); None: all.
+    temp_kernel_blocks: tuple[int, int, int, int] | None = None
     num_classes: int = 400
     dropout: float = 0.5
     frames: int = 8
@@ -76,8 +78,8 @@ class ResNetConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ResNetConfig:
         d = dict(d)
-        for k in ("mean", "std", "nonlocal_pool"):
-            if k in d:
+        for k in ("mean", "std", "nonlocal_pool", "temp_kernel_blocks"):
+            if d.get(k) is not None:
                 d[k] = tuple(d[k])
         if "nonlocal_location" in d:
             d["nonlocal_location"] = tuple(tuple(s) for s in d["nonlocal_location"])
@@ -199,8 +201,9 @@ class ResStage(nn.Module):
         kernels = TEMPORAL_KERNELS[cfg.arch][stage + 1]
         trans = Bottleneck if cfg.trans_func == "bottleneck" else BasicTransform
         self.order: list[str] = []
+        limit = cfg.temp_kernel_blocks[stage] if cfg.temp_kernel_blocks else None
         for i in range(STAGE_DEPTH[cfg.depth][stage]):
-            t = kernels[i % len(kernels)]
+            t = kernels[i % len(kernels)] if limit is None or i < limit else 1
             blk = ResBlock(cin if i == 0 else cout, cout, inner, t, stride if i == 0 else 1, cfg.num_groups, trans)
             self.add_module(f"pathway0_res{i}", blk)
             self.order.append(f"pathway0_res{i}")
