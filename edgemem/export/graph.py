@@ -134,3 +134,46 @@ def weights_from_graph(model: onnx.ModelProto, names: list[str]) -> tuple[dict[s
             continue
         found[name] = arr.astype(np.float32) if arr.dtype in (np.float16, np.float64) else arr
     return found, missing
+
+
+def gemm_to_matmul(model: onnx.ModelProto, params: set[str]) -> int:
+    """Rewrite ``Gemm(A, param, C)`` (alpha = beta = 1, no transA) as ``MatMul`` + ``Add``, the weight
+    stored as ``<param>`` or ``<param>:T10``; returns how many. Quantizers rewrite Gemm themselves
+    but keep the name of a transposed weight, which would make the weight unrecoverable."""
+    inits = {i.name: i for i in model.graph.initializer}
+    nodes, count = [], 0
+    for node in model.graph.node:
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        if (
+            node.op_type != "Gemm"
+            or node.input[1] not in params
+            or node.input[1] not in inits
+            or attrs.get("transA", 0)
+            or attrs.get("alpha", 1.0) != 1.0
+            or attrs.get("beta", 1.0) != 1.0
+        ):
+            nodes.append(node)
+            continue
+        weight = node.input[1]
+        if attrs.get("transB", 0):
+            name = f"{weight}{TRANSPOSED}10"
+            if name not in inits:
+                w = numpy_helper.to_array(inits[weight])
+                inits[name] = numpy_helper.from_array(np.ascontiguousarray(w.T), name)
+                model.graph.initializer.append(inits[name])
+            weight = name
+        has_bias = len(node.input) > 2 and node.input[2]
+        product = f"{node.output[0]}_matmul" if has_bias else node.output[0]
+        nodes.append(onnx.helper.make_node("MatMul", [node.input[0], weight], [product], name=f"{node.name}_matmul"))
+        if has_bias:
+            nodes.append(
+                onnx.helper.make_node("Add", [product, node.input[2]], [node.output[0]], name=f"{node.name}_add")
+            )
+        count += 1
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    used = {n for node in model.graph.node for n in node.input}
+    kept = [i for i in model.graph.initializer if i.name in used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(kept)
+    return count

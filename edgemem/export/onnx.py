@@ -22,6 +22,7 @@ from edgemem.errors import EdgememError, InputError, UnsupportedError
 from edgemem.export.graph import (
     GraphStats,
     fold_param_transposes,
+    gemm_to_matmul,
     lint_graph,
     rename_initializers,
     weights_from_graph,
@@ -85,6 +86,7 @@ def to_onnx(
         if quantize == "int8":
             from edgemem.export.precision import quantize_int8
 
+            gemm_to_matmul(proto, set(model.state_dict()))
             proto = quantize_int8(proto, tmp)
         _, unused = weights_from_graph(proto, list(model.state_dict()))  # parameters the step never reads
         export_info = {"precision": precision, "quantize": quantize, "opset": opset, "torch": torch.__version__,
@@ -193,9 +195,9 @@ def _optimize(model: Any, params: set[str]) -> None:
 
     rules = [r for r in onnxscript.rewriter._DEFAULT_REWRITE_RULES if "BatchNorm" not in str(r.name)]
     passes.InlinePass()(model)
-    for _ in range(2):
-        onnxscript.optimizer.fold_constants_ir(model, should_fold=keep_params)
-        onnxscript.rewriter.rewrite(model, pattern_rewrite_rules=rules)
+    onnxscript.optimizer.fold_constants_ir(model, should_fold=keep_params)
+    onnxscript.rewriter.rewrite(model, pattern_rewrite_rules=rules)
+    onnxscript.optimizer.fold_constants_ir(model, should_fold=keep_params)
     passes.RemoveUnusedNodesPass()(model)
     passes.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model)
     passes.CommonSubexpressionEliminationPass()(model)

@@ -1,0 +1,97 @@
+"""Verification: the test stream, the comparator, and `edgemem verify` on exported graphs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from test_export_toys import make_toy
+
+from edgemem.cli import main
+from edgemem.errors import InputError
+from edgemem.export.onnx import to_onnx
+from edgemem.export.reference import reference_model
+from edgemem.export.stream import boundary_steps, make_stream
+from edgemem.export.verify import TOLERANCES, compare
+
+
+def test_stream_has_boundaries_at_different_steps_per_slot() -> None:
+    s = make_stream((3, 4, 16, 16), batch=2, clips=16, boundaries=2, seed=1)
+    assert s.steps == 16 and s.batch == 2
+    assert s.boundaries == [[5, 11], [6, 12]]
+    for b in range(2):
+        assert [t for t in range(16) if s.reset[t][b]] == [0, *s.boundaries[b]]
+    assert s.frames[0].dtype == np.float32 and s.reset[0].dtype == bool
+    # Clips of one video are correlated, clips of different videos are not.
+    same = np.corrcoef(s.frames[1][0].ravel(), s.frames[2][0].ravel())[0, 1]
+    other = np.corrcoef(s.frames[4][0].ravel(), s.frames[5][0].ravel())[0, 1]
+    assert same > 0.5 and abs(other) < 0.1
+    again = make_stream((3, 4, 16, 16), batch=2, clips=16, boundaries=2, seed=1)
+    assert all(np.array_equal(a, b) for a, b in zip(s.frames, again.frames, strict=True))
+    with pytest.raises(InputError):
+        boundary_steps(2, 2, 0)
+
+
+def test_compare_locates_drift() -> None:
+    rng = np.random.default_rng(0)
+    ref = [{"logits": rng.standard_normal((1, 5)), "state_out.m": rng.standard_normal((1, 4))} for _ in range(6)]
+    got = [{k: v.copy() for k, v in step.items()} for step in ref]
+    for t in range(3, 6):  # an error that appears at step 3 and grows
+        got[t]["state_out.m"] += 1e-3 * (t - 2)
+    res = {o.name: o for o in compare(ref, got, TOLERANCES["fp32"])}
+    assert res["logits"].passed and res["logits"].max_abs == 0
+    m = res["state_out.m"]
+    assert not m.passed and m.worst_step == 5 and m.violations == 12
+    assert m.per_step_max[:3] == [0, 0, 0] and m.per_step_max[5] == pytest.approx(3e-3)
+    got[0]["logits"][0, 0] = np.nan
+    assert not next(o for o in compare(ref, got, TOLERANCES["fp32"]) if o.name == "logits").passed
+
+
+@pytest.fixture(scope="module")
+def graphs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    d = tmp_path_factory.mktemp("verify")
+    out = {}
+    for key, kw in {"fp32": {}, "fp16": {"precision": "fp16"}, "int8": {"quantize": "int8"}}.items():
+        out[key] = str(d / f"toy_{key}.onnx")
+        to_onnx(make_toy(), out[key], verify=False, **kw)
+    return out
+
+
+@pytest.mark.parametrize("key", ["fp32", "fp16", "int8"])
+def test_reference_weights_come_from_the_graph(graphs: dict[str, str], key: str) -> None:
+    original = make_toy().state_dict()
+    rebuilt = reference_model(graphs[key]).state_dict()
+    assert sorted(rebuilt) == sorted(original)
+    worst = max(float((rebuilt[k] - original[k]).abs().max()) for k in original)
+    assert worst == 0 if key == "fp32" else 0 < worst < (1e-2 if key == "fp16" else 5e-2)
+
+
+def test_cli_verify_report_and_exit_codes(graphs: dict[str, str], capsys) -> None:
+    assert main(["verify", graphs["fp32"], "--runtimes", "ort-cpu,openvino"]) == 0
+    text = capsys.readouterr().out
+    assert "PASSED" in text and "drift logits" in text and text.count(": PASS") == 3  # checker + 2 runtimes
+    assert main(["verify", graphs["fp32"], "--json", "--clips", "20", "--boundaries", "3"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["passed"] and report["steps"] == 20 and len(report["boundaries"][0]) == 3
+    outputs = {o["name"]: o for o in report["runtimes"][0]["outputs"]}
+    assert set(outputs) == {"logits", "state_out.mem", "state_out.valid"}
+    assert {"max_abs", "mean_abs", "p99_abs", "per_step_max"} <= set(outputs["logits"])
+    # A tolerance nothing can meet fails, with exit code 1.
+    assert main(["verify", graphs["fp32"], "--atol", "0", "--state-atol", "0"]) == 1
+    assert "FAILED" in capsys.readouterr().out
+
+
+def test_cli_verify_reduced_precision_uses_its_tolerance(graphs: dict[str, str], capsys) -> None:
+    for key in ("fp16", "int8"):
+        assert main(["verify", graphs[key], "--json"]) == 0
+        report = json.loads(capsys.readouterr().out)
+        assert report["precision"] == key and report["passed"]
+
+
+def test_cli_verify_bad_inputs(tmp_path, capsys) -> None:
+    bad = tmp_path / "x.onnx"
+    bad.write_bytes(b"garbage")
+    for argv in (["verify", str(bad)], ["verify", str(tmp_path / "none.onnx")]):
+        assert main(argv) == 2
+        assert len(capsys.readouterr().err.strip().splitlines()) == 1
