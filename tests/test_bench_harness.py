@@ -108,3 +108,26 @@ def test_bench_command_exit_code_and_report(tmp_path, bench_dir, capsys):
     assert list((tmp_path / "p").glob("support-*.png"))
     cfg = json.loads((out / "bench_config.json").read_text())
     assert cfg["bench_config"]["repeats"] == 2
+
+
+def test_accuracy_through_sessions_agrees_across_runtimes(tmp_path):
+    """Top-1 on real encoded videos, streamed through a torch and an ORT session of the same weights."""
+    import torch
+
+    from edgemem.bench.accuracy import session_accuracy
+    from edgemem.export.onnx import to_onnx
+    from edgemem.models import create_model
+    from edgemem.runtimes import open_session
+
+    assert main(["data", "synth", "--task", "cue-match", "--out", str(tmp_path / "d"), "--videos", "2",
+                 "--val", "3"]) == 0  # fmt: skip
+    torch.manual_seed(0)
+    model = create_model(TINY, num_classes=2).eval()
+    to_onnx(model, tmp_path / "m.onnx", verify=False)
+    accs = []
+    for target, runtime in ((model, "torch"), (tmp_path / "m.onnx", "ort-cpu")):
+        with open_session(target, runtime) as s:
+            accs.append(session_accuracy(s, str(tmp_path / "d")))
+    assert accs[0]["videos"] == 3 and accs[0]["skipped"] == 0
+    assert 0.0 <= accs[0]["top1"] <= 1.0
+    assert accs[0]["top1"] == accs[1]["top1"]

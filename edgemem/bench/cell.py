@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import sys
 import time
@@ -63,7 +64,6 @@ def peak_rss_mb() -> float:
 
 def _gpu_used_mb() -> float | None:
     """GPU memory nvidia-smi attributes to this process (memory pools keep their peak)."""
-    import os
     import shutil
     import subprocess
 
@@ -158,6 +158,7 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
         input={"frames": info["frames"], "crop_size": info["crop_size"], "sampling_rate": info["sampling_rate"]},
         settings={k: spec[k] for k in ("clips", "warmup", "graph") if k in spec},
     )
+    load_start = os.getloadavg()[0]
     base = rss_mb()
     result["base_rss_mb"] = None if base is None else round(base, 1)
     t0 = time.perf_counter()
@@ -165,16 +166,20 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
     result["session_open_s"] = round(time.perf_counter() - t0, 3)
     try:
         result.update(measure_session(session, spec["clips"], spec["warmup"]))
+        if cell.runtime in GPU_RUNTIMES:
+            result["peak_device_mb"] = _gpu_used_mb()
+        result["peak_rss_mb"] = round(peak_rss_mb(), 1)  # before the accuracy pass loads decoders
         if spec.get("data"):
             from edgemem.bench.accuracy import session_accuracy
 
+            session.reset()
             result["accuracy"] = session_accuracy(session, spec["data"], limit=spec.get("data_limit"))
-        if cell.runtime in GPU_RUNTIMES:
-            result["peak_device_mb"] = _gpu_used_mb()
     finally:
         session.close()
     derive_rates(result)
-    result["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    # Runnable processes on the machine (1-minute load average) while the cell ran: on a shared
+    # machine, the context its latencies need.
+    result["load_avg"] = [round(load_start, 2), round(os.getloadavg()[0], 2)]
     return result
 
 

@@ -252,11 +252,10 @@ def run_bench(config: BenchConfig, progress: Any = None) -> list[dict[str, Any]]
         return isinstance(f, dict) and bool(f.get("memory"))
 
     rows = [_Row(p) for p in plan_cells(config, is_memory)]
-    export_errors: dict[Path, str] = {}
     for row in rows:
+        cell = row.planned.cell
         if row.planned.skip:
             continue
-        cell = row.planned.cell
         f = facts_of(cell.model, cell.frame_scale)
         if isinstance(f, EdgememError):
             row.error = f"model: {f}"
@@ -266,41 +265,51 @@ def run_bench(config: BenchConfig, progress: Any = None) -> list[dict[str, Any]]
             session_options(cell.runtime, cell.precision)
         except UnsupportedError as e:
             row.planned.skip = str(e)
-            continue
-        if cell.runtime == "torch":
-            continue  # the torch runtime builds the PyTorch model itself
-        note(f"export {cell.model} fs{cell.frame_scale} {graph_precision(cell.runtime, cell.precision)}")
-        path = graph_file(config, cell)
-        if path in export_errors:
-            row.error = export_errors[path]
-            continue
-        try:
-            row.graph = prepare_graph(config, cell)
-        except EdgememError as e:
-            row.error = export_errors[path] = str(e)
+    write_json_atomic(config.out / "bench_config.json", _config_json(config, machine))
+    for row in rows:  # skipped and failed cells are on disk before anything is measured
+        if row.planned.skip or row.error:
+            _write_row(config, row, machine)
 
+    # Graphs are exported when a cell first needs one, so results appear while the run goes on.
+    export_errors: dict[Path, str] = {}
     active = [r for r in rows if not r.planned.skip and not r.error]
     for rnd in range(config.repeats):
         for i in interleaved_order(len(active), rnd):
             row = active[i]
-            note(f"[{rnd + 1}/{config.repeats}] {row.planned.cell.key}")
-            row.repeats.append(run_cell_process(config, row.planned.cell, row.graph, row.info, machine))
+            cell = row.planned.cell
+            if row.error:
+                continue
+            if cell.runtime != "torch" and row.graph is None:  # torch builds the PyTorch model itself
+                path = graph_file(config, cell)
+                note(f"export {cell.model} fs{cell.frame_scale} {graph_precision(cell.runtime, cell.precision)}")
+                try:
+                    if path in export_errors:
+                        raise EdgememError(export_errors[path])
+                    row.graph = prepare_graph(config, cell)
+                except EdgememError as e:
+                    row.error = export_errors[path] = str(e)
+                    _write_row(config, row, machine)
+                    note("", advance=config.repeats - rnd)
+                    continue
+            note(f"[{rnd + 1}/{config.repeats}] {cell.key}")
+            row.repeats.append(run_cell_process(config, cell, row.graph, row.info, machine))
+            _write_row(config, row, machine)
             note("", advance=1)
+    return [_write_row(config, row, machine) for row in rows]
 
-    results = []
-    for row in rows:
-        cell = row.planned.cell
-        if row.planned.skip:
-            result = empty_result(cell, machine, "skipped", row.planned.skip)
-        elif row.error:
-            result = empty_result(cell, machine, "failed", row.error)
-        else:
-            result = merge_repeats(row.repeats)
-            derive_rates(result)
-        write_result(config.out, result)
-        results.append(result)
-    write_json_atomic(config.out / "bench_config.json", _config_json(config, machine))
-    return results
+
+def _write_row(config: BenchConfig, row: _Row, machine: dict[str, Any]) -> dict[str, Any]:
+    """The row's result as it stands (repeats merged so far), written to its file."""
+    cell = row.planned.cell
+    if row.planned.skip:
+        result = empty_result(cell, machine, "skipped", row.planned.skip)
+    elif row.error:
+        result = empty_result(cell, machine, "failed", row.error)
+    else:
+        result = merge_repeats(row.repeats)
+        derive_rates(result)
+    write_result(config.out, result)
+    return result
 
 
 def count_runs(config: BenchConfig) -> int:

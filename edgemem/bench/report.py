@@ -41,6 +41,7 @@ COLUMNS = (
     ("state_kib", "state KiB"),
     ("accuracy", "top-1"),
     ("runs", "runs"),
+    ("load", "load"),
     ("error", "note"),
 )
 
@@ -103,6 +104,7 @@ def flat_row(r: dict[str, Any]) -> dict[str, Any]:
         "state_kib": None if state is None else round(state / 1024, 1),
         "accuracy": _acc(r),
         "runs": (r.get("repeats") or {}).get("runs", 1 if r["status"] == "ok" else 0),
+        "load": "–".join(f"{x:.0f}" for x in r["load_avg"]) if r.get("load_avg") else None,
         "error": r.get("error") or "",
     }
 
@@ -275,6 +277,7 @@ def build_markdown(results: list[dict[str, Any]], pairs: dict[str, str] | None =
         "state_kib",
         "accuracy",
         "runs",
+        "load",
         "error",
     ]
     by_device: dict[str, list[dict[str, Any]]] = defaultdict(list)

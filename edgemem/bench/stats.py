@@ -57,6 +57,8 @@ def merge_repeats(results: list[dict[str, Any]]) -> dict[str, Any]:
     for k in ("base_rss_mb", "handoff_ms", "session_open_s"):
         vals = [r[k] for r in ok if r.get(k) is not None]
         merged[k] = round(statistics.median(vals), 3) if vals else None
+    loads = [x for r in ok for x in r.get("load_avg") or []]
+    merged["load_avg"] = [min(loads), max(loads)] if loads else None
     merged["repeats"] = {
         "runs": len(results),
         "failed": len(results) - len(ok),

@@ -1,0 +1,45 @@
+"""Top-1 accuracy of a runtime session on a dataset, so the number belongs to that runtime and precision.
+
+The protocol of ``edgemem eval`` for streaming models: each video of the split is streamed clip by
+clip in order (consecutive, non-overlapping clips of the model card's geometry, memory reset at a
+video's first clip) and classified by its last clip's logits. A frame-scaled baseline is streamed
+the same way, its clips being k times longer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def session_accuracy(session: Any, data_dir: str, split: str = "val", limit: int | None = None) -> dict[str, Any]:
+    """``{"top1", "videos", "skipped", "split", "data"}`` of ``session`` on ``data_dir``'s ``split``."""
+    from torch.utils.data import DataLoader
+
+    from edgemem.data.datasets import ClipGeometry, StreamingDataset, VideoDir, stack_batch
+    from edgemem.data.samplers import StreamingBatchSampler
+
+    card = session.model_card
+    videos = VideoDir(data_dir, num_classes=session.num_classes)
+    records = videos.split(split if split in videos.splits else videos.splits[-1])
+    if limit is not None:
+        records = records[:limit]
+    ds = StreamingDataset(records, ClipGeometry.from_card(card), train=False)
+    readable = ds.readable_videos
+    correct = seen = 0
+    if readable:
+        sampler = StreamingBatchSampler(ds.clips_per_video, session.batch, shuffle=False, videos=readable)
+        for batch in DataLoader(ds, batch_sampler=sampler, num_workers=0, collate_fn=stack_batch):
+            frames = np.ascontiguousarray(batch["frames"].numpy(), dtype=np.float32)
+            logits = session.step(frames, batch["first"].numpy().astype(bool))
+            for j in np.flatnonzero(batch["valid"].numpy() & batch["last"].numpy()):
+                seen += 1
+                correct += int(np.argmax(logits[j]) == int(batch["label"][j]))
+    return {
+        "top1": round(correct / seen, 4) if seen else None,
+        "videos": seen,
+        "skipped": len(ds.skipped),
+        "split": split,
+        "data": str(data_dir),
+    }
