@@ -14,7 +14,7 @@ from typing import Any
 import av
 import numpy as np
 
-from edgemem.errors import UnsupportedError
+from edgemem.errors import InputError, UnsupportedError
 
 _CODECS = ("libx264", "h264", "mpeg4")
 
@@ -46,8 +46,13 @@ class AnnotatedWriter:
 
     def __init__(self, path: str | os.PathLike[str], fps: float, width: int, height: int) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, self._tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.stem}.", suffix=self.path.suffix)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, self._tmp = tempfile.mkstemp(
+                dir=self.path.parent, prefix=f".{self.path.stem}.", suffix=self.path.suffix
+            )
+        except OSError as e:
+            raise InputError(f"cannot write {self.path}: {e.strerror}") from None
         os.close(fd)
         self.width, self.height = width - width % 2, height - height % 2  # yuv420p needs even sizes
         try:

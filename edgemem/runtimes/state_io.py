@@ -38,6 +38,13 @@ def check_suffix(path: Path) -> str:
     return suffix
 
 
+def _safetensors() -> None:
+    try:
+        import safetensors  # noqa: F401
+    except ImportError:
+        raise UnsupportedError("safetensors is not installed (pip install safetensors); use a .npz file") from None
+
+
 def save_state(
     path: str | os.PathLike[str],
     state: dict[str, np.ndarray],
@@ -52,17 +59,22 @@ def save_state(
     C.check_state(arrays, specs, batch=batch)
     spec_json = C.specs_to_json(list(specs))
     card_json = json.dumps(card) if card is not None else ""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=fmt)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=fmt)
+    except OSError as e:
+        raise StateError(f"cannot write state file {path}: {e.strerror}") from None
     os.close(fd)
     try:
         if fmt == ".npz":
             with open(tmp, "wb") as f:
                 np.savez(f, **arrays, **{_SPEC_KEY: np.array(spec_json), _CARD_KEY: np.array(card_json)})
         else:
+            _safetensors()
             from safetensors.numpy import save_file
 
             save_file(arrays, tmp, metadata={C.META_STATE: spec_json, C.META_MODEL: card_json})
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -83,6 +95,7 @@ def load_state(path: str | os.PathLike[str]) -> SavedState:
             spec_json = str(arrays.pop(_SPEC_KEY, ""))
             card_json = str(arrays.pop(_CARD_KEY, ""))
         else:
+            _safetensors()
             from safetensors import safe_open
 
             with safe_open(str(path), framework="numpy") as f:

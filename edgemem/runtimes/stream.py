@@ -73,8 +73,11 @@ class JsonlWriter:
     """One JSON object per line, flushed per record so nothing is lost on a later error."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._f: IO[str] = open(path, "w", encoding="utf-8")  # noqa: SIM115
+        try:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self._f: IO[str] = open(path, "w", encoding="utf-8")  # noqa: SIM115
+        except OSError as e:
+            raise InputError(f"cannot write {path}: {e.strerror}") from None
 
     def __call__(self, record: ClipRecord, stats: StreamStats | None = None) -> None:
         self._f.write(json.dumps(record.to_json()) + "\n")
