@@ -187,12 +187,15 @@ def test_set_state_names_the_tensor(rt: str, graph: Path, model: torch.nn.Module
         s.step(np.zeros((BATCH, 3, 4, 16, 16), np.float32))
 
 
-def test_openvino_precision_is_explicit(graph: Path) -> None:
-    with open_session(graph, "openvino", batch=1) as s:
-        assert str(s._compiled.get_property("INFERENCE_PRECISION_HINT")) in ("f32", "<Type: 'float32'>")
+@pytest.mark.parametrize("rt", [runtime_param(r) for r in ("openvino", "openvino-stateful")])
+def test_openvino_precision_is_explicit(rt: str, graph: Path) -> None:
+    """The compiled model reports the precision asked for: f32 by default, never bf16 by surprise."""
+    with open_session(graph, rt, batch=1) as s:
         assert s.precision == "f32"
+    with open_session(graph, rt, batch=1, precision="bf16") as s:
+        assert s.precision == "bf16"
     with pytest.raises(UnsupportedError, match="precision"):
-        open_session(graph, "openvino", precision="int3")
+        open_session(graph, rt, precision="int3")
 
 
 def test_static_batch_graph(model: torch.nn.Module, tmp_path: Path) -> None:

@@ -69,10 +69,8 @@ def _compile(core: Any, model: Any, device: str, precision: str, threads: int | 
     return compiled
 
 
-class OpenVinoSession(Session):
-    """OpenVINO with the state as explicit inputs/outputs, held as host arrays."""
-
-    runtime = "openvino"
+class _OpenVinoBase(Session):
+    """Reads the graph with static shapes and compiles it with an explicit precision hint."""
 
     def __init__(
         self,
@@ -85,12 +83,32 @@ class OpenVinoSession(Session):
     ) -> None:
         info = read_graph(model_path)
         super().__init__(info.specs, info.card, info.input_shape, info.resolve_batch(batch))
-        ov = _import_ov()
-        core, model = _read_static(ov, info, self.batch)
-        self.precision = PRECISIONS.get(precision, precision)
+        self._ov = _import_ov()
+        core, model = _read_static(self._ov, info, self.batch)
+        self._prepare(model)
         self._compiled = _compile(core, model, device, precision, threads)
         self._request = self._compiled.create_infer_request()
         self._logits = _output(self._compiled, C.LOGITS)
+
+    def _prepare(self, model: Any) -> None:
+        """Rewrite the OpenVINO model before compiling (nothing for explicit state)."""
+
+    @property
+    def precision(self) -> str:
+        """The inference precision the compiled model reports (``f32``, ``bf16``, ``f16``)."""
+        return str(self._compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name())
+
+    def _close(self) -> None:
+        del self._request, self._compiled
+
+
+class OpenVinoSession(_OpenVinoBase):
+    """OpenVINO with the state as explicit inputs/outputs, held as host arrays."""
+
+    runtime = "openvino"
+
+    def __init__(self, model_path: str | Path, **options: Any) -> None:
+        super().__init__(model_path, **options)
         self._outs = {s.name: _output(self._compiled, C.state_out_name(s.name)) for s in self._specs}
         self._state = self.zeros_state()
 
@@ -106,9 +124,6 @@ class OpenVinoSession(Session):
 
     def _write_state(self, state: State) -> None:
         self._state = dict(state)
-
-    def _close(self) -> None:
-        del self._request, self._compiled
 
 
 def make_stateful(ov: Any, model: Any, specs: list[C.TensorSpec]) -> None:
@@ -141,30 +156,13 @@ def make_stateful(ov: Any, model: Any, specs: list[C.TensorSpec]) -> None:
     model.validate_nodes_and_infer_types()
 
 
-class OpenVinoStatefulSession(Session):
+class OpenVinoStatefulSession(_OpenVinoBase):
     """OpenVINO with the state in variables of the infer request (never copied to the host per step)."""
 
     runtime = "openvino-stateful"
 
-    def __init__(
-        self,
-        model_path: str | Path,
-        *,
-        batch: int | None = None,
-        precision: str = "f32",
-        device: str = "CPU",
-        threads: int | None = None,
-    ) -> None:
-        info = read_graph(model_path)
-        super().__init__(info.specs, info.card, info.input_shape, info.resolve_batch(batch))
-        ov = _import_ov()
-        core, model = _read_static(ov, info, self.batch)
-        make_stateful(ov, model, self._specs)
-        self.precision = PRECISIONS.get(precision, precision)
-        self._ov = ov
-        self._compiled = _compile(core, model, device, precision, threads)
-        self._request = self._compiled.create_infer_request()
-        self._logits = _output(self._compiled, C.LOGITS)
+    def _prepare(self, model: Any) -> None:
+        make_stateful(self._ov, model, self._specs)
 
     def _run(self, frames: np.ndarray, reset: np.ndarray) -> np.ndarray:
         res = self._request.infer({C.FRAMES: frames, C.RESET: reset})
@@ -182,6 +180,3 @@ class OpenVinoStatefulSession(Session):
 
     def _zero_state(self) -> None:
         self._request.reset_state()
-
-    def _close(self) -> None:
-        del self._request, self._compiled
