@@ -242,6 +242,20 @@ def test_bad_inputs(
     one_line_error(*run([video, "--model", model, "--runtime", runtime], capsys), needle)
 
 
+def test_url_that_does_not_answer(graph: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(4)  # accepts connections into the backlog, never answers
+    try:
+        url = f"http://127.0.0.1:{server.getsockname()[1]}/cam.mp4"
+        rc, err = run([url, "--model", str(graph), "--timeout", "1"], capsys)
+    finally:
+        server.close()
+    one_line_error(rc, err, "no answer within 1 s")
+
+
 def test_cli_process_has_no_traceback(graph: Path, videos: dict[str, Path]) -> None:
     cut = truncate(videos["mpeg4"], 0.3)
     p = subprocess.run(

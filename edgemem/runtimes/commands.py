@@ -31,6 +31,7 @@ def register(sub: Any) -> None:
     s.add_argument("--out", type=Path, help="write an annotated copy of the video (several sources: _N suffix)")
     s.add_argument("--batch", action="store_true", help="run the sources as parallel streams in one batch")
     s.add_argument("--realtime", action="store_true", help="decode at the video's pace, skip frames when behind")
+    s.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for a network source (default 10)")
     s.add_argument("--topk", type=int, default=5, help="classes per record (default 5)")
     s.add_argument("--cache-dir", type=Path, help="where presets are exported (default ~/.cache/edgemem/graphs)")
     s.add_argument("--resume", type=Path, help="continue from a state file (.npz/.safetensors) of an earlier run")
@@ -87,6 +88,8 @@ def _stream(args: argparse.Namespace) -> int:
         raise InputError(f"unknown runtime '{args.runtime}'; available: {', '.join(RUNTIMES)}")
     if args.topk < 1:
         raise InputError("--topk must be >= 1")
+    if args.timeout <= 0:
+        raise InputError("--timeout must be positive")
     avail = check(args.runtime)
     if not avail.available:
         raise InputError(f"runtime {args.runtime} is not available here: {avail.detail}")
@@ -113,6 +116,7 @@ def _stream(args: argparse.Namespace) -> int:
                 on_clip=callbacks,
                 frame_sink=sink,
                 resume=resume,
+                timeout_s=args.timeout,
             )
             if args.save_state:
                 save_state(args.save_state, session.get_state(), session.state_spec, session.model_card)

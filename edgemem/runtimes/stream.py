@@ -90,9 +90,11 @@ class JsonlWriter:
 class SourceStream:
     """One source's reader, its pending frames (for --out) and clip counter."""
 
-    def __init__(self, source: str, slot: int, fps: float, frames: int, realtime: bool, keep_all: bool) -> None:
+    def __init__(
+        self, source: str, slot: int, fps: float, frames: int, realtime: bool, keep_all: bool, timeout_s: float
+    ) -> None:
         self.name, self.slot, self.frames = source, slot, frames
-        self.reader = FrameReader(source, fps=fps, realtime=realtime, keep_all=keep_all)
+        self.reader = FrameReader(source, fps=fps, realtime=realtime, keep_all=keep_all, timeout_s=timeout_s)
         self._it: Iterator[Frame] = iter(self.reader)
         self.clip_index = 0
         self.pending: list[Frame] = []  # every frame since the last clip (for the annotated copy)
@@ -125,11 +127,12 @@ def run_stream(
     on_clip: Sequence[ClipCallback] = (),
     frame_sink: FrameSink | None = None,
     resume: dict[str, np.ndarray] | None = None,
+    timeout_s: float = 10.0,
 ) -> StreamStats:
     """Stream ``sources`` through ``session``; return the totals. Errors propagate after the
     records of every clip already stepped have reached ``on_clip``. ``resume`` (a state from
     ``get_state``/``load_state``) continues an earlier stream instead of resetting at the first
-    source."""
+    source. ``timeout_s`` bounds the wait for a network source."""
     card = session.model_card
     transform = ClipTransform(card)
     fps = float(card.get("target_fps") or 30) / float(card.get("sampling_rate") or 1)
@@ -143,7 +146,7 @@ def run_stream(
                 session.set_state(resume)
             else:
                 session.reset()
-            _run_group(session, group, transform, fps, clip_s, realtime, k, on_clip, frame_sink, stats)
+            _run_group(session, group, transform, fps, clip_s, realtime, k, on_clip, frame_sink, stats, timeout_s)
     finally:
         stats.wall_s = time.perf_counter() - wall0
     return stats
@@ -160,6 +163,7 @@ def _run_group(
     on_clip: Sequence[ClipCallback],
     frame_sink: FrameSink | None,
     stats: StreamStats,
+    timeout_s: float,
 ) -> None:
     if len(group) != session.batch:
         raise InputError(f"{len(group)} sources need a session of batch {len(group)}, got {session.batch}")
@@ -168,7 +172,7 @@ def _run_group(
     streams: list[SourceStream] = []
     try:
         for slot, src in enumerate(group):
-            streams.append(SourceStream(src, slot, fps, transform.frames, realtime, frame_sink is not None))
+            streams.append(SourceStream(src, slot, fps, transform.frames, realtime, frame_sink is not None, timeout_s))
         zeros = np.zeros((3, transform.frames, transform.size, transform.size), np.float32)
         while True:
             clips = [None if s.done else s.next_clip() for s in streams]
