@@ -9,6 +9,7 @@ import os
 import tempfile
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from edgemem.export.graph import (
     rename_initializers,
     weights_from_graph,
 )
-from edgemem.export.verify import Tolerance, VerifyReport, verify_graph
+from edgemem.export.verify import Tolerance, VerifyReport, run_checker, verify_graph
 from edgemem.export.wrapper import PREFIX, StepGraph
 from edgemem.models.streaming import StreamingModel
 
@@ -96,10 +97,13 @@ def to_onnx(
         if proto.ByteSize() > SINGLE_FILE_LIMIT:
             raise UnsupportedError("graphs over 2 GB (external data) are not supported yet")
         onnx.save_model(proto, str(tmp))
+        checker = run_checker(tmp)
+        if checker != "PASS":
+            raise UnsupportedError(f"the exporter did not produce a valid opset {opset} graph: {checker}")
         report = None
         if verify:
             report = verify_graph(tmp, model, runtimes=runtimes, clips=clips, boundaries=boundaries,
-                                  tolerance=tolerance, name=out.name)  # fmt: skip
+                                  tolerance=tolerance, name=out.name, check=False)  # fmt: skip
             if not report.passed:
                 raise VerificationError(report)
         os.replace(tmp, out)
@@ -161,9 +165,8 @@ def _export_proto(model: StreamingModel, batch: int | None, opset: int) -> onnx.
         dim = torch.export.Dim(BATCH_DIM, min=1, max=4096)
         dynamic = ({0: dim}, {0: dim}, tuple({0: dim} for _ in specs))  # *state is one vararg
     params = set(wrapper.state_dict())
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     try:
-        with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        with torch.no_grad(), _quiet(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
                 wrapper, args, None, dynamo=True, optimize=False, opset_version=opset, verbose=False,
@@ -180,6 +183,21 @@ def _export_proto(model: StreamingModel, batch: int | None, opset: int) -> onnx.
     fold_param_transposes(proto, {p.removeprefix(PREFIX) for p in params})
     proto.producer_name, proto.producer_version = "edgemem", edgemem.__version__
     return proto
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence the exporter's progress prints and logged warnings (errors still raise)."""
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "onnxscript", "onnx_ir")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
 
 
 def _optimize(model: Any, params: set[str]) -> None:

@@ -57,6 +57,7 @@ class OutputResult:
     violations: int
     worst_step: int
     per_step_max: list[float]
+    top1_agreement: float | None = None  # logits only: share of (step, slot) with the same argmax
 
     @property
     def passed(self) -> bool:
@@ -122,6 +123,7 @@ class VerifyReport:
                 lines.append(
                     f"[I]   {o.name:<{width}}  max {o.max_abs:.3e}  mean {o.mean_abs:.3e}  p99 {o.p99_abs:.3e}"
                     f"  (|ref| <= {o.max_ref:.3g}; atol {o.atol:g} rtol {o.rtol:g})  "
+                    + ("" if o.top1_agreement is None else f"top-1 agree {100 * o.top1_agreement:.1f}%  ")
                     + ("PASS" if o.passed else f"FAIL ({o.violations} elements, worst at step {o.worst_step})")
                 )
             for key, curve in r.drift().items():
@@ -170,6 +172,10 @@ def compare(ref: list[dict[str, np.ndarray]], got: list[dict[str, np.ndarray]], 
             viol += int((d > atol + rtol * np.abs(a)).sum())
             max_ref = max(max_ref, float(np.abs(a).max(initial=0.0)))
             errs.append(d.ravel())
+        top1 = None
+        if name == LOGITS:
+            same = [np.argmax(r[name], -1) == np.argmax(g[name], -1) for r, g in zip(ref, got, strict=True)]
+            top1 = float(np.mean(np.concatenate(same)))
         e = np.concatenate(errs)
         finite = e[np.isfinite(e)]
         results.append(
@@ -184,6 +190,7 @@ def compare(ref: list[dict[str, np.ndarray]], got: list[dict[str, np.ndarray]], 
                 violations=viol,
                 worst_step=worst,
                 per_step_max=per_step,
+                top1_agreement=top1,
             )
         )
     return results
@@ -200,10 +207,12 @@ def verify_graph(
     tolerance: Tolerance | None = None,
     seed: int = 0,
     name: str | None = None,
+    check: bool = True,
 ) -> VerifyReport:
     """Check ``path`` (full onnx.checker), then stream through ``reference`` (a StreamingModel) and
     each runtime and compare. ``batch`` defaults to the graph's static batch, or 2 if dynamic;
-    ``name`` is the graph's name in the report (default: the file name)."""
+    ``name`` is the graph's name in the report (default: the file name); ``check=False`` skips
+    the checker (the caller ran it)."""
     from edgemem.contract import read_contract
     from edgemem.runtimes import open_session
 
@@ -214,7 +223,7 @@ def verify_graph(
     b = contract.batch if isinstance(contract.batch, int) else (batch or 2)
     if batch is not None and batch != b:
         raise UnsupportedError(f"{path.name} was exported for batch {b}, cannot verify batch {batch}")
-    checker = run_checker(path)
+    checker = run_checker(path) if check else "PASS"
     c, t, h, w = contract.frames.shape[1:]
     stream = make_stream((c, t, h, w), batch=b, clips=clips, boundaries=boundaries, seed=seed)
     names = [s.name for s in contract.state]
