@@ -43,11 +43,25 @@ def is_model(name: str) -> bool:
     return name in _PRESETS
 
 
-def create_model(name: str, **overrides: Any) -> Any:
-    """Build preset ``name`` (random init); keyword overrides go to the preset's builder."""
+def create_model(name: str, pretrained: bool = False, **overrides: Any) -> Any:
+    """Build preset ``name`` (random init); keyword overrides go to the preset's builder.
+
+    ``pretrained=True`` loads the preset's shipped weights, and a shipped weights name
+    (``models_zoo/<name>.yaml``, e.g. ``memvit_tiny_cuematch``) builds that model with its weights
+    (see ``edgemem.models.pretrained``).
+    """
     _load_all()
     if name not in _PRESETS:
+        from edgemem.models.pretrained import load_zoo, zoo_cards
+
+        cards = zoo_cards()
+        if name in cards:
+            return load_zoo(cards[name], **overrides)
         raise EdgememError(f"unknown model '{name}'; available: {', '.join(list_models())}")
+    if pretrained:
+        from edgemem.models.pretrained import default_entry, load_zoo
+
+        return load_zoo(default_entry(name), **overrides)
     return _PRESETS[name](**overrides)
 
 

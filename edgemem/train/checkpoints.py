@@ -118,7 +118,7 @@ def read_checkpoint_for_resume(run: Path, model: nn.Module, optimizer: torch.opt
     file = run / CKPT_DIR / LAST
     ckpt = read_pyth(file)
     card = card_of(ckpt, file)
-    own = model.model_card()
+    own = json.loads(json.dumps(model.model_card()))  # tuples as lists, as stored
     if card.get("family") != own.get("family") or card.get("config") != own.get("config"):
         raise CheckpointError(
             f"--resume: {file} holds a different model ({card.get('name') or card.get('family')}, "

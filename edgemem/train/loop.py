@@ -161,7 +161,7 @@ def train(
             # Reseeded per epoch and rank: a resumed run draws the same numbers as an uninterrupted one.
             torch.manual_seed(cfg.seed * 100_003 + epoch * 1_009 + info.rank)
             task = progress.epoch(epoch, cfg.epochs, steps)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             sums: dict[str, float] = {}
             loss_sum, n_steps = 0.0, 0
             for batch in recipe.batches(epoch):
@@ -212,6 +212,8 @@ def train(
                 "train_loss": totals[0] / max(1.0, totals[1]),
                 "train_acc": totals[2] / max(1.0, totals[3]),
                 "epoch_time_s": round(time.perf_counter() - t0, 2),
+                # CPU seconds of this process: the cost on a shared machine, whatever the load.
+                "epoch_cpu_s": round(time.process_time() - c0, 2),
                 "skipped_videos": recipe.skipped(),
             }
             last = epoch + 1 == cfg.epochs

@@ -139,10 +139,12 @@ def run_training(opts: TrainOptions) -> dict[str, Any] | None:
         raise CheckpointError(f"--resume: {run} holds no checkpoint to resume from")
     if not opts.resume and run.exists() and any(run.iterdir()):
         raise InputError(f"{run} already holds a run: use --resume, or another --out")
+    torch.manual_seed(opts.seed)  # the initial weights (DDP broadcasts rank 0's anyway)
     model = _build_model(opts, num_classes, {})
     family = family_of(model)
     if family == "cm":
         cm = {"alpha": opts.alpha} | ({"clips": opts.clips_per_video} if opts.clips_per_video else {})
+        torch.manual_seed(opts.seed)
         model = _build_model(opts, num_classes, cm)
     if opts.multi_iteration and family != "cm":
         raise InputError("--multi-iteration applies to CM models only")

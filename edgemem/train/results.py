@@ -1,0 +1,153 @@
+"""Results of trained runs: compute per clip and per video, train time, and shipping a run to the zoo.
+
+``python -m edgemem.train.results ship RUN NAME --data DIR`` evaluates RUN's best checkpoint,
+writes ``models_zoo/NAME.pyth`` (weights only) and ``models_zoo/NAME.yaml`` (preset, data, metrics,
+sha256, the command that trained it); ``python -m edgemem.train.results table NAME...`` prints the
+markdown rows of docs/TRAINING.md from the zoo cards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from edgemem.models.checkpoint import read_pyth, save_pyth
+from edgemem.models.info import count_gflops
+from edgemem.models.pretrained import ZOO_DIR, sha256_of, zoo_cards
+from edgemem.train.checkpoints import card_of, resolve_checkpoint, train_state_of
+
+
+def compute_cost(card: dict[str, Any], clips_per_video: int) -> dict[str, float]:
+    """GFLOPs (multiply-adds) per clip and per video, counted on the meta device.
+
+    Per clip: one ``step`` with full memory (MeMViT: the static graph attends every memory slot) or
+    one clip through the model (CM: backbone + CM). Per video of ``clips_per_video`` base clips: each
+    clip once (MeMViT streaming, CM, one view per clip for a memory-less model); a frame-scaled
+    model of scale k runs ``clips_per_video / k`` clips.
+    """
+    from edgemem.models.registry import from_card
+
+    with torch.device("meta"):
+        model = from_card(card).eval()
+        x = torch.zeros((1, *model.input_shape))
+        state = {k: torch.ones_like(v) for k, v in model.init_state(1).items()}
+        per_clip = count_gflops(model.step, x, state, None) if state else count_gflops(model, x)
+    clips = max(1, clips_per_video // int(card.get("frame_scale", 1)))
+    per_video = per_clip * clips
+    return {"gflops_per_clip": per_clip, "gflops_per_video": per_video, "clips_per_video": clips}
+
+
+def train_time_s(run: Path) -> float:
+    """Sum of the epoch times logged in ``metrics.jsonl``."""
+    total = 0.0
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        if rec.get("kind") == "epoch":
+            total += float(rec.get("epoch_time_s", 0.0))
+    return total
+
+
+def ship(run: Path, name: str, data: Path, command: str, default: bool, views: int | None = None) -> dict[str, Any]:
+    """Evaluate ``run`` and write ``models_zoo/<name>.pyth`` + ``<name>.yaml``."""
+    from edgemem.train.evaluate import evaluate_checkpoint
+
+    src = resolve_checkpoint(run)
+    ckpt = read_pyth(src)
+    card = card_of(ckpt, src)
+    metrics = evaluate_checkpoint(src, data, "val", views=views)
+    task = json.loads((data / "task.json").read_text()) if (data / "task.json").is_file() else {}
+    ZOO_DIR.mkdir(exist_ok=True)
+    weights = ZOO_DIR / f"{name}.pyth"
+    slim = {k: ckpt[k] for k in ("model_state", "epoch", "cfg", "edgemem_card", "edgemem_train")}
+    slim["optimizer_state"] = None
+    save_pyth(weights, slim)
+    options = train_state_of(ckpt).get("options", {})
+    cost = compute_cost(card, int(task.get("clips_per_video", 1)))
+    entry = {
+        "description": f"{card.get('name')} trained on the synthetic long-range task {task.get('task')}",
+        "preset": card.get("name"),
+        "frame_scale": card.get("frame_scale", 1),
+        "file": weights.name,
+        "sha256": sha256_of(weights),
+        "default": default,
+        "dataset": {
+            "task": task.get("task"),
+            "generate": f"edgemem data synth --task {task.get('task')} --out {data} "
+            f"--videos {task.get('videos', {}).get('train')} --val {task.get('videos', {}).get('val')} "
+            f"--seed {task.get('seed', 0)}",
+            "num_classes": card.get("num_classes"),
+            "class_names": card.get("class_names"),
+        },
+        "metrics": {
+            "top1": round(metrics["top1"], 4),
+            "top5": round(metrics["top5"], 4),
+            "val_videos": metrics["videos"],
+            "eval_scheme": metrics["scheme"],
+            "clip_top1_by_position": metrics["clip_top1_by_position"],
+        },
+        "cost": {k: round(v, 5) if isinstance(v, float) else v for k, v in cost.items()},
+        "training": {
+            "command": command,
+            "epochs": int(ckpt.get("epoch", 0)),
+            "checkpoint_epoch": int(ckpt.get("epoch", 0)),
+            "train_time_s": round(train_time_s(run), 1),
+            "threads": options.get("threads"),
+            "optimizer": options.get("optimizer"),
+            "lr": options.get("lr"),
+            "batch_size": options.get("batch_size"),
+        },
+        "load": f"create_model('{name}')",
+    }
+    tmp = ZOO_DIR / f".{name}.yaml.tmp{os.getpid()}"
+    tmp.write_text(yaml.safe_dump(entry, sort_keys=False))
+    os.replace(tmp, ZOO_DIR / f"{name}.yaml")
+    return entry
+
+
+def table(names: list[str]) -> str:
+    """Markdown rows (model, top-1, top-5, GFLOPs/clip, GFLOPs/video, train time) from zoo cards."""
+    cards = zoo_cards()
+    rows = [
+        "| weights | model | top-1 | top-5 | GFLOPs / clip | GFLOPs / video | train time (1 thread) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for n in names:
+        c = cards[n]
+        k = c.get("frame_scale", 1)
+        model = c["preset"] + (f" --frame-scale {k}" if k != 1 else "")
+        m, cost, t = c["metrics"], c["cost"], c["training"]
+        rows.append(
+            f"| `{n}` | {model} | {m['top1']:.3f} | {m['top5']:.3f} | {cost['gflops_per_clip']:.4f} | "
+            f"{cost['gflops_per_video']:.4f} | {t['train_time_s'] / 60:.1f} min |"
+        )
+    return "\n".join(rows) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m edgemem.train.results")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("ship")
+    s.add_argument("run", type=Path)
+    s.add_argument("name")
+    s.add_argument("--data", type=Path, required=True)
+    s.add_argument("--command", required=True, help="the edgemem train command that made RUN")
+    s.add_argument("--default", action="store_true", help="the preset's default shipped weights")
+    t = sub.add_parser("table")
+    t.add_argument("names", nargs="+")
+    args = p.parse_args(argv)
+    if args.cmd == "ship":
+        print(yaml.safe_dump(ship(args.run, args.name, args.data, args.command, args.default), sort_keys=False))
+    else:
+        sys.stdout.write(table(args.names))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

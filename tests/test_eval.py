@@ -1,0 +1,113 @@
+"""``edgemem eval`` scoring schemes against a manual computation, the zoo loader, schedules."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from edgemem.data.datasets import ClipDataset, ClipGeometry, StreamingDataset, VideoDir
+from edgemem.data.synth import generate
+from edgemem.errors import CheckpointError, EdgememError
+from edgemem.models import pretrained
+from edgemem.models.registry import create_model
+from edgemem.train import checkpoints as ckpts
+from edgemem.train.evaluate import eval_clip_model, eval_streaming, evaluate_model
+from edgemem.train.optim import CosineSchedule, param_groups
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("eval") / "cue"
+    generate("cue-sum", root, videos=1, val=3, size=32, seed=1)
+    return root
+
+
+def _model(name: str, **kw) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return create_model(name, num_classes=4, **kw).eval()
+
+
+def test_streaming_eval_classifies_by_the_last_clip(data: Path) -> None:
+    torch.set_num_threads(1)
+    model = _model("memvit_tiny")
+    records = VideoDir(data).split("val")
+    geo = ClipGeometry.from_card(model.model_card())
+    m = eval_streaming(model, records, geo, batch_size=2)
+    ds = StreamingDataset(records, geo, train=False)
+    hits, pos_hits = 0, [0] * 4
+    with torch.no_grad():
+        for v, rec in enumerate(records):
+            state = model.init_state(1)
+            for c in range(ds.clips_per_video[v]):
+                item = ds[ds_index(v, c, ds.clips_per_video[v])]
+                logits, state = model.step(item["frames"][None], state, torch.tensor([c == 0]))
+                pos_hits[c] += int(logits.argmax()) == rec.label
+            hits += int(logits.argmax()) == rec.label
+    assert m["videos"] == 3 and math.isclose(m["top1"], hits / 3)
+    assert m["clip_top1_by_position"] == [round(h / 3, 4) for h in pos_hits]
+    assert m["top5"] == 1.0  # 4 classes: top-5 is every class
+
+
+def ds_index(video: int, clip: int, n: int):
+    from edgemem.data.samplers import StreamIndex
+
+    return StreamIndex(video, clip, clip == 0, clip == n - 1)
+
+
+def test_clip_eval_averages_view_softmax(data: Path) -> None:
+    torch.set_num_threads(1)
+    model = _model("mvit_tiny", frame_scale=2)
+    records = VideoDir(data).split("val")
+    geo = ClipGeometry.from_card(model.model_card())
+    m = eval_clip_model(model, records, geo, views=3, batch_size=4)
+    ds = ClipDataset(records, geo, train=False, temporal_views=3)
+    with torch.no_grad():
+        probs = torch.stack([model(ds[i]["frames"][None])[0].softmax(-1) for i in range(len(ds))])
+    pred = probs.reshape(3, 3, -1).mean(1).argmax(-1)
+    want = sum(int(p) == r.label for p, r in zip(pred, records, strict=True)) / 3
+    assert math.isclose(m["top1"], want) and len(m["clip_top1_by_position"]) == 3
+
+
+def test_cm_eval_runs_two_scans(data: Path) -> None:
+    torch.set_num_threads(1)
+    model = _model("cm_slow_tiny", clips=3)
+    m = evaluate_model(model, "cm", VideoDir(data).split("val"), batch_size=2)
+    assert m["videos"] == 3 and len(m["clip_top1_by_position"]) == 3 and "two-scan" in m["scheme"]
+
+
+def test_zoo_entry_loads_and_checks_sha(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.manual_seed(0)
+    model = create_model("mvit_tiny", num_classes=4)
+    card = model.model_card() | {"class_names": ["a", "b", "c", "d"]}
+    ckpts.save_epoch(tmp_path, ckpts.make_payload(model, None, 1, card, {}), best=True)
+    (tmp_path / "toy.pyth").write_bytes((tmp_path / "checkpoints" / "last.pyth").read_bytes())
+    sha = pretrained.sha256_of(tmp_path / "toy.pyth")
+    (tmp_path / "toy.yaml").write_text(f"preset: mvit_tiny\nfile: toy.pyth\nsha256: {sha}\ndefault: true\n")
+    (tmp_path / "k400.yaml").write_text("preset: slow_r50_8x8\nurl: https://example.invalid/x.pyth\n")
+    monkeypatch.setattr(pretrained, "ZOO_DIR", tmp_path)
+    assert list(pretrained.zoo_cards()) == ["toy"]  # entries without a shipped file are not loadable
+    for loaded in (create_model("toy"), create_model("mvit_tiny", pretrained=True)):
+        for k, v in model.state_dict().items():
+            torch.testing.assert_close(loaded.state_dict()[k], v)
+    with pytest.raises(EdgememError, match="no shipped weights"):
+        create_model("slow_tiny", pretrained=True)
+    (tmp_path / "toy.pyth").write_bytes(b"tampered")
+    with pytest.raises(CheckpointError, match="sha256"):
+        create_model("toy")
+
+
+def test_cosine_schedule_and_no_decay_groups() -> None:
+    s = CosineSchedule(base_lr=1.0, total_epochs=10, warmup_epochs=2, warmup_start=0.1, final_ratio=0.0)
+    assert math.isclose(s.lr_at(0), 0.1)
+    assert s.lr_at(1) < s.lr_at(2)
+    assert math.isclose(s.lr_at(5), 0.5) and math.isclose(s.lr_at(10), 0.0, abs_tol=1e-12)
+    groups = param_groups(create_model("mvit_tiny"), 0.05)
+    no_decay = {id(p) for p in groups[1]["params"]}
+    named = dict(create_model("mvit_tiny").named_parameters())
+    assert groups[1]["weight_decay"] == 0.0 and all(p.ndim > 1 for p in groups[0]["params"])
+    assert len(no_decay) == sum(
+        1 for n, p in named.items() if p.ndim <= 1 or "rel_pos" in n or "cls_token" in n or "pos_" in n
+    )

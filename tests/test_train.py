@@ -1,0 +1,130 @@
+"""End-to-end training of each family on a tiny real dataset (a few steps), resume, torchrun DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from edgemem.cli import main
+from edgemem.data.synth import generate
+from edgemem.models.checkpoint import read_pyth
+from edgemem.train.checkpoints import load_trained
+
+TINY = ["--epochs", "1", "--batch-size", "2", "--threads", "1", "--eval-every", "1"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("train") / "cue"
+    generate("cue-match", root, videos=4, val=2, size=32, seed=3)
+    return root
+
+
+def _train(args: list[str]) -> int:
+    torch.set_num_threads(1)
+    return main(["train", *args])
+
+
+def _metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize(
+    "model, extra",
+    [
+        ("mvit_tiny", []),
+        ("mvit_tiny", ["--frame-scale", "2"]),
+        ("memvit_tiny", ["--memory-drop", "0.3", "--curriculum", "0"]),
+        ("slow_tiny", ["--optimizer", "sgd"]),
+        ("cm_slow_tiny", ["--clips-per-video", "3", "--alpha", "0.5"]),
+        ("cm_slow_tiny", ["--clips-per-video", "2", "--multi-iteration"]),
+    ],
+)
+def test_train_each_family_end_to_end(data: Path, tmp_path: Path, model: str, extra: list[str], capsys) -> None:
+    run = tmp_path / "run"
+    assert _train([model, "--data", str(data), "--out", str(run), *TINY, *extra]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["epochs"] == 1 and 0.0 <= summary["val_top1"] <= 1.0
+    files = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert files == ["best.pyth", "checkpoint_epoch_00001.pyth", "last.pyth"]
+    ckpt = read_pyth(run / "checkpoints" / "checkpoint_epoch_00001.pyth")
+    assert {"model_state", "optimizer_state", "epoch", "cfg"} <= set(ckpt) and ckpt["epoch"] == 1
+    assert isinstance(ckpt["cfg"], str) and "MODEL_CARD" in ckpt["cfg"]
+    epochs = [m for m in _metrics(run) if m["kind"] == "epoch"]
+    assert len(epochs) == 1 and "val_top1" in epochs[0] and epochs[0]["train_loss"] > 0
+    config = json.loads((run / "config.json").read_text())
+    assert config["model_card"]["num_classes"] == 2 and config["model_card"]["class_names"] == ["different", "same"]
+    trained, _ = load_trained(run)
+    assert trained.model_card()["frames"] == config["model_card"]["frames"]
+    assert not [p for p in run.rglob("*") if ".tmp" in p.name]
+
+    assert main(["eval", str(run), "--data", str(data), "--json"]) == 0
+    m = json.loads(capsys.readouterr().out)
+    assert 0.0 <= m["top1"] <= m["top5"] <= 1.0 and m["videos"] == 2
+    assert len(m["clip_top1_by_position"]) >= 1
+
+
+def test_resume_gives_the_same_state(data: Path, tmp_path: Path) -> None:
+    """Two epochs in one go == one epoch, then --resume for the second (weights and optimizer)."""
+    common = ["memvit_tiny", "--data", str(data), "--batch-size", "2", "--threads", "1", "--eval-every", "0"]
+    assert _train([*common, "--out", str(tmp_path / "a"), "--epochs", "2"]) == 0
+    b = tmp_path / "b"
+    # A run interrupted after epoch 1: train the same schedule, then cut its files back to epoch 1.
+    assert _train([*common, "--out", str(b), "--epochs", "2"]) == 0
+    ckpt_dir = b / "checkpoints"
+    first = read_pyth(ckpt_dir / "checkpoint_epoch_00001.pyth")
+    for name in ("checkpoint_epoch_00002.pyth", "last.pyth", "best.pyth"):
+        (ckpt_dir / name).unlink()
+    torch.save(first, ckpt_dir / "last.pyth")
+    assert _train([*common, "--out", str(b), "--epochs", "2", "--resume"]) == 0
+    straight = read_pyth(tmp_path / "a" / "checkpoints" / "last.pyth")
+    resumed = read_pyth(ckpt_dir / "last.pyth")
+    assert resumed["epoch"] == straight["epoch"] == 2
+    for k, v in straight["model_state"].items():
+        torch.testing.assert_close(resumed["model_state"][k], v, rtol=0, atol=0, msg=k)
+    s_opt, r_opt = straight["optimizer_state"]["state"], resumed["optimizer_state"]["state"]
+    for i in s_opt:
+        torch.testing.assert_close(r_opt[i]["exp_avg"], s_opt[i]["exp_avg"], rtol=0, atol=0)
+
+
+def test_cm_stagewise_init_and_wrong_init(data: Path, tmp_path: Path, capsys) -> None:
+    clip_run = tmp_path / "slow"
+    assert _train(["slow_tiny", "--data", str(data), "--out", str(clip_run), *TINY]) == 0
+    cm_run = tmp_path / "cm"
+    args = ["cm_slow_tiny", "--data", str(data), "--out", str(cm_run), *TINY, "--clips-per-video", "2"]
+    assert _train([*args, "--init", str(clip_run / "checkpoints" / "last.pyth")]) == 0
+    config = json.loads((cm_run / "config.json").read_text())
+    assert "stage-wise" in config["init"]
+    capsys.readouterr()
+    mvit_run = tmp_path / "mvit"
+    assert _train(["mvit_tiny", "--data", str(data), "--out", str(mvit_run), *TINY]) == 0
+    bad = tmp_path / "bad"
+    assert _train([*args[:4], str(bad), *TINY, "--init", str(mvit_run / "checkpoints" / "last.pyth")]) == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and "backbone" in err and "Traceback" not in err
+    assert not bad.exists()
+
+
+def test_torchrun_two_processes_ddp(data: Path, tmp_path: Path) -> None:
+    """torchrun, 2 CPU processes (gloo): MeMViT streaming with per-rank slots."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    for model in ("memvit_tiny",):
+        run = tmp_path / model
+        cmd = [
+            sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+            "-m", "edgemem.cli", "train", model, "--data", str(data), "--out", str(run),
+            "--epochs", "1", "--batch-size", "1", "--eval-every", "1", "--threads", "1",
+        ]  # fmt: skip
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
+        assert out.returncode == 0, out.stderr[-3000:]
+        config = json.loads((run / "config.json").read_text())
+        assert config["options"]["world_size"] == 2
+        epochs = [m for m in _metrics(run) if m["kind"] == "epoch"]
+        assert len(epochs) == 1 and epochs[0]["val_videos"] == 2  # both ranks' shares summed
+        assert (run / "checkpoints" / "last.pyth").is_file()

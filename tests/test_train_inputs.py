@@ -1,0 +1,79 @@
+"""Bad input to ``edgemem train``/``eval``: one-line errors, nothing written; unreadable videos skipped."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from edgemem.cli import main
+from edgemem.data.synth import generate
+
+TINY = ["--epochs", "1", "--batch-size", "2", "--threads", "1", "--eval-every", "1"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("inputs") / "cue"
+    generate("cue-match", root, videos=4, val=2, size=32, seed=5)
+    return root
+
+
+def _fails(args: list[str], capsys, *needles: str) -> None:
+    torch.set_num_threads(1)
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("edgemem ") and "Traceback" not in err
+    for n in needles:
+        assert n in err, err
+
+
+def test_missing_csv_and_unknown_model(tmp_path: Path, data: Path, capsys) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    run = tmp_path / "run"
+    _fails(["train", "mvit_tiny", "--data", str(empty), "--out", str(run)], capsys, "train.csv")
+    _fails(["train", "no_such_model", "--data", str(data), "--out", str(run)], capsys, "unknown model")
+    assert not run.exists()
+
+
+def test_label_out_of_range(tmp_path: Path, data: Path, capsys) -> None:
+    bad = tmp_path / "bad"
+    shutil.copytree(data, bad)
+    lines = (bad / "train.csv").read_text().splitlines()
+    lines[1] = lines[1].rsplit(" ", 1)[0] + " 7"
+    (bad / "train.csv").write_text("\n".join(lines) + "\n")
+    run = tmp_path / "run"
+    _fails(["train", "mvit_tiny", "--data", str(bad), "--out", str(run)], capsys, "out of range")
+    assert not run.exists()
+
+
+def test_existing_run_needs_resume_and_resume_needs_a_run(tmp_path: Path, data: Path, capsys) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "notes.txt").write_text("mine")
+    _fails(["train", "mvit_tiny", "--data", str(data), "--out", str(run)], capsys, "--resume")
+    _fails(["train", "mvit_tiny", "--data", str(data), "--out", str(tmp_path / "new"), "--resume"], capsys, "resume")
+    assert sorted(p.name for p in run.iterdir()) == ["notes.txt"]
+    _fails(["eval", str(tmp_path / "nothing"), "--data", str(data)], capsys, "checkpoint")
+
+
+def test_unreadable_videos_are_skipped_and_counted(tmp_path: Path, data: Path, capsys) -> None:
+    bad = tmp_path / "corrupt"
+    shutil.copytree(data, bad)
+    (bad / "videos" / "train" / "000001.mp4").write_bytes(b"")  # zero-length
+    (bad / "videos" / "train" / "000002.mp4").write_bytes(b"not a video at all" * 50)  # garbage
+    for model in ("mvit_tiny", "memvit_tiny", "cm_slow_tiny"):
+        run = tmp_path / model
+        torch.set_num_threads(1)
+        extra = ["--clips-per-video", "2"] if model.startswith("cm") else []
+        assert main(["train", model, "--data", str(bad), "--out", str(run), *TINY, *extra]) == 0
+        summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert summary["skipped_videos"] == 2, (model, summary)
+    (bad / "videos" / "val" / "000000.mp4").write_bytes(b"")
+    assert main(["eval", str(tmp_path / "memvit_tiny"), "--data", str(bad), "--json"]) == 0
+    m = json.loads(capsys.readouterr().out)
+    assert m["skipped"] == 1 and m["videos"] == 1
