@@ -59,6 +59,10 @@ def _print_table(info: dict) -> None:
         ),
         ("state / stream", f"{info['state_bytes']['total'] / 2**20:.3f} MiB"),
     ]
+    if "overhead" in info:
+        o = info["overhead"]
+        rows.append(("memory head overhead", f"+{(o['gflops_ratio'] - 1) * 100:.1f}% GFLOPs, "
+                     f"+{(o['params_ratio'] - 1) * 100:.1f}% params vs the backbone"))  # fmt: skip
     for k, v in rows:
         t.add_row(k, str(v))
     Console().print(t)

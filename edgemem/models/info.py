@@ -63,7 +63,7 @@ def model_info(model: StreamingModel) -> dict[str, Any]:
     model.eval()
     step_gflops = count_gflops(model.step, frames, model.init_state(1))
     first_gflops = count_gflops(model, frames)
-    return {
+    info = {
         "name": card.get("name"),
         "family": card["family"],
         "source": card.get("source"),
@@ -81,3 +81,6 @@ def model_info(model: StreamingModel) -> dict[str, Any]:
         "temporal_support": temporal_support(card),
         "state_bytes": state_bytes(model),
     }
+    if hasattr(model, "overhead"):  # a memory head on a clip backbone (CM): its cost vs the backbone alone
+        info["overhead"] = model.overhead()
+    return info

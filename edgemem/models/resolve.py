@@ -37,7 +37,21 @@ def resolve_model(
             create_model(spec)  # raises the "unknown model" error listing the presets
         model = create_model(spec, **overrides)
     if checkpoint is not None:
-        from edgemem.models.checkpoint import load_state_strict, read_pyth
-
-        load_state_strict(model, read_pyth(checkpoint)["model_state"])
+        load_checkpoint(model, checkpoint)
     return model
+
+
+def load_checkpoint(model: Any, checkpoint: str) -> None:
+    """Load a checkpoint all-or-nothing: PySlowFast ``.pyth`` for every family; for clip backbones
+    and CM models also Caffe2 ``.pkl`` and PyTorchVideo-named ``.pyth`` (see clip_checkpoint)."""
+    from edgemem.models.clip_base import ClipBackbone
+    from edgemem.models.cm_model import CMModel
+
+    if isinstance(model, ClipBackbone | CMModel):
+        from edgemem.models.clip_checkpoint import load_clip_checkpoint
+
+        load_clip_checkpoint(model, checkpoint)
+        return
+    from edgemem.models.checkpoint import load_state_strict, read_pyth
+
+    load_state_strict(model, read_pyth(checkpoint)["model_state"])
