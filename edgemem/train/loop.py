@@ -34,10 +34,11 @@ class Recipe(Protocol):
     def batches(self, epoch: int) -> Iterable[Any]:
         """The batches of ``epoch`` on this rank, ``steps_per_epoch(epoch)`` of them."""
 
-    def loss(self, model: nn.Module, batch: Any, epoch: int) -> tuple[Tensor, dict[str, float]]:
+    def loss(self, model: nn.Module, batch: Any, epoch: int) -> tuple[Tensor | None, dict[str, float]]:
         """Loss to minimise and additive statistics (e.g. ``correct``, ``count``) of one batch.
 
-        A loss without grad means the recipe already accumulated the gradients itself."""
+        A loss without grad means the recipe already accumulated the gradients itself; ``None``
+        means a forward-only iteration (no optimizer step; the same on every rank)."""
 
     def evaluate(self, model: nn.Module) -> dict[str, Any]:
         """Validation metrics (``top1`` at least) with the family's inference scheme."""
@@ -163,13 +164,19 @@ def train(
             task = progress.epoch(epoch, cfg.epochs, steps)
             t0, c0 = time.perf_counter(), time.process_time()
             sums: dict[str, float] = {}
-            loss_sum, n_steps = 0.0, 0
+            loss_sum, n_steps, n_iter = 0.0, 0, 0
             for batch in recipe.batches(epoch):
-                lr = schedule.lr_at(epoch + n_steps / steps)
+                lr = schedule.lr_at(epoch + n_iter / steps)
                 set_lr(optimizer, lr)
                 optimizer.zero_grad(set_to_none=True)
                 with autocast(info.device, cfg.precision):
                     loss, stats = recipe.loss(model, batch, epoch)
+                n_iter += 1
+                for k, v in stats.items():
+                    sums[k] = sums.get(k, 0.0) + float(v)
+                if loss is None:  # a forward-only iteration (MeMViT: no clip with a loss in it)
+                    progress.advance(task, f"loss {loss_sum / max(1, n_steps):.3f} lr {lr:.2e}")
+                    continue
                 if not math.isfinite(float(loss.detach())):
                     raise EdgememError(f"loss became {float(loss.detach())} at step {state.step}: lower --lr")
                 if not loss.requires_grad:
@@ -189,8 +196,6 @@ def train(
                 state.step += 1
                 n_steps += 1
                 loss_sum += float(loss.detach())
-                for k, v in stats.items():
-                    sums[k] = sums.get(k, 0.0) + float(v)
                 acc = sums.get("correct", 0.0) / max(1.0, sums.get("count", 0.0))
                 progress.advance(task, f"loss {loss_sum / n_steps:.3f} acc {acc:.3f} lr {lr:.2e}")
                 if cfg.log_every and state.step % cfg.log_every == 0:

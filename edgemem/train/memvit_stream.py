@@ -12,8 +12,10 @@ epochs, from one clip to the full video, in equal stages; the sampler keeps the 
 video), and memory clips are dropped at random during training (``memory_drop``: the model's
 ``MemoryConfig.mem_drop``, per attended clip and iteration; all memory is used at inference).
 
-Loss: cross-entropy of every valid clip against its video's label (``stream_loss="all"``, as the
-paper's Kinetics training), or of each video's last clip only (``"last"``: the clip evaluation reads).
+Loss (``stream_loss``): ``"last"`` (default), cross-entropy of each video's last clip, the clip
+evaluation reads, whose memory has seen the whole video; iterations where no slot ends a video
+run forward only (no graph, no optimizer step) and just carry the memory. ``"all"``: every valid
+clip against its video's label, as the paper's Kinetics training.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import math
 from collections.abc import Iterator
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
@@ -30,6 +33,7 @@ from edgemem.data.datasets import StreamingDataset, stack_batch
 from edgemem.data.samplers import StreamingBatchSampler
 from edgemem.errors import InputError
 from edgemem.models.streaming import State
+from edgemem.train.distributed import all_sum
 from edgemem.train.recipes import RecipeBase, masked_ce
 
 STREAM_LOSSES = ("all", "last")
@@ -64,7 +68,7 @@ class StreamRecipe(RecipeBase):
         drop = float(self.options.get("memory_drop") or 0.0)
         if drop != mem.mem_drop:
             self.model.cfg = self.model.cfg.replace(memory=dataclasses.replace(mem, mem_drop=drop))
-        self.stream_loss = self.options.get("stream_loss") or "all"
+        self.stream_loss = self.options.get("stream_loss") or "last"
         if self.stream_loss not in STREAM_LOSSES:
             raise InputError(f"stream loss '{self.stream_loss}' not in {STREAM_LOSSES}")
         self.ds = StreamingDataset(self.train_items, self.geometry, train=True, seed=self.seed)
@@ -107,13 +111,19 @@ class StreamRecipe(RecipeBase):
             self.tally.update(batch)
             yield batch
 
-    def loss(self, model: nn.Module, batch: dict[str, Any], epoch: int) -> tuple[Tensor, dict[str, float]]:
+    def loss(self, model: nn.Module, batch: dict[str, Any], epoch: int) -> tuple[Tensor | None, dict[str, float]]:
         dev = self.info.device
         reset = batch["first"].to(dev)
-        logits, new = model(batch["frames"].to(dev), self.state, reset)
-        # Carried to the next iteration without gradient (and in float32 whatever autocast did).
-        self.state = {k: v.detach().float() for k, v in new.items()}
         valid = batch["valid"].to(dev)
         if self.stream_loss == "last":
             valid = valid & batch["last"].to(dev)
+            # No video ends in this iteration on any rank: carry the memory forward without a graph.
+            if all_sum([float(valid.any())], self.info)[0] == 0.0:
+                with torch.no_grad():
+                    _, new = model(batch["frames"].to(dev), self.state, reset)
+                self.state = {k: v.detach().float() for k, v in new.items()}
+                return None, {}
+        logits, new = model(batch["frames"].to(dev), self.state, reset)
+        # Carried to the next iteration without gradient (and in float32 whatever autocast did).
+        self.state = {k: v.detach().float() for k, v in new.items()}
         return masked_ce(logits, batch["label"].to(dev), valid)

@@ -22,7 +22,7 @@ from edgemem.train.optim import build_optimizer
 # Defaults that train the tiny presets from scratch on a long-range task in 30 epochs (docs/TRAINING.md).
 DEFAULT_LR = {"adamw": 2e-3, "sgd": 0.1}
 DEFAULT_WD = {"adamw": 0.05, "sgd": 1e-4}
-DEFAULT_BATCH = {"clip": 16, "memvit": 16, "cm": 8}
+DEFAULT_BATCH = {"clip": 16, "memvit": 8, "cm": 8}
 DEFAULT_WARMUP = 2.0
 DEFAULT_CURRICULUM = 0.3
 DEFAULT_MEMORY_DROP = 0.0
@@ -46,7 +46,7 @@ class TrainOptions:
     multi_iteration: bool = False
     curriculum: float | None = None
     memory_drop: float | None = None
-    stream_loss: str = "all"
+    stream_loss: str = "last"
     resume: bool = False
     workers: int = 0
     precision: str = "auto"
