@@ -24,7 +24,7 @@ DEFAULT_LR = {"adamw": 2e-3, "sgd": 0.1}
 DEFAULT_WD = {"adamw": 0.05, "sgd": 1e-4}
 DEFAULT_BATCH = {"clip": 16, "memvit": 8, "cm": 8}
 DEFAULT_WARMUP = 2.0
-DEFAULT_CURRICULUM = 0.3
+DEFAULT_CURRICULUM = 0.0
 DEFAULT_MEMORY_DROP = 0.0
 
 
