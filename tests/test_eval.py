@@ -111,3 +111,15 @@ def test_cosine_schedule_and_no_decay_groups() -> None:
     assert len(no_decay) == sum(
         1 for n, p in named.items() if p.ndim <= 1 or "rel_pos" in n or "cls_token" in n or "pos_" in n
     )
+
+
+def test_compute_cost_per_clip_and_video() -> None:
+    from edgemem.train.results import compute_cost
+
+    base = compute_cost(create_model("mvit_tiny", num_classes=2).model_card(), clips_per_video=4)
+    scaled = compute_cost(create_model("mvit_tiny", num_classes=2, frame_scale=4).model_card(), 4)
+    mem = compute_cost(create_model("memvit_tiny", num_classes=2).model_card(), 4)
+    assert base["clips_per_video"] == 4 and scaled["clips_per_video"] == 1
+    assert math.isclose(base["gflops_per_video"], 4 * base["gflops_per_clip"])
+    assert scaled["gflops_per_clip"] > 4 * base["gflops_per_clip"]  # attention grows faster than frames
+    assert base["gflops_per_clip"] < mem["gflops_per_clip"] < 1.2 * base["gflops_per_clip"]
