@@ -106,7 +106,7 @@ def measure_session(session: Any, clips: int, warmup: int, seed: int = 0) -> dic
     steady = [_timed(session.step, inputs[i % 2], no_reset) for i in range(clips)]
     resets, handoffs = [], []
     if session.state_spec:  # a memory-less graph has no memory to empty or hand off
-        for i in range(RESET_STEPS):
+        for i in range(min(RESET_STEPS, clips)):
             resets.append(_timed(session.step, inputs[i % 2], all_reset))
             steady.append(_timed(session.step, inputs[(i + 1) % 2], no_reset))
             t0 = time.perf_counter()
@@ -134,6 +134,8 @@ def _open(spec: dict[str, Any]) -> Any:
         torch.manual_seed(0)
         overrides = {"frame_scale": cell.frame_scale} if cell.frame_scale != 1 else {}
         target = resolve_model(cell.model, spec.get("checkpoint"), **overrides).eval()
+    if spec.get("threads"):
+        options["threads"] = spec["threads"]
     return open_session(target, cell.runtime, batch=cell.batch, **options)
 
 
@@ -156,7 +158,7 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
         state_bytes=info["state_bytes"]["total"],
         params=info.get("params"),
         input={"frames": info["frames"], "crop_size": info["crop_size"], "sampling_rate": info["sampling_rate"]},
-        settings={k: spec[k] for k in ("clips", "warmup", "graph") if k in spec},
+        settings={k: spec[k] for k in ("clips", "warmup", "graph", "threads") if k in spec},
     )
     load_start = os.getloadavg()[0]
     base = rss_mb()

@@ -45,6 +45,7 @@ class BenchConfig:
     data: str | None = None
     data_limit: int | None = None
     checkpoints: dict[str, str] = field(default_factory=dict)
+    threads: int | None = None  # intra-op threads per session (None: the runtime's default)
     timeout_s: float = 1800.0
     max_memory_mb: float | None = None
 
@@ -57,6 +58,8 @@ class BenchConfig:
         for name, n, low in (("batch", self.batch, 1), ("clips", self.clips, 1), ("warmup", self.warmup, 0)):
             if n < low:
                 raise EdgememError(f"--{name} must be >= {low}, got {n}")
+        if self.threads is not None and self.threads < 1:
+            raise EdgememError(f"--threads must be >= 1, got {self.threads}")
         if self.repeats < 1:
             raise EdgememError(f"--repeats must be >= 1, got {self.repeats}")
         self.out = Path(self.out)
@@ -207,6 +210,7 @@ def run_cell_process(
         "warmup": config.warmup,
         "data": config.data,
         "data_limit": config.data_limit,
+        "threads": config.threads,
     }
     with tempfile.TemporaryDirectory(prefix="edgemem-cell-") as tmp:
         spec_file, out_file = Path(tmp) / "spec.json", Path(tmp) / "result.json"
