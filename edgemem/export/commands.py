@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING
 
 from edgemem.errors import InputError
+
+if TYPE_CHECKING:
+    from edgemem.export.verify import Tolerance
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -39,7 +43,7 @@ def _stream_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--state-atol", type=float, default=None, help="state tolerance (default per precision)")
 
 
-def _tolerance(args: argparse.Namespace, precision: str):  # -> Tolerance
+def _tolerance(args: argparse.Namespace, precision: str) -> Tolerance:
     from dataclasses import replace
 
     from edgemem.export.verify import TOLERANCES
@@ -87,7 +91,7 @@ def _export(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     from edgemem.contract import read_contract
     from edgemem.export.reference import reference_model
-    from edgemem.export.verify import _precision_key, verify_graph
+    from edgemem.export.verify import precision_key, verify_graph
 
     contract = read_contract(args.graph)
     reference = reference_model(args.graph, args.checkpoint)
@@ -96,7 +100,7 @@ def _verify(args: argparse.Namespace) -> int:
         raise InputError("--runtimes is empty")
     report = verify_graph(
         args.graph, reference, runtimes=runtimes, clips=args.clips, boundaries=args.boundaries,
-        batch=args.batch, tolerance=_tolerance(args, _precision_key(contract.export)),
+        batch=args.batch, tolerance=_tolerance(args, precision_key(contract.export)),
     )  # fmt: skip
     print(json.dumps(report.to_json(), indent=2) if args.json else report.format())
     return 0 if report.passed else 1

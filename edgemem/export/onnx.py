@@ -139,7 +139,7 @@ def _check_args(model: Any, out: Path, batch: int | None, opset: int, precision:
         raise UnsupportedError(f"opset {opset} cannot be produced: the exporter writes opsets {MIN_OPSET}..{newest}")
     if out.suffix != ".onnx":
         raise InputError(f"output must be a .onnx file, got {out}")
-    parent = out.parent if str(out.parent) else Path(".")
+    parent = out.parent
     if not parent.is_dir():
         raise InputError(f"output directory does not exist: {parent}")
     if not os.access(parent, os.W_OK | os.X_OK):

@@ -218,7 +218,7 @@ def verify_graph(
 
     path = Path(path)
     contract = read_contract(path)
-    precision = _precision_key(contract.export)
+    precision = precision_key(contract.export)
     tol = tolerance or TOLERANCES[precision]
     b = contract.batch if isinstance(contract.batch, int) else (batch or 2)
     if batch is not None and batch != b:
@@ -242,7 +242,8 @@ def verify_graph(
     return VerifyReport(name or path.name, precision, b, stream.steps, stream.boundaries, checker, results)
 
 
-def _precision_key(export: dict[str, Any]) -> str:
+def precision_key(export: dict[str, Any]) -> str:
+    """The tolerance key of a graph from its ``edgemem.export`` record: fp32, fp16 or int8."""
     if export.get("quantize") == "int8":
         return "int8"
     return "fp16" if export.get("precision") == "fp16" else "fp32"
