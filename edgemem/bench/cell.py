@@ -5,7 +5,9 @@ runtime, precision, frame-scale, batch), the graph to open, the model facts (``m
 the measurement settings. The process opens one runtime session and measures:
 
 - ``first``: the first step of the fresh session (empty memory, includes one-time initialisation);
-- ``warmup`` steps, discarded; ``clips`` steady steps (memory full after the first few);
+- ``warmup`` steps, discarded; ``clips`` steady steps (memory full after the first few), in wall
+  time and in CPU time of this process (all threads: ``cpu_ms``), which a busy shared machine
+  disturbs far less than wall time;
 - ``reset``: steps with the reset flag set (memory emptied inside the graph), interleaved with
   steady steps; ``handoff``: one ``get_state`` + ``set_state`` round trip (moving the memory
   between sessions or processes); both only for graphs with state;
@@ -31,7 +33,7 @@ import numpy as np
 
 from edgemem.bench.precisions import session_options
 from edgemem.bench.schema import GPU_RUNTIMES, Cell, empty_result, machine_info, write_json_atomic
-from edgemem.bench.stats import derive_rates, latency_summary
+from edgemem.bench.stats import cpu_summary, derive_rates, latency_summary
 from edgemem.errors import UnsupportedError
 
 RESET_STEPS = 3
@@ -87,10 +89,14 @@ def _gpu_used_mb() -> float | None:
     return None
 
 
-def _timed(fn: Any, *args: Any) -> float:
-    t0 = time.perf_counter()
+def _timed(fn: Any, *args: Any, cpu: list[float] | None = None) -> float:
+    """Wall-clock ms of ``fn(*args)``; its process CPU ms (all threads) appended to ``cpu``."""
+    c0, t0 = time.process_time(), time.perf_counter()
     fn(*args)
-    return (time.perf_counter() - t0) * 1e3
+    wall = (time.perf_counter() - t0) * 1e3
+    if cpu is not None:
+        cpu.append((time.process_time() - c0) * 1e3)
+    return wall
 
 
 def measure_session(session: Any, clips: int, warmup: int, seed: int = 0) -> dict[str, Any]:
@@ -103,12 +109,13 @@ def measure_session(session: Any, clips: int, warmup: int, seed: int = 0) -> dic
     first = _timed(session.step, inputs[0], all_reset)
     for i in range(warmup):
         session.step(inputs[i % 2], no_reset)
-    steady = [_timed(session.step, inputs[i % 2], no_reset) for i in range(clips)]
+    cpu: list[float] = []
+    steady = [_timed(session.step, inputs[i % 2], no_reset, cpu=cpu) for i in range(clips)]
     resets, handoffs = [], []
     if session.state_spec:  # a memory-less graph has no memory to empty or hand off
         for i in range(min(RESET_STEPS, clips)):
             resets.append(_timed(session.step, inputs[i % 2], all_reset))
-            steady.append(_timed(session.step, inputs[(i + 1) % 2], no_reset))
+            steady.append(_timed(session.step, inputs[(i + 1) % 2], no_reset, cpu=cpu))
             t0 = time.perf_counter()
             session.set_state(session.get_state())
             handoffs.append((time.perf_counter() - t0) * 1e3)
@@ -116,7 +123,7 @@ def measure_session(session: Any, clips: int, warmup: int, seed: int = 0) -> dic
     lat["first"] = round(first, 3)
     lat["reset"] = round(float(np.median(resets)), 3) if resets else None
     handoff = round(float(np.median(handoffs)), 3) if handoffs else None
-    return {"latency_ms": lat, "handoff_ms": handoff}
+    return {"latency_ms": lat, "cpu_ms": cpu_summary(cpu), "handoff_ms": handoff}
 
 
 def _open(spec: dict[str, Any]) -> Any:

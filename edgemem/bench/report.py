@@ -31,6 +31,7 @@ COLUMNS = (
     ("p90_ms", "p90 ms"),
     ("p99_ms", "p99 ms"),
     ("min_ms", "min ms"),
+    ("cpu_ms", "CPU ms"),
     ("reset_ms", "reset ms"),
     ("handoff_ms", "hand-off ms"),
     ("throughput_clips_s", "clips/s"),
@@ -94,6 +95,7 @@ def flat_row(r: dict[str, Any]) -> dict[str, Any]:
         "p90_ms": lat.get("p90"),
         "p99_ms": lat.get("p99"),
         "min_ms": lat.get("min"),
+        "cpu_ms": (r.get("cpu_ms") or {}).get("p50"),
         "reset_ms": lat.get("reset"),
         "handoff_ms": r.get("handoff_ms"),
         "throughput_clips_s": r.get("throughput_clips_s"),
@@ -190,6 +192,7 @@ def pair_ratios(results: list[dict[str, Any]], pairs: dict[str, str] | None = No
             "support_s": (r.get("temporal_support") or {}).get("seconds"),
             "gflops_x": _ratio(r.get("gflops_step"), b1.get("gflops_step")),
             "latency_x": _ratio(r["latency_ms"]["p50"], b1["latency_ms"]["p50"]),
+            "cpu_x": _ratio(_cpu(r), _cpu(b1)),
             "rss_x": _ratio(r.get("peak_rss_mb"), b1.get("peak_rss_mb")),
             "scaled": {},
             "match_fs": None,
@@ -199,6 +202,7 @@ def pair_ratios(results: list[dict[str, Any]], pairs: dict[str, str] | None = No
                 continue
             row["scaled"][k] = {
                 "latency_x": _ratio(bk["latency_ms"]["p50"], r["latency_ms"]["p50"]),
+                "cpu_x": _ratio(_cpu(bk), _cpu(r)),
                 "rss_x": _ratio(bk.get("peak_rss_mb"), r.get("peak_rss_mb")),
                 "gflops_x": _ratio(bk.get("gflops_step"), r.get("gflops_step")),
             }
@@ -207,6 +211,10 @@ def pair_ratios(results: list[dict[str, Any]], pairs: dict[str, str] | None = No
                 row["match_fs"] = k
         rows.append(row)
     return rows
+
+
+def _cpu(r: dict[str, Any]) -> float | None:
+    return (r.get("cpu_ms") or {}).get("p50")
 
 
 def _ratio(a: Any, b: Any) -> float | None:
@@ -220,14 +228,14 @@ def ratios_markdown(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "_no memory model measured together with its backbone_\n"
     scales = sorted({k for r in rows for k in r["scaled"]})
-    head = ["device", "runtime", "prec", "memory model", "backbone", "support s", "GFLOPs ×", "latency ×", "RSS ×"]
-    head += [f"fs{k} latency ×" for k in scales] + [f"fs{k} RSS ×" for k in scales]
+    head = ["device", "runtime", "prec", "memory model", "backbone", "support s", "GFLOPs ×", "latency ×", "CPU ×"]
+    head += ["RSS ×"] + [f"fs{k} {what} ×" for what in ("latency", "CPU", "RSS") for k in scales]
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["device"], r["runtime"], r["precision"], r["model"], r["backbone"], r["support_s"]]
-        cells += [r["gflops_x"], r["latency_x"], r["rss_x"]]
-        cells += [(r["scaled"].get(k) or {}).get("latency_x") for k in scales]
-        cells += [(r["scaled"].get(k) or {}).get("rss_x") for k in scales]
+        cells += [r["gflops_x"], r["latency_x"], r["cpu_x"], r["rss_x"]]
+        for what in ("latency_x", "cpu_x", "rss_x"):
+            cells += [(r["scaled"].get(k) or {}).get(what) for k in scales]
         out.append("| " + " | ".join(_fmt(c) for c in cells) + " |")
     return "\n".join(out) + "\n"
 
@@ -268,6 +276,7 @@ def build_markdown(results: list[dict[str, Any]], pairs: dict[str, str] | None =
         "first_ms",
         "p50_ms",
         "p90_ms",
+        "cpu_ms",
         "reset_ms",
         "handoff_ms",
         "real_time_factor",

@@ -28,6 +28,12 @@ def latency_summary(steps_ms: list[float]) -> dict[str, Any]:
     }
 
 
+def cpu_summary(cpu_ms: list[float]) -> dict[str, Any]:
+    """p50, mean and min of per-step process CPU time (ms, all threads)."""
+    a = np.asarray(cpu_ms, dtype=np.float64)
+    return {"p50": round(float(np.median(a)), 3), "mean": round(float(a.mean()), 3), "min": round(float(a.min()), 3)}
+
+
 def merge_repeats(results: list[dict[str, Any]]) -> dict[str, Any]:
     """One result from the interleaved repeats of a cell: the median of each latency statistic
     (min: the minimum), the largest peak memory; the repeats' p50s are kept under ``repeats``.
@@ -51,6 +57,13 @@ def merge_repeats(results: list[dict[str, Any]]) -> dict[str, Any]:
         else:
             lat[k] = round(statistics.median(vals), 3)
     merged["latency_ms"] = lat
+    cpus = [r["cpu_ms"] for r in ok if r.get("cpu_ms")]
+    if cpus:
+        merged["cpu_ms"] = {
+            "p50": round(statistics.median(c["p50"] for c in cpus), 3),
+            "mean": round(statistics.median(c["mean"] for c in cpus), 3),
+            "min": min(c["min"] for c in cpus),
+        }
     for k in ("peak_rss_mb", "peak_device_mb"):
         vals = [r[k] for r in ok if r.get(k) is not None]
         merged[k] = max(vals) if vals else None
