@@ -6,14 +6,14 @@ import json
 
 import numpy as np
 import pytest
-from test_export_toys import make_toy
+from test_export_toys import ToyMemory, make_toy
 
 from edgemem.cli import main
 from edgemem.errors import InputError
 from edgemem.export.onnx import to_onnx
 from edgemem.export.reference import reference_model
 from edgemem.export.stream import boundary_steps, make_stream
-from edgemem.export.verify import TOLERANCES, compare
+from edgemem.export.verify import TOLERANCES, compare, verify_graph
 
 
 def test_stream_has_boundaries_at_different_steps_per_slot() -> None:
@@ -95,3 +95,22 @@ def test_cli_verify_bad_inputs(tmp_path, capsys) -> None:
     for argv in (["verify", str(bad)], ["verify", str(tmp_path / "none.onnx")]):
         assert main(argv) == 2
         assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+class IgnoresReset(ToyMemory):
+    """A broken export candidate: forgets to empty the memory at a video boundary."""
+
+    def step(self, frames, state, reset=None):
+        return super().step(frames, state, None)
+
+
+def test_verification_catches_a_graph_that_ignores_reset(tmp_path) -> None:
+    broken = IgnoresReset().eval()
+    broken.load_state_dict(make_toy().state_dict())
+    path = tmp_path / "broken.onnx"
+    to_onnx(broken, path, verify=False)
+    report = verify_graph(path, make_toy())
+    assert not report.passed
+    logits = report.runtimes[0].outputs[0]
+    # Identical until the first video boundary (step 5), wrong from there on.
+    assert max(logits.per_step_max[:5]) < 1e-5 and logits.per_step_max[5] > 1e-4
