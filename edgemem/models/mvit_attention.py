@@ -35,7 +35,8 @@ def pool_tokens(
     t, h, w = thw
     cc = c // folds
     head, rest = (x[:, :1], x[:, 1:]) if cls else (None, x)
-    rest = rest.reshape(b, t, h, w, folds, cc).permute(0, 4, 5, 1, 2, 3).reshape(b * folds, cc, t, h, w)
+    # Contiguous NCDHW (as the official code): a channels-last view makes the depthwise conv slow.
+    rest = rest.reshape(b, t, h, w, folds, cc).permute(0, 4, 5, 1, 2, 3).contiguous().view(b * folds, cc, t, h, w)
     rest = pool(rest)
     rest = rest.reshape(b, folds, cc, -1).permute(0, 3, 1, 2)  # [B, L', F, c]
     if head is not None:
