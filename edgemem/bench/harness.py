@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,7 +79,9 @@ def model_facts(model: str, frame_scale: int) -> dict[str, Any]:
     from edgemem.models.resolve import resolve_model
 
     overrides = {"frame_scale": frame_scale} if frame_scale != 1 else {}
-    return model_info(resolve_model(model, device="meta", **overrides))
+    with warnings.catch_warnings():  # shipped weights copied onto meta tensors: a no-op torch warns about
+        warnings.simplefilter("ignore", UserWarning)
+        return model_info(resolve_model(model, device="meta", **overrides))
 
 
 def plan_cells(config: BenchConfig, is_memory_model: Callable[[str], bool]) -> list[PlannedCell]:
