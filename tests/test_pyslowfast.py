@@ -121,3 +121,20 @@ def test_memoryless_import_of_detection_style_keys(tmp_path, tree):
     save_pyth(tmp_path / "b.pyth", {"model_state": sd})
     m = load_pyslowfast(t, tmp_path / "b.pyth")
     assert "box_blocks.0.norm1.weight" not in m.state_dict()
+
+
+def test_clip_backbone_configs_go_through_load_pyslowfast(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """One entry point for every official config: ResNet/X3D YAMLs build clip backbones."""
+    from edgemem.models import create_model
+    from edgemem.models.clip_base import ClipBackbone
+
+    cfg = {
+        "MODEL": {"ARCH": "x3d", "MODEL_NAME": "X3D", "NUM_CLASSES": 400},
+        "DATA": {"NUM_FRAMES": 13, "SAMPLING_RATE": 6, "TRAIN_CROP_SIZE": 160},
+        "X3D": {"WIDTH_FACTOR": 2.0, "DEPTH_FACTOR": 2.2, "BOTTLENECK_FACTOR": 2.25, "DIM_C5": 2048},
+    }
+    (tmp_path / "X3D_S.yaml").write_text(yaml.safe_dump(cfg))
+    with torch.device("meta"):
+        model = load_pyslowfast(tmp_path / "X3D_S.yaml")
+        assert isinstance(model, ClipBackbone)
+        assert model.cfg == create_model("x3d_s").cfg

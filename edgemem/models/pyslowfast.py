@@ -18,6 +18,7 @@ import yaml
 from edgemem.errors import CheckpointError, UnsupportedError
 from edgemem.models.mvit import MViT
 from edgemem.models.mvit_config import MemoryConfig, MViTConfig
+from edgemem.models.streaming import StreamingModel
 
 # Official defaults (memvit/config/defaults.py) for every option read here.
 _DEFAULTS: dict[str, Any] = {
@@ -196,8 +197,11 @@ def _ignored_keys(cfg: MViTConfig, tree: Mapping[str, Any]) -> tuple[str, ...]:
 
 def load_pyslowfast(
     config: str | os.PathLike[str] | Mapping[str, Any], checkpoint: str | os.PathLike[str] | None = None
-) -> MViT:
+) -> StreamingModel:
     """Build the official model described by a PySlowFast/MeMViT config; optionally load a ``.pyth``.
+
+    MViT/MeMViT configs build an ``MViT``; ResNet/X3D configs a clip backbone, whose checkpoint may
+    also be a Caffe2 ``.pkl`` or a PyTorchVideo-named ``.pyth`` (see ``clip_checkpoint``).
 
     The checkpoint is read with ``torch.load(weights_only=True)`` and loaded all-or-nothing;
     missing, unexpected and mis-shaped keys are listed in the ``CheckpointError``. Only keys the
@@ -205,8 +209,15 @@ def load_pyslowfast(
     parameters when MEMVIT is disabled) are skipped.
     """
     from edgemem.models.checkpoint import load_state_strict, read_pyth
+    from edgemem.models.clip_checkpoint import load_clip_checkpoint
+    from edgemem.models.clip_config import backbone_from_pyslowfast, is_clip_config
 
     tree, source = _read_tree(config)
+    if is_clip_config(tree):
+        backbone = backbone_from_pyslowfast(tree)
+        if checkpoint is not None:
+            load_clip_checkpoint(backbone, checkpoint)
+        return backbone
     cfg = config_from_pyslowfast(tree)
     model = MViT(cfg, name=None, source=source)
     if checkpoint is not None:
