@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from torch.nn.init import trunc_normal_
 
 from edgemem.contract import TensorSpec
-from edgemem.errors import InputError, UnsupportedError
+from edgemem.errors import UnsupportedError
 from edgemem.models.mvit_attention import MultiScaleBlock, pool_tokens
 from edgemem.models.mvit_config import MemoryConfig, MViTConfig, block_specs, patch_grid
 from edgemem.models.registry import register_family, register_model
@@ -160,7 +160,7 @@ class MViT(StreamingModel):
 
     def forward(self, frames: Tensor) -> Tensor:
         """Logits ``[B, classes]`` of clips ``[B, 3, T, H, W]`` with empty memory."""
-        self._check_frames(frames)
+        self.check_frames(frames)
         return self.forward_head(self.forward_features(frames))
 
     def forward_features(self, frames: Tensor) -> Tensor:
@@ -190,7 +190,7 @@ class MViT(StreamingModel):
         clip is never attended, so (as in the official code) compression gets no gradient.
         Random memory-clip dropping (``memory.mem_drop``) applies in training mode.
         """
-        self._check_frames(frames)
+        self.check_frames(frames)
         if self.cfg.memory is None:
             return self.forward_head(self.norm(self._backbone(frames, None, None)[0])), {}
         b = frames.shape[0]
@@ -240,14 +240,6 @@ class MViT(StreamingModel):
         return card
 
     # ----------------------------------------------------------------- internals
-    def _check_frames(self, frames: Tensor) -> None:
-        c, t, h, w = self.input_shape
-        if not isinstance(frames, Tensor) or frames.dim() != 5 or tuple(frames.shape[1:]) != (c, t, h, w):
-            got = list(frames.shape) if isinstance(frames, Tensor) else type(frames).__name__
-            raise InputError(f"frames must have shape [B, {c}, {t}, {h}, {w}], got {got}")
-        if frames.dtype != torch.float32:
-            raise InputError(f"frames must be float32, got {str(frames.dtype).replace('torch.', '')}")
-
     def _embed(self, frames: Tensor) -> Tensor:
         x = self.patch_embed(frames)
         b = x.shape[0]

@@ -53,14 +53,18 @@ class StreamingModel(nn.Module):
             for s in self.state_specs(batch_size)
         }
 
-    def check_step_inputs(self, frames: Tensor, state: State, reset: Tensor | None) -> None:
-        """Raise InputError/StateError naming what does not match this model."""
+    def check_frames(self, frames: Tensor) -> None:
+        """Raise InputError naming the expected shape/dtype if ``frames`` is not a batch of clips."""
         c, t, h, w = self.input_shape
         if not isinstance(frames, Tensor) or frames.dim() != 5 or tuple(frames.shape[1:]) != (c, t, h, w):
             got = list(frames.shape) if isinstance(frames, Tensor) else type(frames).__name__
             raise InputError(f"frames must have shape [B, {c}, {t}, {h}, {w}], got {got}")
         if frames.dtype != torch.float32:
             raise InputError(f"frames must be float32, got {str(frames.dtype).replace('torch.', '')}")
+
+    def check_step_inputs(self, frames: Tensor, state: State, reset: Tensor | None) -> None:
+        """Raise InputError/StateError naming what does not match this model."""
+        self.check_frames(frames)
         b = frames.shape[0]
         if reset is not None and (reset.dtype != torch.bool or tuple(reset.shape) != (b,)):
             raise InputError(f"reset must be a bool tensor of shape [{b}], got {reset.dtype} {list(reset.shape)}")
