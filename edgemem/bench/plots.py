@@ -1,6 +1,6 @@
 """PNG plots of merged results (matplotlib, no display needed).
 
-``fig3-<memory model>-<device>.png``: latency, peak memory and GFLOPs per step against temporal
+``fig3-<memory model>-<device>.png``: latency, CPU time, peak memory and GFLOPs per step against temporal
 support; the frame-scaled backbone is a line per runtime/precision, the memory model a star per
 runtime/precision at its own temporal support (the MeMViT paper's Fig. 3, measured on a device).
 ``support-<device>.png``: the same three panels for every model measured on a device (a line per
@@ -18,6 +18,7 @@ from edgemem.bench.report import _acc, backbone_of
 
 _PANELS = (
     ("p50 latency per step (ms)", lambda r: r["latency_ms"]["p50"]),
+    ("CPU time per step (ms, all threads)", lambda r: (r.get("cpu_ms") or {}).get("p50")),
     ("peak memory (MiB)", lambda r: r.get("peak_device_mb") or r.get("peak_rss_mb")),
     ("GFLOPs per step", lambda r: r.get("gflops_step")),
 )
@@ -62,7 +63,7 @@ def fig3_plots(results: list[dict[str, Any]], out_dir: Path, pairs: dict[str, st
         base_rows = [r for r in ok if r["model"] == base and str(r.get("device")) == device]
         if not base_rows:
             continue
-        fig, axes = plt.subplots(1, len(_PANELS), figsize=(5 * len(_PANELS), 4))
+        fig, axes = plt.subplots(1, len(_PANELS), figsize=(4.5 * len(_PANELS), 4))
         lines: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
         for r in base_rows:
             lines[(r["runtime"], r["precision"])].append(r)
@@ -167,7 +168,7 @@ def support_plots(results: list[dict[str, Any]], out_dir: Path) -> list[Path]:
         series: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
         for r in rs:
             series[(r["model"], r["runtime"], r["precision"])].append(r)
-        fig, axes = plt.subplots(1, len(_PANELS), figsize=(5 * len(_PANELS), 4))
+        fig, axes = plt.subplots(1, len(_PANELS), figsize=(4.5 * len(_PANELS), 4))
         for ax, (title, get) in zip(axes, _PANELS, strict=True):
             for i, (key, rows) in enumerate(sorted(series.items())):
                 rows = sorted((r for r in rows if get(r) is not None), key=_support)
