@@ -153,6 +153,8 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
     result = empty_result(cell, spec.get("machine") or machine_info(), status="ok")
     support = info["temporal_support"]
     base_frames = info["frames"] // max(1, info.get("frame_scale", 1))
+    # A shipped frame-scaled baseline (e.g. ``mvit_tiny_fs4_cuematch``) has its frame scale built in.
+    result["frame_scale"] = int(info.get("frame_scale") or cell.frame_scale)
     result.update(
         temporal_support={
             "clips": support["clips"],
