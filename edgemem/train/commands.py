@@ -49,8 +49,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--stream-loss",
         choices=("all", "last"),
-        default="all",
-        help="MeMViT: loss on every streamed clip, or on each video's last clip only",
+        default="last",
+        help="MeMViT: loss on each video's last clip only (default), or on every streamed clip",
     )
     p.add_argument("--resume", action="store_true", help="continue RUN from its last checkpoint")
     p.add_argument("--workers", type=int, default=0, help="data loading processes per training process")
