@@ -121,3 +121,7 @@ def test_precision_mapping():
         session_options("ort-cpu", "bf16")
     with pytest.raises(UnsupportedError, match="f32 only"):
         session_options("torch", "int8")
+
+
+def test_a_yaml_model_is_filed_under_its_stem():
+    assert Cell("models_zoo/k400_x3d_s.yaml", "ort-cpu").key == "k400_x3d_s-fs1-ort-cpu-f32-b1"

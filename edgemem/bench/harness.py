@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from edgemem.bench.precisions import PRECISIONS, graph_precision, session_options
-from edgemem.bench.schema import Cell, empty_result, machine_info, write_json_atomic, write_result
+from edgemem.bench.schema import Cell, empty_result, machine_info, model_slug, write_json_atomic, write_result
 from edgemem.bench.stats import derive_rates, merge_repeats
 from edgemem.errors import EdgememError, UnsupportedError
 
@@ -167,7 +167,7 @@ def graph_file(config: BenchConfig, cell: Cell) -> Path:
     gp = graph_precision(cell.runtime, cell.precision)
     ckpt = "-ckpt" if cell.model in config.checkpoints else ""
     assert config.cache is not None
-    return config.cache / f"{cell.model}-fs{cell.frame_scale}-b{cell.batch}-{gp}{ckpt}.onnx"
+    return config.cache / f"{model_slug(cell.model)}-fs{cell.frame_scale}-b{cell.batch}-{gp}{ckpt}.onnx"
 
 
 def prepare_graph(config: BenchConfig, cell: Cell) -> Path:

@@ -61,7 +61,7 @@ class Cell:
 
     @property
     def key(self) -> str:
-        return f"{self.model}-fs{self.frame_scale}-{self.runtime}-{self.precision}-b{self.batch}"
+        return f"{model_slug(self.model)}-fs{self.frame_scale}-{self.runtime}-{self.precision}-b{self.batch}"
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -133,6 +133,12 @@ def machine_info() -> dict[str, Any]:
         "libraries": _versions(),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def model_slug(model: str) -> str:
+    """A model name safe in a file name (a YAML config is named by its stem)."""
+    name = Path(model).stem if model.lower().endswith((".yaml", ".yml")) else model
+    return re.sub(r"[^A-Za-z0-9_.]+", "-", name).strip("-")
 
 
 def _slug(text: str) -> str:
