@@ -36,6 +36,8 @@ def test_bad_requests_are_user_errors():
         BenchConfig(["m"], ["ort-cpu"], ["fp64"])
     with pytest.raises(EdgememError, match="frame scales"):
         BenchConfig(["m"], ["ort-cpu"], frame_scales=[0])
+    with pytest.raises(EdgememError, match="unknown runtime"):
+        BenchConfig(["m"], ["ortcpu"])
     with pytest.raises(EdgememError, match="repeats"):
         BenchConfig(["m"], ["ort-cpu"], repeats=0)
 

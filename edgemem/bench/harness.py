@@ -51,6 +51,11 @@ class BenchConfig:
     max_memory_mb: float | None = None
 
     def __post_init__(self) -> None:
+        from edgemem.runtimes import list_runtimes
+
+        unknown = [r for r in self.runtimes if r not in list_runtimes()]
+        if unknown:
+            raise EdgememError(f"unknown runtime {unknown}; choose from {', '.join(list_runtimes())}")
         bad = [p for p in self.precisions if p not in PRECISIONS]
         if bad:
             raise EdgememError(f"unknown precision {bad}; choose from {', '.join(PRECISIONS)}")
