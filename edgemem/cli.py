@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
         names = {m.name for m in pkgutil.iter_modules([f"{edgemem.__path__[0]}/{pkg}"])}
         if "commands" in names:
             importlib.import_module(f"edgemem.{pkg}.commands").register(sub)
+    importlib.import_module("edgemem.demo").register(sub)
     return parser
 
 
