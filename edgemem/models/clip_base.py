@@ -102,7 +102,7 @@ class ClipBackbone(StreamingModel):
             "mean": list(c.mean),
             "std": list(c.std),
             "num_classes": c.num_classes,
-            "class_names": None,
+            "class_names": self.class_names,
             "frame_scale": c.frame_scale,
             "memory": None,
         }

@@ -91,6 +91,7 @@ class CMModel(StreamingModel):
         bcard = self.backbone.model_card()
         card = dict(bcard)
         card.update(
+            class_names=self.class_names,
             name=self.preset,
             family=self.family,
             source=self.preset or "config",

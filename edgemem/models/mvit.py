@@ -217,7 +217,7 @@ class MViT(StreamingModel):
             "mean": list(cfg.mean),
             "std": list(cfg.std),
             "num_classes": cfg.num_classes,
-            "class_names": None,
+            "class_names": self.class_names,
             "frame_scale": cfg.frame_scale,
             "memory": None,
         }

@@ -81,8 +81,9 @@ def load_zoo(entry: dict[str, Any], **overrides: Any) -> Any:
             raise EdgememError(f"shipped weights '{entry['name']}' were trained with other settings than {bad}")
     model = from_card(card)
     load_state_strict(model, ckpt["model_state"])
-    if card.get("class_names") and hasattr(model, "class_names"):
-        model.class_names = list(card["class_names"])
+    names = card.get("class_names") or (entry.get("dataset") or {}).get("class_names")
+    if names:
+        model.class_names = list(names)
     model.eval()
     return model
 

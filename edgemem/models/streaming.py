@@ -18,8 +18,11 @@ class StreamingModel(nn.Module):
     """A video model that classifies one clip per ``step`` and carries memory in ``state``.
 
     Subclasses define ``input_shape`` (C, T, H, W), ``state_specs(batch)``, ``step`` and
-    ``model_card``. ``forward(frames)`` classifies clips with empty memory.
+    ``model_card``. ``forward(frames)`` classifies clips with empty memory. ``class_names`` (set
+    by whoever knows them: a trainer, a zoo entry) goes into the model card.
     """
+
+    class_names: list[str] | None = None
 
     @property
     @abstractmethod
