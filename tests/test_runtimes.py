@@ -248,3 +248,24 @@ def test_runtimes_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert check("openvino").available == by["openvino"]["available"]
     assert main(["runtimes"]) == 0
     assert "ort-cpu" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(not check("openvino").available, reason="openvino not installed")
+def test_closing_openvino_sessions_in_any_order_keeps_signals_safe(graph: Path) -> None:
+    """Sessions closed first-opened-first (verify, bench and the demo do) must leave the process able to
+    handle signals: OpenVINO's per-Core alternate signal stack once dangled here and SIGCHLD then
+    crashed the process. Run in a child so that a regression fails this test, not the whole suite."""
+    script = f"""
+import gc, signal, subprocess
+from edgemem.runtimes import open_session
+a = open_session({str(graph)!r}, "openvino")
+b = open_session({str(graph)!r}, "openvino-stateful")
+a.close(); del a; gc.collect()
+b.close(); del b; gc.collect()
+signal.signal(signal.SIGCHLD, lambda *_: None)
+for _ in range(5):
+    subprocess.run(["true"], check=True)
+print("signals ok")
+"""
+    p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and "signals ok" in p.stdout, (p.returncode, p.stderr[-500:])

@@ -67,12 +67,12 @@ def _ort_runner(path: Path, device: str, threads: int | None) -> Runner:
 
 
 def _openvino_runner(path: Path, precision: str, threads: int | None) -> Runner:
-    import openvino as ov
+    from edgemem.runtimes.openvino import shared_core
 
     config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": precision}
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
-    compiled = ov.Core().compile_model(str(path), "CPU", config)
+    compiled = shared_core().compile_model(str(path), "CPU", config)
     names = [o.get_any_name() for o in compiled.outputs]
 
     def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -65,7 +65,9 @@ def _openvino() -> str:
         import openvino as ov
     except ImportError:
         raise UnsupportedError("package openvino not installed") from None
-    devices = ov.Core().available_devices
+    from edgemem.runtimes.openvino import shared_core
+
+    devices = shared_core().available_devices
     if "CPU" not in devices:
         raise UnsupportedError(f"OpenVINO has no CPU device (devices: {devices})")
     return f"openvino {ov.get_version().split('-')[0]}, devices {','.join(devices)}"

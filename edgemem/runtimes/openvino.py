@@ -10,6 +10,7 @@ Per-slot resets still go through the graph's ``reset`` input.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,18 @@ def _import_ov() -> Any:
     return openvino
 
 
+@functools.cache
+def shared_core() -> Any:
+    """The process's one ``openvino.Core``.
+
+    OpenVINO's CPU plugin gives the main thread an alternate signal stack per plugin instance and,
+    when instances are destroyed out of creation order, restores one that was already freed: the
+    next signal handled on it (Python installs every handler with SA_ONSTACK: Ctrl-C, SIGCHLD)
+    kills the process with SIGSEGV. One Core per process (OpenVINO's own advice) never destroys one.
+    """
+    return _import_ov().Core()
+
+
 def _compile_config(precision: str, threads: int | None) -> dict[str, str]:
     if precision not in PRECISIONS:
         raise UnsupportedError(f"unknown OpenVINO precision '{precision}'; use one of {sorted(set(PRECISIONS))}")
@@ -42,7 +55,7 @@ def _compile_config(precision: str, threads: int | None) -> dict[str, str]:
 
 def _read_static(ov: Any, info: GraphInfo, batch: int) -> Any:
     """Read the ONNX into an OpenVINO model with every input shape fixed for ``batch``."""
-    core = ov.Core()
+    core = shared_core()
     try:
         model = core.read_model(str(info.path))
     except Exception as e:  # OpenVINO raises RuntimeError subclasses for unreadable graphs
