@@ -1,6 +1,6 @@
 """Results of trained runs: compute per clip and per video, train time, and shipping a run to the zoo.
 
-``python -m edgemem.train.results ship RUN NAME --data DIR`` evaluates RUN's best checkpoint,
+``python -m edgemem.train.results ship RUN NAME --data DIR`` evaluates RUN's last checkpoint,
 writes ``models_zoo/NAME.pyth`` (weights only) and ``models_zoo/NAME.yaml`` (preset, data, metrics,
 sha256, the command that trained it); ``python -m edgemem.train.results table NAME...`` prints the
 markdown rows of docs/TRAINING.md from the zoo cards.
@@ -44,21 +44,22 @@ def compute_cost(card: dict[str, Any], clips_per_video: int) -> dict[str, float]
     return {"gflops_per_clip": per_clip, "gflops_per_video": per_video, "clips_per_video": clips}
 
 
-def train_time_s(run: Path) -> float:
-    """Sum of the epoch times logged in ``metrics.jsonl``."""
-    total = 0.0
+def train_time_s(run: Path, key: str = "epoch_time_s") -> float | None:
+    """Sum over epochs of ``key`` (wall or CPU seconds) in ``metrics.jsonl``; None if not logged."""
+    total, seen = 0.0, False
     for line in (run / "metrics.jsonl").read_text().splitlines():
         rec = json.loads(line)
-        if rec.get("kind") == "epoch":
-            total += float(rec.get("epoch_time_s", 0.0))
-    return total
+        if rec.get("kind") == "epoch" and key in rec:
+            total += float(rec[key])
+            seen = True
+    return round(total, 1) if seen else None
 
 
 def ship(run: Path, name: str, data: Path, command: str, default: bool, views: int | None = None) -> dict[str, Any]:
-    """Evaluate ``run`` and write ``models_zoo/<name>.pyth`` + ``<name>.yaml``."""
+    """Evaluate ``run``'s last checkpoint and write ``models_zoo/<name>.pyth`` + ``<name>.yaml``."""
     from edgemem.train.evaluate import evaluate_checkpoint
 
-    src = resolve_checkpoint(run)
+    src = resolve_checkpoint(run, prefer="last.pyth")
     ckpt = read_pyth(src)
     card = card_of(ckpt, src)
     metrics = evaluate_checkpoint(src, data, "val", views=views)
@@ -96,8 +97,9 @@ def ship(run: Path, name: str, data: Path, command: str, default: bool, views: i
         "training": {
             "command": command,
             "epochs": int(ckpt.get("epoch", 0)),
-            "checkpoint_epoch": int(ckpt.get("epoch", 0)),
-            "train_time_s": round(train_time_s(run), 1),
+            "checkpoint": "last (the final epoch)",
+            "train_time_s": train_time_s(run),
+            "train_cpu_s": train_time_s(run, "epoch_cpu_s"),
             "threads": options.get("threads"),
             "optimizer": options.get("optimizer"),
             "lr": options.get("lr"),
@@ -115,8 +117,8 @@ def table(names: list[str]) -> str:
     """Markdown rows (model, top-1, top-5, GFLOPs/clip, GFLOPs/video, train time) from zoo cards."""
     cards = zoo_cards()
     rows = [
-        "| weights | model | top-1 | top-5 | GFLOPs / clip | GFLOPs / video | train time (1 thread) |",
-        "|---|---|---|---|---|---|---|",
+        "| weights | model | top-1 | top-5 | GFLOPs / clip | GFLOPs / video | train wall time | train CPU time |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for n in names:
         c = cards[n]
@@ -125,7 +127,8 @@ def table(names: list[str]) -> str:
         m, cost, t = c["metrics"], c["cost"], c["training"]
         rows.append(
             f"| `{n}` | {model} | {m['top1']:.3f} | {m['top5']:.3f} | {cost['gflops_per_clip']:.4f} | "
-            f"{cost['gflops_per_video']:.4f} | {t['train_time_s'] / 60:.1f} min |"
+            f"{cost['gflops_per_video']:.4f} | {t['train_time_s'] / 60:.1f} min | "
+            + (f"{t['train_cpu_s'] / 60:.1f} min |" if t.get("train_cpu_s") else "not logged |")
         )
     return "\n".join(rows) + "\n"
 
