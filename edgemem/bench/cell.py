@@ -66,26 +66,11 @@ def peak_rss_mb() -> float:
 
 def _gpu_used_mb() -> float | None:
     """GPU memory nvidia-smi attributes to this process (memory pools keep their peak)."""
-    import shutil
-    import subprocess
+    from edgemem.bench.schema import nvidia_smi_rows
 
-    exe = shutil.which("nvidia-smi")
-    if exe is None:
-        return None
-    try:
-        out = subprocess.run(
-            [exe, "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
-            capture_output=True,
-            text=True,
-            timeout=20,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    for line in out.splitlines():
-        parts = [p.strip() for p in line.split(",")]
-        if len(parts) == 2 and parts[0] == str(os.getpid()):
-            return float(parts[1])
+    for row in nvidia_smi_rows("compute-apps=pid,used_memory"):
+        if len(row) == 2 and row[0] == str(os.getpid()):
+            return float(row[1])
     return None
 
 

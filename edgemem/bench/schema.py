@@ -77,14 +77,14 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _gpus() -> list[dict[str, Any]]:
-    """GPUs that nvidia-smi reports (name, memory); empty without one."""
+def nvidia_smi_rows(query: str) -> list[list[str]]:
+    """Rows of ``nvidia-smi --query-<query> --format=csv,noheader,nounits``; empty without a GPU."""
     exe = shutil.which("nvidia-smi")
     if exe is None:
         return []
     try:
         out = subprocess.run(
-            [exe, "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader,nounits"],
+            [exe, f"--query-{query}", "--format=csv,noheader,nounits"],
             capture_output=True,
             text=True,
             timeout=20,
@@ -92,12 +92,16 @@ def _gpus() -> list[dict[str, Any]]:
         ).stdout
     except (OSError, subprocess.SubprocessError):
         return []
-    gpus = []
-    for line in out.strip().splitlines():
-        parts = [p.strip() for p in line.split(",")]
-        if len(parts) == 3:
-            gpus.append({"name": parts[0], "memory_mb": float(parts[1]), "driver": parts[2]})
-    return gpus
+    return [[p.strip() for p in line.split(",")] for line in out.strip().splitlines()]
+
+
+def _gpus() -> list[dict[str, Any]]:
+    """GPUs that nvidia-smi reports (name, memory); empty without one."""
+    return [
+        {"name": r[0], "memory_mb": float(r[1]), "driver": r[2]}
+        for r in nvidia_smi_rows("gpu=name,memory.total,driver_version")
+        if len(r) == 3
+    ]
 
 
 def _versions() -> dict[str, str]:
