@@ -44,6 +44,20 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
+def _style_support_axis(ax: Any, title: str) -> None:
+    """Log-log axes of a cost against temporal support."""
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("temporal support (s)")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+
+
+def _legend_below(fig: Any, ax: Any) -> None:
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=4, fontsize=8, bbox_to_anchor=(0.5, 0.0))
+
+
 def fig3_plots(results: list[dict[str, Any]], out_dir: Path, pairs: dict[str, str] | None = None) -> list[Path]:
     """One figure per (memory model, device) whose backbone was measured at some frame scale."""
     import matplotlib
@@ -101,13 +115,8 @@ def fig3_plots(results: list[dict[str, Any]], out_dir: Path, pairs: dict[str, st
                         markeredgecolor="black",
                         label=f"{model}, {key[0]} {key[1]}",
                     )
-            ax.set_xscale("log", base=2)
-            ax.set_yscale("log")
-            ax.set_xlabel("temporal support (s)")
-            ax.set_title(title)
-            ax.grid(True, which="both", alpha=0.3)
-        handles, labels = axes[0].get_legend_handles_labels()
-        fig.legend(handles, labels, loc="upper center", ncol=4, fontsize=8, bbox_to_anchor=(0.5, 0.0))
+            _style_support_axis(ax, title)
+        _legend_below(fig, axes[0])
         fig.suptitle(f"{model} (memory) vs {base} (frame-scaling) on {device}")
         written.append(_save(fig, out_dir / f"fig3-{model}-{device}.png"))
         plt.close(fig)
@@ -183,13 +192,8 @@ def support_plots(results: list[dict[str, Any]], out_dir: Path) -> list[Path]:
                     color=f"C{i % 10}",
                     label=" ".join(key),
                 )
-            ax.set_xscale("log", base=2)
-            ax.set_yscale("log")
-            ax.set_xlabel("temporal support (s)")
-            ax.set_title(title)
-            ax.grid(True, which="both", alpha=0.3)
-        handles, labels = axes[0].get_legend_handles_labels()
-        fig.legend(handles, labels, loc="upper center", ncol=4, fontsize=8, bbox_to_anchor=(0.5, 0.0))
+            _style_support_axis(ax, title)
+        _legend_below(fig, axes[0])
         fig.suptitle(f"cost against temporal support on {device}")
         written.append(_save(fig, out_dir / f"support-{device}.png"))
         plt.close(fig)

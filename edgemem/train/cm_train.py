@@ -14,13 +14,12 @@ clip-level checkpoint of the backbone (see :mod:`edgemem.train.init_weights`).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 from torch import Tensor, nn
 
 from edgemem.data.datasets import MultiClipDataset
-from edgemem.train.recipes import RecipeBase
+from edgemem.train.recipes import ShuffledRecipe
 
 
 def cm_clip_logits(model: nn.Module, clips: Tensor, two_scan: bool = True) -> Tensor:
@@ -28,7 +27,7 @@ def cm_clip_logits(model: nn.Module, clips: Tensor, two_scan: bool = True) -> Te
     return model.two_scan(clips) if two_scan else model(clips)
 
 
-class CMRecipe(RecipeBase):
+class CMRecipe(ShuffledRecipe):
     family = "cm"
 
     def __init__(self, *args: Any, **kw: Any) -> None:
@@ -37,14 +36,6 @@ class CMRecipe(RecipeBase):
         self.alpha = float(self.model.alpha)
         self.multi_iteration = bool(self.options.get("multi_iteration"))
         self.ds = MultiClipDataset(self.train_items, self.geometry, self.clips, train=True, seed=self.seed)
-
-    def steps_per_epoch(self, epoch: int) -> int:
-        return len(self._sampler(self.ds, epoch)) // self.batch_size
-
-    def batches(self, epoch: int) -> Iterator[dict[str, Any]]:
-        for batch in self._loader(self.ds, epoch):
-            self.tally.update(batch)
-            yield batch
 
     def loss(self, model: nn.Module, batch: dict[str, Any], epoch: int) -> tuple[Tensor, dict[str, float]]:
         dev = self.info.device

@@ -89,12 +89,10 @@ class RecipeBase:
         )
 
 
-class ClipRecipe(RecipeBase):
-    """Clip-level training: one random, augmented clip per video and step slot."""
+class ShuffledRecipe(RecipeBase):
+    """A recipe whose batches are drawn, shuffled per epoch, from the dataset ``self.ds`` its subclass builds."""
 
-    def __init__(self, *args: Any, **kw: Any) -> None:
-        super().__init__(*args, **kw)
-        self.ds = ClipDataset(self.train_items, self.geometry, train=True, seed=self.seed)
+    ds: Any
 
     def steps_per_epoch(self, epoch: int) -> int:
         return len(self._sampler(self.ds, epoch)) // self.batch_size
@@ -103,6 +101,14 @@ class ClipRecipe(RecipeBase):
         for batch in self._loader(self.ds, epoch):
             self.tally.update(batch)
             yield batch
+
+
+class ClipRecipe(ShuffledRecipe):
+    """Clip-level training: one random, augmented clip per video and step slot."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.ds = ClipDataset(self.train_items, self.geometry, train=True, seed=self.seed)
 
     def loss(self, model: nn.Module, batch: dict[str, Any], epoch: int) -> tuple[Tensor, dict[str, float]]:
         dev = self.info.device
