@@ -49,6 +49,7 @@ def _demo(args: argparse.Namespace, work: Path, console: Any) -> int:
     from edgemem.export.onnx import to_onnx
     from edgemem.models.pretrained import default_entry, zoo_cards
 
+    runtimes = _runtimes(args.runtimes)  # a bad --runtimes fails before any work
     entry = zoo_cards().get(args.model) or default_entry(args.model)
     console.rule(f"[bold]edgemem demo[/] — {entry['name']} ({entry['preset']})")
     model, task_name = _load(entry)
@@ -62,7 +63,7 @@ def _demo(args: argparse.Namespace, work: Path, console: Any) -> int:
     console.print("3. verified against PyTorch:\n" + result.report.format())
 
     rows = []
-    for runtime in _runtimes(args.runtimes):
+    for runtime in runtimes:
         rows.append((runtime, _stream(graph if runtime != "torch" else model, runtime, videos)))
     console.print(f"4. streamed through {', '.join(r for r, _ in rows)}")
     _print_results(console, rows, videos, model.model_card())

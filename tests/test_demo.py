@@ -1,0 +1,23 @@
+"""`edgemem demo`, the README's main job, end to end on the shipped weights."""
+
+from __future__ import annotations
+
+import pytest
+
+from edgemem.cli import main
+from edgemem.models.pretrained import zoo_cards
+
+
+@pytest.mark.skipif(
+    not any(c["preset"] == "memvit_tiny" for c in zoo_cards().values()), reason="no shipped memvit_tiny"
+)
+def test_demo_exports_verifies_and_predicts_every_video(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    assert main(["demo", "--videos", "2", "--runtimes", "ort-cpu", "--workdir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "PASSED" in out and "every runtime predicted every video right" in out
+    assert len(list((tmp_path / "videos").glob("*.mp4"))) == 2 and list(tmp_path.glob("*.onnx"))
+
+
+def test_demo_refuses_unknown_runtimes(capsys) -> None:  # type: ignore[no-untyped-def]
+    assert main(["demo", "--runtimes", "no-such-runtime"]) == 2
+    assert "cannot run no-such-runtime" in capsys.readouterr().err
