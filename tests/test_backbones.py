@@ -118,12 +118,18 @@ def test_pyslowfast_yaml_configs(tmp_path) -> None:  # type: ignore[no-untyped-d
         "MODEL": {"ARCH": "x3d", "MODEL_NAME": "X3D", "NUM_CLASSES": 400},
         "DATA": {"NUM_FRAMES": 13, "SAMPLING_RATE": 6, "TRAIN_CROP_SIZE": 160},
         "X3D": {"WIDTH_FACTOR": 2.0, "DEPTH_FACTOR": 2.2, "BOTTLENECK_FACTOR": 2.25, "DIM_C5": 2048},
+        "RESNET": {"ZERO_INIT_FINAL_BN": True},
     }
     (tmp_path / "X3D_S.yaml").write_text(yaml.safe_dump(x3d_s))
     with torch.device("meta"):
         assert backbone_from_pyslowfast(tmp_path / "X3D_S.yaml").cfg == create_model("x3d_s").cfg
         r101 = {"MODEL": {"ARCH": "slow", "MODEL_NAME": "ResNet"}, "RESNET": {"DEPTH": 101}}
         m = backbone_from_pyslowfast(r101)
+        assert create_model("slow_r50_8x8").cfg.zero_init_final_bn  # as the Kinetics configs
+    assert not m.cfg.zero_init_final_bn  # PySlowFast's default
+    for zero in (False, True):  # RESNET.ZERO_INIT_FINAL_BN: each residual branch's final BN starts at 0
+        final_bn = create_model("slow_tiny", zero_init_final_bn=zero).s5.pathway0_res0.branch2.b_bn
+        assert float(final_bn.weight.abs().max()) == (0.0 if zero else 1.0)
     # PySlowFast's default NUM_BLOCK_TEMP_KERNEL: only the first 6 of res4's 23 blocks are temporal
     assert m.s4.pathway0_res5.branch2.a.kernel_size == (3, 1, 1)
     assert m.s4.pathway0_res6.branch2.a.kernel_size == (1, 1, 1)

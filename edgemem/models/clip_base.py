@@ -26,15 +26,17 @@ def from_tokens(tokens: Tensor, like: Tensor) -> Tensor:
     return tokens.transpose(1, 2).reshape(like.shape)
 
 
-def init_conv_bn(module: nn.Module) -> None:
-    """PySlowFast-style init: He (fan-out) convs, unit BN (zero for ``transform_final_bn``), N(0, 0.01) heads."""
+def init_conv_bn(module: nn.Module, zero_init_final_bn: bool = False) -> None:
+    """PySlowFast-style init: He (fan-out) convs, unit BN, N(0, 0.01) heads; with ``zero_init_final_bn``
+    (``RESNET.ZERO_INIT_FINAL_BN``) each residual branch's final BN starts at 0 (the block = its shortcut)."""
     for m in module.modules():
         if isinstance(m, nn.Conv3d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, nn.BatchNorm3d):
-            nn.init.constant_(m.weight, 0.0 if getattr(m, "transform_final_bn", False) else 1.0)
+            zero = zero_init_final_bn and getattr(m, "transform_final_bn", False)
+            nn.init.constant_(m.weight, 0.0 if zero else 1.0)
             nn.init.zeros_(m.bias)
         elif isinstance(m, nn.Linear):
             nn.init.normal_(m.weight, std=0.01)

@@ -31,6 +31,7 @@ _DEFAULTS: dict[str, Any] = {
     "DATA.MEAN": list(KINETICS_MEAN),
     "DATA.STD": list(KINETICS_STD),
     "RESNET.DEPTH": 50,
+    "RESNET.ZERO_INIT_FINAL_BN": False,
     "RESNET.WIDTH_PER_GROUP": 64,
     "RESNET.NUM_GROUPS": 1,
     "RESNET.TRANS_FUNC": "bottleneck_transform",
@@ -76,6 +77,7 @@ def _common(tree: Mapping[str, Any]) -> dict[str, Any]:
         target_fps=int(_get(tree, "DATA.TARGET_FPS")),
         mean=tuple(float(x) for x in _get(tree, "DATA.MEAN")),
         std=tuple(float(x) for x in _get(tree, "DATA.STD")),
+        zero_init_final_bn=bool(_get(tree, "RESNET.ZERO_INIT_FINAL_BN")),
     )
 
 

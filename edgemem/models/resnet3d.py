@@ -60,6 +60,7 @@ class ResNetConfig:
     mean: tuple[float, float, float] = KINETICS_MEAN
     std: tuple[float, float, float] = KINETICS_STD
     frame_scale: int = 1
+    zero_init_final_bn: bool = False  # RESNET.ZERO_INIT_FINAL_BN (initialisation only)
 
     def __post_init__(self) -> None:
         if self.arch not in TEMPORAL_KERNELS:
@@ -93,7 +94,7 @@ def _conv(cin: int, cout: int, k: tuple[int, int, int], s: tuple[int, int, int] 
 
 def _final_bn(c: int) -> nn.BatchNorm3d:
     bn = nn.BatchNorm3d(c)
-    bn.transform_final_bn = True  # zero-initialised: the block starts as identity
+    bn.transform_final_bn = True  # zero-initialised with RESNET.ZERO_INIT_FINAL_BN
     return bn
 
 
@@ -262,7 +263,7 @@ class ResNet3D(ClipBackbone):
             cin = cout
         self._dim = cin
         self.head = ResNetHead(cin, cfg.num_classes, cfg.dropout)
-        init_conv_bn(self)
+        init_conv_bn(self, cfg.zero_init_final_bn)
 
     @property
     def feature_dim(self) -> int:
@@ -286,7 +287,11 @@ def _build(name: str, defaults: dict[str, Any], overrides: dict[str, Any]) -> Re
     return ResNet3D(ResNetConfig(**{**defaults, **overrides}), preset=name)
 
 
-SLOW_R50_8X8: dict[str, Any] = dict(arch="slow", depth=50, frames=8, sampling_rate=8, crop_size=224)
+# The official Kinetics configs set RESNET.ZERO_INIT_FINAL_BN: True; the tiny presets keep PySlowFast's
+# default (False): at 32x32 the last stage's strided shortcut reads one position of a 2x2 map.
+SLOW_R50_8X8: dict[str, Any] = dict(
+    arch="slow", depth=50, frames=8, sampling_rate=8, crop_size=224, zero_init_final_bn=True
+)
 SLOW_TINY: dict[str, Any] = dict(
     arch="slow",
     depth=18,

@@ -48,6 +48,7 @@ class X3DConfig:
     mean: tuple[float, float, float] = KINETICS_MEAN
     std: tuple[float, float, float] = KINETICS_STD
     frame_scale: int = 1
+    zero_init_final_bn: bool = False  # RESNET.ZERO_INIT_FINAL_BN (initialisation only)
 
     def __post_init__(self) -> None:
         if self.frame_scale < 1:
@@ -193,7 +194,7 @@ class X3D(ClipBackbone):
             cin = cout
         self._dim = cin
         self.head = X3DHead(cin, inner, cfg.dim_c5, cfg.num_classes, cfg.dropout)
-        init_conv_bn(self)
+        init_conv_bn(self, cfg.zero_init_final_bn)
 
     @property
     def feature_dim(self) -> int:
@@ -219,7 +220,8 @@ X3D_PRESETS: dict[str, dict[str, Any]] = {
 
 
 def _build(name: str, kw: dict[str, Any]) -> X3D:
-    return X3D(X3DConfig(**{**X3D_PRESETS[name], **kw}), preset=name)
+    # The official X3D configs set RESNET.ZERO_INIT_FINAL_BN: True.
+    return X3D(X3DConfig(**{**X3D_PRESETS[name], "zero_init_final_bn": True, **kw}), preset=name)
 
 
 @register_model
