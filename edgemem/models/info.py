@@ -55,6 +55,11 @@ def state_bytes(model: StreamingModel) -> dict[str, Any]:
     return {"total": sum(per_tensor.values()), "per_layer": dict(per_layer), "per_tensor": per_tensor}
 
 
+def _sig(x: float, digits: int = 4) -> float:
+    """``x`` to ``digits`` significant digits (tiny presets run at ~0.01 GFLOPs, K400 models at ~100)."""
+    return float(f"{x:.{digits}g}")
+
+
 def model_info(model: StreamingModel) -> dict[str, Any]:
     """Everything ``edgemem info`` prints, as a JSON-serialisable dict. ``model`` may live on meta."""
     card = model.model_card()
@@ -75,8 +80,8 @@ def model_info(model: StreamingModel) -> dict[str, Any]:
         "frame_scale": card.get("frame_scale", 1),
         "num_classes": card["num_classes"],
         "clip_seconds": round(clip_seconds(card), 4),
-        "gflops_step": round(step_gflops, 3),
-        "gflops_first_step": round(first_gflops, 3),
+        "gflops_step": _sig(step_gflops),
+        "gflops_first_step": _sig(first_gflops),
         "memory": card.get("memory"),
         "temporal_support": temporal_support(card),
         "state_bytes": state_bytes(model),
