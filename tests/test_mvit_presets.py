@@ -197,3 +197,17 @@ def test_train_step_gap_sampler_leaves_compression_untrained():
         logits.sum().backward()
     w = m.blocks[0].attn.compress_k.weight
     assert w.grad is None or w.grad.abs().sum() == 0
+
+
+def test_init_std_official_or_width_scaled():
+    """Full-size presets keep the official trunc-normal(0.02); tiny ones scale to the layer width
+    (Xavier), without which a 16-channel MViT starts near-degenerate and training plateaus."""
+    assert _meta("memvit16_16x4").cfg.init_std == 0.02
+    torch.manual_seed(0)
+    tiny = create_model("mvit_tiny")
+    assert tiny.cfg.init_std is None
+    fc1 = tiny.blocks[0].mlp.fc1.weight  # 16 -> 64: Xavier std = sqrt(2 / 80) = 0.158
+    assert 0.12 < float(fc1.std()) < 0.2
+    official = MViT(tiny.cfg.replace(init_std=0.02))
+    assert 0.015 < float(official.blocks[0].mlp.fc1.weight.std()) < 0.025
+    assert from_card(tiny.model_card()).cfg.init_std is None

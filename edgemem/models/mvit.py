@@ -97,7 +97,10 @@ class MViT(StreamingModel):
                 trunc_normal_(p, std=0.02)
         for m in self.modules():
             if isinstance(m, nn.Linear):
-                trunc_normal_(m.weight, std=0.02)
+                if self.cfg.init_std is None:
+                    nn.init.xavier_uniform_(m.weight)
+                else:
+                    trunc_normal_(m.weight, std=self.cfg.init_std)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
             elif isinstance(m, nn.LayerNorm):
@@ -341,6 +344,7 @@ def _tiny(memory: MemoryConfig | None, kw: dict[str, Any]) -> MViTConfig:
         pool_q_stride=((0, 1, 1, 1), (1, 1, 1, 1), (2, 1, 2, 2), (3, 1, 1, 1)),
         pool_kv_stride_adaptive=(1, 2, 2),
         pool_kvq_kernel=(3, 3, 3),
+        init_std=None,
         sampling_rate=2,
         target_fps=30,
         memory=memory,
@@ -404,8 +408,11 @@ def _build(name: str, cfg: MViTConfig) -> MViT:
 
 @register_model
 def memvit_tiny(**kw: Any) -> MViT:
-    """Tiny MeMViT for tests/CPU training: 8x32^2, 4 blocks, 3 memory clips in blocks 0 and 2."""
-    mem = MemoryConfig(attn_max_len=4, sampler="all", exclude_layers=(1, 3))
+    """Tiny MeMViT for tests/CPU training: 8x32^2, 4 blocks, 3 memory clips in blocks 0 and 2, compressed
+    5x3x3 / 4x2x2 (1.06x the memory-less step)."""
+    mem = MemoryConfig(
+        attn_max_len=4, sampler="all", exclude_layers=(1, 3), compress_kernel=(5, 3, 3), compress_stride=(4, 2, 2)
+    )
     return _build("memvit_tiny", _tiny(mem, kw))
 
 

@@ -93,6 +93,10 @@ class MViTConfig:
     dim_mul_in_att: bool = True
     drop_path_rate: float = 0.0
     head_dropout: float = 0.0
+    # Linear weights at initialisation: trunc-normal with this std (official: 0.02), or None for
+    # Xavier-uniform, scaled to each layer's width (the tiny presets: at 16-32 channels std 0.02
+    # starts the network near-degenerate and training sits on a long plateau).
+    init_std: float | None = 0.02
     frame_scale: int = 1
     memory: MemoryConfig | None = None
     # Data (not architecture): how clips are sampled and normalised.
