@@ -44,6 +44,7 @@ def _metrics(run: Path) -> list[dict]:
         ("slow_tiny", ["--optimizer", "sgd"]),
         ("cm_slow_tiny", ["--clips-per-video", "3", "--alpha", "0.5"]),
         ("cm_slow_tiny", ["--clips-per-video", "2", "--multi-iteration"]),
+        ("cm_slow_tiny", ["--clips-per-video", "2", "--no-batch-reduction"]),
     ],
 )
 def test_train_each_family_end_to_end(data: Path, tmp_path: Path, model: str, extra: list[str], capsys) -> None:
@@ -59,6 +60,8 @@ def test_train_each_family_end_to_end(data: Path, tmp_path: Path, model: str, ex
     epochs = [m for m in _metrics(run) if m["kind"] == "epoch"]
     assert len(epochs) == 1 and "val_top1" in epochs[0] and epochs[0]["train_loss"] > 0
     config = json.loads((run / "config.json").read_text())
+    if model == "cm_slow_tiny":
+        assert config["model_card"]["config"]["batch_reduction"] == ("--no-batch-reduction" not in extra)
     if model == "memvit_tiny":  # the defaults docs/TRAINING.md documents for long-range tasks
         assert config["options"]["stream_loss"] == "last" and config["options"]["batch_size"] == 2
     assert config["model_card"]["num_classes"] == 2 and config["model_card"]["class_names"] == ["different", "same"]

@@ -32,6 +32,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--alpha", type=float, default=1.0, help="CM: weight of the video-level loss")
     p.add_argument("--multi-iteration", action="store_true", help="CM: two-scan training, one clip at a time")
     p.add_argument(
+        "--no-batch-reduction",
+        action="store_true",
+        help="CM: batch-norm over all clips of the batch together (default: one clip index per BN batch)",
+    )
+    p.add_argument(
         "--curriculum",
         type=float,
         default=None,
