@@ -23,6 +23,17 @@ def _layer_norm(dim: int) -> nn.LayerNorm:
     return nn.LayerNorm(dim, eps=_EPS)
 
 
+def _rel_dot(rq: Tensor, table: Tensor, axis: int) -> Tensor:
+    """``einsum("bntyxd,?kd->bntyxk")`` with ``?`` the query grid ``axis`` (2: t, 3: y, 4: x), as one
+    batched MatMul over that axis (ONNX Runtime's Einsum kernel took 11% of a MeMViT-16 step here).
+
+    ``rq`` [B, heads, T, H, W, D] queries, ``table`` [len(axis), K, D] -> [B, heads, T, H, W, K].
+    """
+    moved = rq.movedim(axis, 0)  # [A, ..., D]
+    out = moved.reshape(moved.shape[0], -1, rq.shape[-1]) @ table.transpose(1, 2)  # [A, rest, K]
+    return out.reshape(*moved.shape[:-1], table.shape[1]).movedim(0, axis)
+
+
 def pool_tokens(
     x: Tensor, thw: tuple[int, int, int], pool: nn.Module, folds: int, cls: bool, norm: nn.Module | None
 ) -> Tensor:
@@ -171,24 +182,18 @@ class MultiScaleAttention(nn.Module):
         if self.rel_sp:
             rh = self._table(self.rel_pos_h, self.interp_sp_h, self.idx_sp_h)
             rw = self._table(self.rel_pos_w, self.interp_sp_w, self.idx_sp_w)
-            bias = (
-                torch.einsum("bntyxd,ykd->bntyxk", rq, rh)[..., None, :, None]
-                + torch.einsum("bntyxd,xkd->bntyxk", rq, rw)[..., None, None, :]
-            )
+            bias = _rel_dot(rq, rh, 3)[..., None, :, None] + _rel_dot(rq, rw, 4)[..., None, None, :]
             if with_memory:
                 rh = self._table(self.rel_pos_mem_h, self.interp_msp_h, self.idx_msp_h)
                 rw = self._table(self.rel_pos_mem_w, self.interp_msp_w, self.idx_msp_w)
-                mbias = (
-                    torch.einsum("bntyxd,ykd->bntyxk", rq, rh)[..., None, None, :, None]
-                    + torch.einsum("bntyxd,xkd->bntyxk", rq, rw)[..., None, None, None, :]
-                )
+                mbias = _rel_dot(rq, rh, 3)[..., None, None, :, None] + _rel_dot(rq, rw, 4)[..., None, None, None, :]
         if self.rel_t:
             rt = self.rel_pos_t[self.idx_t]
-            bias = bias + torch.einsum("bntyxd,tkd->bntyxk", rq, rt)[..., :, None, None]
+            bias = bias + _rel_dot(rq, rt, 2)[..., :, None, None]
             if with_memory:
                 rt = self.rel_pos_mem_t[self.idx_mt]
                 mt = self.spec.mem_thw[0]  # type: ignore[index]
-                rel = torch.einsum("bntyxd,tkd->bntyxk", rq, rt).reshape(b, nh, qt, qh, qw, self.mem_clips, mt)
+                rel = _rel_dot(rq, rt, 2).reshape(b, nh, qt, qh, qw, self.mem_clips, mt)
                 mbias = mbias + rel[..., None, None]
         lq = qt * qh * qw
         bias = bias.expand(b, nh, qt, qh, qw, kt, kh, kw).reshape(b, nh, lq, kt * kh * kw)
