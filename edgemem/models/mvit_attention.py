@@ -23,15 +23,22 @@ def _layer_norm(dim: int) -> nn.LayerNorm:
     return nn.LayerNorm(dim, eps=_EPS)
 
 
+_MASKED = 1e9  # logit offset of an invalid memory key: exp underflows to exactly 0
+
+
 def _rel_dot(rq: Tensor, table: Tensor, axis: int) -> Tensor:
     """``einsum("bntyxd,?kd->bntyxk")`` with ``?`` the query grid ``axis`` (2: t, 3: y, 4: x), as one
-    batched MatMul over that axis (ONNX Runtime's Einsum kernel took 11% of a MeMViT-16 step here).
+    broadcast MatMul (ONNX Runtime's Einsum kernel took 11% of a MeMViT-16 step here). No reshapes:
+    onnxscript's default rewriter miscomputes a movedim/reshape/MatMul version of this.
 
     ``rq`` [B, heads, T, H, W, D] queries, ``table`` [len(axis), K, D] -> [B, heads, T, H, W, K].
     """
-    moved = rq.movedim(axis, 0)  # [A, ..., D]
-    out = moved.reshape(moved.shape[0], -1, rq.shape[-1]) @ table.transpose(1, 2)  # [A, rest, K]
-    return out.reshape(*moved.shape[:-1], table.shape[1]).movedim(0, axis)
+    tab = table.transpose(1, 2)  # [A, D, K]; rq's matrices are [W, D] with batch dims [B, heads, T, H]
+    if axis == 2:
+        return rq @ tab[:, None]
+    if axis == 3:
+        return rq @ tab
+    return (rq.transpose(3, 4) @ tab).transpose(3, 4)
 
 
 def pool_tokens(
@@ -125,6 +132,10 @@ class MultiScaleAttention(nn.Module):
                     stride = mem.compress_stride[0] if mem.compress else 1
                     idx = memory_temporal_indices(q_thw[0], spec.mem_thw[0], mem.num_attended, stride, n_mem_t)
                     self.register_buffer("idx_mt", idx, persistent=False)
+        if self.rel_sp or self.rel_t:
+            self.register_buffer("key_codes", self._key_codes(False), persistent=False)
+            if self.uses_memory:
+                self.register_buffer("key_codes_mem", self._key_codes(True), persistent=False)
         for name in ("rel_pos_h", "rel_pos_w", "rel_pos_mem_h", "rel_pos_mem_w", "rel_pos_t", "rel_pos_mem_t"):
             p = getattr(self, name, None)
             if isinstance(p, nn.Parameter):
@@ -170,45 +181,55 @@ class MultiScaleAttention(nn.Module):
         norm = self.norm_compress_k if which == "k" else self.norm_compress_v
         return pool_tokens(raw, self.spec.kv_thw, conv, 1, self.cls, norm)
 
-    def _rel_bias(self, q: Tensor, with_memory: bool) -> Tensor:
-        """Additive relative-position bias ``[B, heads, N_q, (M * N_mem) + N_kv]`` (zero on cls rows/cols)."""
+    def _key_codes(self, with_memory: bool) -> Tensor:
+        """Constant ``[N_keys, U]`` one-hot codes of each key's position: with the per-query terms of
+        :meth:`_query_terms` (same column order), ``terms @ codes.T`` is the decomposed
+        relative-position bias of every (query, key) pair; cls keys have no code."""
+        blocks = [(1, *self.spec.kv_thw)]  # (clips, t, h, w) in column order: current keys, then memory
+        if with_memory:
+            assert self.spec.mem_thw is not None
+            blocks.append((self.mem_clips, *self.spec.mem_thw))
+        widths = [(h + w if self.rel_sp else 0) + (n * t if self.rel_t else 0) for n, t, h, w in blocks]
+        codes, col = [], 0
+        for (n, t, h, w), width in zip(blocks, widths, strict=True):
+            c = torch.zeros(n, int(self.cls) + t * h * w, sum(widths))
+            ci, ti, hi, wi = (x.reshape(n, -1) for x in torch.meshgrid(*map(torch.arange, (n, t, h, w)), indexing="ij"))
+            rows = torch.arange(int(self.cls), int(self.cls) + t * h * w).expand(n, -1)
+            at = col
+            if self.rel_sp:
+                c[ci, rows, at + hi] = 1.0
+                c[ci, rows, at + h + wi] = 1.0
+                at += h + w
+            if self.rel_t:
+                c[ci, rows, at + ci * t + ti] = 1.0
+            codes.append(c.reshape(-1, c.shape[-1]))
+            col += width
+        return torch.cat(codes[::-1], dim=0)  # memory keys first, as the keys are concatenated
+
+    def _query_terms(self, q: Tensor, with_memory: bool) -> Tensor:
+        """``[B, heads, N_q, U]``: each query's dot products with the relative-position table rows its
+        keys use (zero for the cls query), the column order of :meth:`_key_codes`."""
         b, nh, _, d = q.shape
         qt, qh, qw = self.spec.q_thw
-        kt, kh, kw = self.spec.kv_thw
         s = 1 if self.cls else 0
         rq = q[:, :, s:].reshape(b, nh, qt, qh, qw, d)
-        bias = rq.new_zeros(())
-        mbias = rq.new_zeros(())
-        if self.rel_sp:
-            rh = self._table(self.rel_pos_h, self.interp_sp_h, self.idx_sp_h)
-            rw = self._table(self.rel_pos_w, self.interp_sp_w, self.idx_sp_w)
-            bias = _rel_dot(rq, rh, 3)[..., None, :, None] + _rel_dot(rq, rw, 4)[..., None, None, :]
-            if with_memory:
-                rh = self._table(self.rel_pos_mem_h, self.interp_msp_h, self.idx_msp_h)
-                rw = self._table(self.rel_pos_mem_w, self.interp_msp_w, self.idx_msp_w)
-                mbias = _rel_dot(rq, rh, 3)[..., None, None, :, None] + _rel_dot(rq, rw, 4)[..., None, None, None, :]
-        if self.rel_t:
-            rt = self.rel_pos_t[self.idx_t]
-            bias = bias + _rel_dot(rq, rt, 2)[..., :, None, None]
-            if with_memory:
-                rt = self.rel_pos_mem_t[self.idx_mt]
-                mt = self.spec.mem_thw[0]  # type: ignore[index]
-                rel = _rel_dot(rq, rt, 2).reshape(b, nh, qt, qh, qw, self.mem_clips, mt)
-                mbias = mbias + rel[..., None, None]
-        lq = qt * qh * qw
-        bias = bias.expand(b, nh, qt, qh, qw, kt, kh, kw).reshape(b, nh, lq, kt * kh * kw)
-        if s:
-            bias = F.pad(bias, (1, 0))
+        terms = []
+        tables = [("sp", "rel_pos_h", "rel_pos_w", "rel_pos_t", "idx_t")]
         if with_memory:
-            mt, mh, mw = self.spec.mem_thw  # type: ignore[misc]
-            n_clips = self.mem_clips
-            mbias = mbias.expand(b, nh, qt, qh, qw, n_clips, mt, mh, mw).reshape(b, nh, lq, n_clips, mt * mh * mw)
-            if s:
-                mbias = F.pad(mbias, (1, 0))
-            bias = torch.cat((mbias.reshape(b, nh, lq, -1), bias), dim=-1)
-        if s:
-            bias = F.pad(bias, (0, 0, 1, 0))
-        return bias
+            tables.append(("msp", "rel_pos_mem_h", "rel_pos_mem_w", "rel_pos_mem_t", "idx_mt"))
+        for prefix, th, tw, tt, it in tables:
+            if self.rel_sp:
+                rh = self._table(
+                    getattr(self, th), getattr(self, f"interp_{prefix}_h"), getattr(self, f"idx_{prefix}_h")
+                )
+                rw = self._table(
+                    getattr(self, tw), getattr(self, f"interp_{prefix}_w"), getattr(self, f"idx_{prefix}_w")
+                )
+                terms += [_rel_dot(rq, rh, 3), _rel_dot(rq, rw, 4)]
+            if self.rel_t:
+                terms.append(_rel_dot(rq, getattr(self, tt)[getattr(self, it)], 2))
+        out = torch.cat(terms, dim=-1).reshape(b, nh, qt * qh * qw, -1)
+        return F.pad(out, (0, 0, 1, 0)) if s else out
 
     def forward(
         self, x: Tensor, mem_k: Tensor | None = None, mem_v: Tensor | None = None, mem_ok: Tensor | None = None
@@ -236,14 +257,25 @@ class MultiScaleAttention(nn.Module):
         q = self.q(qx).reshape(b, qx.shape[1], nh, -1).transpose(1, 2)
         k = self.k(k_in).reshape(b, k_in.shape[1], nh, -1).transpose(1, 2)
         v = self.v(v_in).reshape(b, v_in.shape[1], nh, -1).transpose(1, 2)
-        attn = (q @ k.transpose(-2, -1)) * self.scale
+        # One GEMM for q.k, the relative-position bias and the memory mask: queries are extended
+        # with their table terms (and a 1), keys with their position codes (and 0 / -1e9 for
+        # invalid memory), so no [N_q, N_k] bias tensor is ever built.
+        qx_ = [q * self.scale]
+        kx_ = [k]
         if self.rel_sp or self.rel_t:
-            attn = attn + self._rel_bias(q, with_memory)
+            codes = self.key_codes_mem if with_memory else self.key_codes
+            qx_.append(self._query_terms(q, with_memory).to(q.dtype))
+            kx_.append(codes.to(k.dtype).expand(b, nh, -1, -1))
         if with_memory:
             ok = torch.cat(
                 (mem_ok[:, :, None].expand(b, m, nm).reshape(b, m * nm), mem_ok.new_ones((b, kx.shape[1]))), dim=1
             )
-            attn = torch.where(ok[:, None, None, :], attn, torch.finfo(attn.dtype).min)
+            qx_.append(q.new_ones((*q.shape[:3], 1)))
+            kx_.append(((ok.to(k.dtype) - 1.0) * _MASKED)[:, None, :, None].expand(b, nh, -1, 1))
+        if len(qx_) > 1:
+            attn = torch.cat(qx_, dim=-1) @ torch.cat(kx_, dim=-1).transpose(-2, -1)
+        else:
+            attn = qx_[0] @ k.transpose(-2, -1)
         attn = attn.softmax(dim=-1)
         out = attn @ v
         if self.conv_q == 1:
