@@ -26,6 +26,14 @@ def _layer_norm(dim: int) -> nn.LayerNorm:
 _MASKED = 1e9  # logit offset of an invalid memory key: exp underflows to exactly 0
 
 
+def _valid_keys(mem_ok: Tensor, n_keys: int, n_kv: int) -> Tensor:
+    """``[B, n_keys]`` validity of the keys: each memory clip's tokens (``mem_ok`` [B, M]), then the
+    ``n_kv`` current keys (always valid)."""
+    b, m = mem_ok.shape
+    per_clip = (n_keys - n_kv) // m
+    return torch.cat((mem_ok.repeat_interleave(per_clip, dim=1), mem_ok.new_ones((b, n_kv))), dim=1)
+
+
 def _rel_dot(rq: Tensor, table: Tensor, axis: int) -> Tensor:
     """``einsum("bntyxd,?kd->bntyxk")`` with ``?`` the query grid ``axis`` (2: t, 3: y, 4: x), as one
     broadcast MatMul (ONNX Runtime's Einsum kernel took 11% of a MeMViT-16 step here). No reshapes:
@@ -104,6 +112,9 @@ class MultiScaleAttention(nn.Module):
         else:
             self.compress_k = self.compress_v = self.norm_compress_k = self.norm_compress_v = None
 
+        # True: one GEMM for logits + bias + mask (what runs and exports); False: the reference
+        # formulation (model GFLOPs are counted on it, see ``models.info``).
+        self.fused = True
         self.rel_sp = cfg.rel_pos_spatial
         self.rel_t = cfg.rel_pos_temporal
         q_thw, kv_thw, tab = spec.q_thw, spec.kv_thw, spec.table_size
@@ -231,6 +242,79 @@ class MultiScaleAttention(nn.Module):
         out = torch.cat(terms, dim=-1).reshape(b, nh, qt * qh * qw, -1)
         return F.pad(out, (0, 0, 1, 0)) if s else out
 
+    def _rel_bias(self, q: Tensor, with_memory: bool) -> Tensor:
+        """Additive relative-position bias ``[B, heads, N_q, (M * N_mem) + N_kv]`` (zero on cls rows/cols):
+        the reference formulation (``fused = False``), as the official code adds it."""
+        b, nh, _, d = q.shape
+        qt, qh, qw = self.spec.q_thw
+        kt, kh, kw = self.spec.kv_thw
+        s = 1 if self.cls else 0
+        rq = q[:, :, s:].reshape(b, nh, qt, qh, qw, d)
+        bias = rq.new_zeros(())
+        mbias = rq.new_zeros(())
+        if self.rel_sp:
+            rh = self._table(self.rel_pos_h, self.interp_sp_h, self.idx_sp_h)
+            rw = self._table(self.rel_pos_w, self.interp_sp_w, self.idx_sp_w)
+            bias = _rel_dot(rq, rh, 3)[..., None, :, None] + _rel_dot(rq, rw, 4)[..., None, None, :]
+            if with_memory:
+                rh = self._table(self.rel_pos_mem_h, self.interp_msp_h, self.idx_msp_h)
+                rw = self._table(self.rel_pos_mem_w, self.interp_msp_w, self.idx_msp_w)
+                mbias = _rel_dot(rq, rh, 3)[..., None, None, :, None] + _rel_dot(rq, rw, 4)[..., None, None, None, :]
+        if self.rel_t:
+            rt = self.rel_pos_t[self.idx_t]
+            bias = bias + _rel_dot(rq, rt, 2)[..., :, None, None]
+            if with_memory:
+                rt = self.rel_pos_mem_t[self.idx_mt]
+                mt = self.spec.mem_thw[0]  # type: ignore[index]
+                rel = _rel_dot(rq, rt, 2).reshape(b, nh, qt, qh, qw, self.mem_clips, mt)
+                mbias = mbias + rel[..., None, None]
+        lq = qt * qh * qw
+        bias = bias.expand(b, nh, qt, qh, qw, kt, kh, kw).reshape(b, nh, lq, kt * kh * kw)
+        if s:
+            bias = F.pad(bias, (1, 0))
+        if with_memory:
+            mt, mh, mw = self.spec.mem_thw  # type: ignore[misc]
+            n_clips = self.mem_clips
+            mbias = mbias.expand(b, nh, qt, qh, qw, n_clips, mt, mh, mw).reshape(b, nh, lq, n_clips, mt * mh * mw)
+            if s:
+                mbias = F.pad(mbias, (1, 0))
+            bias = torch.cat((mbias.reshape(b, nh, lq, -1), bias), dim=-1)
+        if s:
+            bias = F.pad(bias, (0, 0, 1, 0))
+        return bias
+
+    def _logits(self, q: Tensor, k: Tensor, mem_ok: Tensor | None, n_kv: int) -> Tensor:
+        """Attention logits: one GEMM for q.k, the relative-position bias and the memory mask. Queries
+        are extended with their table terms (and a 1), keys with their position codes (and 0 / -1e9
+        for invalid memory), so no [N_q, N_k] bias tensor is ever built."""
+        b, nh = q.shape[:2]
+        with_memory = mem_ok is not None
+        qx_ = [q * self.scale]
+        kx_ = [k]
+        if self.rel_sp or self.rel_t:
+            codes = self.key_codes_mem if with_memory else self.key_codes
+            qx_.append(self._query_terms(q, with_memory).to(q.dtype))
+            kx_.append(codes.to(k.dtype).expand(b, nh, -1, -1))
+        if with_memory:
+            ok = _valid_keys(mem_ok, k.shape[2], n_kv)
+            qx_.append(q.new_ones((*q.shape[:3], 1)))
+            kx_.append(((ok.to(k.dtype) - 1.0) * _MASKED)[:, None, :, None].expand(b, nh, -1, 1))
+        if len(qx_) == 1:
+            return qx_[0] @ k.transpose(-2, -1)
+        return torch.cat(qx_, dim=-1) @ torch.cat(kx_, dim=-1).transpose(-2, -1)
+
+    def _logits_reference(self, q: Tensor, k: Tensor, mem_ok: Tensor | None, n_kv: int) -> Tensor:
+        """The same logits as the official code builds them: scaled q.k, plus a materialised bias
+        tensor, memory masked with ``where``. Model GFLOPs are counted on this formulation."""
+        attn = (q @ k.transpose(-2, -1)) * self.scale
+        with_memory = mem_ok is not None
+        if self.rel_sp or self.rel_t:
+            attn = attn + self._rel_bias(q, with_memory)
+        if with_memory:
+            ok = _valid_keys(mem_ok, k.shape[2], n_kv)
+            attn = torch.where(ok[:, None, None, :], attn, torch.finfo(attn.dtype).min)
+        return attn
+
     def forward(
         self, x: Tensor, mem_k: Tensor | None = None, mem_v: Tensor | None = None, mem_ok: Tensor | None = None
     ) -> tuple[Tensor, Tensor, Tensor]:
@@ -257,25 +341,8 @@ class MultiScaleAttention(nn.Module):
         q = self.q(qx).reshape(b, qx.shape[1], nh, -1).transpose(1, 2)
         k = self.k(k_in).reshape(b, k_in.shape[1], nh, -1).transpose(1, 2)
         v = self.v(v_in).reshape(b, v_in.shape[1], nh, -1).transpose(1, 2)
-        # One GEMM for q.k, the relative-position bias and the memory mask: queries are extended
-        # with their table terms (and a 1), keys with their position codes (and 0 / -1e9 for
-        # invalid memory), so no [N_q, N_k] bias tensor is ever built.
-        qx_ = [q * self.scale]
-        kx_ = [k]
-        if self.rel_sp or self.rel_t:
-            codes = self.key_codes_mem if with_memory else self.key_codes
-            qx_.append(self._query_terms(q, with_memory).to(q.dtype))
-            kx_.append(codes.to(k.dtype).expand(b, nh, -1, -1))
-        if with_memory:
-            ok = torch.cat(
-                (mem_ok[:, :, None].expand(b, m, nm).reshape(b, m * nm), mem_ok.new_ones((b, kx.shape[1]))), dim=1
-            )
-            qx_.append(q.new_ones((*q.shape[:3], 1)))
-            kx_.append(((ok.to(k.dtype) - 1.0) * _MASKED)[:, None, :, None].expand(b, nh, -1, 1))
-        if len(qx_) > 1:
-            attn = torch.cat(qx_, dim=-1) @ torch.cat(kx_, dim=-1).transpose(-2, -1)
-        else:
-            attn = qx_[0] @ k.transpose(-2, -1)
+        logits = self._logits if self.fused else self._logits_reference
+        attn = logits(q, k, mem_ok if with_memory else None, kx.shape[1])
         attn = attn.softmax(dim=-1)
         out = attn @ v
         if self.conv_q == 1:
