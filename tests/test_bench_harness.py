@@ -133,3 +133,18 @@ def test_accuracy_through_sessions_agrees_across_runtimes(tmp_path):
     assert accs[0]["videos"] == 3 and accs[0]["skipped"] == 0
     assert 0.0 <= accs[0]["top1"] <= 1.0
     assert accs[0]["top1"] == accs[1]["top1"]
+
+
+def test_paired_timing_of_two_graphs(bench_dir, capsys):
+    """``bench.pair`` alternates steps of two graphs in one process; the schema, not the speed."""
+    from edgemem.bench.pair import main as pair_main
+
+    out, _ = bench_dir
+    graph = next((out / "graphs").glob("memvit_tiny-fs1-*.onnx"))
+    assert pair_main([str(graph), str(graph), "--runtime", "ort-cpu", "--steps", "3", "--warmup", "1"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["steps"] == 3 and len(r["wall_ms_p50"]) == len(r["cpu_ms_p50"]) == 2
+    assert r["wall_ratio_p50"] > 0 and r["cpu_ratio_p50"] >= 0
+    assert pair_main([str(graph), str(graph), "--runtime", "ort-cpu", "--precision", "bf16"]) == 2
+    assert "bf16" in capsys.readouterr().err
+    assert pair_main([str(graph), str(graph), "--steps", "0"]) == 2
