@@ -261,7 +261,7 @@ class CMModel(StreamingModel):
 
         Works on the meta device (nothing allocated or computed), as ``edgemem info`` builds models.
         """
-        from edgemem.models.info import count_gflops
+        from edgemem.models.info import count_gflops, round_sig
 
         was = self.training
         self.eval()
@@ -276,8 +276,8 @@ class CMModel(StreamingModel):
             "cm_params": cp,
             "params": bp + cp,
             "params_ratio": round((bp + cp) / bp, 4),
-            "backbone_gflops": round(base, 4),
-            "gflops": round(full, 4),
+            "backbone_gflops": round_sig(base),
+            "gflops": round_sig(full),
             "gflops_ratio": round(full / base, 4),
         }
 

@@ -67,7 +67,7 @@ def state_bytes(model: StreamingModel) -> dict[str, Any]:
     return {"total": sum(per_tensor.values()), "per_layer": dict(per_layer), "per_tensor": per_tensor}
 
 
-def _sig(x: float, digits: int = 4) -> float:
+def round_sig(x: float, digits: int = 4) -> float:
     """``x`` to ``digits`` significant digits (tiny presets run at ~0.01 GFLOPs, K400 models at ~100)."""
     return float(f"{x:.{digits}g}")
 
@@ -92,8 +92,8 @@ def model_info(model: StreamingModel) -> dict[str, Any]:
         "frame_scale": card.get("frame_scale", 1),
         "num_classes": card["num_classes"],
         "clip_seconds": round(clip_seconds(card), 4),
-        "gflops_step": _sig(step_gflops),
-        "gflops_first_step": _sig(first_gflops),
+        "gflops_step": round_sig(step_gflops),
+        "gflops_first_step": round_sig(first_gflops),
         "memory": card.get("memory"),
         "temporal_support": temporal_support(card),
         "state_bytes": state_bytes(model),
