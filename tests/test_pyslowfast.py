@@ -132,6 +132,7 @@ def test_clip_backbone_configs_go_through_load_pyslowfast(tmp_path) -> None:  # 
         "MODEL": {"ARCH": "x3d", "MODEL_NAME": "X3D", "NUM_CLASSES": 400},
         "DATA": {"NUM_FRAMES": 13, "SAMPLING_RATE": 6, "TRAIN_CROP_SIZE": 160},
         "X3D": {"WIDTH_FACTOR": 2.0, "DEPTH_FACTOR": 2.2, "BOTTLENECK_FACTOR": 2.25, "DIM_C5": 2048},
+        "RESNET": {"ZERO_INIT_FINAL_BN": True},  # as the official X3D_S.yaml
     }
     (tmp_path / "X3D_S.yaml").write_text(yaml.safe_dump(cfg))
     with torch.device("meta"):
