@@ -289,19 +289,19 @@ class MultiScaleAttention(nn.Module):
         for invalid memory), so no [N_q, N_k] bias tensor is ever built."""
         b, nh = q.shape[:2]
         with_memory = mem_ok is not None
-        qx_ = [q * self.scale]
-        kx_ = [k]
+        q_parts = [q * self.scale]
+        k_parts = [k]
         if self.rel_sp or self.rel_t:
             codes = self.key_codes_mem if with_memory else self.key_codes
-            qx_.append(self._query_terms(q, with_memory).to(q.dtype))
-            kx_.append(codes.to(k.dtype).expand(b, nh, -1, -1))
+            q_parts.append(self._query_terms(q, with_memory).to(q.dtype))
+            k_parts.append(codes.to(k.dtype).expand(b, nh, -1, -1))
         if with_memory:
             ok = _valid_keys(mem_ok, k.shape[2], n_kv)
-            qx_.append(q.new_ones((*q.shape[:3], 1)))
-            kx_.append(((ok.to(k.dtype) - 1.0) * _MASKED)[:, None, :, None].expand(b, nh, -1, 1))
-        if len(qx_) == 1:
-            return qx_[0] @ k.transpose(-2, -1)
-        return torch.cat(qx_, dim=-1) @ torch.cat(kx_, dim=-1).transpose(-2, -1)
+            q_parts.append(q.new_ones((*q.shape[:3], 1)))
+            k_parts.append(((ok.to(k.dtype) - 1.0) * _MASKED)[:, None, :, None].expand(b, nh, -1, 1))
+        if len(q_parts) == 1:
+            return q_parts[0] @ k.transpose(-2, -1)
+        return torch.cat(q_parts, dim=-1) @ torch.cat(k_parts, dim=-1).transpose(-2, -1)
 
     def _logits_reference(self, q: Tensor, k: Tensor, mem_ok: Tensor | None, n_kv: int) -> Tensor:
         """The same logits as the official code builds them: scaled q.k, plus a materialised bias
