@@ -148,3 +148,19 @@ def test_paired_timing_of_two_graphs(bench_dir, capsys):
     assert pair_main([str(graph), str(graph), "--runtime", "ort-cpu", "--precision", "bf16"]) == 2
     assert "bf16" in capsys.readouterr().err
     assert pair_main([str(graph), str(graph), "--steps", "0"]) == 2
+
+
+@pytest.mark.parametrize("runtime", ["ort-cpu", "openvino"])
+def test_per_op_profile(bench_dir, capsys, runtime):
+    """``bench.profile`` sums node time by op type; shares add up to one."""
+    from edgemem.bench.profile import main as profile_main
+
+    out, _ = bench_dir
+    graph = next((out / "graphs").glob("memvit_tiny-fs1-*.onnx"))
+    assert profile_main([str(graph), "--runtime", runtime, "--steps", "2", "--top", "100"]) == 0
+    prof = json.loads(capsys.readouterr().out)
+    assert prof["node_ms_per_step"] > 0 and prof["ops"]
+    assert abs(sum(o["share"] for o in prof["ops"]) - 1.0) < 0.01
+    if runtime == "openvino":
+        assert profile_main([str(graph), "--runtime", runtime, "--precision", "fp64"]) == 2
+        assert "precision" in capsys.readouterr().err
