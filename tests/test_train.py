@@ -44,7 +44,7 @@ def _metrics(run: Path) -> list[dict]:
         ("slow_tiny", ["--optimizer", "sgd"]),
         ("cm_slow_tiny", ["--clips-per-video", "3", "--alpha", "0.5"]),
         ("cm_slow_tiny", ["--clips-per-video", "2", "--multi-iteration"]),
-        ("cm_slow_tiny", ["--clips-per-video", "2", "--no-batch-reduction"]),
+        ("cm_slow_tiny", ["--clips-per-video", "2", "--no-batch-reduction", "--infusion", "residual"]),
     ],
 )
 def test_train_each_family_end_to_end(data: Path, tmp_path: Path, model: str, extra: list[str], capsys) -> None:
@@ -62,6 +62,7 @@ def test_train_each_family_end_to_end(data: Path, tmp_path: Path, model: str, ex
     config = json.loads((run / "config.json").read_text())
     if model == "cm_slow_tiny":
         assert config["model_card"]["config"]["batch_reduction"] == ("--no-batch-reduction" not in extra)
+        assert config["model_card"]["config"]["infusion"] == ("residual" if "--infusion" in extra else "gating")
     if model == "memvit_tiny":  # the defaults docs/TRAINING.md documents for long-range tasks
         assert config["options"]["stream_loss"] == "last" and config["options"]["batch_size"] == 2
     assert config["model_card"]["num_classes"] == 2 and config["model_card"]["class_names"] == ["different", "same"]

@@ -37,8 +37,8 @@ def test_missing_csv_and_unknown_model(tmp_path: Path, data: Path, capsys) -> No
     run = tmp_path / "run"
     _fails(["train", "mvit_tiny", "--data", str(empty), "--out", str(run)], capsys, "train.csv")
     _fails(["train", "no_such_model", "--data", str(data), "--out", str(run)], capsys, "unknown model")
-    for cm_only in ("--no-batch-reduction", "--multi-iteration"):
-        _fails(["train", "mvit_tiny", "--data", str(data), "--out", str(run), cm_only], capsys, "CM models only")
+    for cm_only in (["--no-batch-reduction"], ["--multi-iteration"], ["--infusion", "residual"]):
+        _fails(["train", "mvit_tiny", "--data", str(data), "--out", str(run), *cm_only], capsys, "CM models only")
     assert not run.exists()
 
 

@@ -37,6 +37,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="CM: batch-norm over all clips of the batch together (default: one clip index per BN batch)",
     )
     p.add_argument(
+        "--infusion",
+        choices=("gating", "residual"),
+        default=None,
+        help="CM: context infusion, feature gating (eq. 4) or the residual variant (default: the preset's)",
+    )
+    p.add_argument(
         "--curriculum",
         type=float,
         default=None,

@@ -45,6 +45,7 @@ class TrainOptions:
     alpha: float = 1.0
     multi_iteration: bool = False
     no_batch_reduction: bool = False
+    infusion: str | None = None
     curriculum: float | None = None
     memory_drop: float | None = None
     stream_loss: str = "last"
@@ -147,12 +148,16 @@ def run_training(opts: TrainOptions) -> dict[str, Any] | None:
         cm = {"alpha": opts.alpha} | ({"clips": opts.clips_per_video} if opts.clips_per_video else {})
         if opts.no_batch_reduction:
             cm["batch_reduction"] = False
+        if opts.infusion:
+            cm["infusion"] = opts.infusion
         torch.manual_seed(opts.seed)
         model = _build_model(opts, num_classes, cm)
     if opts.multi_iteration and family != "cm":
         raise InputError("--multi-iteration applies to CM models only")
     if opts.no_batch_reduction and family != "cm":
         raise InputError("--no-batch-reduction applies to CM models only")
+    if opts.infusion and family != "cm":
+        raise InputError("--infusion applies to CM models only")
     if opts.clips_per_video is not None and family != "cm":
         raise InputError("--clips-per-video applies to CM models only")
     if family == "cm" and opts.frame_scale != 1:
