@@ -10,20 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_TRAIN as TINY
 
 from edgemem.cli import main
-from edgemem.data.synth import generate
 from edgemem.models.checkpoint import read_pyth
 from edgemem.train.checkpoints import load_trained
-
-TINY = ["--epochs", "1", "--batch-size", "2", "--threads", "1", "--eval-every", "1"]
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("train") / "cue"
-    generate("cue-match", root, videos=4, val=2, size=32, seed=3)
-    return root
 
 
 def _train(args: list[str]) -> int:

@@ -6,20 +6,10 @@ import json
 import shutil
 from pathlib import Path
 
-import pytest
 import torch
+from conftest import TINY_TRAIN as TINY
 
 from edgemem.cli import main
-from edgemem.data.synth import generate
-
-TINY = ["--epochs", "1", "--batch-size", "2", "--threads", "1", "--eval-every", "1"]
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("inputs") / "cue"
-    generate("cue-match", root, videos=4, val=2, size=32, seed=5)
-    return root
 
 
 def _fails(args: list[str], capsys, *needles: str) -> None:
