@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from edgemem import hardware
 from edgemem.bench.precisions import graph_precision, session_options
 from edgemem.bench.schema import (
     SCHEMA_VERSION,
@@ -109,13 +110,17 @@ def test_merge_repeats_takes_medians_and_counts_failures():
     assert merge_repeats([failed])["status"] == "failed"
 
 
-def test_precision_mapping():
+def test_precision_mapping(monkeypatch):
+    # A CPU whose OpenVINO plugin has bf16 and int8 (simulated: the mapping, not this machine, is tested).
+    monkeypatch.setattr(hardware, "openvino_capabilities", lambda device="CPU": frozenset({"FP32", "BF16", "INT8"}))
     assert graph_precision("openvino", "bf16") == "f32"
     assert graph_precision("ort-cpu", "int8") == "int8"
     assert graph_precision("tensorrt", "fp16") == "f32" and session_options("tensorrt", "fp16") == {"fp16": True}
     assert graph_precision("ort-cpu", "fp16") == "fp16"
     assert session_options("openvino", "bf16") == {"precision": "bf16"}
     assert session_options("openvino-stateful", "int8") == {"precision": "f32"}  # explicit, never OV's default
+    with pytest.raises(UnsupportedError, match="fp16.*FP16"):  # never the f32 graph labelled fp16
+        session_options("openvino", "fp16")
     assert session_options("ort-cpu", "f32") == {}
     with pytest.raises(UnsupportedError, match="bf16"):
         session_options("ort-cpu", "bf16")
@@ -125,3 +130,18 @@ def test_precision_mapping():
 
 def test_a_yaml_model_is_filed_under_its_stem():
     assert Cell("models_zoo/k400_x3d_s.yaml", "ort-cpu").key == "k400_x3d_s-fs1-ort-cpu-f32-b1"
+
+
+def test_precision_mapping_on_a_cpu_without_bf16(monkeypatch):
+    monkeypatch.setattr(hardware, "openvino_capabilities", lambda device="CPU": frozenset({"FP32", "INT8"}))
+    with pytest.raises(UnsupportedError, match="bf16.*BF16"):
+        session_options("openvino", "bf16")
+    assert session_options("openvino", "f32") == {"precision": "f32"}
+
+
+def test_machine_block_records_the_isa():
+    m = machine_info()
+    assert set(m["isa"]) == set(hardware.ISA_KEYS) and m["isa"] == hardware.isa()
+    assert m["cores_usable"] == hardware.usable_cpus() >= 1
+    old = {k: v for k, v in m.items() if k not in ("isa", "cpu_quota")}  # result files written before the ISA
+    assert device_tag("ort-cpu", old) == device_tag("ort-cpu", m)

@@ -76,7 +76,8 @@ def test_reduced_precision_keeps_contract_dtypes(tmp_path, kw) -> None:
     result = to_onnx(make_toy(), path, **kw)
     assert result.report.passed and result.report.precision == kw.get("precision", kw.get("quantize"))
     logits = result.report.runtimes[0].outputs[0]
-    assert 0 < logits.max_abs < 0.05  # not bit-exact, but close
+    # Not bit-exact, but within the verifier's own bound for this precision (not a number from one CPU).
+    assert 0 < logits.max_abs <= logits.atol + logits.rtol * logits.max_ref
     c = read_contract(path)
     assert c.frames.dtype == "float32" and all(s.dtype == "float32" for s in c.state)
     ops = result.stats.ops

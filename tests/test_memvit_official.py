@@ -158,7 +158,7 @@ def test_matches_eager_reference_on_other_config(memory):
             expected = ref(x, name)
             logits, state = m.step(x, state, torch.tensor([name != prev]))
         prev = name
-        np.testing.assert_allclose(logits.numpy(), expected.numpy(), atol=2e-5, rtol=0)
+        np.testing.assert_allclose(logits.numpy(), expected.numpy(), atol=2e-5, rtol=1e-5)  # logits ~6
 
 
 def test_reference_reproduces_fixture(z):

@@ -27,6 +27,7 @@ from edgemem.bench.precisions import PRECISIONS, graph_precision, session_option
 from edgemem.bench.schema import Cell, empty_result, machine_info, model_slug, write_json_atomic, write_result
 from edgemem.bench.stats import derive_rates, merge_repeats
 from edgemem.errors import EdgememError, UnsupportedError
+from edgemem.hardware import resolve_threads
 
 
 @dataclass
@@ -46,7 +47,7 @@ class BenchConfig:
     data: str | None = None
     data_limit: int | None = None
     checkpoints: dict[str, str] = field(default_factory=dict)
-    threads: int | None = None  # intra-op threads per session (None: the runtime's default)
+    threads: int | None = None  # intra-op threads per session (None: the usable CPUs)
     timeout_s: float = 1800.0
     max_memory_mb: float | None = None
 
@@ -218,7 +219,7 @@ def run_cell_process(
         "warmup": config.warmup,
         "data": config.data,
         "data_limit": config.data_limit,
-        "threads": config.threads,
+        "threads": resolve_threads(config.threads),  # the effective count, recorded in settings
     }
     with tempfile.TemporaryDirectory(prefix="edgemem-cell-") as tmp:
         spec_file, out_file = Path(tmp) / "spec.json", Path(tmp) / "result.json"

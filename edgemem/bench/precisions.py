@@ -2,17 +2,18 @@
 
 bf16 is an inference hint on the f32 graph (OpenVINO); fp16 is a builder flag on the f32 graph for
 TensorRT and its own exported graph elsewhere; int8 is its own (quantised) graph. A runtime that
-cannot run a precision says so when the session opens (UnsupportedError): the cell is then
-recorded as skipped, with that reason.
+cannot run a precision on this machine (``runtimes.precisions.check_precision``: bf16 on a CPU
+without AVX512-BF16/AMX, ...) says so before the session opens (UnsupportedError): the cell is
+then recorded as skipped, with that reason.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from edgemem.errors import UnsupportedError
+from edgemem.runtimes.precisions import PRECISIONS, check_precision
 
-PRECISIONS = ("f32", "bf16", "fp16", "int8")
+__all__ = ["PRECISIONS", "graph_precision", "session_options"]
 _OPENVINO = ("openvino", "openvino-stateful")
 _TENSORRT = ("ort-tensorrt", "tensorrt")
 
@@ -25,13 +26,11 @@ def graph_precision(runtime: str, precision: str) -> str:
 
 
 def session_options(runtime: str, precision: str) -> dict[str, Any]:
-    """Keyword options for ``open_session`` beyond the graph; raises UnsupportedError when meaningless."""
-    if runtime == "torch" and precision != "f32":
-        raise UnsupportedError(f"the torch runtime runs the PyTorch model in f32 only, not {precision}")
+    """Keyword options for ``open_session`` beyond the graph; UnsupportedError when the runtime
+    cannot run ``precision`` here (the reason names the missing capability)."""
+    precision = check_precision(runtime, precision)
     if runtime in _OPENVINO:
         return {"precision": "bf16" if precision == "bf16" else "f32"}
-    if precision == "bf16":
-        raise UnsupportedError(f"runtime {runtime} has no bf16 mode (OpenVINO has)")
     if precision == "fp16" and runtime in _TENSORRT:
         return {"fp16": True}
     return {}

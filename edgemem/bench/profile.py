@@ -20,6 +20,7 @@ import numpy as np
 
 from edgemem import contract as C
 from edgemem.errors import EdgememError
+from edgemem.hardware import resolve_threads
 
 
 def profile_ort(graph: str | Path, steps: int = 3, threads: int | None = None) -> dict[str, Any]:
@@ -32,8 +33,7 @@ def profile_ort(graph: str | Path, steps: int = 3, threads: int | None = None) -
     batch = info.static_batch or 1
     opts = ort.SessionOptions()
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    if threads:
-        opts.intra_op_num_threads = threads
+    opts.intra_op_num_threads = resolve_threads(threads)
     with tempfile.TemporaryDirectory() as tmp:
         opts.enable_profiling = True
         opts.profile_file_prefix = str(Path(tmp) / "ort")
@@ -66,14 +66,11 @@ def profile_ort(graph: str | Path, steps: int = 3, threads: int | None = None) -
 def profile_openvino(graph: str | Path, steps: int = 3, precision: str = "f32") -> dict[str, Any]:
     """Per-executed-node-type time (ms and share) of one steady ``graph`` step on OpenVINO CPU."""
     from edgemem.runtimes.graph import read_graph
-    from edgemem.runtimes.openvino import PRECISIONS, shared_core
+    from edgemem.runtimes.openvino import compile_model
 
     info = read_graph(graph)
     batch = info.static_batch or 1
-    hint = PRECISIONS.get(precision)
-    if hint is None:
-        raise EdgememError(f"unknown OpenVINO precision '{precision}'; use one of {sorted(set(PRECISIONS))}")
-    compiled = shared_core().compile_model(str(graph), "CPU", {"INFERENCE_PRECISION_HINT": hint, "PERF_COUNT": True})
+    compiled = compile_model(str(graph), "CPU", precision, PERF_COUNT=True)
     request = compiled.create_infer_request()
     feeds: dict[str, np.ndarray] = {
         C.FRAMES: np.random.default_rng(0).random((batch, *info.input_shape), dtype=np.float32),

@@ -19,6 +19,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from edgemem import hardware
 from edgemem.errors import EdgememError
 
 SCHEMA_VERSION = 1
@@ -115,7 +116,9 @@ def _versions() -> dict[str, str]:
 
 
 def machine_info() -> dict[str, Any]:
-    """CPU model, cores, memory, GPUs, OS, Python and library versions, and the date (UTC)."""
+    """CPU model and ISA flags, cores (usable: affinity and cgroup quota), memory, GPUs, OS, Python
+    and library versions, and the date (UTC). Older result files lack ``isa``/``cpu_quota``."""
+
     try:
         mem_kb = next(
             int(line.split()[1])
@@ -129,7 +132,9 @@ def machine_info() -> dict[str, Any]:
         "hostname": platform.node(),
         "cpu": _cpu_model(),
         "cores": os.cpu_count(),
-        "cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "cores_usable": hardware.usable_cpus(),
+        "cpu_quota": hardware.cgroup_cpu_limit(),
+        "isa": hardware.isa(),
         "memory_gb": memory_gb,
         "gpus": _gpus(),
         "os": platform.platform(),

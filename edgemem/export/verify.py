@@ -220,6 +220,11 @@ def verify_graph(
     contract = read_contract(path)
     precision = precision_key(contract.export)
     tol = tolerance or TOLERANCES[precision]
+    if precision == "int8":  # a quantised graph needs an int8 path; refuse before any streaming
+        from edgemem.runtimes.precisions import check_precision
+
+        for rt in runtimes:
+            check_precision(rt, "int8")
     b = contract.batch if isinstance(contract.batch, int) else (batch or 2)
     if batch is not None and batch != b:
         raise UnsupportedError(f"{path.name} was exported for batch {b}, cannot verify batch {batch}")

@@ -21,6 +21,7 @@ import numpy as np
 
 from edgemem.contract import META_MODEL
 from edgemem.errors import InputError, StateError, UnsupportedError
+from edgemem.hardware import resolve_threads
 from edgemem.models.cm_pair import (
     CONTRIBUTION,
     FEATURES,
@@ -54,8 +55,7 @@ def _ort_runner(path: Path, device: str, threads: int | None) -> Runner:
 
     opts = ort.SessionOptions()
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    if threads:
-        opts.intra_op_num_threads = threads
+    opts.intra_op_num_threads = resolve_threads(threads)
     providers = ["CPUExecutionProvider"] if device == "cpu" else ["CUDAExecutionProvider", "CPUExecutionProvider"]
     if providers[0] not in ort.get_available_providers():
         raise UnsupportedError(f"ONNX Runtime here has no {providers[0]}")
@@ -67,12 +67,9 @@ def _ort_runner(path: Path, device: str, threads: int | None) -> Runner:
 
 
 def _openvino_runner(path: Path, precision: str, threads: int | None) -> Runner:
-    from edgemem.runtimes.openvino import shared_core
+    from edgemem.runtimes.openvino import compile_model
 
-    config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": precision}
-    if threads:
-        config["INFERENCE_NUM_THREADS"] = threads
-    compiled = shared_core().compile_model(str(path), "CPU", config)
+    compiled = compile_model(str(path), "CPU", precision, threads)
     names = [o.get_any_name() for o in compiled.outputs]
 
     def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

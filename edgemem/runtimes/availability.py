@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from edgemem.errors import UnsupportedError
+from edgemem.runtimes.precisions import supported_precisions
 from edgemem.runtimes.registry import RUNTIMES
 
 
@@ -15,6 +16,7 @@ class Availability:
     runtime: str
     available: bool
     detail: str  # version / device when available, the reason when not
+    precisions: list[str] = field(default_factory=list)  # what it really runs here (runtimes.precisions)
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
@@ -95,7 +97,7 @@ _PROBES: dict[str, Callable[[], str]] = {
 
 def check(runtime: str) -> Availability:
     try:
-        return Availability(runtime, True, _PROBES[runtime]())
+        return Availability(runtime, True, _PROBES[runtime](), supported_precisions(runtime))
     except UnsupportedError as e:
         return Availability(runtime, False, str(e))
 

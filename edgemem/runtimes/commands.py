@@ -25,8 +25,12 @@ def register(sub: Any) -> None:
     s.add_argument("--model", required=True, help="an edgemem ONNX graph, a preset name or a YAML config")
     s.add_argument("--checkpoint", help="weights for a preset/config (.pyth)")
     s.add_argument("--runtime", default="ort-cpu", help="see `edgemem runtimes` (default: ort-cpu)")
-    s.add_argument("--precision", help="openvino: f32 (default) or bf16; tensorrt/ort-tensorrt: fp16")
-    s.add_argument("--threads", type=int, help="CPU threads of the runtime")
+    s.add_argument(
+        "--precision",
+        help="openvino: f32 (default), bf16, fp16 where the CPU has them; tensorrt/ort-tensorrt: fp16 "
+        "(see `edgemem runtimes`)",
+    )
+    s.add_argument("--threads", type=int, help="CPU threads of the runtime (default: the usable CPUs)")
     s.add_argument("--jsonl", type=Path, help="write one JSON record per clip (flushed per record)")
     s.add_argument("--out", type=Path, help="write an annotated copy of the video (several sources: _N suffix)")
     s.add_argument("--batch", action="store_true", help="run the sources as parallel streams in one batch")
@@ -44,33 +48,46 @@ def _runtimes(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from edgemem import hardware
     from edgemem.runtimes.availability import availability
     from edgemem.runtimes.registry import RUNTIMES
 
     rows = availability()
+    machine = hardware.summary()
     if args.json:
-        print(json.dumps([r.to_json() | {"description": RUNTIMES[r.runtime][1]} for r in rows], indent=2))
+        rows_json = [r.to_json() | {"description": RUNTIMES[r.runtime][1], "machine": machine} for r in rows]
+        print(json.dumps(rows_json, indent=2))
         return 0
-    table = Table(title="edgemem runtimes")
-    for col in ("runtime", "available", "detail"):
+    quota = machine["cpu_quota"]
+    table = Table(
+        title="edgemem runtimes",
+        caption=f"usable CPUs {machine['usable_cpus']} (affinity {machine['affinity_cpus']}, cgroup quota "
+        f"{'none' if quota is None else f'{quota:g}'}), default threads {machine['default_threads']}; "
+        f"CPU flags: {' '.join(machine['flags']) or 'unknown'}",
+    )
+    for col in ("runtime", "available", "precisions", "detail"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r.runtime, "yes" if r.available else "no", r.detail)
+        table.add_row(r.runtime, "yes" if r.available else "no", ",".join(r.precisions), r.detail)
     Console().print(table)
     return 0
 
 
 def _session_options(args: argparse.Namespace, batch: int) -> dict[str, Any]:
+    from edgemem.errors import UnsupportedError
+    from edgemem.runtimes.precisions import check_precision
+
     opts: dict[str, Any] = {"batch": batch, "threads": args.threads}
     if args.precision:
-        if args.runtime.startswith("openvino"):
-            opts["precision"] = args.precision
-        elif args.precision in ("fp16", "f16") and args.runtime in ("tensorrt", "ort-tensorrt"):
+        precision = check_precision(args.runtime, args.precision)  # names what this machine lacks
+        if args.runtime.startswith("openvino") and precision != "int8":
+            opts["precision"] = precision
+        elif precision == "fp16" and args.runtime in ("tensorrt", "ort-tensorrt"):
             opts["fp16"] = True
-        elif args.precision not in ("fp32", "f32"):
-            from edgemem.errors import UnsupportedError
-
-            raise UnsupportedError(f"--precision {args.precision} is not supported by runtime {args.runtime}")
+        elif precision != "f32":
+            raise UnsupportedError(
+                f"--precision {args.precision} on {args.runtime} comes from the graph: export it with that precision"
+            )
     return opts
 
 
@@ -94,6 +111,7 @@ def _stream(args: argparse.Namespace) -> int:
     if not avail.available:
         raise InputError(f"runtime {args.runtime} is not available here: {avail.detail}")
     batch = len(args.sources) if args.batch else 1
+    options = _session_options(args, batch)  # a precision this machine cannot run fails before any export
     model = resolve_graph(args.model, args.runtime, batch=batch, checkpoint=args.checkpoint, cache_dir=args.cache_dir)
     resume = load_state(args.resume).state if args.resume else None
     if args.save_state:
@@ -104,7 +122,7 @@ def _stream(args: argparse.Namespace) -> int:
     callbacks = [c for c in (jsonl, None if args.quiet else view) if c is not None]
     try:
         with (
-            open_session(model, args.runtime, **_session_options(args, batch)) as session,
+            open_session(model, args.runtime, **options) as session,
             contextlib.nullcontext() if args.quiet else view,
         ):
             stats = run_stream(

@@ -1,7 +1,9 @@
 """OpenVINO sessions: explicit state (fed and fetched every step) and stateful (state in variables).
 
 The inference precision is always set explicitly (``precision="f32"`` by default): OpenVINO would
-otherwise run bf16 on CPUs that support it. The stateful variant rewrites the graph the way
+otherwise run bf16 on CPUs that support it. A precision the device lacks (OPTIMIZATION_CAPABILITIES,
+``runtimes.precisions``) is refused before compiling, and the compiled model's precision is checked
+against the one asked for: OpenVINO never falls back silently. Threads default to the usable CPUs. The stateful variant rewrites the graph the way
 OpenVINO's MakeStateful does (each ``state_in.X`` parameter becomes a ReadValue, each
 ``state_out.X`` result an Assign of the same variable) but gives every ReadValue an explicit zero
 initial value and fixes all shapes, so ``reset_state()`` means "empty memory" by construction.
@@ -18,8 +20,10 @@ import numpy as np
 
 from edgemem import contract as C
 from edgemem.errors import UnsupportedError
+from edgemem.hardware import resolve_threads
 from edgemem.runtimes.base import Session, State
 from edgemem.runtimes.graph import GraphInfo, read_graph
+from edgemem.runtimes.precisions import check_precision
 
 PRECISIONS = {"f32": "f32", "fp32": "f32", "bf16": "bf16", "f16": "f16", "fp16": "f16"}
 
@@ -44,12 +48,13 @@ def shared_core() -> Any:
     return _import_ov().Core()
 
 
-def _compile_config(precision: str, threads: int | None) -> dict[str, str]:
+def _compile_config(precision: str, threads: int | None, device: str = "CPU") -> dict[str, str]:
     if precision not in PRECISIONS:
         raise UnsupportedError(f"unknown OpenVINO precision '{precision}'; use one of {sorted(set(PRECISIONS))}")
+    check_precision("openvino", precision, device)
     config = {"INFERENCE_PRECISION_HINT": PRECISIONS[precision]}
-    if threads:
-        config["INFERENCE_NUM_THREADS"] = str(int(threads))
+    if device == "CPU" or threads:
+        config["INFERENCE_NUM_THREADS"] = str(resolve_threads(threads))
     return config
 
 
@@ -64,7 +69,7 @@ def _read_static(ov: Any, info: GraphInfo, batch: int) -> Any:
     specs = [s.with_batch(batch) for s in info.specs]
     shapes.update({C.state_in_name(s.name): list(s.shape) for s in specs})
     model.reshape(shapes)
-    return core, model
+    return model
 
 
 def _output(model: Any, name: str) -> Any:
@@ -74,11 +79,20 @@ def _output(model: Any, name: str) -> Any:
     raise UnsupportedError(f"OpenVINO model has no output '{name}'")
 
 
-def _compile(core: Any, model: Any, device: str, precision: str, threads: int | None) -> Any:
+def compile_model(
+    model: Any, device: str = "CPU", precision: str = "f32", threads: int | None = None, **extra: Any
+) -> Any:
+    """Compile ``model`` (an ``ov.Model`` or a path) on the shared Core with an explicit precision and
+    thread count (``extra``: more properties); UnsupportedError when the device lacks the precision
+    or compiled another one."""
+    config = _compile_config(precision, threads, device)
     try:
-        compiled = core.compile_model(model, device, _compile_config(precision, threads))
+        compiled = shared_core().compile_model(model, device, config | extra)
     except RuntimeError as e:
         raise UnsupportedError(f"OpenVINO cannot compile for {device}: {str(e).splitlines()[0]}") from None
+    got = str(compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name())
+    if got != config["INFERENCE_PRECISION_HINT"]:
+        raise UnsupportedError(f"OpenVINO compiled {got} for {device} instead of the {precision} asked for")
     return compiled
 
 
@@ -97,9 +111,9 @@ class _OpenVinoBase(Session):
         info = read_graph(model_path)
         super().__init__(info.specs, info.card, info.input_shape, info.resolve_batch(batch))
         self._ov = _import_ov()
-        core, model = _read_static(self._ov, info, self.batch)
+        model = _read_static(self._ov, info, self.batch)
         self._prepare(model)
-        self._compiled = _compile(core, model, device, precision, threads)
+        self._compiled = compile_model(model, device, precision, threads)
         self._request = self._compiled.create_infer_request()
         self._logits = _output(self._compiled, C.LOGITS)
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from edgemem import contract as C
 from edgemem.errors import UnsupportedError
+from edgemem.hardware import resolve_threads
 from edgemem.runtimes.base import Session, State
 from edgemem.runtimes.graph import read_graph
 
@@ -34,9 +35,9 @@ def _import_ort() -> Any:
 
 
 def session_options(ort: Any, threads: int | None, inter_threads: int | None, spinning: bool) -> Any:
+    """Intra-op threads: ``threads``, else the usable CPUs (affinity and cgroup quota)."""
     opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads = int(threads)
+    opts.intra_op_num_threads = resolve_threads(threads)
     if inter_threads:
         opts.inter_op_num_threads = int(inter_threads)
     flag = "1" if spinning else "0"

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from edgemem.errors import CheckpointError
+from edgemem.hardware import default_threads, resolve_threads
 from edgemem.runtimes.base import Session, State
 
 
@@ -33,8 +34,9 @@ class TorchSession(Session):
     ) -> None:
         from edgemem.models.streaming import StreamingModel
 
-        if threads:
-            torch.set_num_threads(int(threads))
+        # Default: torch's own count capped by the usable CPUs (a lower count set by the caller stays).
+        n = resolve_threads(threads) if threads is not None else min(torch.get_num_threads(), default_threads())
+        torch.set_num_threads(n)
         if isinstance(model, (str, Path)) and str(model).lower().endswith(".onnx"):
             from edgemem.export.reference import reference_model
 

@@ -75,7 +75,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-every", type=int, default=5, help="validate every E epochs (and after the last)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
+    p.add_argument("--threads", type=int, default=None, help="torch threads per process (default: usable CPUs)")
     p.set_defaults(func=_train)
 
     e = sub.add_parser(
@@ -92,7 +92,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--views", type=int, default=None, help="clip models/CM: temporal views (clips) per video")
     e.add_argument("--batch-size", type=int, default=8)
     e.add_argument("--workers", type=int, default=0)
-    e.add_argument("--threads", type=int, default=None)
+    e.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: usable CPUs)")
     e.add_argument("--json", action="store_true", help="print the metrics as JSON")
     e.set_defaults(func=_eval)
 
@@ -110,10 +110,10 @@ def _train(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     import torch
 
+    from edgemem.hardware import resolve_threads
     from edgemem.train.evaluate import evaluate_checkpoint, format_report
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(resolve_threads(args.threads))  # default: the usable CPUs
     metrics = evaluate_checkpoint(
         args.checkpoint,
         args.data,

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from edgemem.errors import CheckpointError, EdgememError, InputError
+from edgemem.hardware import resolve_threads
 from edgemem.train import checkpoints as ckpts
 from edgemem.train.distributed import DistInfo, init_distributed, shutdown, wrap_ddp
 from edgemem.train.loop import LoopConfig, LoopState, train
@@ -128,8 +129,8 @@ def run_training(opts: TrainOptions) -> dict[str, Any] | None:
     from edgemem.data.datasets import VideoDir
 
     opts.check()
-    if opts.threads:
-        torch.set_num_threads(opts.threads)
+    # Default: the usable CPUs (affinity, cgroup quota) shared by this node's torchrun processes.
+    torch.set_num_threads(resolve_threads(opts.threads, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
     # Everything a user can get wrong is checked before RUN is touched.
     data = VideoDir(opts.data)
     train_items, val_items = data.split("train"), data.split("val")
