@@ -177,4 +177,5 @@ def summary() -> dict[str, Any]:
         "cpu_quota": cgroup_cpu_limit(),
         "usable_cpus": usable_cpus(),
         "default_threads": default_threads(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS") or None,
     }

@@ -58,11 +58,12 @@ def _runtimes(args: argparse.Namespace) -> int:
         rows_json = [r.to_json() | {"description": RUNTIMES[r.runtime][1], "machine": machine} for r in rows]
         print(json.dumps(rows_json, indent=2))
         return 0
-    quota = machine["cpu_quota"]
+    quota, omp = machine["cpu_quota"], machine["omp_num_threads"]
     table = Table(
         title="edgemem runtimes",
         caption=f"usable CPUs {machine['usable_cpus']} (affinity {machine['affinity_cpus']}, cgroup quota "
-        f"{'none' if quota is None else f'{quota:g}'}), default threads {machine['default_threads']}; "
+        f"{'none' if quota is None else f'{quota:g}'}), default threads {machine['default_threads']}"
+        f"{f' (OMP_NUM_THREADS={omp})' if omp else ''}; "
         f"CPU flags: {' '.join(machine['flags']) or 'unknown'}",
     )
     for col in ("runtime", "available", "precisions", "detail"):
