@@ -46,7 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--warmup", type=int, default=3, help="steps run and discarded before timing")
     b.add_argument("--repeats", type=int, default=1, help="interleaved rounds over all cells (medians are kept)")
     b.add_argument("--batch", type=int, default=1, help="streams per step")
-    b.add_argument("--threads", type=int, default=None, help="intra-op threads per session (default: runtime's)")
+    b.add_argument("--threads", type=int, default=None, help="intra-op threads per session (default: usable CPUs)")
     b.add_argument("--data", default=None, help="dataset folder: measure top-1 through each session")
     b.add_argument("--data-limit", type=int, default=None, help="at most this many videos for accuracy")
     b.add_argument("--checkpoint", action="append", metavar="MODEL=PATH", help="weights for a model (repeatable)")

@@ -55,7 +55,7 @@ RUNTIMES: dict[str, tuple[Callable[..., Session], str]] = {
     "ort-cpu": (_ort_cpu, "ONNX Runtime, CPU provider; batch, threads, inter_threads, spinning"),
     "ort-cuda": (_ort_device("cuda"), "ONNX Runtime, CUDA provider, state on device; batch, device_id"),
     "ort-tensorrt": (_ort_device("tensorrt"), "ONNX Runtime, TensorRT provider; batch, device_id, fp16"),
-    "openvino": (_openvino, "OpenVINO, explicit state; batch, precision (f32|bf16|fp16, as the CPU has), device, threads"),
+    "openvino": (_openvino, "OpenVINO, explicit state; batch, precision (as the CPU has), device, threads"),
     "openvino-stateful": (_openvino_stateful, "OpenVINO, state in variables; batch, precision, device, threads"),
     "tensorrt": (_tensorrt, "TensorRT engine, state in device buffers; batch, device_id, fp16"),
 }
