@@ -168,3 +168,14 @@ def test_verify_refuses_an_int8_graph_where_the_runtime_has_no_int8(
     assert main(["verify", str(path), "--runtimes", "ort-cpu,openvino"]) == 2
     err = capsys.readouterr().err.strip()
     assert "int8" in err and "INT8" in err and len(err.splitlines()) == 1
+
+
+def test_open_session_checks_precision_on_every_runtime(graph: Path) -> None:
+    with open_session(graph, "ort-cpu", precision="fp32") as s:
+        assert s.runtime == "ort-cpu"
+    with pytest.raises(UnsupportedError, match="bf16.*no bf16 mode"):
+        open_session(graph, "ort-cpu", precision="bf16")
+    with pytest.raises(UnsupportedError, match="int8 on ort-cpu comes from the graph"):
+        open_session(graph, "ort-cpu", precision="int8")
+    with pytest.raises(UnsupportedError, match="f32 only"):
+        open_session(make_model(seed=0), "torch", precision="bf16")

@@ -75,20 +75,11 @@ def _runtimes(args: argparse.Namespace) -> int:
 
 
 def _session_options(args: argparse.Namespace, batch: int) -> dict[str, Any]:
-    from edgemem.errors import UnsupportedError
-    from edgemem.runtimes.precisions import check_precision
+    from edgemem.runtimes.precisions import precision_options
 
     opts: dict[str, Any] = {"batch": batch, "threads": args.threads}
     if args.precision:
-        precision = check_precision(args.runtime, args.precision)  # names what this machine lacks
-        if args.runtime.startswith("openvino") and precision != "int8":
-            opts["precision"] = precision
-        elif precision == "fp16" and args.runtime in ("tensorrt", "ort-tensorrt"):
-            opts["fp16"] = True
-        elif precision != "f32":
-            raise UnsupportedError(
-                f"--precision {args.precision} on {args.runtime} comes from the graph: export it with that precision"
-            )
+        opts.update(precision_options(args.runtime, args.precision))  # names what this machine lacks
     return opts
 
 

@@ -113,3 +113,16 @@ def check_precision(runtime: str, precision: str, device: str = "CPU") -> str:
     if why is not None:
         raise UnsupportedError(f"{runtime} cannot run {p} here: {why}")
     return p
+
+
+def precision_options(runtime: str, precision: str, device: str = "CPU") -> dict[str, object]:
+    """The session options that make ``runtime`` run ``precision`` (``open_session(precision=)``);
+    UnsupportedError when it cannot here, or when the precision is the graph's to choose."""
+    p = check_precision(runtime, precision, device)
+    if runtime.startswith("openvino") and p != "int8":
+        return {"precision": p}
+    if p == "fp16" and runtime in ("tensorrt", "ort-tensorrt"):
+        return {"fp16": True}
+    if p != "f32":
+        raise UnsupportedError(f"{p} on {runtime} comes from the graph: export it with that precision")
+    return {}

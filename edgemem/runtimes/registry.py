@@ -66,10 +66,16 @@ def list_runtimes() -> list[str]:
 
 
 def open_session(model_path: str | Path | Any, runtime: str, **options: Any) -> Session:
-    """Open ``model_path`` (an edgemem ONNX graph; for ``torch`` also a preset or model) on ``runtime``."""
+    """Open ``model_path`` (an edgemem ONNX graph; for ``torch`` also a preset or model) on ``runtime``.
+
+    ``precision`` (any runtime) is checked against what this machine runs (``runtimes.precisions``)."""
     if runtime not in RUNTIMES:
         raise UnsupportedError(f"unknown runtime '{runtime}'; available: {', '.join(RUNTIMES)}")
     options = {k: v for k, v in options.items() if v is not None}
+    if "precision" in options:  # checked against this machine for every runtime, never ignored
+        from edgemem.runtimes.precisions import precision_options
+
+        options.update(precision_options(runtime, options.pop("precision"), options.get("device", "CPU")))
     try:
         return RUNTIMES[runtime][0](model_path, **options)
     except TypeError as e:
