@@ -3,10 +3,11 @@
 The inference precision is always set explicitly (``precision="f32"`` by default): OpenVINO would
 otherwise run bf16 on CPUs that support it. A precision the device lacks (OPTIMIZATION_CAPABILITIES,
 ``runtimes.precisions``) is refused before compiling, and the compiled model's precision is checked
-against the one asked for: OpenVINO never falls back silently. Threads default to the usable CPUs. The stateful variant rewrites the graph the way
-OpenVINO's MakeStateful does (each ``state_in.X`` parameter becomes a ReadValue, each
-``state_out.X`` result an Assign of the same variable) but gives every ReadValue an explicit zero
-initial value and fixes all shapes, so ``reset_state()`` means "empty memory" by construction.
+against the one asked for: OpenVINO never falls back silently. Threads default to the usable CPUs.
+
+The stateful variant rewrites the graph the way OpenVINO's MakeStateful does (each ``state_in.X``
+parameter becomes a ReadValue, each ``state_out.X`` result an Assign of the same variable) but gives
+every ReadValue an explicit zero initial value and fixes all shapes, so ``reset_state()`` means "empty memory" by construction.
 Per-slot resets still go through the graph's ``reset`` input.
 """
 
