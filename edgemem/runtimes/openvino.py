@@ -7,8 +7,8 @@ against the one asked for: OpenVINO never falls back silently. Threads default t
 
 The stateful variant rewrites the graph the way OpenVINO's MakeStateful does (each ``state_in.X``
 parameter becomes a ReadValue, each ``state_out.X`` result an Assign of the same variable) but gives
-every ReadValue an explicit zero initial value and fixes all shapes, so ``reset_state()`` means "empty memory" by construction.
-Per-slot resets still go through the graph's ``reset`` input.
+every ReadValue an explicit zero initial value and fixes all shapes, so ``reset_state()`` means
+"empty memory" by construction. Per-slot resets still go through the graph's ``reset`` input.
 """
 
 from __future__ import annotations
