@@ -1,0 +1,1 @@
+"""Serving: drive runtime sessions over video sources (streaming loop, annotation, live view)."""
