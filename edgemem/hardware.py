@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from edgemem.errors import InputError
+from edgemem.errors import InputError, UnsupportedError
 
 # The flags a bench result's machine block records ("amx": any AMX tile extension).
 ISA_KEYS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx")
@@ -52,18 +52,32 @@ def isa(flags: frozenset[str] | None = None) -> dict[str, bool]:
 
 
 @functools.cache
+@functools.cache
+def shared_core() -> Any:
+    """The process's one ``openvino.Core`` (also ``runtimes.openvino.shared_core``).
+
+    OpenVINO's CPU plugin gives the main thread an alternate signal stack per plugin instance and,
+    when instances are destroyed out of creation order, restores one that was already freed: the
+    next signal handled on it (Python installs every handler with SA_ONSTACK: Ctrl-C, SIGCHLD)
+    kills the process with SIGSEGV. One Core per process (OpenVINO's own advice) never destroys one.
+    """
+    try:
+        import openvino
+    except ImportError:
+        raise UnsupportedError("openvino is not installed (pip install openvino)") from None
+    return openvino.Core()
+
+
 def openvino_capabilities(device: str = "CPU") -> frozenset[str] | None:
     """OpenVINO's ``OPTIMIZATION_CAPABILITIES`` of ``device`` (e.g. FP32, BF16, FP16, INT8).
 
     None when openvino is not installed or has no such device. Read through the process's one
-    ``openvino.Core`` (``runtimes.openvino.shared_core``), never a second one.
+    ``openvino.Core`` (``shared_core``), never a second one.
     """
     try:
         import openvino  # noqa: F401
     except ImportError:
         return None
-    from edgemem.runtimes.openvino import shared_core
-
     try:
         return frozenset(str(c) for c in shared_core().get_property(device, "OPTIMIZATION_CAPABILITIES"))
     except RuntimeError:  # no such device

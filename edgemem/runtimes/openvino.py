@@ -13,7 +13,6 @@ every ReadValue an explicit zero initial value and fixes all shapes, so ``reset_
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ import numpy as np
 
 from edgemem import contract as C
 from edgemem.errors import UnsupportedError
-from edgemem.hardware import resolve_threads
+from edgemem.hardware import resolve_threads, shared_core
 from edgemem.runtimes.base import Session, State
 from edgemem.runtimes.graph import GraphInfo, read_graph
 from edgemem.runtimes.precisions import check_precision
@@ -35,18 +34,6 @@ def _import_ov() -> Any:
     except ImportError:
         raise UnsupportedError("openvino is not installed (pip install openvino)") from None
     return openvino
-
-
-@functools.cache
-def shared_core() -> Any:
-    """The process's one ``openvino.Core``.
-
-    OpenVINO's CPU plugin gives the main thread an alternate signal stack per plugin instance and,
-    when instances are destroyed out of creation order, restores one that was already freed: the
-    next signal handled on it (Python installs every handler with SA_ONSTACK: Ctrl-C, SIGCHLD)
-    kills the process with SIGSEGV. One Core per process (OpenVINO's own advice) never destroys one.
-    """
-    return _import_ov().Core()
 
 
 def _compile_config(precision: str, threads: int | None, device: str = "CPU") -> dict[str, str]:
