@@ -9,6 +9,7 @@ import pkgutil
 import sys
 
 import edgemem
+import edgemem.export  # noqa: F401  (registers the PyTorch reference runtime "torch")
 from edgemem.errors import EdgememError
 
 # Order of the subcommand groups in --help: the packages as the pipeline runs.
@@ -23,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
         names = {m.name for m in pkgutil.iter_modules([f"{edgemem.__path__[0]}/{pkg}"])}
         if "commands" in names:
             importlib.import_module(f"edgemem.{pkg}.commands").register(sub)
+    importlib.import_module("edgemem.serve.stream_commands").register(sub)
     importlib.import_module("edgemem.demo").register(sub)
     return parser
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+import edgemem.export  # noqa: F401  (registers the PyTorch reference runtime "torch")
 from edgemem.errors import EdgememError
 
 DEFAULT_MODEL = "memvit_tiny"
@@ -118,7 +119,7 @@ def _runtimes(requested: str | None) -> list[str]:
 def _stream(model: Any, runtime: str, videos: list[tuple[Path, int]]) -> dict[str, Any]:
     """Stream every video (reset between them); keep each video's last-clip top-1 and the latencies."""
     from edgemem.runtimes import open_session
-    from edgemem.runtimes.stream import run_stream
+    from edgemem.serve.stream import run_stream
 
     last: dict[str, Any] = {}
     options = {"precision": "f32"} if runtime.startswith("openvino") else {}

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from edgemem.errors import InputError, StateError
+from edgemem.export.cm_pair import export_cm_pair
 from edgemem.models import create_model
-from edgemem.models.cm_pair import export_cm_pair
-from edgemem.models.cm_runtime import CMVideoClassifier
+from edgemem.runtimes.cm_runtime import CMVideoClassifier
 
 torch.set_num_threads(1)
 

@@ -13,6 +13,7 @@ import torch
 from runtime_models import export, make_model
 from video_maker import make_video
 
+import edgemem.export  # noqa: F401  (registers the PyTorch reference runtime "torch")
 from edgemem import hardware
 from edgemem.cli import main
 from edgemem.errors import InputError, UnsupportedError

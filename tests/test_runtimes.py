@@ -18,6 +18,7 @@ import pytest
 import torch
 from runtime_models import export, make_model
 
+import edgemem.export  # noqa: F401  (registers the PyTorch reference runtime "torch")
 from edgemem.cli import main
 from edgemem.errors import EdgememError, InputError, StateError, UnsupportedError
 from edgemem.hardware import openvino_capabilities

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+import edgemem.export  # noqa: F401  (registers the PyTorch reference runtime "torch")
 from edgemem.bench.precisions import session_options
 from edgemem.bench.schema import GPU_RUNTIMES, Cell, empty_result, machine_info, write_json_atomic
 from edgemem.bench.stats import cpu_summary, derive_rates, latency_summary

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import edgemem.export  # noqa: F401  (registers the PyTorch reference runtime "torch")
 from edgemem.bench.precisions import PRECISIONS, graph_precision, session_options
 from edgemem.bench.schema import Cell, empty_result, machine_info, model_slug, write_json_atomic, write_result
 from edgemem.bench.stats import derive_rates, merge_repeats

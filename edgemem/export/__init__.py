@@ -2,11 +2,17 @@
 
 ``to_onnx`` (``edgemem.export.onnx``), ``verify_graph`` (``edgemem.export.verify``) and
 ``reference_model`` (``edgemem.export.reference``) are imported lazily, so that the CLI starts fast.
+
+Importing this package registers the PyTorch reference runtime ``torch`` (``TorchSession``, which
+builds models) in the graph-only runtime registry below it (``edgemem.runtimes.registry``).
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from edgemem.runtimes.base import Session
+from edgemem.runtimes.registry import register_runtime
 
 _LAZY = {
     "to_onnx": "edgemem.export.onnx",
@@ -18,6 +24,8 @@ _LAZY = {
     "TOLERANCES": "edgemem.export.verify",
     "reference_model": "edgemem.export.reference",
     "make_stream": "edgemem.export.stream",
+    "TorchSession": "edgemem.export.torch_session",
+    "resolve_graph": "edgemem.export.model_source",
 }
 
 __all__ = sorted(_LAZY)
@@ -29,3 +37,23 @@ def __getattr__(name: str) -> Any:
     import importlib
 
     return getattr(importlib.import_module(_LAZY[name]), name)
+
+
+def _torch_session(model: Any, **options: Any) -> Session:
+    from edgemem.export.torch_session import TorchSession
+
+    return TorchSession(model, **options)
+
+
+def _torch_probe() -> str:
+    import torch
+
+    return f"torch {torch.__version__}"
+
+
+register_runtime(
+    "torch",
+    _torch_session,
+    "PyTorch reference (StreamingModel.step); batch, threads, checkpoint, device",
+    _torch_probe,
+)

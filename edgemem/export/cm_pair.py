@@ -9,7 +9,7 @@ contract; the online CM does (see ``CMModel.step``, exported by ``edgemem.export
 - ``<stem>.classify.onnx``: ``features``, ``memory [batch, *memory]`` -> ``logits [batch, classes]``.
 
 Both carry the contract metadata (model card, empty state) and ``edgemem.role`` = ``cm.encode`` /
-``cm.classify``; the batch dimension is dynamic. ``edgemem.models.cm_runtime`` runs them.
+``cm.classify``; the batch dimension is dynamic. ``edgemem.runtimes.cm_runtime`` runs them.
 """
 
 from __future__ import annotations
@@ -31,15 +31,17 @@ from torch import Tensor, nn
 from edgemem.contract import BATCH_DIM, write_contract
 from edgemem.errors import EdgememError, UnsupportedError
 from edgemem.models.cm_model import CMModel
-
-META_ROLE = "edgemem.role"
-META_CM = "edgemem.cm"
-ROLE_ENCODE = "cm.encode"
-ROLE_CLASSIFY = "cm.classify"
-FEATURES = "features"
-CONTRIBUTION = "contribution"
-MEMORY = "memory"
-LOGITS = "logits"
+from edgemem.runtimes.cm_runtime import (
+    CONTRIBUTION,
+    FEATURES,
+    LOGITS,
+    MEMORY,
+    META_CM,
+    META_ROLE,
+    ROLE_CLASSIFY,
+    ROLE_ENCODE,
+    pair_paths,
+)
 
 
 class _Encode(nn.Module):
@@ -58,13 +60,6 @@ class _Classify(nn.Module):
 
     def forward(self, features: Tensor, memory: Tensor) -> Tensor:
         return self.model.classify(features, memory)
-
-
-def pair_paths(stem: str | os.PathLike[str]) -> tuple[Path, Path]:
-    """``(<stem>.encode.onnx, <stem>.classify.onnx)``; a trailing ``.onnx`` in ``stem`` is dropped."""
-    s = str(stem)
-    s = s[: -len(".onnx")] if s.endswith(".onnx") else s
-    return Path(f"{s}.encode.onnx"), Path(f"{s}.classify.onnx")
 
 
 def _export(module: nn.Module, args: tuple[Tensor, ...], inputs: list[str], outputs: list[str], opset: int) -> Any:

@@ -3,6 +3,7 @@
 Built from a model object, a preset / PySlowFast YAML (optionally with a ``.pyth`` checkpoint), or
 an ONNX graph: the architecture rebuilt from the graph's model card and the weights read back
 from the graph's initializers (``edgemem.export.reference.reference_model``, shared with verify).
+It lives in ``export`` (it builds models) and is registered as runtime ``torch`` by ``edgemem.export``.
 """
 
 from __future__ import annotations

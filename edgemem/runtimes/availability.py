@@ -8,7 +8,7 @@ from typing import Any
 
 from edgemem.errors import UnsupportedError
 from edgemem.runtimes.precisions import supported_precisions
-from edgemem.runtimes.registry import RUNTIMES
+from edgemem.runtimes.registry import PROBES, RUNTIMES
 
 
 @dataclass(frozen=True)
@@ -20,12 +20,6 @@ class Availability:
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
-
-
-def _torch() -> str:
-    import torch
-
-    return f"torch {torch.__version__}"
 
 
 def _ort(provider: str) -> Callable[[], str]:
@@ -85,7 +79,6 @@ def _tensorrt() -> str:
 
 
 _PROBES: dict[str, Callable[[], str]] = {
-    "torch": _torch,
     "ort-cpu": _ort("CPUExecutionProvider"),
     "ort-cuda": _ort("CUDAExecutionProvider"),
     "ort-tensorrt": _ort("TensorrtExecutionProvider"),
@@ -97,7 +90,8 @@ _PROBES: dict[str, Callable[[], str]] = {
 
 def check(runtime: str) -> Availability:
     try:
-        return Availability(runtime, True, _PROBES[runtime](), supported_precisions(runtime))
+        probe = _PROBES.get(runtime) or PROBES[runtime]
+        return Availability(runtime, True, probe(), supported_precisions(runtime))
     except UnsupportedError as e:
         return Availability(runtime, False, str(e))
 

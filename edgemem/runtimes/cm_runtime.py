@@ -13,6 +13,7 @@ runtime plugs in by wrapping its session in one.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,20 +23,26 @@ import numpy as np
 from edgemem.contract import META_MODEL
 from edgemem.errors import InputError, StateError, UnsupportedError
 from edgemem.hardware import resolve_threads
-from edgemem.models.cm_pair import (
-    CONTRIBUTION,
-    FEATURES,
-    LOGITS,
-    MEMORY,
-    META_CM,
-    META_ROLE,
-    ROLE_CLASSIFY,
-    ROLE_ENCODE,
-    pair_paths,
-)
+
+# The pair's graph contract (written by ``edgemem.export.cm_pair``): role metadata and I/O names.
+META_ROLE = "edgemem.role"
+META_CM = "edgemem.cm"
+ROLE_ENCODE = "cm.encode"
+ROLE_CLASSIFY = "cm.classify"
+FEATURES = "features"
+CONTRIBUTION = "contribution"
+MEMORY = "memory"
+LOGITS = "logits"
 
 Runner = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 RUNTIMES = ("ort-cpu", "ort-cuda", "openvino")
+
+
+def pair_paths(stem: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """``(<stem>.encode.onnx, <stem>.classify.onnx)``; a trailing ``.onnx`` in ``stem`` is dropped."""
+    s = str(stem)
+    s = s[: -len(".onnx")] if s.endswith(".onnx") else s
+    return Path(f"{s}.encode.onnx"), Path(f"{s}.classify.onnx")
 
 
 def _metadata(path: Path) -> dict[str, str]:

@@ -10,12 +10,6 @@ from edgemem.errors import UnsupportedError
 from edgemem.runtimes.base import Session
 
 
-def _torch(path: Any, **kw: Any) -> Session:
-    from edgemem.runtimes.torch_session import TorchSession
-
-    return TorchSession(path, **kw)
-
-
 def _ort_cpu(path: Any, **kw: Any) -> Session:
     from edgemem.runtimes.ort import OrtSession
 
@@ -49,9 +43,10 @@ def _tensorrt(path: Any, **kw: Any) -> Session:
     return TensorRTSession(path, **kw)
 
 
-# name -> (factory, one-line description); options are the adapter's keyword arguments.
+# name -> (factory, one-line description); options are the adapter's keyword arguments. The graph
+# runtimes are listed here; a layer above adds its own with ``register_runtime`` (``edgemem.export``
+# registers the PyTorch reference ``torch`` when imported).
 RUNTIMES: dict[str, tuple[Callable[..., Session], str]] = {
-    "torch": (_torch, "PyTorch reference (StreamingModel.step); batch, threads, checkpoint, device"),
     "ort-cpu": (_ort_cpu, "ONNX Runtime, CPU provider; batch, threads, inter_threads, spinning"),
     "ort-cuda": (_ort_device("cuda"), "ONNX Runtime, CUDA provider, state on device; batch, device_id"),
     "ort-tensorrt": (_ort_device("tensorrt"), "ONNX Runtime, TensorRT provider; batch, device_id, fp16"),
@@ -59,6 +54,18 @@ RUNTIMES: dict[str, tuple[Callable[..., Session], str]] = {
     "openvino-stateful": (_openvino_stateful, "OpenVINO, state in variables; batch, precision, device, threads"),
     "tensorrt": (_tensorrt, "TensorRT engine, state in device buffers; batch, device_id, fp16"),
 }
+
+
+# name -> availability probe (returns a version line, raises UnsupportedError) of a registered runtime.
+PROBES: dict[str, Callable[[], str]] = {}
+
+
+def register_runtime(name: str, factory: Callable[..., Session], description: str, probe: Callable[[], str]) -> None:
+    """Add a runtime from a layer above; a name already registered is refused."""
+    if name in RUNTIMES:
+        raise ValueError(f"runtime '{name}' is already registered")
+    RUNTIMES[name] = (factory, description)
+    PROBES[name] = probe
 
 
 def list_runtimes() -> list[str]:

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from edgemem.runtimes.stream import ClipRecord, StreamStats
+from edgemem.serve.stream import ClipRecord, StreamStats
 
 
 def _fmt_topk(rec: ClipRecord, n: int = 3) -> str:

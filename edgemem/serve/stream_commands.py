@@ -1,0 +1,104 @@
+"""``edgemem stream``: classify videos online with memory carried by a runtime session."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+from pathlib import Path
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    s = sub.add_parser(
+        "stream",
+        help="classify videos online, clip by clip, with memory carried by a runtime session",
+        description="Decode each SOURCE (file, URL, capture device such as v4l2:/dev/video0), "
+        "resample it to the model's rate, and step every clip through the model; state is reset "
+        "at each new source.",
+    )
+    s.add_argument("sources", nargs="+", metavar="SOURCE")
+    s.add_argument("--model", required=True, help="an edgemem ONNX graph, a preset name or a YAML config")
+    s.add_argument("--checkpoint", help="weights for a preset/config (.pyth)")
+    s.add_argument("--runtime", default="ort-cpu", help="see `edgemem runtimes` (default: ort-cpu)")
+    s.add_argument(
+        "--precision",
+        help="openvino: f32 (default), bf16, fp16 where the CPU has them; tensorrt/ort-tensorrt: fp16 "
+        "(see `edgemem runtimes`)",
+    )
+    s.add_argument("--threads", type=int, help="CPU threads of the runtime (default: the usable CPUs)")
+    s.add_argument("--jsonl", type=Path, help="write one JSON record per clip (flushed per record)")
+    s.add_argument("--out", type=Path, help="write an annotated copy of the video (several sources: _N suffix)")
+    s.add_argument("--batch", action="store_true", help="run the sources as parallel streams in one batch")
+    s.add_argument("--realtime", action="store_true", help="decode at the video's pace, skip frames when behind")
+    s.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for a network source (default 10)")
+    s.add_argument("--topk", type=int, default=5, help="classes per record (default 5)")
+    s.add_argument("--cache-dir", type=Path, help="where presets are exported (default ~/.cache/edgemem/graphs)")
+    s.add_argument("--resume", type=Path, help="continue from a state file (.npz/.safetensors) of an earlier run")
+    s.add_argument("--save-state", type=Path, help="write the state after the last clip (.npz or .safetensors)")
+    s.add_argument("--quiet", action="store_true", help="no live view, only the summary")
+    s.set_defaults(func=_stream)
+
+
+def _session_options(args: argparse.Namespace, batch: int) -> dict[str, Any]:
+    from edgemem.runtimes.precisions import precision_options
+
+    opts: dict[str, Any] = {"batch": batch, "threads": args.threads}
+    if args.precision:
+        opts.update(precision_options(args.runtime, args.precision))  # names what this machine lacks
+    return opts
+
+
+def _stream(args: argparse.Namespace) -> int:
+    from edgemem.errors import InputError
+    from edgemem.export.model_source import resolve_graph
+    from edgemem.runtimes.availability import check
+    from edgemem.runtimes.registry import RUNTIMES, open_session
+    from edgemem.runtimes.state_io import check_suffix, load_state, save_state
+    from edgemem.serve.annotate import AnnotationSink
+    from edgemem.serve.live import LiveView
+    from edgemem.serve.stream import JsonlWriter, run_stream
+
+    if args.runtime not in RUNTIMES:
+        raise InputError(f"unknown runtime '{args.runtime}'; available: {', '.join(RUNTIMES)}")
+    if args.topk < 1:
+        raise InputError("--topk must be >= 1")
+    if args.timeout <= 0:
+        raise InputError("--timeout must be positive")
+    avail = check(args.runtime)
+    if not avail.available:
+        raise InputError(f"runtime {args.runtime} is not available here: {avail.detail}")
+    batch = len(args.sources) if args.batch else 1
+    options = _session_options(args, batch)  # a precision this machine cannot run fails before any export
+    model = resolve_graph(args.model, args.runtime, batch=batch, checkpoint=args.checkpoint, cache_dir=args.cache_dir)
+    resume = load_state(args.resume).state if args.resume else None
+    if args.save_state:
+        check_suffix(args.save_state)  # refuse a bad suffix before streaming, not after
+    jsonl = JsonlWriter(args.jsonl) if args.jsonl else None
+    sink = AnnotationSink(args.out, len(args.sources)) if args.out else None
+    view = LiveView(args.runtime)
+    callbacks = [c for c in (jsonl, None if args.quiet else view) if c is not None]
+    try:
+        with (
+            open_session(model, args.runtime, **options) as session,
+            contextlib.nullcontext() if args.quiet else view,
+        ):
+            stats = run_stream(
+                session,
+                args.sources,
+                batch=args.batch,
+                realtime=args.realtime,
+                k=args.topk,
+                on_clip=callbacks,
+                frame_sink=sink,
+                resume=resume,
+                timeout_s=args.timeout,
+            )
+            if args.save_state:
+                save_state(args.save_state, session.get_state(), session.state_spec, session.model_card)
+    finally:
+        if jsonl is not None:
+            jsonl.close()
+        if sink is not None:
+            sink.close()
+    view.summary(stats)
+    return 0
