@@ -25,9 +25,10 @@ from torch.nn.init import trunc_normal_
 
 from edgemem.contract import TensorSpec
 from edgemem.errors import UnsupportedError
-from edgemem.models.mvit_attention import MultiScaleBlock, pool_tokens
+from edgemem.models.mvit_attention import pool_tokens
+from edgemem.models.mvit_block import MultiScaleBlock
 from edgemem.models.mvit_config import MemoryConfig, MViTConfig, block_specs, patch_grid
-from edgemem.models.registry import register_family, register_model
+from edgemem.models.registry import register_family
 from edgemem.models.streaming import State, StreamingModel
 
 VALID = "mem.valid"
@@ -320,136 +321,6 @@ class MViT(StreamingModel):
             new[f"mem.{i}.v"] = torch.cat((vc, v[:, : s - 1]), dim=1).detach()
         new[VALID] = torch.cat((valid.new_ones((valid.shape[0], 1)), valid[:, : s - 1]), dim=1)
         return logits, new, raws
-
-
-# --------------------------------------------------------------------------- presets
-def _config(base: dict[str, Any], overrides: dict[str, Any]) -> MViTConfig:
-    """Preset fields updated with user overrides (any ``MViTConfig`` field, e.g. ``num_classes``)."""
-    unknown = sorted(set(overrides) - set(MViTConfig.__dataclass_fields__))
-    if unknown:
-        raise UnsupportedError(f"not supported: option(s) {unknown} for an MViT preset")
-    return MViTConfig(**{**base, **overrides})
-
-
-def _tiny(memory: MemoryConfig | None, kw: dict[str, Any]) -> MViTConfig:
-    base = dict(
-        num_frames=8,
-        crop_size=32,
-        num_classes=10,
-        embed_dim=16,
-        num_heads=1,
-        depth=4,
-        dim_mul=((2, 2.0),),
-        head_mul=((2, 2.0),),
-        pool_q_stride=((0, 1, 1, 1), (1, 1, 1, 1), (2, 1, 2, 2), (3, 1, 1, 1)),
-        pool_kv_stride_adaptive=(1, 2, 2),
-        pool_kvq_kernel=(3, 3, 3),
-        init_std=None,
-        sampling_rate=2,
-        target_fps=30,
-        memory=memory,
-    )
-    return _config(base, kw)
-
-
-def _q_strides(depth: int, stage_starts: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
-    return tuple((i, 1, 2, 2) if i in stage_starts else (i, 1, 1, 1) for i in range(depth))
-
-
-def _mvit16(memory: MemoryConfig | None, kw: dict[str, Any]) -> MViTConfig:
-    """MViTv2-S-like depth 16 (configs/AVA/MeMViT_16_K400.yaml backbone), 16x4 at 224^2."""
-    base = dict(
-        num_frames=16,
-        crop_size=224,
-        sampling_rate=4,
-        num_classes=400,
-        embed_dim=96,
-        num_heads=1,
-        depth=16,
-        dim_mul=((1, 2.0), (3, 2.0), (14, 2.0)),
-        head_mul=((1, 2.0), (3, 2.0), (14, 2.0)),
-        pool_q_stride=_q_strides(16, (1, 3, 14)),
-        pool_kv_stride_adaptive=(1, 8, 8),
-        pool_kvq_kernel=(3, 3, 3),
-        drop_path_rate=0.4,
-        memory=memory,
-    )
-    return _config(base, kw)
-
-
-def _mvit24(memory: MemoryConfig | None, kw: dict[str, Any]) -> MViTConfig:
-    """Depth 24 (configs/AVA/MeMViT_24_K600.yaml backbone), 32x3 at 224^2."""
-    base = dict(
-        num_frames=32,
-        crop_size=224,
-        sampling_rate=3,
-        num_classes=400,
-        embed_dim=96,
-        num_heads=1,
-        depth=24,
-        dim_mul=((2, 2.0), (5, 2.0), (21, 2.0)),
-        head_mul=((2, 2.0), (5, 2.0), (21, 2.0)),
-        pool_q_stride=_q_strides(24, (2, 5, 21)),
-        pool_kv_stride_adaptive=(1, 8, 8),
-        pool_kvq_kernel=(3, 3, 3),
-        drop_path_rate=0.4,
-        memory=memory,
-    )
-    return _config(base, kw)
-
-
-def _odd(depth: int) -> tuple[int, ...]:
-    return tuple(range(1, depth, 2))
-
-
-def _build(name: str, cfg: MViTConfig) -> MViT:
-    return MViT(cfg, name=name)
-
-
-@register_model
-def memvit_tiny(**kw: Any) -> MViT:
-    """Tiny MeMViT for tests/CPU training: 8x32^2, 4 blocks, 3 memory clips in blocks 0 and 2, compressed
-    5x3x3 / 4x2x2 (1.06x the memory-less step)."""
-    mem = MemoryConfig(
-        attn_max_len=4, sampler="all", exclude_layers=(1, 3), compress_kernel=(5, 3, 3), compress_stride=(4, 2, 2)
-    )
-    return _build("memvit_tiny", _tiny(mem, kw))
-
-
-@register_model
-def mvit_tiny(**kw: Any) -> MViT:
-    """``memvit_tiny`` without memory (accepts ``frame_scale``)."""
-    return _build("mvit_tiny", _tiny(None, kw))
-
-
-@register_model
-def memvit16_16x4(**kw: Any) -> MViT:
-    """MeMViT-16 16x4: memory of 2 clips (gap2) in the even blocks, compression 7x3x3 / 4x2x2."""
-    mem = MemoryConfig(
-        attn_max_len=3, sampler="gap2", exclude_layers=_odd(16), compress_kernel=(7, 3, 3), compress_stride=(4, 2, 2)
-    )
-    return _build("memvit16_16x4", _mvit16(mem, kw))
-
-
-@register_model
-def mvit16_16x4(**kw: Any) -> MViT:
-    """MViT-16 16x4 (the MeMViT-16 backbone without memory; accepts ``frame_scale``)."""
-    return _build("mvit16_16x4", _mvit16(None, kw))
-
-
-@register_model
-def memvit24_32x3(**kw: Any) -> MViT:
-    """MeMViT-24 32x3: memory of 2 clips (gap3) in the even blocks, compression 7x3x3 / 4x2x2."""
-    mem = MemoryConfig(
-        attn_max_len=3, sampler="gap3", exclude_layers=_odd(24), compress_kernel=(7, 3, 3), compress_stride=(4, 2, 2)
-    )
-    return _build("memvit24_32x3", _mvit24(mem, kw))
-
-
-@register_model
-def mvit24_32x3(**kw: Any) -> MViT:
-    """MViT-24 32x3 (the MeMViT-24 backbone without memory; accepts ``frame_scale``)."""
-    return _build("mvit24_32x3", _mvit24(None, kw))
 
 
 @register_family("mvit")
