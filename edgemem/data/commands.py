@@ -49,7 +49,7 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from edgemem.data.datasets import check_dataset
+    from edgemem.data.video_dir import check_dataset
 
     report = check_dataset(args.dir, args.split)
     if args.json:

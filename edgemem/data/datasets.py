@@ -1,8 +1,4 @@
-"""Video datasets in the PySlowFast/Kinetics layout and the torch Datasets that sample clips from them.
-
-A dataset directory holds ``train.csv`` and ``val.csv`` (one ``path label`` per line, space
-separated, paths relative to the directory or absolute), optionally ``classes.txt`` (one class name
-per line) and ``task.json`` (written by ``edgemem data synth``).
+"""The torch Datasets that sample clips from a dataset directory (``edgemem.data.video_dir``).
 
 Every item is a dict with ``frames`` (float, normalised), ``label``, ``video`` (index in the split),
 ``valid`` and ``error``. A video that cannot be decoded gives ``valid = False``, zero frames and
@@ -12,15 +8,12 @@ with ``valid`` and count with ``SkipTally``.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import av
 import numpy as np
 import torch
 from torch import Tensor
@@ -35,22 +28,25 @@ from edgemem.data.samplers import (
     random_clip_start,
     uniform_clip_starts,
 )
-from edgemem.data.video import VideoError, VideoInfo, VideoReader, probe
+from edgemem.data.video import VideoInfo, VideoReader, probe
+from edgemem.data.video_dir import DECODE_ERRORS, SPLITS, VideoDir, VideoRecord, check_dataset, decode_error
 from edgemem.errors import InputError
 
+# The directory layout lives in ``video_dir``; its names stay importable from here.
+__all__ = [
+    "SPLITS",
+    "ClipDataset",
+    "ClipGeometry",
+    "MultiClipDataset",
+    "SkipTally",
+    "StreamingDataset",
+    "VideoDir",
+    "VideoRecord",
+    "check_dataset",
+    "stack_batch",
+]
+
 log = logging.getLogger(__name__)
-
-# What reading one video may raise (corrupt streams surface in FFmpeg or as odd frames); a video
-# that raises one of these is skipped and counted, anything else is a bug and propagates.
-_DECODE_ERRORS = (VideoError, av.FFmpegError, OSError, RuntimeError, ValueError)
-
-SPLITS = ("train", "val", "test")
-
-
-@dataclass(frozen=True)
-class VideoRecord:
-    path: str
-    label: int
 
 
 @dataclass(frozen=True)
@@ -87,77 +83,6 @@ class ClipGeometry:
 
     def eval_transform(self, num_crops: int = 1) -> EvalTransform:
         return EvalTransform(self.crop_size, self.crop_size, self.mean, self.std, num_crops)
-
-
-class VideoDir:
-    """A dataset directory: its splits, number of classes, class names and task meta."""
-
-    def __init__(self, root: str | Path, num_classes: int | None = None) -> None:
-        self.root = Path(root)
-        if not self.root.is_dir():
-            raise InputError(f"dataset directory {self.root} does not exist")
-        present = [s for s in SPLITS if (self.root / f"{s}.csv").is_file()]
-        if not present:
-            raise InputError(f"{self.root} has no train.csv or val.csv (PySlowFast/Kinetics layout expected)")
-        task_file = self.root / "task.json"
-        self.task: dict[str, Any] | None = None
-        if task_file.is_file():
-            try:
-                self.task = json.loads(task_file.read_text())
-            except json.JSONDecodeError as e:
-                raise InputError(f"{task_file}: not valid JSON ({e})") from None
-        classes_file = self.root / "classes.txt"
-        self.class_names: list[str] | None = None
-        if classes_file.is_file():
-            self.class_names = [c.strip() for c in classes_file.read_text().splitlines() if c.strip()]
-        declared = len(self.class_names) if self.class_names else (self.task or {}).get("num_classes")
-        if num_classes is not None and declared is not None and num_classes != declared:
-            raise InputError(f"{self.root} has {declared} classes, the model expects {num_classes}")
-        self._splits = {s: _read_csv(self.root / f"{s}.csv", self.root) for s in present}
-        if num_classes is None:
-            num_classes = declared or 1 + max((r.label for rs in self._splits.values() for r in rs), default=0)
-        self.num_classes = int(num_classes)
-        for s, records in self._splits.items():
-            for i, r in enumerate(records):
-                if r.label >= self.num_classes:
-                    raise InputError(
-                        f"{self.root / f'{s}.csv'} line {i + 1}: label {r.label} out of range for "
-                        f"{self.num_classes} classes"
-                    )
-
-    @property
-    def splits(self) -> list[str]:
-        return list(self._splits)
-
-    def split(self, name: str) -> list[VideoRecord]:
-        if name not in self._splits:
-            raise InputError(f"{self.root} has no {name}.csv")
-        return self._splits[name]
-
-
-def _read_csv(path: Path, root: Path) -> list[VideoRecord]:
-    records = []
-    for n, raw in enumerate(path.read_text().splitlines(), 1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        parts = line.rsplit(None, 1) if " " in line or "\t" in line else line.rsplit(",", 1)
-        if len(parts) != 2:
-            raise InputError(f"{path} line {n}: expected 'path label', got {raw!r}")
-        rel, label = parts[0].strip().rstrip(","), parts[1].strip()
-        try:
-            lab = int(label)
-        except ValueError:
-            if n == 1 and not records:  # a header line
-                continue
-            raise InputError(f"{path} line {n}: label {label!r} is not an integer") from None
-        if lab < 0:
-            raise InputError(f"{path} line {n}: negative label {lab}")
-        p = Path(rel)
-        records.append(VideoRecord(str(p if p.is_absolute() else root / p), lab))
-    if not records:
-        raise InputError(f"{path} lists no videos")
-    return records
 
 
 @dataclass
@@ -270,8 +195,8 @@ class ClipDataset(_ClipSource):
                 else:
                     start = uniform_clip_starts(length, self.geometry.span, self.temporal_views)[t_view]
                 clip = to_frames(self._decode(reader, [start]))
-        except _DECODE_ERRORS as e:
-            return self._invalid(video, _why(rec.path, e), self._clip_shape()) | {
+        except DECODE_ERRORS as e:
+            return self._invalid(video, decode_error(rec.path, e), self._clip_shape()) | {
                 "clip": torch.tensor(t_view),
                 "crop": torch.tensor(s_view),
             }
@@ -325,9 +250,9 @@ class MultiClipDataset(_ClipSource):
                 gen = self._gen(video) if self.train else None
                 starts = multi_clip_starts(self._length(reader.info), g.span, self.num_clips, gen)
                 clip = to_frames(self._decode(reader, starts))
-        except _DECODE_ERRORS as e:
+        except DECODE_ERRORS as e:
             shape = (self.num_clips, *self._clip_shape())
-            return self._invalid(video, _why(rec.path, e), shape) | {"crop": torch.tensor(s_view)}
+            return self._invalid(video, decode_error(rec.path, e), shape) | {"crop": torch.tensor(s_view)}
         x = self.augment(clip, self._gen(video, 1)) if self.train else self.transform(clip, s_view)
         frames = x.reshape(3, self.num_clips, g.frames, *x.shape[-2:]).transpose(0, 1).contiguous()
         return {
@@ -361,9 +286,9 @@ class StreamingDataset(_ClipSource):
         for i, rec in enumerate(self.records):
             try:
                 info = probe(rec.path)
-            except _DECODE_ERRORS as e:
+            except DECODE_ERRORS as e:
                 log.warning("skipping unreadable video: %s", e)
-                self.skipped[i] = _why(rec.path, e)
+                self.skipped[i] = decode_error(rec.path, e)
                 self.clips_per_video.append(0)
                 continue
             self.clips_per_video.append(consecutive_clip_count(self._length(info), geometry.span))
@@ -387,8 +312,8 @@ class StreamingDataset(_ClipSource):
         try:
             with VideoReader(rec.path) as reader:
                 clip = to_frames(self._decode(reader, [index.clip * g.span]))
-        except _DECODE_ERRORS as e:
-            return self._invalid(index.video, _why(rec.path, e), self._clip_shape()) | flags
+        except DECODE_ERRORS as e:
+            return self._invalid(index.video, decode_error(rec.path, e), self._clip_shape()) | flags
         frames = self.augment(clip, self._gen(index.video)) if self.train else self.transform(clip)
         return {
             "frames": frames,
@@ -406,38 +331,6 @@ class StreamingDataset(_ClipSource):
             "valid": torch.tensor(False),
             "error": "",
         }
-
-
-def _why(path: str, e: BaseException) -> str:
-    return str(e) if isinstance(e, VideoError) else f"{path}: {type(e).__name__}: {e}"
-
-
-def check_dataset(root: str | Path, splits: Sequence[str] | None = None) -> dict[str, Any]:
-    """Decode every video of the dataset's splits; counts, frame ranges, labels and errors."""
-    vd = VideoDir(root)
-    report: dict[str, Any] = {"root": str(vd.root), "num_classes": vd.num_classes, "splits": {}}
-    for split in splits or vd.splits:
-        records = vd.split(split)
-        errors, frames = [], []
-        counts = [0] * vd.num_classes
-        for rec in records:
-            counts[rec.label] += 1
-            try:
-                with VideoReader(rec.path) as r:
-                    r.get_frames([0, r.info.num_frames - 1])  # decodes every frame in between
-                    frames.append(r.info.num_frames)
-            except _DECODE_ERRORS as e:
-                errors.append(_why(rec.path, e))
-        report["splits"][split] = {
-            "videos": len(records),
-            "readable": len(frames),
-            "unreadable": len(errors),
-            "frames_min": min(frames, default=0),
-            "frames_max": max(frames, default=0),
-            "label_counts": counts,
-            "errors": errors,
-        }
-    return report
 
 
 def stack_batch(items: Sequence[dict[str, Any]]) -> dict[str, Tensor | list[str]]:
