@@ -13,7 +13,9 @@ _FAMILIES: dict[str, Callable[[dict[str, Any]], Any]] = {}
 
 
 def register_model(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Decorator: register a preset builder under its function name."""
+    """Decorator: register a preset builder under its function name (a name taken is refused)."""
+    if fn.__name__ in _PRESETS:
+        raise EdgememError(f"model '{fn.__name__}' is already registered (by {_PRESETS[fn.__name__].__module__})")
     _PRESETS[fn.__name__] = fn
     return fn
 
@@ -22,6 +24,8 @@ def register_family(name: str) -> Callable[[Callable[[dict[str, Any]], Any]], Ca
     """Decorator: register the builder that rebuilds a model of ``family`` from its model card."""
 
     def deco(fn: Callable[[dict[str, Any]], Any]) -> Callable[[dict[str, Any]], Any]:
+        if name in _FAMILIES:
+            raise EdgememError(f"model family '{name}' is already registered (by {_FAMILIES[name].__module__})")
         _FAMILIES[name] = fn
         return fn
 
