@@ -125,3 +125,13 @@ def test_torchrun_two_processes_ddp(data: Path, tmp_path: Path) -> None:
         epochs = [m for m in _metrics(run) if m["kind"] == "epoch"]
         assert len(epochs) == 1 and epochs[0]["val_videos"] == 2  # both ranks' shares summed
         assert (run / "checkpoints" / "last.pyth").is_file()
+
+
+def test_step_result_says_what_the_loop_does() -> None:
+    from edgemem.train.loop import StepResult
+
+    assert StepResult.forward_only().is_forward_only
+    done = StepResult(torch.tensor(1.0), {"count": 2.0}, backward_done=True)
+    assert not done.is_forward_only and done.backward_done
+    with pytest.raises(ValueError, match="needs the loss"):
+        StepResult(None, backward_done=True)

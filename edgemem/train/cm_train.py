@@ -19,6 +19,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from edgemem.data.datasets import MultiClipDataset
+from edgemem.train.loop import StepResult
 from edgemem.train.recipes import ShuffledRecipe
 
 
@@ -37,7 +38,7 @@ class CMRecipe(ShuffledRecipe):
         self.multi_iteration = bool(self.options.get("multi_iteration"))
         self.ds = MultiClipDataset(self.train_items, self.geometry, self.clips, train=True, seed=self.seed)
 
-    def loss(self, model: nn.Module, batch: dict[str, Any], epoch: int) -> tuple[Tensor, dict[str, float]]:
+    def loss(self, model: nn.Module, batch: dict[str, Any], epoch: int) -> StepResult:
         dev = self.info.device
         valid = batch["valid"].to(dev)
         keep = valid if bool(valid.any()) else ~valid  # an all-unreadable batch still steps (weight 0)
@@ -49,8 +50,8 @@ class CMRecipe(ShuffledRecipe):
             if weight == 0.0:
                 for p in bare.parameters():
                     p.grad = None
-            return loss * weight, {}
+            return StepResult(loss * weight, backward_done=True)
         logits = model(frames)  # [B, N, classes]
         loss = bare.video_loss(logits.float(), labels, self.alpha) * weight
         hits = float((logits.float().mean(1).argmax(-1) == labels).sum()) if weight else 0.0
-        return loss, {"correct": hits, "count": float(len(labels)) if weight else 0.0}
+        return StepResult(loss, {"correct": hits, "count": float(len(labels)) if weight else 0.0})

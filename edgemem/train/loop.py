@@ -25,6 +25,32 @@ from edgemem.train.distributed import DistInfo, all_sum, average_gradients, barr
 from edgemem.train.optim import CosineSchedule, set_lr
 
 
+@dataclass(frozen=True)
+class StepResult:
+    """What one training iteration of a recipe gives the loop.
+
+    ``loss`` is back-propagated by the loop, unless ``backward_done`` (the recipe accumulated the
+    gradients itself; ``loss`` is then only logged). ``forward_only()``: no loss and no optimizer
+    step this iteration (it must be the same on every rank).
+    """
+
+    loss: Tensor | None
+    stats: dict[str, float] = field(default_factory=dict)
+    backward_done: bool = False
+
+    def __post_init__(self) -> None:
+        if self.loss is None and self.backward_done:
+            raise ValueError("a step with its backward done needs the loss it minimised")
+
+    @classmethod
+    def forward_only(cls) -> StepResult:
+        return cls(None)
+
+    @property
+    def is_forward_only(self) -> bool:
+        return self.loss is None
+
+
 class Recipe(Protocol):
     """What the loop needs from a model family's training scheme."""
 
@@ -34,11 +60,8 @@ class Recipe(Protocol):
     def batches(self, epoch: int) -> Iterable[Any]:
         """The batches of ``epoch`` on this rank, ``steps_per_epoch(epoch)`` of them."""
 
-    def loss(self, model: nn.Module, batch: Any, epoch: int) -> tuple[Tensor | None, dict[str, float]]:
-        """Loss to minimise and additive statistics (e.g. ``correct``, ``count``) of one batch.
-
-        A loss without grad means the recipe already accumulated the gradients itself; ``None``
-        means a forward-only iteration (no optimizer step; the same on every rank)."""
+    def loss(self, model: nn.Module, batch: Any, epoch: int) -> StepResult:
+        """The loss of one batch and additive statistics (e.g. ``correct``, ``count``)."""
 
     def evaluate(self, model: nn.Module) -> dict[str, Any]:
         """Validation metrics (``top1`` at least) with the family's inference scheme."""
@@ -170,16 +193,17 @@ def train(
                 set_lr(optimizer, lr)
                 optimizer.zero_grad(set_to_none=True)
                 with autocast(info.device, cfg.precision):
-                    loss, stats = recipe.loss(model, batch, epoch)
+                    result = recipe.loss(model, batch, epoch)
                 n_iter += 1
-                for k, v in stats.items():
+                for k, v in result.stats.items():
                     sums[k] = sums.get(k, 0.0) + float(v)
-                if loss is None:  # a forward-only iteration (MeMViT: no clip with a loss in it)
+                if result.loss is None:  # a forward-only iteration (MeMViT: no clip with a loss in it)
                     progress.advance(task, f"loss {loss_sum / max(1, n_steps):.3f} lr {lr:.2e}")
                     continue
+                loss = result.loss
                 if not math.isfinite(float(loss.detach())):
                     raise EdgememError(f"loss became {float(loss.detach())} at step {state.step}: lower --lr")
-                if not loss.requires_grad:
+                if result.backward_done:
                     # The recipe back-propagated itself (CM multi-iteration): average over ranks here.
                     average_gradients(params, info)
                 elif scaler is not None:

@@ -34,6 +34,7 @@ from edgemem.data.samplers import StreamingBatchSampler
 from edgemem.errors import InputError
 from edgemem.models.streaming import State
 from edgemem.train.distributed import all_sum
+from edgemem.train.loop import StepResult
 from edgemem.train.recipes import RecipeBase, masked_ce
 
 STREAM_LOSSES = ("all", "last")
@@ -111,7 +112,7 @@ class StreamRecipe(RecipeBase):
             self.tally.update(batch)
             yield batch
 
-    def loss(self, model: nn.Module, batch: dict[str, Any], epoch: int) -> tuple[Tensor | None, dict[str, float]]:
+    def loss(self, model: nn.Module, batch: dict[str, Any], epoch: int) -> StepResult:
         dev = self.info.device
         reset = batch["first"].to(dev)
         valid = batch["valid"].to(dev)
@@ -122,8 +123,8 @@ class StreamRecipe(RecipeBase):
                 with torch.no_grad():
                     _, new = model(batch["frames"].to(dev), self.state, reset)
                 self.state = {k: v.detach().float() for k, v in new.items()}
-                return None, {}
+                return StepResult.forward_only()
         logits, new = model(batch["frames"].to(dev), self.state, reset)
         # Carried to the next iteration without gradient (and in float32 whatever autocast did).
         self.state = {k: v.detach().float() for k, v in new.items()}
-        return masked_ce(logits, batch["label"].to(dev), valid)
+        return StepResult(*masked_ce(logits, batch["label"].to(dev), valid))

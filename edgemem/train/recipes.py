@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from edgemem.data.datasets import ClipDataset, ClipGeometry, SkipTally, VideoRecord, stack_batch
 from edgemem.train.distributed import DistInfo
 from edgemem.train.evaluate import evaluate_model
+from edgemem.train.loop import StepResult
 
 
 def masked_ce(logits: Tensor, labels: Tensor, valid: Tensor) -> tuple[Tensor, dict[str, float]]:
@@ -110,10 +111,10 @@ class ClipRecipe(ShuffledRecipe):
         super().__init__(*args, **kw)
         self.ds = ClipDataset(self.train_items, self.geometry, train=True, seed=self.seed)
 
-    def loss(self, model: nn.Module, batch: dict[str, Any], epoch: int) -> tuple[Tensor, dict[str, float]]:
+    def loss(self, model: nn.Module, batch: dict[str, Any], epoch: int) -> StepResult:
         dev = self.info.device
         logits = model(batch["frames"].to(dev))
-        return masked_ce(logits, batch["label"].to(dev), batch["valid"].to(dev))
+        return StepResult(*masked_ce(logits, batch["label"].to(dev), batch["valid"].to(dev)))
 
 
 def build_recipe(
