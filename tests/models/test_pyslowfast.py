@@ -15,7 +15,7 @@ from edgemem.models import load_pyslowfast
 from edgemem.models.checkpoint import save_pyth
 from edgemem.models.pyslowfast import config_from_pyslowfast
 
-FIX = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "memvit_official_tiny"
+FIX = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "memvit_official_tiny"
 pytestmark = pytest.mark.skipif(not FIX.is_dir(), reason=f"official fixture not found at {FIX}")
 
 

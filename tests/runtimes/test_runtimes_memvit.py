@@ -13,7 +13,7 @@ import torch
 from edgemem.runtimes import load_state, open_session, save_state
 from edgemem.runtimes.availability import check
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "memvit_official_tiny"
+FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "memvit_official_tiny"
 ATOL = 1e-4
 RUNTIMES = [r for r in ("ort-cpu", "openvino", "openvino-stateful") if check(r).available]
 

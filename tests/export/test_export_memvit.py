@@ -16,7 +16,7 @@ from edgemem.cli import main
 from edgemem.export.onnx import to_onnx
 from edgemem.models import create_model
 
-FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "memvit_official_tiny"
+FIXTURE = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "memvit_official_tiny"
 needs_fixture = pytest.mark.skipif(not FIXTURE.is_dir(), reason=f"shared fixture not found at {FIXTURE}")
 
 

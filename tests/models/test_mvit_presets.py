@@ -12,7 +12,7 @@ from edgemem.errors import InputError, StateError, UnsupportedError
 from edgemem.models import create_model, from_card, list_models
 from edgemem.models.mvit import MViT
 
-FIX = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "memvit_official_tiny"
+FIX = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "memvit_official_tiny"
 PRESETS = ["memvit16_16x4", "mvit16_16x4", "memvit24_32x3", "mvit24_32x3", "memvit_tiny", "mvit_tiny"]
 TINY = ["memvit_tiny", "mvit_tiny"]
 

@@ -13,7 +13,7 @@ from edgemem.models import load_pyslowfast
 from edgemem.models.mvit import MViT
 from edgemem.models.mvit_config import MemoryConfig
 
-FIX = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "memvit_official_tiny"
+FIX = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "memvit_official_tiny"
 pytestmark = pytest.mark.skipif(not FIX.is_dir(), reason=f"official fixture not found at {FIX}")
 TOL = 1e-5
 

@@ -219,7 +219,7 @@ def test_official_model_cards_name_presets_and_formats() -> None:
 
     from edgemem.models import is_model
 
-    cards = sorted((Path(__file__).resolve().parents[1] / "models_zoo").glob("k400_*.yaml"))
+    cards = sorted((Path(__file__).resolve().parents[2] / "models_zoo").glob("k400_*.yaml"))
     assert len(cards) >= 7
     for path in cards:
         card = yaml.safe_load(path.read_text())
