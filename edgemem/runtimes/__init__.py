@@ -1,4 +1,5 @@
-"""Runtime sessions that drive any edgemem graph from its metadata: torch, ONNX Runtime, OpenVINO, TensorRT."""
+"""Graph-only runtime sessions that drive any edgemem graph from its metadata: ONNX Runtime, OpenVINO,
+TensorRT (the PyTorch reference ``torch`` is registered by ``edgemem.export``)."""
 
 from edgemem.runtimes.base import Session
 from edgemem.runtimes.registry import RUNTIMES, list_runtimes, open_session
