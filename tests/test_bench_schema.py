@@ -112,7 +112,9 @@ def test_merge_repeats_takes_medians_and_counts_failures():
 def test_precision_mapping():
     assert graph_precision("openvino", "bf16") == "f32"
     assert graph_precision("ort-cpu", "int8") == "int8"
-    assert graph_precision("tensorrt", "fp16") == "f32" and session_options("tensorrt", "fp16") == {"fp16": True}
+    assert graph_precision("ort-tensorrt", "fp16") == "f32"
+    assert session_options("ort-tensorrt", "fp16") == {"fp16": True}
+    assert graph_precision("tensorrt", "fp16") == "fp16" and session_options("tensorrt", "fp16") == {}  # TensorRT 11
     assert graph_precision("ort-cpu", "fp16") == "fp16"
     assert session_options("openvino", "bf16") == {"precision": "bf16"}
     assert session_options("openvino-stateful", "int8") == {"precision": "f32"}  # explicit, never OV's default

@@ -1,7 +1,8 @@
 """Which graph and which session options a runtime runs a precision with.
 
-bf16 is an inference hint on the f32 graph (OpenVINO); fp16 is a builder flag on the f32 graph for
-TensorRT and its own exported graph elsewhere; int8 is its own (quantised) graph. A runtime that
+bf16 is an inference hint on the f32 graph (OpenVINO); fp16 is ONNX Runtime's TensorRT fp16 option on
+the f32 graph for ort-tensorrt and the exported fp16 graph elsewhere (native TensorRT builds it strongly
+typed, the one fp16 path TensorRT 10 and 11 share); int8 is its own (quantised) graph. A runtime that
 cannot run a precision says so when the session opens (UnsupportedError): the cell is then
 recorded as skipped, with that reason.
 """
@@ -14,7 +15,7 @@ from edgemem.errors import UnsupportedError
 
 PRECISIONS = ("f32", "bf16", "fp16", "int8")
 _OPENVINO = ("openvino", "openvino-stateful")
-_TENSORRT = ("ort-tensorrt", "tensorrt")
+_TENSORRT = ("ort-tensorrt",)  # fp16 as a provider option on the f32 graph
 
 
 def graph_precision(runtime: str, precision: str) -> str:
