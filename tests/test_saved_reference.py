@@ -96,8 +96,9 @@ def test_bad_reference_files_and_options(saved: dict[str, Path], capsys: pytest.
     d, graph, ref = saved["dir"], str(saved["graph"]), str(saved["ref"])
     garbage = d / "garbage.npz"
     garbage.write_bytes(b"not a zip")
-    plain = d / "plain.npz"
+    plain, listed = d / "plain.npz", d / "listed.npz"
     np.savez(plain, frames=np.zeros(3))
+    np.savez(listed, __edgemem_reference__=np.array("[1, 2]"))
     with np.load(ref) as z:
         nan_state, short = z["out.state_out.mem"].copy(), z["out.logits"][:, :, :3].copy()
     nan_state[3] = np.nan
@@ -105,6 +106,7 @@ def test_bad_reference_files_and_options(saved: dict[str, Path], capsys: pytest.
         "not found": ["--reference", str(d / "missing.npz")],
         "cannot read": ["--reference", str(garbage)],
         "not an edgemem reference": ["--reference", str(plain)],
+        "malformed edgemem.reference record": ["--reference", str(listed)],
         "non-finite": ["--reference", str(rewrite(saved["ref"], d / "nan.npz", **{"out.state_out.mem": nan_state}))],
         "the graph gives": ["--reference", str(rewrite(saved["ref"], d / "short.npz", **{"out.logits": short}))],
         "--clips 16 differs": ["--reference", ref, "--clips", "16"],

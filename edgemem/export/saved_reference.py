@@ -145,7 +145,9 @@ def load_reference(path: str | Path, graph: str | Path, contract: GraphContract)
         meta = json.loads(str(arrays.pop(_META)))
     except (KeyError, ValueError):
         raise InputError(f"{path.name} is not an edgemem reference file (no {FORMAT} record)") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("version") != FORMAT_VERSION:
+    if not isinstance(meta, dict):
+        raise InputError(f"{path.name}: malformed {FORMAT} record")
+    if meta.get("format") != FORMAT or meta.get("version") != FORMAT_VERSION:
         raise InputError(f"{path.name}: unsupported reference format {meta.get('format')} v{meta.get('version')}")
     digest = graph_sha256(graph)
     if meta.get("graph_sha256") != digest:

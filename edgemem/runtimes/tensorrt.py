@@ -97,7 +97,7 @@ def build_plan(trt: Any, graph_fp16: bool, fp16: bool) -> BuildPlan:
         if getattr(trt.BuilderFlag, "FP16", None) is None:
             raise UnsupportedError(
                 f"TensorRT {version} builds strongly typed networks only (no BuilderFlag.FP16): fp16 must come"
-                " from the graph; export it with --precision fp16 (this graph is fp32)"
+                " from the graph; export it with --precision fp16 (this graph is not fp16)"
             )
         return BuildPlan(strongly_typed=False, fp16_flag=True, no_tf32=False)
     # An fp32 graph: strongly typed (the only mode on 11, opt-in on 10) and TF32 off.
