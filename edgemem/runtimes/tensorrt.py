@@ -75,7 +75,7 @@ def trt_major(trt: Any) -> int:
 
 @dataclass(frozen=True)
 class BuildPlan:
-    """How to build an engine: network creation flags and builder config flags by name."""
+    """How an engine is built: the network's typing and the builder flags set or cleared."""
 
     strongly_typed: bool  # NetworkDefinitionCreationFlag.STRONGLY_TYPED: precision from the graph's types
     fp16_flag: bool  # BuilderFlag.FP16 (weak typing; TensorRT 10 only)
@@ -94,7 +94,7 @@ def build_plan(trt: Any, graph_fp16: bool, fp16: bool) -> BuildPlan:
     if graph_fp16:
         return BuildPlan(strongly_typed=True, fp16_flag=False, no_tf32=False)
     if fp16:
-        if getattr(trt.BuilderFlag, "FP16", None) is None:
+        if getattr(getattr(trt, "BuilderFlag", None), "FP16", None) is None:
             raise UnsupportedError(
                 f"TensorRT {version} builds strongly typed networks only (no BuilderFlag.FP16): fp16 must come"
                 " from the graph; export it with --precision fp16 (this graph is not fp16)"
@@ -146,7 +146,7 @@ def _build(trt: Any, info: GraphInfo, shapes: dict[str, list[int]], plan: BuildP
     network = builder.create_network(network_flags(trt, plan))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(info.path)):
-        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        errors = "; ".join(" ".join(str(parser.get_error(i)).split()) for i in range(parser.num_errors))
         raise UnsupportedError(f"TensorRT cannot parse {info.path.name}: {errors}")
     config = builder.create_builder_config()
     if plan.fp16_flag:
