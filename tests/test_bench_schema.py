@@ -131,7 +131,7 @@ def test_precision_mapping(monkeypatch):
 
 
 def test_a_yaml_model_is_filed_under_its_stem():
-    assert Cell("models_zoo/k400_x3d_s.yaml", "ort-cpu").key == "k400_x3d_s-fs1-ort-cpu-f32-b1"
+    assert Cell("edgemem/zoo/k400_x3d_s.yaml", "ort-cpu").key == "k400_x3d_s-fs1-ort-cpu-f32-b1"
 
 
 def test_precision_mapping_on_a_cpu_without_bf16(monkeypatch):

@@ -6,6 +6,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+from conftest import OFFICIAL_TINY
 from test_export_toys import ToyMemory, make_toy
 
 from edgemem.cli import main
@@ -150,12 +151,9 @@ def test_cli_bad_inputs_one_line_errors(tmp_path, capsys) -> None:
 def test_cli_checkpoint_not_matching_config(tmp_path, capsys) -> None:
     from edgemem.models.checkpoint import save_pyth
 
-    fixture = pytest.importorskip("test_export_memvit").FIXTURE
-    if not fixture.is_dir():
-        pytest.skip(f"shared fixture not found at {fixture}")
     ckpt = tmp_path / "other.pyth"
     save_pyth(ckpt, make_toy().state_dict())
-    rc, err = _cli(["export", str(fixture / "tiny_config_sampler_all.yaml"), "--checkpoint", str(ckpt),
+    rc, err = _cli(["export", str(OFFICIAL_TINY / "tiny_config_sampler_all.yaml"), "--checkpoint", str(ckpt),
                     "--out", str(tmp_path / "x.onnx")], capsys)  # fmt: skip
     assert rc == 2 and "missing" in err and len(err.splitlines()) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["other.pyth"]

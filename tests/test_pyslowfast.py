@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import OFFICIAL_TINY as FIX
 
 from edgemem.errors import CheckpointError, UnsupportedError
 from edgemem.models import load_pyslowfast
 from edgemem.models.checkpoint import save_pyth
 from edgemem.models.pyslowfast import config_from_pyslowfast
-
-FIX = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "memvit_official_tiny"
-pytestmark = pytest.mark.skipif(not FIX.is_dir(), reason=f"official fixture not found at {FIX}")
 
 
 @pytest.fixture(scope="module")
