@@ -42,6 +42,7 @@ def register(sub: Any) -> None:
 
 def _runtimes(args: argparse.Namespace) -> int:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from edgemem.runtimes.availability import availability
@@ -55,7 +56,7 @@ def _runtimes(args: argparse.Namespace) -> int:
     for col in ("runtime", "available", "detail"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r.runtime, "yes" if r.available else "no", r.detail)
+        table.add_row(r.runtime, "yes" if r.available else "no", escape(r.detail))
     Console().print(table)
     return 0
 
