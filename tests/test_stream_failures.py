@@ -109,7 +109,8 @@ def test_nan_step_output_names_the_clip(video: Path, tmp_path: Path, capsys: pyt
     graph = export(NaNFromClip().eval(), tmp_path / "nan.onnx")
     out = tmp_path / "out"
     out.mkdir()
-    rc, err = stream([str(video), "--model", str(graph), "--jsonl", str(out / "c.jsonl")], capsys)
+    args = [str(video), "--model", str(graph), "--jsonl", str(out / "c.jsonl"), "--out", str(out / "a.mp4")]
+    rc, err = stream(args, capsys)  # clips 0 and 1 were written before clip 2 failed: all removed
     assert_one_line_error(rc, err, f"clip 2 of {video}", "logits", "mem", "runtime ort-cpu")
     assert_nothing_written(out)
 
@@ -127,7 +128,8 @@ def test_video_shorter_than_one_clip_fails(graph: Path, tmp_path: Path, capsys: 
     short = make_video(tmp_path / "short.mp4", "mpeg4", frames=5, fps=30)  # a clip needs 8 frames at 30 fps
     out = tmp_path / "out"
     out.mkdir()
-    rc, err = stream([str(short), "--model", str(graph), "--jsonl", str(out / "c.jsonl")], capsys)
+    args = [str(short), "--model", str(graph), "--jsonl", str(out / "c.jsonl"), "--out", str(out / "a.mkv")]
+    rc, err = stream(args, capsys)
     assert_one_line_error(rc, err, "no complete clip", "shorter than one clip")
     assert_nothing_written(out)
 
