@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,10 @@ def register(sub: Any) -> None:
         description="Decode each SOURCE (file, URL, capture device such as v4l2:/dev/video0), "
         "resample it to the model's rate, and step every clip through the model; state is reset "
         "at each new source.",
+        epilog="Exit status: 0 every source streamed to its end; 2 an error (nothing classified, NaN/inf "
+        "in a state or output, bad input: no output file is left); 3 incomplete: clips were classified "
+        "but a source stopped early (decode error, truncated file) or yielded no complete clip (each is "
+        "reported with the clip index where it stopped; the outputs hold the clips classified).",
     )
     s.add_argument("sources", nargs="+", metavar="SOURCE")
     s.add_argument("--model", required=True, help="an edgemem ONNX graph, a preset name or a YAML config")
@@ -46,6 +51,7 @@ def register(sub: Any) -> None:
 
 def _runtimes(args: argparse.Namespace) -> int:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from edgemem import hardware
@@ -69,7 +75,7 @@ def _runtimes(args: argparse.Namespace) -> int:
     for col in ("runtime", "available", "precisions", "detail"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r.runtime, "yes" if r.available else "no", ",".join(r.precisions), r.detail)
+        table.add_row(r.runtime, "yes" if r.available else "no", ",".join(r.precisions), escape(r.detail))
     Console().print(table)
     return 0
 
@@ -91,7 +97,7 @@ def _stream(args: argparse.Namespace) -> int:
     from edgemem.runtimes.model_source import resolve_graph
     from edgemem.runtimes.registry import RUNTIMES, open_session
     from edgemem.runtimes.state_io import check_suffix, load_state, save_state
-    from edgemem.runtimes.stream import JsonlWriter, run_stream
+    from edgemem.runtimes.stream import EXIT_INCOMPLETE, JsonlWriter, StreamStats, run_stream
 
     if args.runtime not in RUNTIMES:
         raise InputError(f"unknown runtime '{args.runtime}'; available: {', '.join(RUNTIMES)}")
@@ -112,6 +118,8 @@ def _stream(args: argparse.Namespace) -> int:
     sink = AnnotationSink(args.out, len(args.sources)) if args.out else None
     view = LiveView(args.runtime)
     callbacks = [c for c in (jsonl, None if args.quiet else view) if c is not None]
+    keep = False  # outputs are moved into place only when clips were classified and nothing failed
+    stats = StreamStats()
     try:
         with (
             open_session(model, args.runtime, **options) as session,
@@ -128,12 +136,29 @@ def _stream(args: argparse.Namespace) -> int:
                 resume=resume,
                 timeout_s=args.timeout,
             )
+            if not stats.clips:
+                first = stats.errors[0] if stats.errors else None
+                more = f" (and {len(stats.errors) - 1} more source errors)" if len(stats.errors) > 1 else ""
+                raise InputError(f"no complete clip was classified: {first.message if first else 'no frames'}{more}")
             if args.save_state:
                 save_state(args.save_state, session.get_state(), session.state_spec, session.model_card)
+            keep = True
+    except KeyboardInterrupt:  # a live stream ends with Ctrl-C: keep the clips classified so far
+        keep = True
+        raise
     finally:
         if jsonl is not None:
-            jsonl.close()
+            jsonl.close(keep=keep)
         if sink is not None:
-            sink.close()
+            sink.close(keep=keep)
     view.summary(stats)
+    for e in stats.errors:
+        print(f"edgemem stream: incomplete: {e}", file=sys.stderr)
+    if stats.errors:
+        print(
+            f"edgemem stream: {len(stats.errors)} of {len(args.sources)} sources incomplete;"
+            f" {stats.clips} clips classified (exit status {EXIT_INCOMPLETE})",
+            file=sys.stderr,
+        )
+        return EXIT_INCOMPLETE
     return 0

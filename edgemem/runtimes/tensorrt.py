@@ -24,6 +24,7 @@ import numpy as np
 from edgemem import contract as C
 from edgemem.contract import read_contract
 from edgemem.errors import UnsupportedError
+from edgemem.optional import require
 from edgemem.runtimes.base import Session, State
 from edgemem.runtimes.graph import GraphInfo, read_graph
 
@@ -32,18 +33,12 @@ SUPPORTED_MAJORS = (10, 11)
 
 def import_tensorrt() -> tuple[Any, Any]:
     """(tensorrt, cudart) or UnsupportedError naming what is missing or the unsupported version."""
-    try:
-        import tensorrt as trt
-    except ImportError:
-        raise UnsupportedError("tensorrt is not installed (pip install tensorrt)") from None
+    trt = require("tensorrt", extra="tensorrt", purpose="runtime tensorrt")
     trt_major(trt)
     try:
         from cuda.bindings import runtime as cudart
-    except ImportError:
-        try:
-            from cuda import cudart
-        except ImportError:
-            raise UnsupportedError("cuda-python is not installed (pip install cuda-python)") from None
+    except ImportError:  # cuda-python < 12.6
+        cudart = require("cuda.cudart", extra="tensorrt", purpose="runtime tensorrt (cuda-python)")
     return trt, cudart
 
 
