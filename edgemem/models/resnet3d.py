@@ -2,8 +2,10 @@
 
 Parameter names match PySlowFast's ``ResNet`` (``s1.pathway0_stem.conv``, ``s2.pathway0_res0.branch2.a``,
 ``s4.pathway0_nonlocal3.conv_theta``, ``head.projection``), so official ``.pyth`` files load as they are.
-The head averages the last-stage map globally before the projection (PySlowFast's AvgPool3d over the
-training-size map is the same thing at the training crop).
+The head either averages the last-stage map globally (the presets) or, for a model built from a
+PySlowFast config, runs the official eval head: AvgPool3d with the training-size kernel and stride 1,
+the projection at every position and, when there are several, the head activation per position
+averaged (``clip_base.official_eval_scores``) -- at any input size, as the official test does.
 """
 
 from __future__ import annotations
@@ -12,16 +14,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from edgemem.errors import UnsupportedError
-from edgemem.models.clip_base import ClipBackbone, init_conv_bn
+from edgemem.models.clip_base import HEAD_ACTS, ClipBackbone, init_conv_bn, official_eval_scores
 from edgemem.models.registry import register_family, register_model
 
 STAGE_DEPTH = {18: (2, 2, 2, 2), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 
 # Temporal kernel sizes of conv1 and of res2..res5 (cycled over the blocks of a stage).
 TEMPORAL_KERNELS: dict[str, tuple[tuple[int, ...], ...]] = {
+    "2d": ((1,), (1,), (1,), (1,), (1,)),
     "c2d": ((1,), (1,), (1,), (1,), (1,)),
     "slow_c2d": ((1,), (1,), (1,), (1,), (1,)),
     "i3d": ((5,), (3,), (3, 1), (3, 1), (1, 3)),
@@ -29,7 +33,7 @@ TEMPORAL_KERNELS: dict[str, tuple[tuple[int, ...], ...]] = {
     "slow": ((1,), (1,), (1,), (3,), (3,)),
 }
 # Temporal max-pool after res2 (C2D and I3D halve time there).
-POOL1_T = {"c2d": 2, "slow_c2d": 1, "i3d": 2, "slow_i3d": 1, "slow": 1}
+POOL1_T = {"2d": 1, "c2d": 2, "slow_c2d": 1, "i3d": 2, "slow_i3d": 1, "slow": 1}
 
 KINETICS_MEAN = (0.45, 0.45, 0.45)
 KINETICS_STD = (0.225, 0.225, 0.225)
@@ -51,6 +55,13 @@ class ResNetConfig:
     nonlocal_instantiation: str = "dot_product"
     # Blocks per stage that use the temporal kernel (PySlowFast NUM_BLOCK_TEMP_KERNEL); None: all.
     temp_kernel_blocks: tuple[int, int, int, int] | None = None
+    spatial_strides: tuple[int, int, int, int] = (1, 2, 2, 2)  # res2..res5 (RESNET.SPATIAL_STRIDES)
+    nonlocal_group: tuple[int, int, int, int] = (1, 1, 1, 1)  # time folded into batch (NONLOCAL.GROUP)
+    # The official eval head: its AvgPool3d kernel (t, h, w; stride 1) and MODEL.HEAD_ACT, which says
+    # what the logits mean (softmax/sigmoid scores, or none). None: global average (the presets).
+    head_pool: tuple[int, int, int] | None = None
+    head_act: str = "softmax"
+    view: str = "train"  # "train": input at DATA.TRAIN_CROP_SIZE, "test": at DATA.TEST_CROP_SIZE
     num_classes: int = 400
     dropout: float = 0.5
     frames: int = 8
@@ -75,11 +86,19 @@ class ResNetConfig:
             raise UnsupportedError(f"non-local instantiation '{self.nonlocal_instantiation}' unsupported")
         if self.frame_scale < 1:
             raise UnsupportedError(f"frame_scale must be >= 1, got {self.frame_scale}")
+        if self.head_act not in HEAD_ACTS:
+            raise UnsupportedError(f"not supported: MODEL.HEAD_ACT={self.head_act!r} (one of {list(HEAD_ACTS)})")
+        blocks = STAGE_DEPTH[self.depth]
+        if self.temp_kernel_blocks and any(n > b for n, b in zip(self.temp_kernel_blocks, blocks, strict=True)):
+            raise UnsupportedError(
+                f"not supported: RESNET.NUM_BLOCK_TEMP_KERNEL={[[n] for n in self.temp_kernel_blocks]} has more blocks "
+                f"than depth {self.depth} has per stage {list(blocks)} (the official ResStage asserts)"
+            )
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ResNetConfig:
         d = dict(d)
-        for k in ("mean", "std", "nonlocal_pool", "temp_kernel_blocks"):
+        for k in ("mean", "std", "nonlocal_pool", "temp_kernel_blocks", "spatial_strides", "nonlocal_group", "head_pool"):
             if d.get(k) is not None:
                 d[k] = tuple(d[k])
         if "nonlocal_location" in d:
@@ -166,8 +185,9 @@ class ResBlock(nn.Module):
 class Nonlocal(nn.Module):
     """Non-local block (Wang et al.): embedded dot-product (or softmax) attention over t*h*w, residual."""
 
-    def __init__(self, dim: int, pool: tuple[int, int, int], instantiation: str) -> None:
+    def __init__(self, dim: int, pool: tuple[int, int, int], instantiation: str, group: int = 1) -> None:
         super().__init__()
+        self.group = group  # > 1: time split into ``group`` chunks attended separately (NONLOCAL.GROUP)
         inner = dim // 2
         self.conv_theta = nn.Conv3d(dim, inner, 1)
         self.conv_phi = nn.Conv3d(dim, inner, 1)
@@ -181,6 +201,15 @@ class Nonlocal(nn.Module):
         self.inner = inner
 
     def forward(self, x: Tensor) -> Tensor:
+        g = self.group
+        if g == 1:
+            return self._attend(x)
+        b, c, t, h, w = x.shape
+        chunks = x.reshape(b, c, g, t // g, h, w).transpose(1, 2).reshape(b * g, c, t // g, h, w)
+        y = self._attend(chunks).reshape(b, g, c, t // g, h, w).transpose(1, 2)
+        return y.reshape(b, c, t, h, w)
+
+    def _attend(self, x: Tensor) -> Tensor:
         b, _, t, h, w = x.shape
         theta = self.conv_theta(x).flatten(2)
         src = self.pool(x) if self.use_pool else x
@@ -209,7 +238,8 @@ class ResStage(nn.Module):
             self.add_module(f"pathway0_res{i}", blk)
             self.order.append(f"pathway0_res{i}")
             if i in cfg.nonlocal_location[stage]:
-                self.add_module(f"pathway0_nonlocal{i}", Nonlocal(cout, cfg.nonlocal_pool, cfg.nonlocal_instantiation))
+                nl = Nonlocal(cout, cfg.nonlocal_pool, cfg.nonlocal_instantiation, cfg.nonlocal_group[stage])
+                self.add_module(f"pathway0_nonlocal{i}", nl)
                 self.order.append(f"pathway0_nonlocal{i}")
 
     def forward(self, x: Tensor) -> Tensor:
@@ -230,15 +260,21 @@ class Stem(nn.Module):
 
 
 class ResNetHead(nn.Module):
-    """Global average pool, dropout, projection (``head.projection``)."""
+    """Average pool (global, or the official kernel with stride 1), dropout, projection (``head.projection``)."""
 
-    def __init__(self, dim: int, num_classes: int, dropout: float) -> None:
+    def __init__(
+        self, dim: int, num_classes: int, dropout: float, pool: tuple[int, int, int] | None = None, act: str = "softmax"
+    ) -> None:
         super().__init__()
         self.dropout = nn.Dropout(dropout)
         self.projection = nn.Linear(dim, num_classes)
+        self.pool, self.act = pool, act
 
     def forward(self, feat: Tensor) -> Tensor:
-        return self.projection(self.dropout(feat.mean(dim=(2, 3, 4))))
+        if self.pool is None:
+            return self.projection(self.dropout(feat.mean(dim=(2, 3, 4))))
+        x = F.avg_pool3d(feat, self.pool, stride=1).permute(0, 2, 3, 4, 1)
+        return official_eval_scores(self.projection(self.dropout(x)), self.act)
 
 
 class ResNet3D(ClipBackbone):
@@ -256,13 +292,13 @@ class ResNet3D(ClipBackbone):
         for stage in range(4):
             cout = w * cfg.expansion * 2**stage
             inner = w * cfg.num_groups * 2**stage
-            self.add_module(f"s{stage + 2}", ResStage(cfg, stage, cin, cout, inner, 1 if stage == 0 else 2))
+            self.add_module(f"s{stage + 2}", ResStage(cfg, stage, cin, cout, inner, cfg.spatial_strides[stage]))
             if stage == 0:
                 pt = POOL1_T[cfg.arch]
                 self.pathway0_pool = nn.MaxPool3d((pt, 1, 1), (pt, 1, 1))
             cin = cout
         self._dim = cin
-        self.head = ResNetHead(cin, cfg.num_classes, cfg.dropout)
+        self.head = ResNetHead(cin, cfg.num_classes, cfg.dropout, cfg.head_pool, cfg.head_act)
         init_conv_bn(self, cfg.zero_init_final_bn)
 
     @property
