@@ -124,11 +124,11 @@ def _conv_out(n: int, k: int, s: int, p: int) -> int:
     return (n + 2 * p - k) // s + 1
 
 
-def _check_head_fits(pool: tuple[int, ...] | None, grid: tuple[int, ...], crop: int) -> None:
+def _check_head_fits(c: Lookup, pool: tuple[int, ...] | None, grid: tuple[int, ...], crop: int) -> None:
     if pool is not None and any(p > g for p, g in zip(pool, grid, strict=True)):
         raise UnsupportedError(
-            f"not supported: a {crop}px input gives a {list(grid)} last-stage map, smaller than the official "
-            f"head's pool {list(pool)} (set by DATA.TRAIN_CROP_SIZE; the official model fails too)"
+            f"not supported: DATA.TRAIN_CROP_SIZE={c('DATA.TRAIN_CROP_SIZE')} with {crop}px clips: the official "
+            f"head's pool {list(pool)} is larger than the {list(grid)} last-stage map (the official model fails too)"
         )
 
 
@@ -162,7 +162,7 @@ def resnet_config(tree: Mapping[str, Any], view: str = "train") -> ResNetConfig:
         side = _conv_out(side, 1, s, 0)
     train_side = int(c("DATA.TRAIN_CROP_SIZE")) // 32
     head_pool = None if c("MULTIGRID.SHORT_CYCLE") else (frames // pool_t, train_side, train_side)
-    _check_head_fits(head_pool, (stage_t[3], side, side), common["crop_size"])
+    _check_head_fits(c, head_pool, (stage_t[3], side, side), common["crop_size"])
     return ResNetConfig(
         arch=arch,
         depth=int(c("RESNET.DEPTH")),
@@ -193,7 +193,7 @@ def x3d_config(tree: Mapping[str, Any], view: str = "train") -> X3DConfig:
     side = _conv_out(common["crop_size"], 3, 2, 1)
     for _ in range(4):
         side = _conv_out(side, 3, 2, 1)
-    _check_head_fits(head_pool, (common["frames"], side, side), common["crop_size"])
+    _check_head_fits(c, head_pool, (common["frames"], side, side), common["crop_size"])
     return X3DConfig(
         width_factor=float(c("X3D.WIDTH_FACTOR")),
         depth_factor=float(c("X3D.DEPTH_FACTOR")),

@@ -130,8 +130,7 @@ def config_from_pyslowfast(config: str | os.PathLike[str] | Mapping[str, Any], v
         ("MVIT.NORM", "layernorm", "MVIT.NORM other than layernorm"),
     ]
     for key, ok, what in checks:
-        if c(key) != ok:
-            raise UnsupportedError(f"not supported: {what}")
+        c.refuse_unless(key, c(key) == ok, what)
     if c("MODEL.NUM_CLASSES_LIST"):
         raise UnsupportedError("not supported: several classification heads (MODEL.NUM_CLASSES_LIST)")
     mem = None

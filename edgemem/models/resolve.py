@@ -14,12 +14,19 @@ _YAML = (".yaml", ".yml")
 
 
 def resolve_model(
-    spec: str, checkpoint: str | None = None, *, device: str | torch.device = "cpu", **overrides: Any
+    spec: str,
+    checkpoint: str | None = None,
+    *,
+    device: str | torch.device = "cpu",
+    view: str | None = None,
+    **overrides: Any,
 ) -> Any:
     """Build the model named by ``spec``: a registered preset, or a PySlowFast/MeMViT YAML config.
 
     ``checkpoint`` (a PySlowFast ``.pyth``) is loaded all-or-nothing. ``device="meta"`` builds
     without allocating weights (for FLOP counting); checkpoints cannot be loaded on meta.
+    ``view`` (``train``/``test``, YAML configs only): the input size, ``DATA.TRAIN_CROP_SIZE`` or
+    ``DATA.TEST_CROP_SIZE`` (the official test-time view); default ``train``.
     """
     if checkpoint is not None and str(device) == "meta":
         raise EdgememError("a checkpoint cannot be loaded on the meta device")
@@ -32,7 +39,9 @@ def resolve_model(
                 raise EdgememError(f"options {sorted(overrides)} apply to presets, not to YAML configs")
             from edgemem.models.pyslowfast import load_pyslowfast
 
-            return load_pyslowfast(path, checkpoint)
+            return load_pyslowfast(path, checkpoint, view=view or "train")
+        if view not in (None, "train"):
+            raise EdgememError(f"--view {view} applies to PySlowFast YAML configs (their DATA.TEST_CROP_SIZE)")
         if not is_model(spec):
             create_model(spec)  # raises the "unknown model" error listing the presets
         model = create_model(spec, **overrides)
