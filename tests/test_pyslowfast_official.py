@@ -234,4 +234,71 @@ def test_caffe2_x3d_names_cover_every_parameter() -> None:
     state = caffe2_to_state(blobs)
     model.load_state_dict(_with_bn_counters(model, state), strict=True)
     np.testing.assert_array_equal(model.head.lin_5.weight.detach().numpy(), blobs["lin_5_w"])
-    np.testing.assert_array_equal(model.s2.pathway0_res0.branch2.se.fc1.bias.detach().numpy(), blobs["res2_0_branch2b_bn_fc1_b"])
+    np.testing.assert_array_equal(
+        model.s2.pathway0_res0.branch2.se.fc1.bias.detach().numpy(), blobs["res2_0_branch2b_bn_fc1_b"]
+    )
+
+
+def test_cli_export_test_view_matches_official(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """``edgemem export CONFIG --checkpoint PYTH --view test``: the graph reproduces the official eval."""
+    ort = pytest.importorskip("onnxruntime")
+    from edgemem.cli import main
+    from edgemem.contract import read_contract
+
+    name = "x3d_tiny_testview"
+    out = tmp_path / "x3d.onnx"
+    # --atol: random weights give logits up to |55| here, where float32 sums differ by 2e-4
+    argv = ["export", str(FIX / f"{name}.yaml"), "--checkpoint", str(FIX / f"{name}.pyth"), "--view", "test",
+            "--out", str(out), "--clips", "2", "--boundaries", "0", "--atol", "1e-3"]  # fmt: skip
+    assert main(argv) == 0, capsys.readouterr().err
+    card = read_contract(str(out)).card
+    assert (card["view"], card["crop_size"], card["head_act"]) == ("test", 64, "softmax")
+    z = np.load(FIX / f"{name}.npz")
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    feeds = {i.name: np.zeros([1], dtype=bool) for i in sess.get_inputs() if i.name != "frames"}
+    logits = sess.run(None, {"frames": z["test/input"], **feeds})[0]
+    np.testing.assert_allclose(torch.from_numpy(logits).softmax(-1).numpy(), z["test/output"], atol=TOL, rtol=0)
+
+
+def test_cli_config_errors_are_one_line(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from edgemem.cli import main
+
+    cases = {
+        "typo.yaml": ("MODEL:\n  NUM_CLASSESS: 2\n", "did you mean MODEL.NUM_CLASSES?"),
+        "foo.yaml": ("foo: bar\n", "not a PySlowFast config"),
+        "broken.yaml": ("MODEL: [1, 2\n", "cannot read config"),
+        "r18.yaml": (yaml.safe_dump(json.loads((FIX / "official_refusals.json").read_text())["r34"]["config"]),
+                     "not supported: RESNET.DEPTH=34"),
+    }  # fmt: skip
+    out = tmp_path / "out"
+    out.mkdir()
+    for file, (text, msg) in cases.items():
+        (tmp_path / file).write_text(text)
+        for argv in (["export", str(tmp_path / file), "--out", str(out / "x.onnx")],
+                     ["export", str(tmp_path / file), "--out", str(out / "x.onnx"), "--view", "test"]):  # fmt: skip
+            rc = main(argv)
+            err = capsys.readouterr().err.strip()
+            assert rc == 2 and msg in err and len(err.splitlines()) == 1, (argv, err)
+    assert list(out.iterdir()) == []
+    rc = main(["export", "slow_tiny", "--view", "test", "--out", str(out / "x.onnx")])
+    assert rc == 2 and "YAML" in capsys.readouterr().err and list(out.iterdir()) == []
+
+
+def test_cli_eval_official_checkpoint_in_test_view(data, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """``edgemem eval PYTH --config YAML`` scores an imported model at DATA.TEST_CROP_SIZE by default."""
+    from edgemem.cli import main
+    from edgemem.models.checkpoint import read_pyth, save_pyth
+
+    name = "x3d_tiny_testview"
+    tree = _tree(name)
+    tree["MODEL"]["NUM_CLASSES"] = 2  # the shared dataset's classes: keep two of the official head's six
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(tree))
+    state = dict(read_pyth(FIX / f"{name}.pyth")["model_state"])
+    state = state | {k: state[k][:2] for k in ("head.projection.weight", "head.projection.bias")}
+    save_pyth(tmp_path / "c.pyth", {"model_state": state, "epoch": 1})
+    base = ["eval", str(tmp_path / "c.pyth"), "--config", str(tmp_path / "c.yaml"), "--data", str(data),
+            "--views", "1", "--json"]  # fmt: skip
+    for argv, crop in ((base, 64), ([*base, "--view", "train"], 32)):
+        assert main(argv) == 0, capsys.readouterr().err
+        metrics = json.loads(capsys.readouterr().out)
+        assert metrics["videos"] == 2 and metrics["crop_size"] == crop, metrics

@@ -213,9 +213,7 @@ def is_clip_config(tree: Mapping[str, Any]) -> bool:
     return isinstance(model, Mapping) and model.get("MODEL_NAME") in ("ResNet", "X3D")
 
 
-def backbone_from_pyslowfast(
-    config: str | os.PathLike[str] | Mapping[str, Any], view: str = "train"
-) -> ClipBackbone:
+def backbone_from_pyslowfast(config: str | os.PathLike[str] | Mapping[str, Any], view: str = "train") -> ClipBackbone:
     """Build (random init) the clip backbone of a PySlowFast YAML (path or parsed dict)."""
     tree, source = read_tree(config)
     name = tree["MODEL"].get("MODEL_NAME", _DEFAULTS["MODEL.MODEL_NAME"])

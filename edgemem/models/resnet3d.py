@@ -98,7 +98,15 @@ class ResNetConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ResNetConfig:
         d = dict(d)
-        for k in ("mean", "std", "nonlocal_pool", "temp_kernel_blocks", "spatial_strides", "nonlocal_group", "head_pool"):
+        for k in (
+            "mean",
+            "std",
+            "nonlocal_pool",
+            "temp_kernel_blocks",
+            "spatial_strides",
+            "nonlocal_group",
+            "head_pool",
+        ):
             if d.get(k) is not None:
                 d[k] = tuple(d[k])
         if "nonlocal_location" in d:

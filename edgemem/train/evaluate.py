@@ -256,7 +256,11 @@ def evaluate_checkpoint(
     records = VideoDir(data, num_classes=model.num_classes).split(split)
     family = family_of(model)
     metrics = evaluate_model(model, family, records, views, batch_size, workers)
-    return metrics | {"checkpoint": str(path), "epoch": int(ckpt.get("epoch", 0)), "split": split}
+    card = model.model_card()
+    return metrics | {
+        "checkpoint": str(path), "epoch": int(ckpt.get("epoch", 0)), "split": split,
+        "view": card.get("view", "train"), "crop_size": int(card["crop_size"]),
+    }  # fmt: skip
 
 
 def format_report(m: dict[str, Any]) -> str:
