@@ -20,7 +20,7 @@ from edgemem.errors import UnsupportedError
 from edgemem.models import load_pyslowfast
 
 FIX = Path(__file__).parent / "fixtures" / "pyslowfast_official"
-NAMES = ("slow_r18_res5s1_sigmoid", "i3d_r50_nonlocal_group2", "x3d_tiny_testview")
+NAMES = ("slow_r18_res5s1_sigmoid", "i3d_r50_nonlocal_group2", "slow_r50_dilated_resnext_noact", "x3d_tiny_testview")
 TOL = 1e-4
 ACT = {"softmax": lambda y: y.softmax(-1), "sigmoid": torch.sigmoid, "none": lambda y: y}
 
@@ -67,6 +67,8 @@ def test_head_act_is_recorded() -> None:
         ("slow_r18_res5s1_sigmoid", "MODEL", "HEAD_ACT", "test"),
         ("i3d_r50_nonlocal_group2", "NONLOCAL", "GROUP", "train"),
         ("i3d_r50_nonlocal_group2", "NONLOCAL", "INSTANTIATION", "train"),
+        ("slow_r50_dilated_resnext_noact", "RESNET", "SPATIAL_DILATIONS", "test"),
+        ("slow_r50_dilated_resnext_noact", "MODEL", "HEAD_ACT", "test"),
     ],
 )
 def test_fixture_catches_an_ignored_option(name: str, section: str, key: str, view: str) -> None:
@@ -134,7 +136,7 @@ MVIT_BASE = {
     "base,key,value",
     [
         (RESNET_BASE, "RESNET.STRIDE_1X1", True),
-        (RESNET_BASE, "RESNET.SPATIAL_DILATIONS", [[1], [1], [1], [2]]),
+        (X3D_BASE, "RESNET.SPATIAL_DILATIONS", [[1], [1], [1], [2]]),
         (RESNET_BASE, "RESNET.SPATIAL_STRIDES", [[1], [2], [3], [2]]),
         (RESNET_BASE, "RESNET.TRANS_FUNC", "x3d_transform"),
         (RESNET_BASE, "RESNET.DEPTH", 34),

@@ -1,7 +1,7 @@
 """PySlowFast YAML configs (``MODEL_NAME`` ResNet / X3D) read into ResNetConfig / X3DConfig, built or refused.
 
 Every option the official ``ResNet``/``X3D`` builders read is either built as they build it or refused
-with ``not supported: KEY=VALUE`` (SlowFast pathways, dilation, stride on the 1x1 conv, grouped X3D
+with ``not supported: KEY=VALUE`` (SlowFast pathways, X3D dilation, stride on the 1x1 conv, grouped X3D
 3x3x3, sub-batch BN, detection heads, ...). Options that only matter for training or data loading are
 read and ignored by design (docs/EXPORT.md lists them). Defaults are PySlowFast's.
 
@@ -101,7 +101,6 @@ def _common(c: Lookup, view: str) -> dict[str, Any]:
     c.refuse_unless("CONTRASTIVE.NUM_MLP_LAYERS", c("CONTRASTIVE.NUM_MLP_LAYERS") == 1, "an MLP head")
     c.refuse_unless("CONTRASTIVE.PREDICTOR_DEPTHS", not c("CONTRASTIVE.PREDICTOR_DEPTHS"), "predictor heads")
     c.refuse_unless("RESNET.STRIDE_1X1", not c("RESNET.STRIDE_1X1"))
-    c.refuse_unless("RESNET.SPATIAL_DILATIONS", set(_per_stage(c, "RESNET.SPATIAL_DILATIONS")) == {1})
     c.refuse_unless("RESNET.DEPTH", c("RESNET.DEPTH") in STAGE_DEPTH,
                     f"the official builders accept {sorted(STAGE_DEPTH)}")  # fmt: skip
     crop = "DATA.TEST_CROP_SIZE" if view == "test" else "DATA.TRAIN_CROP_SIZE"
@@ -141,6 +140,8 @@ def resnet_config(tree: Mapping[str, Any], view: str = "train") -> ResNetConfig:
     c.refuse_unless("RESNET.TRANS_FUNC", c("RESNET.TRANS_FUNC") in _TRANS, f"ResNet blocks: {sorted(_TRANS)}")
     c.refuse_unless("MODEL.HEAD_ACT", common["head_act"] in ("softmax", "sigmoid", "none"))
     strides = _per_stage(c, "RESNET.SPATIAL_STRIDES")
+    dilations = _per_stage(c, "RESNET.SPATIAL_DILATIONS")
+    c.refuse_unless("RESNET.SPATIAL_DILATIONS", min(dilations) >= 1)
     c.refuse_unless("RESNET.SPATIAL_STRIDES", set(strides) <= {1, 2}, "strides 1 or 2")
     groups = _per_stage(c, "NONLOCAL.GROUP")
     locations = tuple(tuple(int(i) for i in stage[0]) for stage in c("NONLOCAL.LOCATION"))
@@ -175,6 +176,7 @@ def resnet_config(tree: Mapping[str, Any], view: str = "train") -> ResNetConfig:
         nonlocal_group=groups,  # type: ignore[arg-type]
         temp_kernel_blocks=_per_stage(c, "RESNET.NUM_BLOCK_TEMP_KERNEL"),  # type: ignore[arg-type]
         spatial_strides=strides,  # type: ignore[arg-type]
+        spatial_dilations=dilations,  # type: ignore[arg-type]
         head_pool=head_pool,
         **common,
     )
@@ -188,6 +190,7 @@ def x3d_config(tree: Mapping[str, Any], view: str = "train") -> X3DConfig:
     c.refuse_unless("RESNET.TRANS_FUNC", c("RESNET.TRANS_FUNC") == "x3d_transform", "X3D blocks are x3d_transform")
     c.refuse_unless("X3D.CHANNELWISE_3x3x3", bool(c("X3D.CHANNELWISE_3x3x3")))
     c.refuse_unless("NONLOCAL.LOCATION", all(not s[0] for s in c("NONLOCAL.LOCATION")), "non-local blocks in X3D")
+    c.refuse_unless("RESNET.SPATIAL_DILATIONS", set(_per_stage(c, "RESNET.SPATIAL_DILATIONS")) == {1}, "X3D")
     train_side = math.ceil(int(c("DATA.TRAIN_CROP_SIZE")) / 32)
     head_pool = (common["frames"], train_side, train_side)
     side = _conv_out(common["crop_size"], 3, 2, 1)

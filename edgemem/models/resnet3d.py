@@ -57,6 +57,7 @@ class ResNetConfig:
     temp_kernel_blocks: tuple[int, int, int, int] | None = None
     spatial_strides: tuple[int, int, int, int] = (1, 2, 2, 2)  # res2..res5 (RESNET.SPATIAL_STRIDES)
     nonlocal_group: tuple[int, int, int, int] = (1, 1, 1, 1)  # time folded into batch (NONLOCAL.GROUP)
+    spatial_dilations: tuple[int, int, int, int] = (1, 1, 1, 1)  # the 1x3x3 convs (RESNET.SPATIAL_DILATIONS)
     # The official eval head: its AvgPool3d kernel (t, h, w; stride 1) and MODEL.HEAD_ACT, which says
     # what the logits mean (softmax/sigmoid scores, or none). None: global average (the presets).
     head_pool: tuple[int, int, int] | None = None
@@ -105,6 +106,7 @@ class ResNetConfig:
             "temp_kernel_blocks",
             "spatial_strides",
             "nonlocal_group",
+            "spatial_dilations",
             "head_pool",
         ):
             if d.get(k) is not None:
@@ -140,14 +142,15 @@ class BasicStem(nn.Module):
 
 
 class Bottleneck(nn.Module):
-    """a: t x 1 x 1, b: 1 x 3 x 3 (stride, groups), c: 1 x 1 x 1."""
+    """a: t x 1 x 1, b: 1 x 3 x 3 (stride, groups, spatial dilation), c: 1 x 1 x 1."""
 
-    def __init__(self, cin: int, cout: int, inner: int, t: int, stride: int, groups: int) -> None:
+    def __init__(self, cin: int, cout: int, inner: int, t: int, stride: int, groups: int, dilation: int = 1) -> None:
         super().__init__()
         self.a = _conv(cin, inner, (t, 1, 1))
         self.a_bn = nn.BatchNorm3d(inner)
         self.a_relu = nn.ReLU(inplace=True)
-        self.b = _conv(inner, inner, (1, 3, 3), (1, stride, stride), groups=groups)
+        d = (1, dilation, dilation)
+        self.b = _conv(inner, inner, (1, 3, 3), (1, stride, stride), groups=groups, padding=(0, *d[1:]), dilation=d)
         self.b_bn = nn.BatchNorm3d(inner)
         self.b_relu = nn.ReLU(inplace=True)
         self.c = _conv(inner, cout, (1, 1, 1))
@@ -160,14 +163,14 @@ class Bottleneck(nn.Module):
 
 
 class BasicTransform(nn.Module):
-    """a: t x 3 x 3 (stride), b: 1 x 3 x 3 (the 18-layout block)."""
+    """a: t x 3 x 3 (stride), b: 1 x 3 x 3 (spatial dilation) (the 18-layout block)."""
 
-    def __init__(self, cin: int, cout: int, inner: int, t: int, stride: int, groups: int) -> None:
+    def __init__(self, cin: int, cout: int, inner: int, t: int, stride: int, groups: int, dilation: int = 1) -> None:
         super().__init__()
         self.a = _conv(cin, cout, (t, 3, 3), (1, stride, stride))
         self.a_bn = nn.BatchNorm3d(cout)
         self.a_relu = nn.ReLU(inplace=True)
-        self.b = _conv(cout, cout, (1, 3, 3))
+        self.b = _conv(cout, cout, (1, 3, 3), padding=(0, dilation, dilation), dilation=(1, dilation, dilation))
         self.b_bn = _final_bn(cout)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -177,12 +180,14 @@ class BasicTransform(nn.Module):
 class ResBlock(nn.Module):
     """Residual block: ``relu(branch1(x) + branch2(x))`` with a 1x1x1 projection shortcut when needed."""
 
-    def __init__(self, cin: int, cout: int, inner: int, t: int, stride: int, groups: int, trans: type) -> None:
+    def __init__(
+        self, cin: int, cout: int, inner: int, t: int, stride: int, groups: int, trans: type, dilation: int = 1
+    ) -> None:
         super().__init__()
         if cin != cout or stride != 1:
             self.branch1 = _conv(cin, cout, (1, 1, 1), (1, stride, stride))
             self.branch1_bn = nn.BatchNorm3d(cout)
-        self.branch2 = trans(cin, cout, inner, t, stride, groups)
+        self.branch2 = trans(cin, cout, inner, t, stride, groups, dilation)
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -242,7 +247,10 @@ class ResStage(nn.Module):
         limit = cfg.temp_kernel_blocks[stage] if cfg.temp_kernel_blocks else None
         for i in range(STAGE_DEPTH[cfg.depth][stage]):
             t = kernels[i % len(kernels)] if limit is None or i < limit else 1
-            blk = ResBlock(cin if i == 0 else cout, cout, inner, t, stride if i == 0 else 1, cfg.num_groups, trans)
+            blk = ResBlock(
+                cin if i == 0 else cout, cout, inner, t, stride if i == 0 else 1, cfg.num_groups, trans,
+                cfg.spatial_dilations[stage],
+            )  # fmt: skip
             self.add_module(f"pathway0_res{i}", blk)
             self.order.append(f"pathway0_res{i}")
             if i in cfg.nonlocal_location[stage]:
