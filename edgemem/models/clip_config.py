@@ -103,6 +103,13 @@ def _common(c: Lookup, view: str) -> dict[str, Any]:
     c.refuse_unless("RESNET.STRIDE_1X1", not c("RESNET.STRIDE_1X1"))
     c.refuse_unless("RESNET.DEPTH", c("RESNET.DEPTH") in STAGE_DEPTH,
                     f"the official builders accept {sorted(STAGE_DEPTH)}")  # fmt: skip
+    for key in ("DATA.NUM_FRAMES", "DATA.TRAIN_CROP_SIZE", "DATA.TEST_CROP_SIZE", "MODEL.NUM_CLASSES"):
+        c.refuse_unless(key, c(key) >= 1, "must be positive")
+    # The official assert_and_infer_cfg asserts these.
+    c.refuse_unless("RESNET.NUM_GROUPS", c("RESNET.NUM_GROUPS") > 0, "must be positive")
+    c.refuse_unless("RESNET.WIDTH_PER_GROUP", c("RESNET.WIDTH_PER_GROUP") > 0, "must be positive")
+    c.refuse_unless("RESNET.WIDTH_PER_GROUP", c("RESNET.WIDTH_PER_GROUP") % c("RESNET.NUM_GROUPS") == 0,
+                    "must be a multiple of RESNET.NUM_GROUPS")  # fmt: skip
     crop = "DATA.TEST_CROP_SIZE" if view == "test" else "DATA.TRAIN_CROP_SIZE"
     return dict(
         num_classes=int(c("MODEL.NUM_CLASSES")),
@@ -124,10 +131,10 @@ def _conv_out(n: int, k: int, s: int, p: int) -> int:
 
 
 def _check_head_fits(c: Lookup, pool: tuple[int, ...] | None, grid: tuple[int, ...], crop: int) -> None:
-    if pool is not None and any(p > g for p, g in zip(pool, grid, strict=True)):
+    if pool is not None and any(p > g or p < 1 for p, g in zip(pool, grid, strict=True)):
         raise UnsupportedError(
             f"not supported: DATA.TRAIN_CROP_SIZE={c('DATA.TRAIN_CROP_SIZE')} with {crop}px clips: the official "
-            f"head's pool {list(pool)} is larger than the {list(grid)} last-stage map (the official model fails too)"
+            f"head's pool {list(pool)} does not fit the {list(grid)} last-stage map (the official model fails too)"
         )
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from edgemem.errors import CheckpointError, UnsupportedError
 from edgemem.models.mvit import MViT
 from edgemem.models.mvit_config import MemoryConfig, MViTConfig
-from edgemem.models.pyslowfast_keys import Lookup, read_tree
+from edgemem.models.pyslowfast_keys import Lookup, malformed_values, read_tree
 from edgemem.models.streaming import StreamingModel
 
 # Official defaults (memvit/config/defaults.py) for every option read here.
@@ -223,12 +223,14 @@ def load_pyslowfast(
 
     tree, source = read_tree(config)
     if is_clip_config(tree):
-        backbone = backbone_from_pyslowfast(tree, view)
+        with malformed_values(source):
+            backbone = backbone_from_pyslowfast(tree, view)
         if checkpoint is not None:
             load_clip_checkpoint(backbone, checkpoint)
         return backbone
-    cfg = config_from_pyslowfast(tree, view)
-    model = MViT(cfg, name=None, source=source)
+    with malformed_values(source):
+        cfg = config_from_pyslowfast(tree, view)
+        model = MViT(cfg, name=None, source=source)
     if checkpoint is not None:
         ckpt = read_pyth(checkpoint)
         try:

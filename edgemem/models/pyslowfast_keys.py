@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import difflib
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from edgemem.errors import UnsupportedError
+from edgemem.errors import EdgememError, UnsupportedError
 
 # Section -> leaf option names ("" holds the top-level options).
 _SECTIONS: dict[str, str] = {
@@ -166,12 +167,33 @@ def read_tree(config: str | os.PathLike[str] | Mapping[str, Any]) -> tuple[Mappi
     return tree, source
 
 
+def _check_type(key: str, value: Any, default: Any) -> None:
+    """The value's type must be the default's, as the official config merge requires (an int is
+    also accepted for a float, null for a list)."""
+    if default is None:
+        return
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+    elif isinstance(default, list):
+        ok = value is None or isinstance(value, list)
+    else:
+        ok = isinstance(value, type(default))
+    if not ok:
+        raise UnsupportedError(f"{key} must be {type(default).__name__} like its default {default!r}, got {value!r}")
+
+
 class Lookup:
     """Dotted lookup into a checked tree, falling back to the builder's defaults."""
 
     def __init__(self, tree: Mapping[str, Any], defaults: Mapping[str, Any]) -> None:
         self.tree = tree
         self.defaults = defaults
+        for key in defaults:  # every value the builder reads, type-checked before anything is built
+            self(key)
 
     def __call__(self, key: str) -> Any:
         node: Any = self.tree
@@ -179,9 +201,23 @@ class Lookup:
             if not isinstance(node, Mapping) or part not in node:
                 return self.defaults[key]
             node = node[part]
+        _check_type(key, node, self.defaults[key])
         return node
 
     def refuse_unless(self, key: str, ok: bool, why: str = "") -> None:
         """``not supported: KEY=VALUE`` (with ``why``) unless ``ok``."""
         if not ok:
             raise UnsupportedError(f"not supported: {key}={self(key)!r}" + (f" ({why})" if why else ""))
+
+
+@contextmanager
+def malformed_values(source: str) -> Iterator[None]:
+    """Turn what a malformed value makes a builder raise (``int('x')``, a scalar where a nested list
+    belongs, a negative width) into one ``UnsupportedError`` line naming ``source``."""
+    try:
+        yield
+    except EdgememError:
+        raise
+    except (TypeError, ValueError, IndexError, KeyError, AttributeError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UnsupportedError(f"{source}: malformed value in the config ({first})") from None
