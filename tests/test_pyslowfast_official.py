@@ -307,3 +307,13 @@ def test_cli_eval_official_checkpoint_in_test_view(data, tmp_path, capsys) -> No
         assert main(argv) == 0, capsys.readouterr().err
         metrics = json.loads(capsys.readouterr().out)
         assert metrics["videos"] == 2 and metrics["crop_size"] == crop, metrics
+
+
+def test_stream_scores_follow_head_act() -> None:
+    from edgemem.runtimes.stream import topk
+
+    z = np.array([2.0, -1.0, 0.5])
+    assert [r["index"] for r in topk(z, 3, None, "sigmoid")] == [0, 2, 1]
+    np.testing.assert_allclose([r["score"] for r in topk(z, 3, None, "sigmoid")], torch.tensor(z).sigmoid()[[0, 2, 1]])
+    np.testing.assert_allclose(sum(r["score"] for r in topk(z, 3, None)), 1.0)
+    assert topk(z, 1, ["a", "b", "c"], "none")[0] == {"label": "a", "index": 0, "score": 2.0}
