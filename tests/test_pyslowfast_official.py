@@ -317,3 +317,16 @@ def test_stream_scores_follow_head_act() -> None:
     np.testing.assert_allclose([r["score"] for r in topk(z, 3, None, "sigmoid")], torch.tensor(z).sigmoid()[[0, 2, 1]])
     np.testing.assert_allclose(sum(r["score"] for r in topk(z, 3, None)), 1.0)
     assert topk(z, 1, ["a", "b", "c"], "none")[0] == {"label": "a", "index": 0, "score": 2.0}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_card_rebuilds_the_test_view(name: str) -> None:
+    """``from_card`` (what `edgemem verify` and the runtimes' references use) rebuilds the same head."""
+    from edgemem.models import from_card
+
+    m = load_pyslowfast(FIX / f"{name}.yaml", FIX / f"{name}.pyth", view="test").eval()
+    rebuilt = from_card(json.loads(json.dumps(m.model_card())))
+    rebuilt.load_state_dict(m.state_dict())
+    x = torch.from_numpy(np.load(FIX / f"{name}.npz")["test/input"])
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt.eval()(x), m(x), atol=0, rtol=0)
