@@ -25,6 +25,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32", help="compute precision")
     p.add_argument("--quantize", choices=("int8",), default=None, help="ONNX Runtime dynamic int8 (MatMul weights)")
     p.add_argument("--no-verify", action="store_true", help="skip the verification stream (checks still run)")
+    p.add_argument(
+        "--view", choices=("train", "test"), default=None,
+        help="YAML configs: input at DATA.TRAIN_CROP_SIZE (default) or DATA.TEST_CROP_SIZE (the official test view)",
+    )  # fmt: skip
     _stream_args(p)
     p.set_defaults(func=_export)
 
@@ -70,7 +74,7 @@ def _export(args: argparse.Namespace) -> int:
         batch = int(args.batch)
     else:
         raise InputError(f"--batch must be a positive integer or 'dynamic', got {args.batch!r}")
-    model = resolve_model(args.model, args.checkpoint)
+    model = resolve_model(args.model, args.checkpoint, view=args.view)
     key = "int8" if args.quantize else args.precision
     try:
         result = to_onnx(

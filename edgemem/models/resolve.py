@@ -15,7 +15,12 @@ _YAML = (".yaml", ".yml")
 
 
 def resolve_model(
-    spec: str, checkpoint: str | None = None, *, device: str | torch.device = "cpu", **overrides: Any
+    spec: str,
+    checkpoint: str | None = None,
+    *,
+    device: str | torch.device = "cpu",
+    view: str | None = None,
+    **overrides: Any,
 ) -> Any:
     """Build the model named by ``spec``: a registered preset, or a PySlowFast/MeMViT YAML config.
 
@@ -23,6 +28,8 @@ def resolve_model(
     run's or a shipped zoo file) carries its model card, which sets the head size and class names
     (a card of another preset is an error naming the MODEL to use). ``device="meta"`` builds
     without allocating weights (for FLOP counting); checkpoints cannot be loaded on meta.
+    ``view`` (``train``/``test``, YAML configs only): the input size, ``DATA.TRAIN_CROP_SIZE`` or
+    ``DATA.TEST_CROP_SIZE`` (the official test-time view); default ``train``.
     """
     if checkpoint is not None and str(device) == "meta":
         raise EdgememError("a checkpoint cannot be loaded on the meta device")
@@ -35,7 +42,9 @@ def resolve_model(
                 raise EdgememError(f"options {sorted(overrides)} apply to presets, not to YAML configs")
             from edgemem.models.pyslowfast import load_pyslowfast
 
-            return load_pyslowfast(path, checkpoint)
+            return load_pyslowfast(path, checkpoint, view=view or "train")
+        if view not in (None, "train"):
+            raise EdgememError(f"--view {view} applies to PySlowFast YAML configs (their DATA.TEST_CROP_SIZE)")
         if not is_model(spec):
             create_model(spec)  # raises the "unknown model" error listing the presets
         if checkpoint is not None and (trained := _edgemem_checkpoint(spec, checkpoint, overrides)) is not None:

@@ -43,7 +43,7 @@ class ClipRecord:
     source: str
     t_start: float  # seconds: first frame of the clip
     t_end: float  # seconds: end of the last frame of the clip
-    topk: list[dict[str, Any]]  # [{"label", "index", "score"}], softmax scores, best first
+    topk: list[dict[str, Any]]  # [{"label", "index", "score"}], scores (the card's head_act), best first
     latency_ms: float  # session.step time for the batch that held this clip
     slot: int = 0
     dropped_frames: int = 0  # frames skipped so far in --realtime mode
@@ -79,10 +79,14 @@ class StreamStats:
         return self.compute_s / self.media_s if self.media_s else float("nan")
 
 
-def topk(logits: np.ndarray, k: int, class_names: Sequence[str] | None) -> list[dict[str, Any]]:
-    """Softmax scores of the k best classes of one logits row."""
-    z = logits.astype(np.float64) - logits.max()
-    p = np.exp(z) / np.exp(z).sum()
+def topk(logits: np.ndarray, k: int, class_names: Sequence[str] | None, act: str = "softmax") -> list[dict[str, Any]]:
+    """Scores of the k best classes of one logits row: ``act`` (the card's ``head_act``: softmax,
+    sigmoid for multi-label heads, or none) of the logits."""
+    z = logits.astype(np.float64)
+    if act == "softmax":
+        p = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
+    else:
+        p = 1.0 / (1.0 + np.exp(-z)) if act == "sigmoid" else z
     best = np.argsort(-p, kind="stable")[:k]
     names = list(class_names) if class_names else None
     return [
@@ -235,6 +239,7 @@ def _run_group(
         raise InputError(f"{len(group)} sources need a session of batch {len(group)}, got {session.batch}")
     dropped0 = stats.dropped
     class_names = session.model_card.get("class_names")
+    act = str(session.model_card.get("head_act", "softmax"))
     streams: list[SourceStream] = []
     try:
         for slot, src in enumerate(group):
@@ -263,7 +268,7 @@ def _run_group(
                     s.name,
                     round(c[0].time, 6),
                     round(c[-1].time + 1.0 / fps, 6),
-                    topk(logits[s.slot], k, class_names),
+                    topk(logits[s.slot], k, class_names, act),
                     round(latency, 3),
                     s.slot,
                     s.dropped,
