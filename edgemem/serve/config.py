@@ -33,6 +33,7 @@ class ServeOptions:
     accelerator: str | None = None
     max_sequences: int = 256  # oldest: streams an instance keeps as batch candidates
     queue_delay_us: int = 0  # how long a batch may wait for more requests
+    threads: int | None = None  # intra-op threads of each instance (None: ONNX Runtime's default)
 
     def check(self) -> None:
         if self.max_batch < 1:
@@ -85,7 +86,9 @@ def check_servable(g: ServedGraph) -> None:
         )
     for s in g.state:
         if any(isinstance(d, str) for d in s.shape[1:]):
-            raise UnsupportedError(f"state '{s.name}' has a symbolic dimension {list(s.shape)}; Triton states need fixed dims")
+            raise UnsupportedError(
+                f"state '{s.name}' has a symbolic dimension {list(s.shape)}; Triton states need fixed dims"
+            )
     # Triton pairs implicit state inputs and outputs by sorted name (upstream issue #8586).
     ins = sorted(C.state_in_name(s.name) for s in g.state)
     outs = sorted(C.state_out_name(s.name) for s in g.state)
@@ -127,6 +130,8 @@ def build_config(g: ServedGraph, name: str, opts: ServeOptions) -> Any:
         trt.parameters["precision_mode"] = "FP32"
     for key, value in sorted(g.metadata.items()):
         cfg.parameters[key].string_value = value
+    if opts.threads is not None:
+        cfg.parameters["intra_op_thread_count"].string_value = str(opts.threads)
     serve = {"kind": g.kind, "graph_batch": g.batch, "graph": g.path.name, "role": g.role}
     cfg.parameters[PARAM_SERVE].string_value = json.dumps(serve)
     return cfg

@@ -74,7 +74,9 @@ def _batch_of(specs: list[C.TensorSpec], path: Path) -> int | None:
     """The common first dimension of ``specs``: an int, or None when it is symbolic in all of them."""
     firsts = {s.shape[0] if s.shape else None for s in specs}
     if len(firsts) != 1 or None in firsts:
-        raise StateError(f"{path.name}: inputs and outputs do not share one batch dimension ({sorted(map(str, firsts))})")
+        raise StateError(
+            f"{path.name}: inputs and outputs do not share one batch dimension ({sorted(map(str, firsts))})"
+        )
     (b,) = firsts
     return None if isinstance(b, str) else int(b)
 
