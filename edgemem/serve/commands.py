@@ -97,9 +97,10 @@ def _start(args: argparse.Namespace) -> int:
     backends = resolve_backends(args.backend_directory, libs, cache)
     server = TritonServer(args.repo, binary=binary, libs=libs, backends=backends, grpc_port=args.grpc_port,
                           log_path=args.log)  # fmt: skip
+    server.start(args.timeout)  # a Ctrl-C while it loads stops it there (KeyboardInterrupt)
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    server.start(args.timeout)
+    for sig in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C or a service manager: stop the server, then exit
+        signal.signal(sig, lambda *_: stop.set())
     try:
         print(f"Triton serving {', '.join(server.models)} at {server.url} (gRPC); log {server.log_path}; Ctrl-C stops")
         sys.stdout.flush()
@@ -108,8 +109,6 @@ def _start(args: argparse.Namespace) -> int:
         if server.process is not None and server.process.poll() is not None:
             print(f"edgemem serve: error: tritonserver stopped: {server.last_error()}", file=sys.stderr)
             return 2
-    except KeyboardInterrupt:
-        pass
     finally:
         server.stop()
     print("Triton stopped")

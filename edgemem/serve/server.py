@@ -138,8 +138,16 @@ class TritonServer:
 
     def start(self, timeout_s: float = 120.0) -> TritonServer:
         """Start the server and wait until every model of the repository is ready."""
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:  # else readiness would ask another server
+            try:
+                probe.bind(("127.0.0.1", self.port))
+            except OSError:
+                raise ServerError(f"port {self.port} on 127.0.0.1 is in use; choose another --grpc-port") from None
         self._log = open(self.log_path, "wb")  # noqa: SIM115
-        self.process = subprocess.Popen(self._cmd, env=self._env, stdout=self._log, stderr=subprocess.STDOUT)
+        # Its own session: a Ctrl-C reaches edgemem, which then stops the server in order.
+        self.process = subprocess.Popen(
+            self._cmd, env=self._env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         try:
             self._wait_ready(timeout_s)
         except BaseException:
