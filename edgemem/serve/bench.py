@@ -11,6 +11,7 @@ execution, and executions per batch size). One bench result per level (runtime
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from typing import Any
@@ -67,6 +68,7 @@ def _stream(
 
 def bench_level(url: str, model: str, streams: int, clips: int, warmup: int, timeout_s: float) -> dict[str, Any]:
     """Run ``streams`` concurrent streams once; return the measurements of this level."""
+    load0 = _loadavg()
     client = connect(url)
     try:
         ready, go = threading.Barrier(streams + 1), threading.Barrier(streams + 1)
@@ -104,11 +106,12 @@ def bench_level(url: str, model: str, streams: int, clips: int, warmup: int, tim
         "inferences": after["inferences"] - before["inferences"],
         "executions": executions,
         "batch_histogram": {str(b): n for b, n in sorted(hist.items()) if n},
+        "load_avg": [v for v in (load0, _loadavg()) if v is not None],
     }
 
 
 def level_result(url: str, model: str, streams: int, clips: int, level: dict[str, Any], card: dict[str, Any],
-                 backend: str, machine: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+                 state: tuple[Any, ...], backend: str, machine: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
     """One bench-schema result for a concurrency level."""
     name = card.get("name") or model
     cell = Cell(name, f"triton-{backend}", "f32", int(card.get("frame_scale", 1)), streams)
@@ -118,6 +121,8 @@ def level_result(url: str, model: str, streams: int, clips: int, level: dict[str
     r["latency_ms"] = latency_summary(level["latency_ms"])
     r["throughput_clips_s"] = round(level["clips_s"], 3)
     r["real_time_factor"] = round(level["clips_s"] * clip_s, 3)
+    r["load_avg"] = level["load_avg"]  # 1-minute load at the start and at the end of the level
+    r["state_bytes"] = sum(s.nbytes_per_item for s in state)  # one stream's memory, held by the server
     mean_batch = level["inferences"] / level["executions"] if level["executions"] else None
     r["serving"] = {
         "server": url, "triton_model": model, "streams": streams, "clips_per_stream": clips,
@@ -125,18 +130,15 @@ def level_result(url: str, model: str, streams: int, clips: int, level: dict[str
         "realtime_streams": sum(c * clip_s >= 1.0 for c in level["stream_clips_s"]),
         "inferences": level["inferences"], "executions": level["executions"],
         "mean_batch": round(mean_batch, 3) if mean_batch else None, "batch_histogram": level["batch_histogram"],
-        "load_avg": list(_loadavg()),
     }  # fmt: skip
     return r
 
 
-def _loadavg() -> tuple[float, ...]:
+def _loadavg() -> float | None:
     try:
-        import os
-
-        return tuple(round(v, 2) for v in os.getloadavg())
+        return round(os.getloadavg()[0], 2)
     except OSError:
-        return ()
+        return None
 
 
 def serve_bench(url: str, model: str, streams: list[int], clips: int, warmup: int = 2,
@@ -147,7 +149,7 @@ def serve_bench(url: str, model: str, streams: list[int], clips: int, warmup: in
     client = connect(url)
     try:
         with RemoteSession(url, model, timeout_s=timeout_s) as probe:
-            card, stateful = probe.model_card, probe.stateful
+            card, stateful, state = probe.model_card, probe.stateful, probe.remote.state
         try:
             backend = client.get_model_config(model, as_json=True, client_timeout=timeout_s)["config"]["backend"]
         except Exception as e:  # InferenceServerException
@@ -159,7 +161,7 @@ def serve_bench(url: str, model: str, streams: list[int], clips: int, warmup: in
     for s in streams:
         t = time.perf_counter()
         level = bench_level(url, model, s, clips, warmup, timeout_s)
-        results.append(level_result(url, model, s, clips, level, card, backend, machine))
+        results.append(level_result(url, model, s, clips, level, card, state, backend, machine))
         results[-1]["serving"]["stateful"] = stateful
         if progress is not None:
             progress(results[-1], time.perf_counter() - t)

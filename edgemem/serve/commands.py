@@ -129,7 +129,7 @@ def _bench(args: argparse.Namespace) -> int:
         print(f"{s['streams']:>3} streams: {r['throughput_clips_s']:8.1f} clips/s, p50 {lat['p50']:.1f} ms, "
               f"p99 {lat['p99']:.1f} ms, real-time streams {s['realtime_streams']}/{s['streams']}, "
               f"mean batch {s['mean_batch']} ({s['inferences']} steps in {s['executions']} executions), "
-              f"load {s['load_avg'][:1]} [{seconds:.0f} s]", flush=True)  # fmt: skip
+              f"load {r['load_avg']} [{seconds:.0f} s]", flush=True)  # fmt: skip
 
     results = serve_bench(args.triton, args.model, streams, args.clips, args.warmup, args.timeout, show)
     if args.in_process:
