@@ -24,14 +24,22 @@ from edgemem.errors import EdgememError, InputError
 from edgemem.serve.client import RemoteError, RemoteSession, connect
 
 BARRIER_TIMEOUT_S = 600.0
+STATS_READS = 20
 
 
 def _statistics(client: Any, model: str, timeout_s: float) -> dict[str, Any]:
-    try:
-        stats = client.get_inference_statistics(model, as_json=True, client_timeout=timeout_s)
-    except Exception as e:  # InferenceServerException
-        raise RemoteError(f"cannot read Triton's statistics of '{model}': {e}") from None
-    s = stats["model_stats"][0]
+    """Triton's counters of ``model``, read until two reads agree (they are updated after the responses)."""
+    last = None
+    for _ in range(STATS_READS):
+        try:
+            stats = client.get_inference_statistics(model, as_json=True, client_timeout=timeout_s)
+        except Exception as e:  # InferenceServerException
+            raise RemoteError(f"cannot read Triton's statistics of '{model}': {e}") from None
+        if stats == last:
+            break
+        last = stats
+        time.sleep(0.05)
+    s = last["model_stats"][0]
     batches = {int(b["batch_size"]): int(b["compute_infer"]["count"]) for b in s.get("batch_stats", [])}
     return {"inferences": int(s.get("inference_count", 0)), "executions": int(s.get("execution_count", 0)),
             "batches": batches}  # fmt: skip
