@@ -75,6 +75,9 @@ def server(graphs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) ->
     work = tmp_path_factory.mktemp("triton")
     names = list(graphs)
     write_repository([graphs[n] for n in names], work / "repo", names=names, opts=ServeOptions(max_batch=8))
+    # `direct`: a fixed slot per stream, fewer slots (4) than streams (8): the rest wait for an END.
+    direct = ServeOptions(max_batch=4, strategy="direct", queue_delay_us=1000)
+    write_repository([graphs["memvit_dyn"]], work / "repo", names=["memvit_direct"], opts=direct)
     s = _start(work / "repo", work)
     yield s
     s.stop()
@@ -89,8 +92,9 @@ def _restarts(i: int) -> list[bool]:
     return [c == 0 or c == 1 + i % (CLIPS - 1) for c in range(CLIPS)]
 
 
-@pytest.mark.parametrize("model", ["memvit_b1", "memvit_dyn", "cm_dyn", "slow_fs2"])
+@pytest.mark.parametrize("model", ["memvit_b1", "memvit_dyn", "memvit_direct", "cm_dyn", "slow_fs2"])
 def test_concurrent_streams_equal_in_process(server: TritonServer, graphs: dict[str, Path], model: str) -> None:
+    graph = graphs["memvit_dyn" if model == "memvit_direct" else model]
     out: dict[int, list[np.ndarray]] = {}
     errors: list[BaseException] = []
 
@@ -114,7 +118,7 @@ def test_concurrent_streams_equal_in_process(server: TritonServer, graphs: dict[
         t.join(300)
     assert not errors, errors[0]
     worst = 0.0
-    with OrtSession(graphs[model], batch=1, threads=1) as ref:
+    with OrtSession(graph, batch=1, threads=1) as ref:
         for i in range(STREAMS):
             clips, resets = _clips(i, ref.input_shape), _restarts(i)
             for c in range(CLIPS):
