@@ -21,7 +21,7 @@ from runtime_models import export, make_model
 from video_maker import make_video
 
 from edgemem.cli import main
-from edgemem.errors import UnsupportedError
+from edgemem.errors import StateError, UnsupportedError
 from edgemem.runtimes.ort import OrtSession
 
 KIT = Path(os.environ.get("EDGEMEM_TRITON_KIT") or Path(__file__).resolve().parents[1].parent / "shared" / "triton")
@@ -133,7 +133,12 @@ def test_restart_changes_logits_so_the_check_can_fail(server: TritonServer) -> N
         s.step(x[0], np.array([True]))
         carried = s.step(x[1], np.array([False]))
         fresh = s.step(x[1], np.array([True]))
-    assert np.abs(carried - fresh).max() > 1e-4  # the memory matters: a lost state would be caught
+        assert np.abs(carried - fresh).max() > 1e-4  # the memory matters: a lost state would be caught
+        s.mark_last()
+        s.step(x[2], np.array([False]))
+        with pytest.raises(StateError, match="has ended"):  # never a silent fresh start
+            s.step(x[3], np.array([False]))
+        s.step(x[3], np.array([True]))  # a reset starts a new sequence
 
 
 def test_repository_configs(server: TritonServer) -> None:

@@ -113,6 +113,7 @@ class RemoteSession(Session):
         self.sequence_id: int | None = None
         self.clip = 0  # steps sent in the current sequence
         self._last = False
+        self._closed_why: str | None = None  # the sequence ended or was lost: only a reset may follow
 
     @property
     def stateful(self) -> bool:
@@ -133,9 +134,11 @@ class RemoteSession(Session):
             inputs[-1].set_data_from_numpy(r)
         seq: dict[str, Any] = {}
         if self.stateful:
-            start = self.sequence_id is None or bool(reset[0])
-            if self.sequence_id is None:
-                self.sequence_id, self.clip = next_sequence_id(), 0
+            start = bool(reset[0]) or self.sequence_id is None
+            if self._closed_why and not reset[0]:  # continuing would silently start from empty memory
+                raise StateError(f"this stream's sequence {self._closed_why}; reset it to start a new one")
+            if self.sequence_id is None or self._closed_why:
+                self.sequence_id, self._closed_why = next_sequence_id(), None
             if start:
                 self.clip = 0
             seq = {"sequence_id": self.sequence_id, "sequence_start": start, "sequence_end": self._last}
@@ -146,11 +149,11 @@ class RemoteSession(Session):
             )  # fmt: skip
         except Exception as e:  # InferenceServerException, or grpc errors for a dead channel
             lost = f" at clip {self.clip} of the stream, memory lost" if self.stateful else ""
-            self.sequence_id = None
+            self._closed_why = f"lost its memory at clip {self.clip}" if self.stateful else None
             raise RemoteError(f"Triton {self.url} model '{self.remote.name}'{lost}: {_reason(e)}") from None
         self.clip += 1
         if self._last:
-            self.sequence_id, self._last = None, False
+            self._closed_why, self._last = "has ended (END sent)", False
         logits = res.as_numpy(C.LOGITS)
         return logits.reshape(1, -1)
 
@@ -160,7 +163,7 @@ class RemoteSession(Session):
     def _write_state(self, state: State) -> None:
         if any(np.any(v) for v in state.values()):
             raise StateError("a Triton stream's memory lives in the server; only a reset (empty memory) is possible")
-        self.sequence_id = None  # the next step starts a new sequence (START)
+        self.sequence_id, self._closed_why = None, None  # the next step starts a new sequence (START)
 
     def get_state(self) -> State:
         return self._read_state()
