@@ -164,6 +164,7 @@ def test_repository_configs(server: TritonServer) -> None:
         16,
     ]
     assert dyn.sequence_batching.control_input[0].name == "reset"
+    assert "kind: CONTROL_SEQUENCE_START" in (server.repo / "memvit_dyn" / "config.pbtxt").read_text()
     assert json.loads(dyn.parameters["edgemem.model"].string_value)["name"] == "memvit_tiny"
     assert not clip.HasField("sequence_batching") and clip.HasField("dynamic_batching")
     assert [i.name for i in clip.input] == ["frames"]  # its ignored reset is dropped

@@ -10,6 +10,7 @@ Graphs without state get plain dynamic batching. The contract metadata goes into
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -162,6 +163,8 @@ def to_pbtxt(cfg: Any) -> str:
     from google.protobuf import text_format
 
     text = text_format.MessageToString(cfg)
+    # proto3 omits enum zeros: spell out the START control (kind 0) for readers of the file
+    text = re.sub(r"\n( *)control \{\n", lambda m: f"{m.group(0)}{m.group(1)}  kind: CONTROL_SEQUENCE_START\n", text)
     try:
         again = text_format.Parse(text, model_config_pb2().ModelConfig())
     except text_format.ParseError as e:
