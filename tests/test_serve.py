@@ -21,7 +21,7 @@ from runtime_models import export, make_model
 from video_maker import make_video
 
 from edgemem.cli import main
-from edgemem.errors import StateError, UnsupportedError
+from edgemem.errors import StateError
 from edgemem.runtimes.ort import OrtSession
 
 KIT = Path(os.environ.get("EDGEMEM_TRITON_KIT") or Path(__file__).resolve().parents[1].parent / "shared" / "triton")
@@ -185,16 +185,6 @@ def test_cm_pair_served_as_two_models(server: TritonServer, graphs: dict[str, Pa
     assert np.abs(res.as_numpy("features") - feats).max() <= 1e-5
     assert np.abs(res.as_numpy("contribution") - contrib).max() <= 1e-5
     client.close()
-
-
-def test_export_refuses_static_batch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    g = export(make_model(seed=1), tmp_path / "b2.onnx", batch=2)
-    rc = main(["serve", "export", str(g), "--repo", str(tmp_path / "repo")])
-    err = capsys.readouterr().err
-    assert rc == 2 and "static batch of 2" in err and len(err.strip().splitlines()) == 1
-    assert not (tmp_path / "repo" / "b2").exists()
-    with pytest.raises(UnsupportedError, match="runs on --kind gpu"):
-        write_repository([tmp_path / "b2.onnx"], tmp_path / "repo", opts=ServeOptions(accelerator="tensorrt"))
 
 
 def test_stream_cli_with_triton_matches_in_process(
