@@ -125,7 +125,11 @@ class TritonServer:
             raise InputError(f"{self.repo} holds no model (no <name>/config.pbtxt); run `edgemem serve export`")
         self.port = grpc_port or free_port()
         self.url = f"127.0.0.1:{self.port}"
-        self.log_path = log_path or Path(tempfile.mkstemp(prefix="tritonserver.", suffix=".log")[1])
+        if log_path is None:
+            fd, name = tempfile.mkstemp(prefix="tritonserver.", suffix=".log")
+            os.close(fd)
+            log_path = Path(name)
+        self.log_path = Path(log_path)
         self._cmd = [
             str(binary), "--model-repository", str(self.repo), "--backend-directory", str(backends),
             "--grpc-address", "127.0.0.1", "--grpc-port", str(self.port), "--allow-http", "false",
@@ -180,7 +184,7 @@ class TritonServer:
             lines = [ln.strip() for ln in self.log_path.read_text(errors="replace").splitlines() if ln.strip()]
         except OSError:
             return "no log"
-        errors = [ln for ln in lines if ln.startswith("E") or "error" in ln.lower() and "UNAVAILABLE" in ln]
+        errors = [ln for ln in lines if ln.startswith("E")]  # glog's error lines: E<date> ...
         pick = errors or lines or ["empty log"]
         return pick[-1][:400]
 
