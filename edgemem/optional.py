@@ -19,7 +19,7 @@ EXTRAS: dict[str, str] = {
     "gpu": "onnxruntime-gpu",
     "tensorrt": "tensorrt, cuda-python",
     "int8": "nncf",
-    "serve": "tritonclient[grpc], nvidia-pytriton",
+    "serve": "tritonclient[grpc]",
 }
 
 

@@ -71,6 +71,15 @@ def test_dynamic_batch(tmp_path) -> None:
     assert outs[0].shape == (3, 5)
 
 
+def test_dynamic_batch_without_state(tmp_path) -> None:
+    path = tmp_path / "clip.onnx"  # a memory-less model has no state vararg to give a dynamic shape
+    assert to_onnx(make_toy(memory=False), path, batch=None).report.passed
+    c = read_contract(path)
+    assert isinstance(c.batch, str) and not c.state
+    feeds = c.feeds(np.zeros((3, 3, 4, 16, 16), np.float32), np.ones(3, bool), {})
+    assert _session(path).run(None, feeds)[0].shape == (3, 5)
+
+
 @pytest.mark.parametrize("kw", [{"precision": "fp16"}, {"quantize": "int8"}])
 def test_reduced_precision_keeps_contract_dtypes(tmp_path, kw) -> None:
     path = tmp_path / "low.onnx"

@@ -97,6 +97,6 @@ def test_extras_are_those_of_pyproject() -> None:
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     assert set(EXTRAS) <= set(extras)
     assert extras["int8"] == ["nncf>=2.12"]
-    assert extras["serve"] == ["tritonclient[grpc]>=2.51", "nvidia-pytriton==0.7.0"]
+    assert extras["serve"] == ["tritonclient[grpc]>=2.51"]
     with pytest.raises(ValueError, match="unknown extra"):
         install_hint("nope")

@@ -46,6 +46,8 @@ def register(sub: Any) -> None:
     s.add_argument("--resume", type=Path, help="continue from a state file (.npz/.safetensors) of an earlier run")
     s.add_argument("--save-state", type=Path, help="write the state after the last clip (.npz or .safetensors)")
     s.add_argument("--quiet", action="store_true", help="no live view, only the summary")
+    s.add_argument("--triton", metavar="HOST:PORT", help="remote steps on a Triton server (--model: its model name)")
+    s.add_argument("--request-timeout", type=float, default=30.0, help="--triton: seconds per request (default 30)")
     s.set_defaults(func=_stream)
 
 
@@ -90,6 +92,10 @@ def _session_options(args: argparse.Namespace, batch: int) -> dict[str, Any]:
 
 
 def _stream(args: argparse.Namespace) -> int:
+    if args.triton:  # every source a concurrent stream on a Triton server (edgemem.serve)
+        from edgemem.serve.remote_stream import stream_command
+
+        return stream_command(args)
     from edgemem.errors import InputError
     from edgemem.runtimes.annotate import AnnotationSink
     from edgemem.runtimes.availability import check
