@@ -13,7 +13,7 @@ import edgemem.export  # noqa: F401  (registers the PyTorch reference runtime "t
 from edgemem.errors import EdgememError
 
 # Order of the subcommand groups in --help: the packages as the pipeline runs.
-_PACKAGES = ("models", "export", "runtimes", "data", "train", "bench")
+_PACKAGES = ("models", "export", "runtimes", "data", "train", "bench", "serve")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -19,3 +19,7 @@ class CheckpointError(EdgememError):
 
 class UnsupportedError(EdgememError):
     """A configuration option or request edgemem does not support."""
+
+
+class NonFiniteError(EdgememError, ValueError):
+    """NaN or infinity in a state file, a checkpoint or a step's outputs: never passed on."""

@@ -14,7 +14,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from edgemem.errors import InputError, UnsupportedError
+from edgemem.errors import InputError
+from edgemem.optional import require
 
 # The flags a bench result's machine block records ("amx": any AMX tile extension).
 ISA_KEYS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx")
@@ -61,11 +62,7 @@ def shared_core() -> Any:
     next signal handled on it (Python installs every handler with SA_ONSTACK: Ctrl-C, SIGCHLD)
     kills the process with SIGSEGV. One Core per process (OpenVINO's own advice) never destroys one.
     """
-    try:
-        import openvino
-    except ImportError:
-        raise UnsupportedError("openvino is not installed (pip install openvino)") from None
-    return openvino.Core()
+    return require("openvino", extra="openvino", purpose="runtime openvino").Core()
 
 
 def openvino_capabilities(device: str = "CPU") -> frozenset[str] | None:

@@ -1,5 +1,5 @@
-"""Test-session settings (one intra-op thread, so tests stay fast when cores are shared) and the tiny
-long-range dataset the training tests share."""
+"""Test-session settings (one intra-op thread, so tests stay fast when cores are shared), the vendored
+official-code fixture's folder and the tiny long-range dataset the training tests share."""
 
 import os
 from pathlib import Path
@@ -13,6 +13,10 @@ torch.set_num_threads(1)
 import pytest  # noqa: E402
 
 from edgemem.data.synth import generate  # noqa: E402
+
+# Output of the unmodified official MeMViT code, vendored as data (see its README.md). Tests read it
+# from here only; a missing file is a failure, never a skip.
+OFFICIAL_TINY = Path(__file__).resolve().parent / "fixtures" / "memvit_official_tiny"
 
 # One epoch of a tiny run: what the training tests pass to `edgemem train`.
 TINY_TRAIN = ["--epochs", "1", "--batch-size", "2", "--threads", "1", "--eval-every", "1"]

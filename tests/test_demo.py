@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
-
 from edgemem.cli import main
-from edgemem.models.pretrained import zoo_cards
 
 
-@pytest.mark.skipif(
-    not any(c["preset"] == "memvit_tiny" for c in zoo_cards().values()), reason="no shipped memvit_tiny"
-)
 def test_demo_exports_verifies_and_predicts_every_video(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
     assert main(["demo", "--videos", "2", "--runtimes", "ort-cpu", "--workdir", str(tmp_path)]) == 0
     out = capsys.readouterr().out

@@ -3,7 +3,8 @@
 The protocol of ``edgemem eval`` for streaming models: each video of the split is streamed clip by
 clip in order (consecutive, non-overlapping clips of the model card's geometry, memory reset at a
 video's first clip) and classified by its last clip's logits. A frame-scaled baseline is streamed
-the same way, its clips being k times longer.
+the same way, its clips being k times longer. A step whose logits or state hold NaN/inf is an error
+naming the video and clip (``NonFiniteError``), never a wrong top-1.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
+from edgemem.errors import NonFiniteError
 
 
 def session_accuracy(session: Any, data_dir: str, split: str = "val", limit: int | None = None) -> dict[str, Any]:
@@ -33,6 +36,8 @@ def session_accuracy(session: Any, data_dir: str, split: str = "val", limit: int
         for batch in DataLoader(ds, batch_sampler=sampler, num_workers=0, collate_fn=stack_batch):
             frames = np.ascontiguousarray(batch["frames"].numpy(), dtype=np.float32)
             logits = session.step(frames, batch["first"].numpy().astype(bool))
+            if bad := session.nonfinite_outputs(logits):
+                raise NonFiniteError(_where(ds, batch, bad, session.runtime))
             for j in np.flatnonzero(batch["valid"].numpy() & batch["last"].numpy()):
                 seen += 1
                 correct += int(np.argmax(logits[j]) == int(batch["label"][j]))
@@ -43,3 +48,12 @@ def session_accuracy(session: Any, data_dir: str, split: str = "val", limit: int
         "split": split,
         "data": str(data_dir),
     }
+
+
+def _where(ds: Any, batch: dict[str, Any], bad: dict[int, list[str]], runtime: str) -> str:
+    """Which video and clip of the batch gave NaN/inf, for the error message."""
+    parts = []
+    for slot, names in sorted(bad.items()):
+        video = ds.records[int(batch["video"][slot])].path
+        parts.append(f"clip {int(batch['clip'][slot])} of {video}: NaN or infinite values in {', '.join(names)}")
+    return f"accuracy on runtime {runtime}: {'; '.join(parts)}"

@@ -35,7 +35,7 @@ import edgemem.export  # noqa: F401  (registers the PyTorch reference runtime "t
 from edgemem.bench.precisions import session_options
 from edgemem.bench.schema import GPU_RUNTIMES, Cell, empty_result, machine_info, write_json_atomic
 from edgemem.bench.stats import cpu_summary, derive_rates, latency_summary
-from edgemem.errors import UnsupportedError
+from edgemem.errors import NonFiniteError, UnsupportedError
 
 RESET_STEPS = 3
 
@@ -75,13 +75,22 @@ def _gpu_used_mb() -> float | None:
     return None
 
 
-def _timed(fn: Any, *args: Any, cpu: list[float] | None = None) -> float:
-    """Wall-clock ms of ``fn(*args)``; its process CPU ms (all threads) appended to ``cpu``."""
+def check_step(session: Any, logits: np.ndarray, where: str) -> None:
+    """``NonFiniteError`` when a step's logits or state hold NaN/inf (checked outside the timed region)."""
+    if bad := session.nonfinite_outputs(logits):
+        names = sorted({n for names in bad.values() for n in names})
+        raise NonFiniteError(f"{where}: NaN or infinite values in {', '.join(names)} (runtime {session.runtime})")
+
+
+def _timed(session: Any, frames: np.ndarray, reset: np.ndarray, where: str, cpu: list[float] | None = None) -> float:
+    """Wall-clock ms of one ``session.step``; its process CPU ms (all threads) appended to ``cpu``.
+    The outputs are checked for NaN/inf after the clock stops."""
     c0, t0 = time.process_time(), time.perf_counter()
-    fn(*args)
+    logits = session.step(frames, reset)
     wall = (time.perf_counter() - t0) * 1e3
     if cpu is not None:
         cpu.append((time.process_time() - c0) * 1e3)
+    check_step(session, logits, where)
     return wall
 
 
@@ -92,16 +101,16 @@ def measure_session(session: Any, clips: int, warmup: int, seed: int = 0) -> dic
     inputs = [rng.random((batch, *session.input_shape), dtype=np.float32) for _ in range(2)]
     no_reset = np.zeros(batch, dtype=bool)
     all_reset = np.ones(batch, dtype=bool)
-    first = _timed(session.step, inputs[0], all_reset)
+    first = _timed(session, inputs[0], all_reset, "first step")
     for i in range(warmup):
-        session.step(inputs[i % 2], no_reset)
+        check_step(session, session.step(inputs[i % 2], no_reset), f"warm-up step {i}")
     cpu: list[float] = []
-    steady = [_timed(session.step, inputs[i % 2], no_reset, cpu=cpu) for i in range(clips)]
+    steady = [_timed(session, inputs[i % 2], no_reset, f"timed step {i}", cpu=cpu) for i in range(clips)]
     resets, handoffs = [], []
     if session.state_spec:  # a memory-less graph has no memory to empty or hand off
         for i in range(min(RESET_STEPS, clips)):
-            resets.append(_timed(session.step, inputs[i % 2], all_reset))
-            steady.append(_timed(session.step, inputs[(i + 1) % 2], no_reset, cpu=cpu))
+            resets.append(_timed(session, inputs[i % 2], all_reset, f"reset step {i}"))
+            steady.append(_timed(session, inputs[(i + 1) % 2], no_reset, f"timed step {clips + i}", cpu=cpu))
             t0 = time.perf_counter()
             session.set_state(session.get_state())
             handoffs.append((time.perf_counter() - t0) * 1e3)

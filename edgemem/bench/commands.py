@@ -83,6 +83,7 @@ def _available_mb() -> float | None:
 
 def _bench(args: argparse.Namespace) -> int:
     from rich.console import Console
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from edgemem.bench.harness import BenchConfig, count_runs, run_bench
@@ -135,7 +136,8 @@ def _bench(args: argparse.Namespace) -> int:
     for (status, why), cells in sorted(reasons.items()):
         colour = "red" if status == "failed" else "yellow"
         console.print(
-            f"[{colour}]{status}[/] {len(cells)} cell(s) ({', '.join(cells[:4])}{' ...' if len(cells) > 4 else ''}): {why}"
+            f"[{colour}]{status}[/] {len(cells)} cell(s) ({', '.join(cells[:4])}{' ...' if len(cells) > 4 else ''}): "
+            + escape(why)
         )
     console.print(f"{counts['ok']} ok, {counts['failed']} failed, {counts['skipped']} skipped; results in {config.out}")
     return 0 if counts["failed"] == 0 else 1

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from edgemem.bench.cell import check_step
 from edgemem.bench.precisions import session_options
 from edgemem.errors import EdgememError
 from edgemem.runtimes.registry import open_session
@@ -27,8 +28,10 @@ from edgemem.runtimes.registry import open_session
 
 def _timed(session: Any, frames: np.ndarray) -> tuple[float, float]:
     wall, cpu = time.perf_counter(), time.process_time()
-    session.step(frames)
-    return (time.perf_counter() - wall) * 1e3, (time.process_time() - cpu) * 1e3
+    logits = session.step(frames)
+    times = (time.perf_counter() - wall) * 1e3, (time.process_time() - cpu) * 1e3
+    check_step(session, logits, f"step of {session!r}")  # after the clock stops
+    return times
 
 
 def pair(

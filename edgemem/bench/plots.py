@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from edgemem.bench.report import _acc, backbone_of
+from edgemem.optional import require
 
 _PANELS = (
     ("p50 latency per step (ms)", lambda r: r["latency_ms"]["p50"]),
@@ -22,6 +23,13 @@ _PANELS = (
     ("peak memory (MiB)", lambda r: r.get("peak_device_mb") or r.get("peak_rss_mb")),
     ("GFLOPs per step", lambda r: r.get("gflops_step")),
 )
+
+
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` on the Agg backend, or the one-line error naming the ``plots`` extra."""
+    matplotlib = require("matplotlib", extra="plots", purpose="plotting (--plots)")
+    matplotlib.use("Agg")
+    return require("matplotlib.pyplot", extra="plots", purpose="plotting (--plots)")
 
 
 def _support(r: dict[str, Any]) -> float | None:
@@ -60,10 +68,7 @@ def _legend_below(fig: Any, ax: Any) -> None:
 
 def fig3_plots(results: list[dict[str, Any]], out_dir: Path, pairs: dict[str, str] | None = None) -> list[Path]:
     """One figure per (memory model, device) whose backbone was measured at some frame scale."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     ok = [r for r in results if r["status"] == "ok" and _support(r) is not None]
     written = []
@@ -125,10 +130,7 @@ def fig3_plots(results: list[dict[str, Any]], out_dir: Path, pairs: dict[str, st
 
 def accuracy_plots(results: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     """Top-1 against GFLOPs per step, one figure per device, when accuracy was measured."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     rows = [r for r in results if r["status"] == "ok" and _acc(r) is not None and r.get("gflops_step")]
     written = []
@@ -163,10 +165,7 @@ def accuracy_plots(results: list[dict[str, Any]], out_dir: Path) -> list[Path]:
 
 def support_plots(results: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     """Latency, peak memory and GFLOPs against temporal support for every model, one figure per device."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     ok = [r for r in results if r["status"] == "ok" and _support(r) is not None]
     by_device: dict[str, list[dict[str, Any]]] = defaultdict(list)

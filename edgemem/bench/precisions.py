@@ -1,10 +1,11 @@
 """Which graph and which session options a runtime runs a precision with.
 
-bf16 is an inference hint on the f32 graph (OpenVINO); fp16 is a builder flag on the f32 graph for
-TensorRT and its own exported graph elsewhere; int8 is its own (quantised) graph. A runtime that
-cannot run a precision on this machine (``runtimes.precisions.check_precision``: bf16 on a CPU
-without AVX512-BF16/AMX, ...) says so before the session opens (UnsupportedError): the cell is
-then recorded as skipped, with that reason.
+bf16 is an inference hint on the f32 graph (OpenVINO); fp16 is ONNX Runtime's TensorRT fp16 option on
+the f32 graph for ort-tensorrt and the exported fp16 graph elsewhere (native TensorRT builds it strongly
+typed, the one fp16 path TensorRT 10 and 11 share); int8 is its own (quantised) graph. A runtime that
+cannot run a precision says so when the session opens (UnsupportedError): the cell is then
+recorded as skipped, with that reason (``runtimes.precisions.check_precision``: bf16 on a CPU without
+AVX512-BF16/AMX, ...).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from edgemem.runtimes.precisions import PRECISIONS, check_precision
 
 __all__ = ["PRECISIONS", "graph_precision", "session_options"]
 _OPENVINO = ("openvino", "openvino-stateful")
-_TENSORRT = ("ort-tensorrt", "tensorrt")
+_TENSORRT = ("ort-tensorrt",)  # fp16 as a provider option on the f32 graph
 
 
 def graph_precision(runtime: str, precision: str) -> str:

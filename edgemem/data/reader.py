@@ -26,7 +26,8 @@ import numpy as np
 from edgemem.errors import InputError
 
 DEVICE_FORMATS = ("v4l2", "avfoundation", "dshow", "gdigrab", "x11grab")
-# A container announcing more frames than this many beyond the decoded ones is truncated.
+# A container announcing more frames (or frame periods of duration) than this many beyond the decoded
+# ones is truncated.
 _END_TOLERANCE = 2
 
 
@@ -84,6 +85,16 @@ def open_source(source: str, timeout_s: float) -> Any:
     return container
 
 
+def _duration_s(container: Any, stream: Any) -> float:
+    """The video's announced duration in seconds (0 when unknown): the stream's, else the container's
+    when the video is its only stream (an audio track may outlast the video)."""
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    if container.duration and len(container.streams) == 1:
+        return container.duration / 1e6
+    return 0.0
+
+
 class FrameReader:
     """Decode ``source`` in a background thread; iterate to get ``Frame``s resampled to ``fps``."""
 
@@ -107,6 +118,7 @@ class FrameReader:
         self.source_fps = float(rate) if rate else 0.0
         self.width, self.height = stream.codec_context.width, stream.codec_context.height
         self._expected = int(stream.frames or 0)
+        self._expected_s = _duration_s(self._container, stream)
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max(1, queue_size))
         self._stop = threading.Event()
         self.dropped = 0
@@ -163,12 +175,17 @@ class FrameReader:
                 if prev is not None:
                     next_t = self._emit(prev, t, next_t, step)
                 prev = (t, frame)
+            period = 1.0 / self.source_fps if self.source_fps else step
             if prev is not None:  # the last frame covers one source frame period
-                period = 1.0 / self.source_fps if self.source_fps else step
                 self._emit(prev, prev[0] + period, next_t, step)
             if self._expected and self.decoded + _END_TOLERANCE < self._expected:
                 raise StreamError(
                     f"{self.source}: truncated or corrupt, decoded {self.decoded} of {self._expected} frames"
+                )
+            end = prev[0] + period if prev is not None else 0.0
+            if self._expected_s and end + _END_TOLERANCE * period + 1e-3 < self._expected_s:
+                raise StreamError(
+                    f"{self.source}: truncated or corrupt, decoded {end:.2f} s of {self._expected_s:.2f} s"
                 )
             if self.decoded == 0:
                 raise StreamError(f"{self.source}: no decodable frames")

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 from edgemem.errors import InputError
 
 if TYPE_CHECKING:
+    from edgemem.contract import GraphContract
+    from edgemem.export.saved_reference import SavedReference
     from edgemem.export.verify import Tolerance
 
 
@@ -23,6 +25,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32", help="compute precision")
     p.add_argument("--quantize", choices=("int8",), default=None, help="ONNX Runtime dynamic int8 (MatMul weights)")
     p.add_argument("--no-verify", action="store_true", help="skip the verification stream (checks still run)")
+    p.add_argument(
+        "--view", choices=("train", "test"), default=None,
+        help="YAML configs: input at DATA.TRAIN_CROP_SIZE (default) or DATA.TEST_CROP_SIZE (the official test view)",
+    )  # fmt: skip
     _stream_args(p)
     p.set_defaults(func=_export)
 
@@ -32,8 +38,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--checkpoint", help="reference weights from this .pyth instead of the graph's initializers")
     v.add_argument("--batch", type=int, default=None, help="batch for graphs with a dynamic batch (default 2)")
     v.add_argument("--json", action="store_true", help="print the report as JSON")
+    v.add_argument("--save-reference", metavar="REF.npz", help="also write the stream and PyTorch outputs there")
+    v.add_argument("--reference", metavar="REF.npz", help="compare with a saved reference instead of PyTorch")
     _stream_args(v)
-    v.set_defaults(func=_verify)
+    v.set_defaults(func=_verify, clips=None, boundaries=None)  # None: not given (16 and 2 unless --reference)
 
 
 def _stream_args(p: argparse.ArgumentParser) -> None:
@@ -66,7 +74,7 @@ def _export(args: argparse.Namespace) -> int:
         batch = int(args.batch)
     else:
         raise InputError(f"--batch must be a positive integer or 'dynamic', got {args.batch!r}")
-    model = resolve_model(args.model, args.checkpoint)
+    model = resolve_model(args.model, args.checkpoint, view=args.view)
     key = "int8" if args.quantize else args.precision
     try:
         result = to_onnx(
@@ -90,17 +98,38 @@ def _export(args: argparse.Namespace) -> int:
 
 def _verify(args: argparse.Namespace) -> int:
     from edgemem.contract import read_contract
-    from edgemem.export.reference import reference_model
     from edgemem.export.verify import precision_key, verify_graph
 
     contract = read_contract(args.graph)
-    reference = reference_model(args.graph, args.checkpoint)
     runtimes = tuple(r.strip() for r in args.runtimes.split(",") if r.strip())
     if not runtimes:
         raise InputError("--runtimes is empty")
+    if args.reference:
+        reference = _saved_reference(args, contract)
+    else:
+        from edgemem.export.reference import reference_model
+
+        reference = reference_model(args.graph, args.checkpoint)
     report = verify_graph(
-        args.graph, reference, runtimes=runtimes, clips=args.clips, boundaries=args.boundaries,
-        batch=args.batch, tolerance=_tolerance(args, precision_key(contract.export)),
+        args.graph, reference, runtimes=runtimes, clips=16 if args.clips is None else args.clips,
+        boundaries=2 if args.boundaries is None else args.boundaries, batch=args.batch,
+        tolerance=_tolerance(args, precision_key(contract.export)), save_reference=args.save_reference,
     )  # fmt: skip
     print(json.dumps(report.to_json(), indent=2) if args.json else report.format())
     return 0 if report.passed else 1
+
+
+def _saved_reference(args: argparse.Namespace, contract: GraphContract) -> SavedReference:
+    """The ``--reference`` file, refused with the options it makes meaningless or contradicts."""
+    from edgemem.export.saved_reference import load_reference
+
+    for flag, value in (("--checkpoint", args.checkpoint), ("--save-reference", args.save_reference)):
+        if value:
+            raise InputError(f"{flag} cannot be combined with --reference (no PyTorch model runs)")
+    saved = load_reference(args.reference, args.graph, contract)
+    given = {"--clips": (args.clips, saved.stream.steps), "--batch": (args.batch, saved.stream.batch),
+             "--boundaries": (args.boundaries, saved.meta.get("boundaries"))}  # fmt: skip
+    for flag, (value, stored) in given.items():
+        if value is not None and value != stored:
+            raise InputError(f"{flag} {value} differs from the reference's {stored} ({args.reference})")
+    return saved

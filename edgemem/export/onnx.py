@@ -163,7 +163,8 @@ def _export_proto(model: StreamingModel, batch: int | None, opset: int) -> onnx.
     dynamic = None
     if batch is None:
         dim = torch.export.Dim(BATCH_DIM, min=1, max=4096)
-        dynamic = ({0: dim}, {0: dim}, tuple({0: dim} for _ in specs))  # *state is one vararg
+        # *state is one vararg; a memory-less model has none, and torch.export wants no entry then
+        dynamic = ({0: dim}, {0: dim}, *((tuple({0: dim} for _ in specs),) if specs else ()))
     params = set(wrapper.state_dict())
     try:
         with torch.no_grad(), _quiet(), warnings.catch_warnings():

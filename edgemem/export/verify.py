@@ -5,6 +5,8 @@ in different slots) goes through the reference (``StreamingModel.step``) and thr
 session (``edgemem.runtimes.open_session``); both carry their own state, so the per-step error is
 the error accumulated over the stream (the drift curve). Every output is compared: ``logits`` and
 every state tensor. An output passes when every element satisfies |Δ| <= atol + rtol * |ref|.
+The reference may also be a saved one (``saved_reference.SavedReference``): its stream and outputs
+replace the PyTorch model, so a machine without the model checks its runtimes against them.
 """
 
 from __future__ import annotations
@@ -91,6 +93,7 @@ class VerifyReport:
     boundaries: list[list[int]]
     checker: str
     runtimes: list[RuntimeResult]
+    reference: str = "torch"
 
     @property
     def passed(self) -> bool:
@@ -117,7 +120,7 @@ class VerifyReport:
             if r.error:
                 lines.append(f"[E] {r.runtime}: {r.error}")
                 continue
-            lines.append(f"[I] Comparing {r.runtime} vs torch ({r.seconds:.1f} s)")
+            lines.append(f"[I] Comparing {r.runtime} vs {self.reference} ({r.seconds:.1f} s)")
             width = max(len(o.name) for o in r.outputs)
             for o in r.outputs:
                 lines.append(
@@ -208,12 +211,16 @@ def verify_graph(
     seed: int = 0,
     name: str | None = None,
     check: bool = True,
+    save_reference: str | Path | None = None,
 ) -> VerifyReport:
-    """Check ``path`` (full onnx.checker), then stream through ``reference`` (a StreamingModel) and
-    each runtime and compare. ``batch`` defaults to the graph's static batch, or 2 if dynamic;
-    ``name`` is the graph's name in the report (default: the file name); ``check=False`` skips
-    the checker (the caller ran it)."""
+    """Check ``path`` (full onnx.checker), then stream through ``reference`` and each runtime and
+    compare. ``reference`` is a StreamingModel, or a ``SavedReference`` whose stream and outputs are
+    used as they are (``clips``, ``boundaries``, ``seed`` and ``batch`` then come from it).
+    ``batch`` defaults to the graph's static batch, or 2 if dynamic; ``name`` is the graph's name in
+    the report (default: the file name); ``check=False`` skips the checker (the caller ran it);
+    ``save_reference`` writes the model's stream and outputs there (see ``saved_reference``)."""
     from edgemem.contract import read_contract
+    from edgemem.export.saved_reference import SavedReference
     from edgemem.runtimes import open_session
 
     path = Path(path)
@@ -225,15 +232,24 @@ def verify_graph(
 
         for rt in runtimes:
             check_precision(rt, "int8")
-    b = contract.batch if isinstance(contract.batch, int) else (batch or 2)
+    saved = reference if isinstance(reference, SavedReference) else None
+    b = contract.batch if isinstance(contract.batch, int) else (saved.stream.batch if saved else batch or 2)
     if batch is not None and batch != b:
         raise UnsupportedError(f"{path.name} was exported for batch {b}, cannot verify batch {batch}")
     checker = run_checker(path) if check else "PASS"
-    c, t, h, w = contract.frames.shape[1:]
-    stream = make_stream((c, t, h, w), batch=b, clips=clips, boundaries=boundaries, seed=seed)
     names = [s.name for s in contract.state]
-    with open_session(reference.eval(), "torch", batch=b) as ref_session:
-        ref = _run_stream(ref_session, stream, names)
+    if saved is not None:
+        stream, ref, against = saved.stream, saved.outputs, saved.describe()
+    else:
+        c, t, h, w = contract.frames.shape[1:]
+        stream = make_stream((c, t, h, w), batch=b, clips=clips, boundaries=boundaries, seed=seed)
+        with open_session(reference.eval(), "torch", batch=b) as ref_session:
+            ref, against = _run_stream(ref_session, stream, names), "torch"
+        if save_reference is not None:
+            from edgemem.export.saved_reference import save_reference as save
+
+            save(save_reference, path, contract, precision, stream, ref, seed=seed, boundaries=boundaries,
+                 made_by="torch")  # fmt: skip
     results = []
     for rt in runtimes:
         start = time.perf_counter()
@@ -244,7 +260,7 @@ def verify_graph(
             results.append(RuntimeResult(rt, error=str(e)))
             continue
         results.append(RuntimeResult(rt, compare(ref, got, tol), time.perf_counter() - start))
-    return VerifyReport(name or path.name, precision, b, stream.steps, stream.boundaries, checker, results)
+    return VerifyReport(name or path.name, precision, b, stream.steps, stream.boundaries, checker, results, against)
 
 
 def precision_key(export: dict[str, Any]) -> str:

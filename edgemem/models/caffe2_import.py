@@ -1,4 +1,4 @@
-"""Caffe2 ``.pkl`` checkpoints (the official PySlowFast Slow/SlowFast/I3D/C2D Kinetics files) to PySlowFast names.
+"""Caffe2 ``.pkl`` checkpoints (the official PySlowFast Slow/SlowFast/I3D/C2D/X3D files) to PySlowFast names.
 
 The files are (Python 2) pickles of ``{"blobs": {name: ndarray}, ...}``. They are read by an unpickler
 that resolves only the numpy globals an array needs (``_reconstruct``, ``ndarray``, ``dtype``,
@@ -13,6 +13,9 @@ Caffe2 blob names map to PySlowFast parameter names (``t_`` prefixes the SlowFas
 ``res4_0_branch1_w``                ``s4.pathway0_res0.branch1.weight``
 ``nonlocal_conv4_3_theta_w``        ``s4.pathway0_nonlocal3.conv_theta.weight``
 ``t_pool1_subsample_w``             ``s1_fuse.conv_f2s.weight`` (SlowFast lateral)
+``conv1_xy_w`` (X3D)                ``s1.pathway0_stem.conv_xy.weight``
+``res2_0_branch2b_bn_fc1_w`` (X3D)  ``s2.pathway0_res0.branch2.se.fc1.weight``
+``conv_5_w`` / ``lin_5_w`` (X3D)    ``head.conv_5.weight`` / ``head.lin_5.weight``
 ``pred_w``                          ``head.projection.weight``
 ==================================  ==============================================
 
@@ -104,12 +107,15 @@ _MODULE_RULES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"^pool1_subsample$"), "s1_fuse.conv_f2s"),
     (re.compile(r"^res(\d+)_\d+_branch2c_bn_subsample_bn$"), r"s\1_fuse.bn"),
     (re.compile(r"^res(\d+)_\d+_branch2c_bn_subsample$"), r"s\1_fuse.conv_f2s"),
+    (re.compile(r"^conv1_xy$"), "s1.pathway{p}_stem.conv_xy"),
     (re.compile(r"^conv1$"), "s1.pathway{p}_stem.conv"),
     (re.compile(r"^res_conv1_bn$"), "s1.pathway{p}_stem.bn"),
     (re.compile(r"^res(\d+)_(\d+)_branch1$"), r"s\1.pathway{p}_res\2.branch1"),
     (re.compile(r"^res(\d+)_(\d+)_branch1_bn$"), r"s\1.pathway{p}_res\2.branch1_bn"),
     (re.compile(r"^res(\d+)_(\d+)_branch2([a-c])$"), r"s\1.pathway{p}_res\2.branch2.\3"),
     (re.compile(r"^res(\d+)_(\d+)_branch2([a-c])_bn$"), r"s\1.pathway{p}_res\2.branch2.\3_bn"),
+    (re.compile(r"^res(\d+)_(\d+)_branch2b_bn_fc(\d+)$"), r"s\1.pathway{p}_res\2.branch2.se.fc\3"),
+    (re.compile(r"^(conv_5|conv_5_bn|lin_5|lin_5_bn)$"), r"head.\1"),
     (re.compile(r"^nonlocal_conv(\d+)_(\d+)_(theta|phi|g|out)$"), r"s\1.pathway{p}_nonlocal\2.conv_\3"),
     (re.compile(r"^nonlocal_conv(\d+)_(\d+)_bn$"), r"s\1.pathway{p}_nonlocal\2.bn"),
     (re.compile(r"^pred$"), "head.projection"),
@@ -131,7 +137,7 @@ def caffe2_name(blob: str) -> str | None:
             for pattern, repl in _MODULE_RULES:
                 if pattern.match(module):
                     return f"{pattern.sub(repl, module).replace('{p}', str(pathway))}.{attr}"
-    raise CheckpointError(f"unknown Caffe2 blob '{blob}' (not a PySlowFast ResNet/SlowFast parameter)")
+    raise CheckpointError(f"unknown Caffe2 blob '{blob}' (not a PySlowFast ResNet/SlowFast/X3D parameter)")
 
 
 def caffe2_to_state(blobs: dict[str, np.ndarray]) -> dict[str, Tensor]:

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from edgemem.errors import CheckpointError
+from edgemem.finite import check_finite
 
 
 def read_pyth(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -20,14 +21,18 @@ def read_pyth(path: str | os.PathLike[str]) -> dict[str, Any]:
 
     Uses ``torch.load(weights_only=True)``, which accepts tensors, numbers, strings and plain
     containers only: official checkpoints contain nothing else, so arbitrary code in a
-    foreign pickle is never run. A bare state dict (a mapping of tensors) is accepted too.
+    foreign pickle is never run (such a file is refused, and the error never suggests
+    turning the safe loader off). A bare state dict (a mapping of tensors) is accepted too.
+    Weights holding NaN or inf are refused (``NonFiniteError``).
     """
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(f"checkpoint not found: {p}")
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as e:
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(f"refused checkpoint {p}: {_unsafe_reason(str(e))}") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"cannot read checkpoint {p}: {first}") from None
     if isinstance(obj, Mapping) and "model_state" in obj:
@@ -38,7 +43,18 @@ def read_pyth(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise CheckpointError(f"{p} is not a PySlowFast checkpoint (no 'model_state')")
     if not isinstance(ckpt["model_state"], Mapping):
         raise CheckpointError(f"{p}: 'model_state' is not a state dict")
+    check_finite(ckpt["model_state"], f"checkpoint {p}")
     return ckpt
+
+
+def _unsafe_reason(message: str) -> str:
+    """What torch's safe loader refused, without torch's advice to load the file unsafely."""
+    lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
+    found = [ln for ln in lines if "GLOBAL" in ln or "Unsupported" in ln or "unsupported" in ln]
+    what = found[0].rstrip(".") if found else "objects other than tensors, numbers, strings and containers"
+    if "weights_only" in what or "Weights only" in what:
+        what = "objects other than tensors, numbers, strings and containers"
+    return f"it holds Python code or objects edgemem does not load ({what}); only plain weights are read"
 
 
 def load_state_strict(model: nn.Module, state: Mapping[str, Tensor], *, ignore: tuple[str, ...] = ()) -> None:

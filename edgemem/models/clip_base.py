@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from edgemem.contract import TensorSpec
@@ -24,6 +25,31 @@ def to_tokens(feat: Tensor) -> Tensor:
 def from_tokens(tokens: Tensor, like: Tensor) -> Tensor:
     """Inverse of :func:`to_tokens` for a feature map shaped like ``like``."""
     return tokens.transpose(1, 2).reshape(like.shape)
+
+
+# MODEL.HEAD_ACT: what a graph's logits mean (the activation the official eval head applies).
+HEAD_ACTS = ("softmax", "sigmoid", "none")
+
+
+def official_eval_scores(proj: Tensor, act: str) -> Tensor:
+    """PySlowFast's fully convolutional eval head on per-position class scores ``[B, t, h, w, C] -> [B, C]``.
+
+    One position: the scores as they are (the official head returns ``act`` of them). Several: the
+    official head applies ``act`` per position and averages; returned here as logits whose ``act`` is
+    that average (log of the mean softmax, logit of the mean sigmoid, the mean itself for ``none``),
+    so that every consumer applies ``act`` to a graph's output and gets the official numbers.
+    """
+    b, c = proj.shape[0], proj.shape[-1]
+    pos = proj.reshape(b, -1, c)
+    if pos.shape[1] == 1:
+        return pos[:, 0]
+    if act == "none":
+        return pos.mean(1)
+    info = torch.finfo(proj.dtype)
+    if act == "softmax":
+        return pos.softmax(-1).mean(1).clamp_min(info.tiny).log()
+    p = pos.sigmoid().mean(1).clamp(info.tiny, 1.0 - info.eps)
+    return p.log() - (-p).log1p()
 
 
 def init_conv_bn(module: nn.Module, zero_init_final_bn: bool = False) -> None:
@@ -107,6 +133,8 @@ class ClipBackbone(StreamingModel):
             "class_names": self.class_names,
             "frame_scale": c.frame_scale,
             "memory": None,
+            "head_act": getattr(c, "head_act", "softmax"),
+            "view": getattr(c, "view", "train"),
         }
 
 

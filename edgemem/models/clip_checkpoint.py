@@ -2,7 +2,8 @@
 
 Formats, detected from the file: Caffe2 ``.pkl`` (the PySlowFast Kinetics c2 files, read with a
 restricted unpickler), PySlowFast ``.pyth`` (names as they are) and PyTorchVideo-named ``.pyth`` (hub
-files, renamed). Loading is all-or-nothing: missing, unexpected or mis-shaped keys are listed.
+files, renamed). Loading is all-or-nothing: missing, unexpected or mis-shaped keys are listed; weights
+holding NaN or inf are refused.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from edgemem.finite import check_finite
 from edgemem.models.checkpoint import load_state_strict, read_pyth
 
 
@@ -36,6 +38,7 @@ def load_clip_checkpoint(model: nn.Module, path: str | os.PathLike[str]) -> str:
         from edgemem.models.caffe2_import import caffe2_to_state, read_caffe2_pkl
 
         state, fmt = caffe2_to_state(read_caffe2_pkl(p)), "caffe2"
+        check_finite(state, f"checkpoint {p}")
     else:
         from edgemem.models.pytorchvideo_names import fill_identity_bn, is_pytorchvideo, rename_pytorchvideo
 

@@ -1,35 +1,57 @@
-"""PySlowFast YAML configs (``MODEL.ARCH`` slow/c2d/i3d or x3d) read into ResNetConfig / X3DConfig.
+"""PySlowFast YAML configs (``MODEL_NAME`` ResNet / X3D) read into ResNetConfig / X3DConfig, built or refused.
 
-Only what changes the architecture or the input is read; options edgemem does not build (SlowFast
-pathways, dilation, stride on the 1x1 conv, X3D BN_LIN5/SCALE_RES2, grouped 3x3x3) are refused with
-the key named, rather than silently building a different network. Defaults are PySlowFast's.
+Every option the official ``ResNet``/``X3D`` builders read is either built as they build it or refused
+with ``not supported: KEY=VALUE`` (SlowFast pathways, X3D dilation, stride on the 1x1 conv, grouped X3D
+3x3x3, sub-batch BN, detection heads, ...). Options that only matter for training or data loading are
+read and ignored by design (docs/EXPORT.md lists them). Defaults are PySlowFast's.
+
+``view`` chooses the input size: ``train`` (``DATA.TRAIN_CROP_SIZE``) or ``test``
+(``DATA.TEST_CROP_SIZE``); either way the head is the official eval head (training-size pool with
+stride 1, ``MODEL.HEAD_ACT`` per position, averaged), so the output equals the official eval output.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
-
-import yaml
 
 from edgemem.errors import UnsupportedError
 from edgemem.models.clip_base import ClipBackbone
-from edgemem.models.resnet3d import KINETICS_MEAN, KINETICS_STD, TEMPORAL_KERNELS, ResNet3D, ResNetConfig
+from edgemem.models.pyslowfast_keys import Lookup, read_tree
+from edgemem.models.resnet3d import (
+    KINETICS_MEAN,
+    KINETICS_STD,
+    POOL1_T,
+    STAGE_DEPTH,
+    TEMPORAL_KERNELS,
+    ResNet3D,
+    ResNetConfig,
+)
 from edgemem.models.x3d import X3D, X3DConfig
 
 _DEFAULTS: dict[str, Any] = {
-    "MODEL.ARCH": "slow",
-    "MODEL.MODEL_NAME": "ResNet",
+    "MODEL.ARCH": "slowfast",
+    "MODEL.MODEL_NAME": "SlowFast",
     "MODEL.NUM_CLASSES": 400,
     "MODEL.DROPOUT_RATE": 0.5,
+    "MODEL.HEAD_ACT": "softmax",
+    "MODEL.NUM_CLASSES_LIST": [],
     "DATA.NUM_FRAMES": 8,
     "DATA.SAMPLING_RATE": 8,
     "DATA.TRAIN_CROP_SIZE": 224,
+    "DATA.TEST_CROP_SIZE": 256,
     "DATA.TARGET_FPS": 30,
     "DATA.MEAN": list(KINETICS_MEAN),
     "DATA.STD": list(KINETICS_STD),
+    "DATA.INPUT_CHANNEL_NUM": [3, 3],
+    "DATA.REVERSE_INPUT_CHANNEL": False,
+    "BN.NORM_TYPE": "batchnorm",
+    "DETECTION.ENABLE": False,
+    "MULTIGRID.SHORT_CYCLE": False,
+    "CONTRASTIVE.NUM_MLP_LAYERS": 1,
+    "CONTRASTIVE.PREDICTOR_DEPTHS": [],
     "RESNET.DEPTH": 50,
     "RESNET.ZERO_INIT_FINAL_BN": False,
     "RESNET.WIDTH_PER_GROUP": 64,
@@ -37,8 +59,10 @@ _DEFAULTS: dict[str, Any] = {
     "RESNET.TRANS_FUNC": "bottleneck_transform",
     "RESNET.STRIDE_1X1": False,
     "RESNET.NUM_BLOCK_TEMP_KERNEL": [[3], [4], [6], [3]],
+    "RESNET.SPATIAL_STRIDES": [[1], [2], [2], [2]],
     "RESNET.SPATIAL_DILATIONS": [[1], [1], [1], [1]],
     "NONLOCAL.LOCATION": [[[]], [[]], [[]], [[]]],
+    "NONLOCAL.GROUP": [[1], [1], [1], [1]],
     "NONLOCAL.POOL": [[[1, 2, 2], [1, 2, 2]]] * 4,
     "NONLOCAL.INSTANTIATION": "dot_product",
     "X3D.WIDTH_FACTOR": 1.0,
@@ -51,94 +75,160 @@ _DEFAULTS: dict[str, Any] = {
     "X3D.CHANNELWISE_3x3x3": True,
 }
 _TRANS = {"bottleneck_transform": "bottleneck", "basic_transform": "basic"}
+# BN.NORM_TYPE values that are a plain BatchNorm3d at inference (same parameters, same eval maths).
+_PLAIN_BN = ("batchnorm", "sync_batchnorm", "sync_batchnorm_apex")
+VIEWS = ("train", "test")
 
 
-def _get(tree: Mapping[str, Any], key: str) -> Any:
-    node: Any = tree
-    for part in key.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return _DEFAULTS[key]
-        node = node[part]
-    return node
+def _per_stage(c: Lookup, key: str) -> tuple[int, ...]:
+    """A ``[[v], [v], [v], [v]]`` option (one pathway) as four ints."""
+    v = c(key)
+    ok = isinstance(v, list) and len(v) == 4 and all(isinstance(s, list) and len(s) == 1 for s in v)
+    c.refuse_unless(key, ok, "one single-pathway entry per stage res2..res5")
+    return tuple(int(s[0]) for s in v)
 
 
-def _require(tree: Mapping[str, Any], key: str, ok: bool) -> None:
-    if not ok:
-        raise UnsupportedError(f"PySlowFast option {key} = {_get(tree, key)!r} is not supported")
-
-
-def _common(tree: Mapping[str, Any]) -> dict[str, Any]:
+def _common(c: Lookup, view: str) -> dict[str, Any]:
+    """Options shared by ResNet and X3D, with their refusals."""
+    if view not in VIEWS:
+        raise UnsupportedError(f"not supported: view {view!r} (one of {list(VIEWS)})")
+    c.refuse_unless("DETECTION.ENABLE", not c("DETECTION.ENABLE"), "the AVA detection head")
+    c.refuse_unless("MODEL.NUM_CLASSES_LIST", not c("MODEL.NUM_CLASSES_LIST"), "several classification heads")
+    c.refuse_unless("DATA.INPUT_CHANNEL_NUM", list(c("DATA.INPUT_CHANNEL_NUM")) == [3],
+                    "a single-pathway model takes one 3-channel (RGB) input; the official stem asserts one entry")  # fmt: skip
+    c.refuse_unless("DATA.REVERSE_INPUT_CHANNEL", not c("DATA.REVERSE_INPUT_CHANNEL"), "BGR input")
+    c.refuse_unless("BN.NORM_TYPE", c("BN.NORM_TYPE") in _PLAIN_BN, f"built: {list(_PLAIN_BN)}")
+    c.refuse_unless("CONTRASTIVE.NUM_MLP_LAYERS", c("CONTRASTIVE.NUM_MLP_LAYERS") == 1, "an MLP head")
+    c.refuse_unless("CONTRASTIVE.PREDICTOR_DEPTHS", not c("CONTRASTIVE.PREDICTOR_DEPTHS"), "predictor heads")
+    c.refuse_unless("RESNET.STRIDE_1X1", not c("RESNET.STRIDE_1X1"))
+    c.refuse_unless("RESNET.DEPTH", c("RESNET.DEPTH") in STAGE_DEPTH,
+                    f"the official builders accept {sorted(STAGE_DEPTH)}")  # fmt: skip
+    for key in ("DATA.NUM_FRAMES", "DATA.TRAIN_CROP_SIZE", "DATA.TEST_CROP_SIZE", "MODEL.NUM_CLASSES"):
+        c.refuse_unless(key, c(key) >= 1, "must be positive")
+    # The official assert_and_infer_cfg asserts these.
+    c.refuse_unless("RESNET.NUM_GROUPS", c("RESNET.NUM_GROUPS") > 0, "must be positive")
+    c.refuse_unless("RESNET.WIDTH_PER_GROUP", c("RESNET.WIDTH_PER_GROUP") > 0, "must be positive")
+    c.refuse_unless("RESNET.WIDTH_PER_GROUP", c("RESNET.WIDTH_PER_GROUP") % c("RESNET.NUM_GROUPS") == 0,
+                    "must be a multiple of RESNET.NUM_GROUPS")  # fmt: skip
+    crop = "DATA.TEST_CROP_SIZE" if view == "test" else "DATA.TRAIN_CROP_SIZE"
     return dict(
-        num_classes=int(_get(tree, "MODEL.NUM_CLASSES")),
-        dropout=float(_get(tree, "MODEL.DROPOUT_RATE")),
-        frames=int(_get(tree, "DATA.NUM_FRAMES")),
-        sampling_rate=int(_get(tree, "DATA.SAMPLING_RATE")),
-        crop_size=int(_get(tree, "DATA.TRAIN_CROP_SIZE")),
-        target_fps=int(_get(tree, "DATA.TARGET_FPS")),
-        mean=tuple(float(x) for x in _get(tree, "DATA.MEAN")),
-        std=tuple(float(x) for x in _get(tree, "DATA.STD")),
-        zero_init_final_bn=bool(_get(tree, "RESNET.ZERO_INIT_FINAL_BN")),
+        num_classes=int(c("MODEL.NUM_CLASSES")),
+        dropout=float(c("MODEL.DROPOUT_RATE")),
+        frames=int(c("DATA.NUM_FRAMES")),
+        sampling_rate=int(c("DATA.SAMPLING_RATE")),
+        crop_size=int(c(crop)),
+        target_fps=int(c("DATA.TARGET_FPS")),
+        mean=tuple(float(x) for x in c("DATA.MEAN")),
+        std=tuple(float(x) for x in c("DATA.STD")),
+        zero_init_final_bn=bool(c("RESNET.ZERO_INIT_FINAL_BN")),
+        head_act=str(c("MODEL.HEAD_ACT")),
+        view=view,
     )
 
 
-def resnet_config(tree: Mapping[str, Any]) -> ResNetConfig:
-    """``MODEL.ARCH`` in slow / c2d / i3d / slow_c2d / slow_i3d -> ResNetConfig."""
-    arch = str(_get(tree, "MODEL.ARCH")).lower()
-    _require(tree, "MODEL.ARCH", arch in TEMPORAL_KERNELS)
-    _require(tree, "RESNET.TRANS_FUNC", _get(tree, "RESNET.TRANS_FUNC") in _TRANS)
-    _require(tree, "RESNET.STRIDE_1X1", not _get(tree, "RESNET.STRIDE_1X1"))
-    _require(tree, "RESNET.SPATIAL_DILATIONS", all(d[0] == 1 for d in _get(tree, "RESNET.SPATIAL_DILATIONS")))
-    locations = tuple(tuple(int(i) for i in stage[0]) for stage in _get(tree, "NONLOCAL.LOCATION"))
-    pools = {tuple(_get(tree, "NONLOCAL.POOL")[s][0]) for s in range(4) if locations[s]}
-    _require(tree, "NONLOCAL.POOL", len(pools) <= 1)
+def _conv_out(n: int, k: int, s: int, p: int) -> int:
+    return (n + 2 * p - k) // s + 1
+
+
+def _check_head_fits(c: Lookup, pool: tuple[int, ...] | None, grid: tuple[int, ...], crop: int) -> None:
+    if pool is not None and any(p > g or p < 1 for p, g in zip(pool, grid, strict=True)):
+        raise UnsupportedError(
+            f"not supported: DATA.TRAIN_CROP_SIZE={c('DATA.TRAIN_CROP_SIZE')} with {crop}px clips: the official "
+            f"head's pool {list(pool)} does not fit the {list(grid)} last-stage map (the official model fails too)"
+        )
+
+
+def resnet_config(tree: Mapping[str, Any], view: str = "train") -> ResNetConfig:
+    """``MODEL_NAME: ResNet`` (``MODEL.ARCH`` 2d / c2d / i3d / slow_c2d / slow_i3d / slow) -> ResNetConfig."""
+    c = Lookup(tree, _DEFAULTS)
+    common = _common(c, view)
+    arch = str(c("MODEL.ARCH"))
+    c.refuse_unless("MODEL.ARCH", arch in TEMPORAL_KERNELS, f"single-pathway ResNet archs: {sorted(TEMPORAL_KERNELS)}")
+    c.refuse_unless("RESNET.TRANS_FUNC", c("RESNET.TRANS_FUNC") in _TRANS, f"ResNet blocks: {sorted(_TRANS)}")
+    c.refuse_unless("MODEL.HEAD_ACT", common["head_act"] in ("softmax", "sigmoid", "none"))
+    strides = _per_stage(c, "RESNET.SPATIAL_STRIDES")
+    dilations = _per_stage(c, "RESNET.SPATIAL_DILATIONS")
+    c.refuse_unless("RESNET.SPATIAL_DILATIONS", min(dilations) >= 1)
+    c.refuse_unless("RESNET.SPATIAL_STRIDES", set(strides) <= {1, 2}, "strides 1 or 2")
+    groups = _per_stage(c, "NONLOCAL.GROUP")
+    locations = tuple(tuple(int(i) for i in stage[0]) for stage in c("NONLOCAL.LOCATION"))
+    pools = {tuple(c("NONLOCAL.POOL")[s][0]) for s in range(4) if locations[s]}
+    c.refuse_unless("NONLOCAL.POOL", len(pools) <= 1, "one pool size for every stage with non-local blocks")
+    c.refuse_unless("NONLOCAL.INSTANTIATION", c("NONLOCAL.INSTANTIATION") in ("dot_product", "softmax"))
+    # Geometry at the view's input: frames per stage (for NONLOCAL.GROUP) and the last-stage map.
+    pool_t = POOL1_T[arch]
+    frames = common["frames"]
+    stage_t = (frames, frames // pool_t, frames // pool_t, frames // pool_t)
+    for s in range(4):
+        if locations[s] and stage_t[s] % groups[s]:
+            raise UnsupportedError(
+                f"not supported: NONLOCAL.GROUP={[[g] for g in groups]}: res{s + 2} has {stage_t[s]} frames, "
+                f"not divisible into {groups[s]} groups (the official reshape fails)"
+            )
+    side = _conv_out(_conv_out(common["crop_size"], 7, 2, 3), 3, 2, 1)
+    for s in strides:
+        side = _conv_out(side, 1, s, 0)
+    train_side = int(c("DATA.TRAIN_CROP_SIZE")) // 32
+    head_pool = None if c("MULTIGRID.SHORT_CYCLE") else (frames // pool_t, train_side, train_side)
+    _check_head_fits(c, head_pool, (stage_t[3], side, side), common["crop_size"])
     return ResNetConfig(
         arch=arch,
-        depth=int(_get(tree, "RESNET.DEPTH")),
-        trans_func=_TRANS[_get(tree, "RESNET.TRANS_FUNC")],
-        width_per_group=int(_get(tree, "RESNET.WIDTH_PER_GROUP")),
-        num_groups=int(_get(tree, "RESNET.NUM_GROUPS")),
+        depth=int(c("RESNET.DEPTH")),
+        trans_func=_TRANS[c("RESNET.TRANS_FUNC")],
+        width_per_group=int(c("RESNET.WIDTH_PER_GROUP")),
+        num_groups=int(c("RESNET.NUM_GROUPS")),
         nonlocal_location=locations,
-        nonlocal_pool=tuple(int(x) for x in pools.pop()) if pools else (1, 2, 2),
-        nonlocal_instantiation=str(_get(tree, "NONLOCAL.INSTANTIATION")),
-        temp_kernel_blocks=tuple(int(b[0]) for b in _get(tree, "RESNET.NUM_BLOCK_TEMP_KERNEL")),
-        **_common(tree),
+        nonlocal_pool=tuple(int(x) for x in pools.pop()) if pools else (1, 2, 2),  # type: ignore[arg-type]
+        nonlocal_instantiation=str(c("NONLOCAL.INSTANTIATION")),
+        nonlocal_group=groups,  # type: ignore[arg-type]
+        temp_kernel_blocks=_per_stage(c, "RESNET.NUM_BLOCK_TEMP_KERNEL"),  # type: ignore[arg-type]
+        spatial_strides=strides,  # type: ignore[arg-type]
+        spatial_dilations=dilations,  # type: ignore[arg-type]
+        head_pool=head_pool,
+        **common,
     )
 
 
-def x3d_config(tree: Mapping[str, Any]) -> X3DConfig:
-    """``MODEL.ARCH: x3d`` -> X3DConfig."""
-    _require(tree, "X3D.SCALE_RES2", not _get(tree, "X3D.SCALE_RES2"))
-    _require(tree, "X3D.BN_LIN5", not _get(tree, "X3D.BN_LIN5"))
-    _require(tree, "X3D.CHANNELWISE_3x3x3", bool(_get(tree, "X3D.CHANNELWISE_3x3x3")))
+def x3d_config(tree: Mapping[str, Any], view: str = "train") -> X3DConfig:
+    """``MODEL_NAME: X3D`` (``MODEL.ARCH: x3d``, ``RESNET.TRANS_FUNC: x3d_transform``) -> X3DConfig."""
+    c = Lookup(tree, _DEFAULTS)
+    common = _common(c, view)
+    c.refuse_unless("MODEL.ARCH", c("MODEL.ARCH") == "x3d", "X3D is built with the x3d temporal kernels")
+    c.refuse_unless("RESNET.TRANS_FUNC", c("RESNET.TRANS_FUNC") == "x3d_transform", "X3D blocks are x3d_transform")
+    c.refuse_unless("X3D.CHANNELWISE_3x3x3", bool(c("X3D.CHANNELWISE_3x3x3")))
+    c.refuse_unless("NONLOCAL.LOCATION", all(not s[0] for s in c("NONLOCAL.LOCATION")), "non-local blocks in X3D")
+    c.refuse_unless("RESNET.SPATIAL_DILATIONS", set(_per_stage(c, "RESNET.SPATIAL_DILATIONS")) == {1}, "X3D")
+    train_side = math.ceil(int(c("DATA.TRAIN_CROP_SIZE")) / 32)
+    head_pool = (common["frames"], train_side, train_side)
+    side = _conv_out(common["crop_size"], 3, 2, 1)
+    for _ in range(4):
+        side = _conv_out(side, 3, 2, 1)
+    _check_head_fits(c, head_pool, (common["frames"], side, side), common["crop_size"])
     return X3DConfig(
-        width_factor=float(_get(tree, "X3D.WIDTH_FACTOR")),
-        depth_factor=float(_get(tree, "X3D.DEPTH_FACTOR")),
-        bottleneck_factor=float(_get(tree, "X3D.BOTTLENECK_FACTOR")),
-        dim_c1=int(_get(tree, "X3D.DIM_C1")),
-        dim_c5=int(_get(tree, "X3D.DIM_C5")),
-        **_common(tree),
+        width_factor=float(c("X3D.WIDTH_FACTOR")),
+        depth_factor=float(c("X3D.DEPTH_FACTOR")),
+        bottleneck_factor=float(c("X3D.BOTTLENECK_FACTOR")),
+        dim_c1=int(c("X3D.DIM_C1")),
+        dim_c5=int(c("X3D.DIM_C5")),
+        scale_res2=bool(c("X3D.SCALE_RES2")),
+        bn_lin5=bool(c("X3D.BN_LIN5")),
+        head_pool=head_pool,
+        **common,
     )
 
 
 def is_clip_config(tree: Mapping[str, Any]) -> bool:
     """True for the PySlowFast configs this module builds (ResNet/X3D families)."""
-    return str(_get(tree, "MODEL.MODEL_NAME")) in ("ResNet", "X3D")
+    model = tree.get("MODEL")
+    return isinstance(model, Mapping) and model.get("MODEL_NAME") in ("ResNet", "X3D")
 
 
-def backbone_from_pyslowfast(config: str | os.PathLike[str] | Mapping[str, Any]) -> ClipBackbone:
+def backbone_from_pyslowfast(config: str | os.PathLike[str] | Mapping[str, Any], view: str = "train") -> ClipBackbone:
     """Build (random init) the clip backbone of a PySlowFast YAML (path or parsed dict)."""
-    tree = config
-    if not isinstance(config, Mapping):
-        p = Path(config)
-        try:
-            tree = yaml.safe_load(p.read_text())
-        except (OSError, yaml.YAMLError, UnicodeDecodeError) as e:
-            raise UnsupportedError(f"cannot read config {p}: {str(e).splitlines()[0]}") from None
-        if not isinstance(tree, Mapping):
-            raise UnsupportedError(f"{p} is not a PySlowFast config")
-    name = _get(tree, "MODEL.MODEL_NAME")
+    tree, source = read_tree(config)
+    name = tree["MODEL"].get("MODEL_NAME", _DEFAULTS["MODEL.MODEL_NAME"])
     if name == "X3D":
-        return X3D(x3d_config(tree))
+        return X3D(x3d_config(tree, view))
     if name == "ResNet":
-        return ResNet3D(resnet_config(tree))
-    raise UnsupportedError(f"MODEL.MODEL_NAME {name!r} is not a ResNet/X3D clip backbone")
+        return ResNet3D(resnet_config(tree, view))
+    raise UnsupportedError(f"not supported: MODEL.MODEL_NAME={name!r} (ResNet, X3D and MViT are built)")

@@ -12,12 +12,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--frame-scale", type=int, default=None, help="frame-scaled baseline: k x more frames per clip")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_info)
-    p2 = sub.add_parser("models", help="list the registered presets")
+    p2 = sub.add_parser("models", help="list the registered presets (--zoo: the shipped weights)")
     p2.add_argument("pattern", nargs="?", default="*")
+    p2.add_argument("--zoo", action="store_true", help="list the shipped weights: zoo name, preset, top-1, what")
     p2.set_defaults(func=_models)
 
 
 def _models(args: argparse.Namespace) -> int:
+    if args.zoo:
+        import fnmatch
+
+        from edgemem.models.pretrained import zoo_cards
+
+        for name, card in zoo_cards().items():
+            if fnmatch.fnmatch(name, args.pattern):
+                top1 = (card.get("metrics") or {}).get("top1")
+                print(f"{name}\t{card['preset']}\ttop1 {top1}\t{card.get('description', '')}")
+        return 0
     from edgemem.models import list_models
 
     print("\n".join(list_models(args.pattern)))

@@ -224,6 +224,8 @@ class MViT(StreamingModel):
             "class_names": self.class_names,
             "frame_scale": cfg.frame_scale,
             "memory": None,
+            "head_act": cfg.head_act,
+            "view": cfg.view,
         }
         if mem is not None:
             card["memory"] = {

@@ -104,6 +104,8 @@ class MViTConfig:
     target_fps: int = 30
     mean: tuple[float, ...] = (0.45, 0.45, 0.45)
     std: tuple[float, ...] = (0.225, 0.225, 0.225)
+    head_act: str = "softmax"  # MODEL.HEAD_ACT: what the logits mean (softmax/sigmoid scores, or none)
+    view: str = "train"  # the official test view is the same network for MViT (TEST_CROP_SIZE == TRAIN_CROP_SIZE)
 
     def __post_init__(self) -> None:
         if self.mode not in ("conv", "conv_unshared", "avg", "max"):

@@ -1,14 +1,17 @@
-"""Shipped weights: ``models_zoo/<name>.yaml`` model cards next to ``models_zoo/<name>.pyth`` checkpoints.
+"""Shipped weights: ``<name>.yaml`` model cards next to ``<name>.pyth`` checkpoints in ``edgemem/zoo/``.
 
-A zoo card names the ``preset`` it was trained from, the checkpoint ``file`` and its ``sha256``, the
-data it was trained on and its ``metrics``. ``create_model(preset, pretrained=True)`` loads the zoo
-entry marked ``default: true`` for that preset; ``create_model(zoo_name)`` loads that entry.
+The zoo is package data: it is installed with the package (wheel or editable) and found with
+``importlib.resources``, never by a path relative to a source checkout. A zoo card names the
+``preset`` it was trained from, the checkpoint ``file`` and its ``sha256``, the data it was trained
+on and its ``metrics``. ``create_model(preset, pretrained=True)`` loads the zoo entry marked
+``default: true`` for that preset; ``create_model(zoo_name)`` loads that entry.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -16,16 +19,18 @@ import yaml
 
 from edgemem.errors import CheckpointError, EdgememError
 
-ZOO_DIR = Path(__file__).resolve().parents[2] / "models_zoo"
-
 
 def zoo_dir() -> Path:
-    return ZOO_DIR
+    """The folder of the shipped cards and weights inside the installed ``edgemem`` package."""
+    root = files("edgemem") / "zoo"
+    if not isinstance(root, Path):  # a zipped install: torch.load and the sha256 check need real files
+        raise CheckpointError(f"edgemem's shipped weights are not plain files ({root}); install edgemem unzipped")
+    return root
 
 
 def zoo_cards(folder: str | os.PathLike[str] | None = None) -> dict[str, dict[str, Any]]:
     """Every zoo card by name (the YAML file's stem); cards without a checkpoint file are skipped."""
-    root = Path(folder) if folder is not None else ZOO_DIR
+    root = Path(folder) if folder is not None else zoo_dir()
     cards: dict[str, dict[str, Any]] = {}
     if not root.is_dir():
         return cards
@@ -49,7 +54,7 @@ def default_entry(preset: str) -> dict[str, Any]:
     """The zoo card holding the default weights of ``preset``."""
     matches = [c for c in zoo_cards().values() if c["preset"] == preset]
     if not matches:
-        raise EdgememError(f"no shipped weights for '{preset}' in {ZOO_DIR}")
+        raise EdgememError(f"no shipped weights for '{preset}' in {zoo_dir()}")
     defaults = [c for c in matches if c.get("default")]
     return (defaults or matches)[0]
 

@@ -1,23 +1,22 @@
 """Import official PySlowFast / MeMViT configs (YAML) and checkpoints (``.pyth``).
 
-``load_pyslowfast(config, checkpoint=None)`` reads the YAML (or an already parsed dict) at the
-boundary into ``MViTConfig``/``MemoryConfig`` (no global mutable config), builds ``MViT`` and, if
-given, loads the checkpoint all-or-nothing. Options the official code would use but edgemem
-does not implement raise ``UnsupportedError("not supported: ...")``.
+``load_pyslowfast(config, checkpoint=None, view="train")`` reads the YAML (or an already parsed dict)
+at the boundary, checked against the official schema (``pyslowfast_keys``), into typed configs (no
+global mutable config), builds the model and, if given, loads the checkpoint all-or-nothing. Options
+the official code would use but edgemem does not implement raise ``UnsupportedError("not supported:
+KEY=VALUE")``; options that only matter for training or data loading are ignored (docs/EXPORT.md).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
-
-import yaml
 
 from edgemem.errors import CheckpointError, UnsupportedError
 from edgemem.models.mvit import MViT
 from edgemem.models.mvit_config import MemoryConfig, MViTConfig
+from edgemem.models.pyslowfast_keys import Lookup, malformed_values, read_tree
 from edgemem.models.streaming import StreamingModel
 
 # Official defaults (memvit/config/defaults.py) for every option read here.
@@ -29,6 +28,14 @@ _DEFAULTS: dict[str, Any] = {
     "MODEL.DROPOUT_RATE": 0.5,
     "MODEL.HEAD_ACT": "softmax",
     "DETECTION.ENABLE": False,
+    "MASK.ENABLE": False,
+    "CONTRASTIVE.NUM_MLP_LAYERS": 1,
+    "DATA.REVERSE_INPUT_CHANNEL": False,
+    "MVIT.LAYER_SCALE_INIT_VALUE": 0.0,
+    "MVIT.RESIDUAL_POOLING": False,
+    "MVIT.USE_MEAN_POOLING": False,
+    "MVIT.USE_FIXED_SINCOS_POS": False,
+    "MVIT.REV.ENABLE": False,
     "DATA.NUM_FRAMES": 8,
     "DATA.SAMPLING_RATE": 8,
     "DATA.TRAIN_CROP_SIZE": 224,
@@ -80,47 +87,42 @@ _DEFAULTS: dict[str, Any] = {
 }
 
 
-class _Cfg:
-    """Dotted lookup into the nested YAML dict with the official defaults."""
-
-    def __init__(self, tree: Mapping[str, Any]) -> None:
-        self.tree = tree
-
-    def __call__(self, key: str) -> Any:
-        node: Any = self.tree
-        for part in key.split("."):
-            if not isinstance(node, Mapping) or part not in node:
-                return _DEFAULTS[key]
-            node = node[part]
-        return node
-
-
 def _ints(v: Any) -> tuple[int, ...]:
     return tuple(int(x) for x in (v or ()))
 
 
-def _read_tree(config: str | os.PathLike[str] | Mapping[str, Any]) -> tuple[Mapping[str, Any], str]:
-    if isinstance(config, Mapping):
-        return config, "dict"
-    p = Path(config)
-    if not p.is_file():
-        raise UnsupportedError(f"config not found: {p}")
-    try:
-        tree = yaml.safe_load(p.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise UnsupportedError(f"cannot read config {p}: {str(e).splitlines()[0]}") from None
-    if not isinstance(tree, Mapping):
-        raise UnsupportedError(f"{p} is not a PySlowFast config (not a mapping)")
-    return tree, str(p)
+_NOT_BUILT = (  # MViT options of the official code edgemem does not build: (key, default, what)
+    ("MASK.ENABLE", False, "masked pre-training (MASK.ENABLE)"),
+    ("CONTRASTIVE.NUM_MLP_LAYERS", 1, "an MLP head (CONTRASTIVE.NUM_MLP_LAYERS)"),
+    ("DATA.REVERSE_INPUT_CHANNEL", False, "BGR input (DATA.REVERSE_INPUT_CHANNEL)"),
+    ("MVIT.LAYER_SCALE_INIT_VALUE", 0.0, "layer scale (MVIT.LAYER_SCALE_INIT_VALUE)"),
+    ("MVIT.RESIDUAL_POOLING", False, "residual pooling (MVIT.RESIDUAL_POOLING)"),
+    ("MVIT.USE_MEAN_POOLING", False, "a mean-pooled head (MVIT.USE_MEAN_POOLING)"),
+    ("MVIT.USE_FIXED_SINCOS_POS", False, "fixed sin-cos positions (MVIT.USE_FIXED_SINCOS_POS)"),
+    ("MVIT.REV.ENABLE", False, "reversible MViT (MVIT.REV.ENABLE)"),
+)
 
 
-def config_from_pyslowfast(config: str | os.PathLike[str] | Mapping[str, Any]) -> MViTConfig:
-    """PySlowFast/MeMViT YAML (path or parsed dict) -> ``MViTConfig``."""
-    tree, _ = _read_tree(config)
-    c = _Cfg(tree)
+def config_from_pyslowfast(config: str | os.PathLike[str] | Mapping[str, Any], view: str = "train") -> MViTConfig:
+    """PySlowFast/MeMViT YAML (path or parsed dict) -> ``MViTConfig``.
+
+    ``view="test"`` is accepted only where it is the same network: the MViT input is fixed to
+    ``DATA.TRAIN_CROP_SIZE`` (its position tables), so ``DATA.TEST_CROP_SIZE`` must equal it.
+    """
+    tree, _ = read_tree(config)
+    c = Lookup(tree, _DEFAULTS)
     if str(c("MODEL.ARCH")).lower() != "mvit" or c("MODEL.MODEL_NAME") != "MViT":
         raise UnsupportedError(f"not supported: MODEL.ARCH {c('MODEL.ARCH')} / MODEL_NAME {c('MODEL.MODEL_NAME')}")
-    checks = [
+    if view not in ("train", "test"):
+        raise UnsupportedError(f"not supported: view {view!r} (one of ['train', 'test'])")
+    if view == "test" and c("DATA.TEST_CROP_SIZE") != c("DATA.TRAIN_CROP_SIZE"):
+        raise UnsupportedError(
+            f"not supported: DATA.TEST_CROP_SIZE={c('DATA.TEST_CROP_SIZE')} with the test view of an MViT: its "
+            f"input is fixed to DATA.TRAIN_CROP_SIZE={c('DATA.TRAIN_CROP_SIZE')} (the official MViT asserts they match)"
+        )
+    c.refuse_unless("MODEL.HEAD_ACT", c("MODEL.HEAD_ACT") in ("softmax", "sigmoid", "none"))
+    c.refuse_unless("DATA.INPUT_CHANNEL_NUM", int(c("DATA.INPUT_CHANNEL_NUM")[0]) == 3, "RGB input")
+    checks = list(_NOT_BUILT) + [
         ("DETECTION.ENABLE", False, "the AVA detection head (DETECTION.ENABLE)"),
         ("MVIT.CAUSAL", False, "causal attention (MVIT.CAUSAL)"),
         ("MVIT.PATCH_2D", False, "2D patch embedding (MVIT.PATCH_2D)"),
@@ -128,8 +130,7 @@ def config_from_pyslowfast(config: str | os.PathLike[str] | Mapping[str, Any]) -
         ("MVIT.NORM", "layernorm", "MVIT.NORM other than layernorm"),
     ]
     for key, ok, what in checks:
-        if c(key) != ok:
-            raise UnsupportedError(f"not supported: {what}")
+        c.refuse_unless(key, c(key) == ok, what)
     if c("MODEL.NUM_CLASSES_LIST"):
         raise UnsupportedError("not supported: several classification heads (MODEL.NUM_CLASSES_LIST)")
     mem = None
@@ -179,12 +180,14 @@ def config_from_pyslowfast(config: str | os.PathLike[str] | Mapping[str, Any]) -
         target_fps=int(c("DATA.TARGET_FPS")),
         mean=tuple(float(x) for x in c("DATA.MEAN")),
         std=tuple(float(x) for x in c("DATA.STD")),
+        head_act=str(c("MODEL.HEAD_ACT")),
+        view=view,
     )
 
 
 def _ignored_keys(cfg: MViTConfig, tree: Mapping[str, Any]) -> tuple[str, ...]:
     """Checkpoint key prefixes the official model holds but never uses in this configuration."""
-    c = _Cfg(tree)
+    c = Lookup(tree, _DEFAULTS)
     ignore = []
     if int(c("MVIT.BOX_DEPTH")) > 0:
         ignore.append("box_blocks.")  # built by the official code, used by the detection head only
@@ -196,9 +199,15 @@ def _ignored_keys(cfg: MViTConfig, tree: Mapping[str, Any]) -> tuple[str, ...]:
 
 
 def load_pyslowfast(
-    config: str | os.PathLike[str] | Mapping[str, Any], checkpoint: str | os.PathLike[str] | None = None
+    config: str | os.PathLike[str] | Mapping[str, Any],
+    checkpoint: str | os.PathLike[str] | None = None,
+    view: str = "train",
 ) -> StreamingModel:
     """Build the official model described by a PySlowFast/MeMViT config; optionally load a ``.pyth``.
+
+    ``view``: ``"train"`` takes clips at ``DATA.TRAIN_CROP_SIZE``, ``"test"`` at ``DATA.TEST_CROP_SIZE``
+    (the official test-time view); the head is the official eval head in both, and the outputs are
+    logits whose ``MODEL.HEAD_ACT`` (recorded in the card) gives the official eval output.
 
     MViT/MeMViT configs build an ``MViT``; ResNet/X3D configs a clip backbone, whose checkpoint may
     also be a Caffe2 ``.pkl`` or a PyTorchVideo-named ``.pyth`` (see ``clip_checkpoint``).
@@ -212,14 +221,16 @@ def load_pyslowfast(
     from edgemem.models.clip_checkpoint import load_clip_checkpoint
     from edgemem.models.clip_config import backbone_from_pyslowfast, is_clip_config
 
-    tree, source = _read_tree(config)
+    tree, source = read_tree(config)
     if is_clip_config(tree):
-        backbone = backbone_from_pyslowfast(tree)
+        with malformed_values(source):
+            backbone = backbone_from_pyslowfast(tree, view)
         if checkpoint is not None:
             load_clip_checkpoint(backbone, checkpoint)
         return backbone
-    cfg = config_from_pyslowfast(tree)
-    model = MViT(cfg, name=None, source=source)
+    with malformed_values(source):
+        cfg = config_from_pyslowfast(tree, view)
+        model = MViT(cfg, name=None, source=source)
     if checkpoint is not None:
         ckpt = read_pyth(checkpoint)
         try:

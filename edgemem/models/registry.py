@@ -34,7 +34,7 @@ def register_family(name: str) -> Callable[[Callable[[dict[str, Any]], Any]], Ca
 
 def _load_all() -> None:
     # Importing the model modules runs their @register_model decorators.
-    from edgemem.models import zoo  # noqa: F401
+    from edgemem.models import families  # noqa: F401
 
 
 def list_models(pattern: str = "*") -> list[str]:
@@ -51,7 +51,7 @@ def create_model(name: str, pretrained: bool = False, **overrides: Any) -> Any:
     """Build preset ``name`` (random init); keyword overrides go to the preset's builder.
 
     ``pretrained=True`` loads the preset's shipped weights, and a shipped weights name
-    (``models_zoo/<name>.yaml``, e.g. ``memvit_tiny_cuematch``) builds that model with its weights
+    (``edgemem/zoo/<name>.yaml``, e.g. ``memvit_tiny_cuematch``) builds that model with its weights
     (see ``edgemem.models.pretrained``).
     """
     _load_all()

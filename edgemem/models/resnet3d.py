@@ -2,8 +2,10 @@
 
 Parameter names match PySlowFast's ``ResNet`` (``s1.pathway0_stem.conv``, ``s2.pathway0_res0.branch2.a``,
 ``s4.pathway0_nonlocal3.conv_theta``, ``head.projection``), so official ``.pyth`` files load as they are.
-The head averages the last-stage map globally before the projection (PySlowFast's AvgPool3d over the
-training-size map is the same thing at the training crop).
+The head either averages the last-stage map globally (the presets) or, for a model built from a
+PySlowFast config, runs the official eval head: AvgPool3d with the training-size kernel and stride 1,
+the projection at every position and, when there are several, the head activation per position
+averaged (``clip_base.official_eval_scores``) -- at any input size, as the official test does.
 """
 
 from __future__ import annotations
@@ -12,16 +14,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from edgemem.errors import UnsupportedError
-from edgemem.models.clip_base import ClipBackbone, init_conv_bn
+from edgemem.models.clip_base import HEAD_ACTS, ClipBackbone, init_conv_bn, official_eval_scores
 from edgemem.models.registry import register_family, register_model
 
 STAGE_DEPTH = {18: (2, 2, 2, 2), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 
 # Temporal kernel sizes of conv1 and of res2..res5 (cycled over the blocks of a stage).
 TEMPORAL_KERNELS: dict[str, tuple[tuple[int, ...], ...]] = {
+    "2d": ((1,), (1,), (1,), (1,), (1,)),
     "c2d": ((1,), (1,), (1,), (1,), (1,)),
     "slow_c2d": ((1,), (1,), (1,), (1,), (1,)),
     "i3d": ((5,), (3,), (3, 1), (3, 1), (1, 3)),
@@ -29,7 +33,7 @@ TEMPORAL_KERNELS: dict[str, tuple[tuple[int, ...], ...]] = {
     "slow": ((1,), (1,), (1,), (3,), (3,)),
 }
 # Temporal max-pool after res2 (C2D and I3D halve time there).
-POOL1_T = {"c2d": 2, "slow_c2d": 1, "i3d": 2, "slow_i3d": 1, "slow": 1}
+POOL1_T = {"2d": 1, "c2d": 2, "slow_c2d": 1, "i3d": 2, "slow_i3d": 1, "slow": 1}
 
 KINETICS_MEAN = (0.45, 0.45, 0.45)
 KINETICS_STD = (0.225, 0.225, 0.225)
@@ -51,6 +55,14 @@ class ResNetConfig:
     nonlocal_instantiation: str = "dot_product"
     # Blocks per stage that use the temporal kernel (PySlowFast NUM_BLOCK_TEMP_KERNEL); None: all.
     temp_kernel_blocks: tuple[int, int, int, int] | None = None
+    spatial_strides: tuple[int, int, int, int] = (1, 2, 2, 2)  # res2..res5 (RESNET.SPATIAL_STRIDES)
+    nonlocal_group: tuple[int, int, int, int] = (1, 1, 1, 1)  # time folded into batch (NONLOCAL.GROUP)
+    spatial_dilations: tuple[int, int, int, int] = (1, 1, 1, 1)  # the 1x3x3 convs (RESNET.SPATIAL_DILATIONS)
+    # The official eval head: its AvgPool3d kernel (t, h, w; stride 1) and MODEL.HEAD_ACT, which says
+    # what the logits mean (softmax/sigmoid scores, or none). None: global average (the presets).
+    head_pool: tuple[int, int, int] | None = None
+    head_act: str = "softmax"
+    view: str = "train"  # "train": input at DATA.TRAIN_CROP_SIZE, "test": at DATA.TEST_CROP_SIZE
     num_classes: int = 400
     dropout: float = 0.5
     frames: int = 8
@@ -75,11 +87,28 @@ class ResNetConfig:
             raise UnsupportedError(f"non-local instantiation '{self.nonlocal_instantiation}' unsupported")
         if self.frame_scale < 1:
             raise UnsupportedError(f"frame_scale must be >= 1, got {self.frame_scale}")
+        if self.head_act not in HEAD_ACTS:
+            raise UnsupportedError(f"not supported: MODEL.HEAD_ACT={self.head_act!r} (one of {list(HEAD_ACTS)})")
+        blocks = STAGE_DEPTH[self.depth]
+        if self.temp_kernel_blocks and any(n > b for n, b in zip(self.temp_kernel_blocks, blocks, strict=True)):
+            raise UnsupportedError(
+                f"not supported: RESNET.NUM_BLOCK_TEMP_KERNEL={[[n] for n in self.temp_kernel_blocks]} has more blocks "
+                f"than depth {self.depth} has per stage {list(blocks)} (the official ResStage asserts)"
+            )
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ResNetConfig:
         d = dict(d)
-        for k in ("mean", "std", "nonlocal_pool", "temp_kernel_blocks"):
+        for k in (
+            "mean",
+            "std",
+            "nonlocal_pool",
+            "temp_kernel_blocks",
+            "spatial_strides",
+            "nonlocal_group",
+            "spatial_dilations",
+            "head_pool",
+        ):
             if d.get(k) is not None:
                 d[k] = tuple(d[k])
         if "nonlocal_location" in d:
@@ -113,14 +142,15 @@ class BasicStem(nn.Module):
 
 
 class Bottleneck(nn.Module):
-    """a: t x 1 x 1, b: 1 x 3 x 3 (stride, groups), c: 1 x 1 x 1."""
+    """a: t x 1 x 1, b: 1 x 3 x 3 (stride, groups, spatial dilation), c: 1 x 1 x 1."""
 
-    def __init__(self, cin: int, cout: int, inner: int, t: int, stride: int, groups: int) -> None:
+    def __init__(self, cin: int, cout: int, inner: int, t: int, stride: int, groups: int, dilation: int = 1) -> None:
         super().__init__()
         self.a = _conv(cin, inner, (t, 1, 1))
         self.a_bn = nn.BatchNorm3d(inner)
         self.a_relu = nn.ReLU(inplace=True)
-        self.b = _conv(inner, inner, (1, 3, 3), (1, stride, stride), groups=groups)
+        d = (1, dilation, dilation)
+        self.b = _conv(inner, inner, (1, 3, 3), (1, stride, stride), groups=groups, padding=(0, *d[1:]), dilation=d)
         self.b_bn = nn.BatchNorm3d(inner)
         self.b_relu = nn.ReLU(inplace=True)
         self.c = _conv(inner, cout, (1, 1, 1))
@@ -133,14 +163,14 @@ class Bottleneck(nn.Module):
 
 
 class BasicTransform(nn.Module):
-    """a: t x 3 x 3 (stride), b: 1 x 3 x 3 (the 18-layout block)."""
+    """a: t x 3 x 3 (stride), b: 1 x 3 x 3 (spatial dilation) (the 18-layout block)."""
 
-    def __init__(self, cin: int, cout: int, inner: int, t: int, stride: int, groups: int) -> None:
+    def __init__(self, cin: int, cout: int, inner: int, t: int, stride: int, groups: int, dilation: int = 1) -> None:
         super().__init__()
         self.a = _conv(cin, cout, (t, 3, 3), (1, stride, stride))
         self.a_bn = nn.BatchNorm3d(cout)
         self.a_relu = nn.ReLU(inplace=True)
-        self.b = _conv(cout, cout, (1, 3, 3))
+        self.b = _conv(cout, cout, (1, 3, 3), padding=(0, dilation, dilation), dilation=(1, dilation, dilation))
         self.b_bn = _final_bn(cout)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -150,12 +180,14 @@ class BasicTransform(nn.Module):
 class ResBlock(nn.Module):
     """Residual block: ``relu(branch1(x) + branch2(x))`` with a 1x1x1 projection shortcut when needed."""
 
-    def __init__(self, cin: int, cout: int, inner: int, t: int, stride: int, groups: int, trans: type) -> None:
+    def __init__(
+        self, cin: int, cout: int, inner: int, t: int, stride: int, groups: int, trans: type, dilation: int = 1
+    ) -> None:
         super().__init__()
         if cin != cout or stride != 1:
             self.branch1 = _conv(cin, cout, (1, 1, 1), (1, stride, stride))
             self.branch1_bn = nn.BatchNorm3d(cout)
-        self.branch2 = trans(cin, cout, inner, t, stride, groups)
+        self.branch2 = trans(cin, cout, inner, t, stride, groups, dilation)
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -166,8 +198,9 @@ class ResBlock(nn.Module):
 class Nonlocal(nn.Module):
     """Non-local block (Wang et al.): embedded dot-product (or softmax) attention over t*h*w, residual."""
 
-    def __init__(self, dim: int, pool: tuple[int, int, int], instantiation: str) -> None:
+    def __init__(self, dim: int, pool: tuple[int, int, int], instantiation: str, group: int = 1) -> None:
         super().__init__()
+        self.group = group  # > 1: time split into ``group`` chunks attended separately (NONLOCAL.GROUP)
         inner = dim // 2
         self.conv_theta = nn.Conv3d(dim, inner, 1)
         self.conv_phi = nn.Conv3d(dim, inner, 1)
@@ -181,6 +214,15 @@ class Nonlocal(nn.Module):
         self.inner = inner
 
     def forward(self, x: Tensor) -> Tensor:
+        g = self.group
+        if g == 1:
+            return self._attend(x)
+        b, c, t, h, w = x.shape
+        chunks = x.reshape(b, c, g, t // g, h, w).transpose(1, 2).reshape(b * g, c, t // g, h, w)
+        y = self._attend(chunks).reshape(b, g, c, t // g, h, w).transpose(1, 2)
+        return y.reshape(b, c, t, h, w)
+
+    def _attend(self, x: Tensor) -> Tensor:
         b, _, t, h, w = x.shape
         theta = self.conv_theta(x).flatten(2)
         src = self.pool(x) if self.use_pool else x
@@ -205,11 +247,15 @@ class ResStage(nn.Module):
         limit = cfg.temp_kernel_blocks[stage] if cfg.temp_kernel_blocks else None
         for i in range(STAGE_DEPTH[cfg.depth][stage]):
             t = kernels[i % len(kernels)] if limit is None or i < limit else 1
-            blk = ResBlock(cin if i == 0 else cout, cout, inner, t, stride if i == 0 else 1, cfg.num_groups, trans)
+            blk = ResBlock(
+                cin if i == 0 else cout, cout, inner, t, stride if i == 0 else 1, cfg.num_groups, trans,
+                cfg.spatial_dilations[stage],
+            )  # fmt: skip
             self.add_module(f"pathway0_res{i}", blk)
             self.order.append(f"pathway0_res{i}")
             if i in cfg.nonlocal_location[stage]:
-                self.add_module(f"pathway0_nonlocal{i}", Nonlocal(cout, cfg.nonlocal_pool, cfg.nonlocal_instantiation))
+                nl = Nonlocal(cout, cfg.nonlocal_pool, cfg.nonlocal_instantiation, cfg.nonlocal_group[stage])
+                self.add_module(f"pathway0_nonlocal{i}", nl)
                 self.order.append(f"pathway0_nonlocal{i}")
 
     def forward(self, x: Tensor) -> Tensor:
@@ -230,15 +276,21 @@ class Stem(nn.Module):
 
 
 class ResNetHead(nn.Module):
-    """Global average pool, dropout, projection (``head.projection``)."""
+    """Average pool (global, or the official kernel with stride 1), dropout, projection (``head.projection``)."""
 
-    def __init__(self, dim: int, num_classes: int, dropout: float) -> None:
+    def __init__(
+        self, dim: int, num_classes: int, dropout: float, pool: tuple[int, int, int] | None = None, act: str = "softmax"
+    ) -> None:
         super().__init__()
         self.dropout = nn.Dropout(dropout)
         self.projection = nn.Linear(dim, num_classes)
+        self.pool, self.act = pool, act
 
     def forward(self, feat: Tensor) -> Tensor:
-        return self.projection(self.dropout(feat.mean(dim=(2, 3, 4))))
+        if self.pool is None:
+            return self.projection(self.dropout(feat.mean(dim=(2, 3, 4))))
+        x = F.avg_pool3d(feat, self.pool, stride=1).permute(0, 2, 3, 4, 1)
+        return official_eval_scores(self.projection(self.dropout(x)), self.act)
 
 
 class ResNet3D(ClipBackbone):
@@ -256,13 +308,13 @@ class ResNet3D(ClipBackbone):
         for stage in range(4):
             cout = w * cfg.expansion * 2**stage
             inner = w * cfg.num_groups * 2**stage
-            self.add_module(f"s{stage + 2}", ResStage(cfg, stage, cin, cout, inner, 1 if stage == 0 else 2))
+            self.add_module(f"s{stage + 2}", ResStage(cfg, stage, cin, cout, inner, cfg.spatial_strides[stage]))
             if stage == 0:
                 pt = POOL1_T[cfg.arch]
                 self.pathway0_pool = nn.MaxPool3d((pt, 1, 1), (pt, 1, 1))
             cin = cout
         self._dim = cin
-        self.head = ResNetHead(cin, cfg.num_classes, cfg.dropout)
+        self.head = ResNetHead(cin, cfg.num_classes, cfg.dropout, cfg.head_pool, cfg.head_act)
         init_conv_bn(self, cfg.zero_init_final_bn)
 
     @property

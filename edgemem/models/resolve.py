@@ -2,24 +2,34 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from edgemem.errors import EdgememError
+from edgemem.errors import CheckpointError, EdgememError
 from edgemem.models.registry import create_model, is_model
 
 _YAML = (".yaml", ".yml")
 
 
 def resolve_model(
-    spec: str, checkpoint: str | None = None, *, device: str | torch.device = "cpu", **overrides: Any
+    spec: str,
+    checkpoint: str | None = None,
+    *,
+    device: str | torch.device = "cpu",
+    view: str | None = None,
+    **overrides: Any,
 ) -> Any:
     """Build the model named by ``spec``: a registered preset, or a PySlowFast/MeMViT YAML config.
 
-    ``checkpoint`` (a PySlowFast ``.pyth``) is loaded all-or-nothing. ``device="meta"`` builds
+    ``checkpoint`` (a PySlowFast ``.pyth``) is loaded all-or-nothing; one edgemem wrote (a training
+    run's or a shipped zoo file) carries its model card, which sets the head size and class names
+    (a card of another preset is an error naming the MODEL to use). ``device="meta"`` builds
     without allocating weights (for FLOP counting); checkpoints cannot be loaded on meta.
+    ``view`` (``train``/``test``, YAML configs only): the input size, ``DATA.TRAIN_CROP_SIZE`` or
+    ``DATA.TEST_CROP_SIZE`` (the official test-time view); default ``train``.
     """
     if checkpoint is not None and str(device) == "meta":
         raise EdgememError("a checkpoint cannot be loaded on the meta device")
@@ -32,13 +42,61 @@ def resolve_model(
                 raise EdgememError(f"options {sorted(overrides)} apply to presets, not to YAML configs")
             from edgemem.models.pyslowfast import load_pyslowfast
 
-            return load_pyslowfast(path, checkpoint)
+            return load_pyslowfast(path, checkpoint, view=view or "train")
+        if view not in (None, "train"):
+            raise EdgememError(f"--view {view} applies to PySlowFast YAML configs (their DATA.TEST_CROP_SIZE)")
         if not is_model(spec):
             create_model(spec)  # raises the "unknown model" error listing the presets
+        if checkpoint is not None and (trained := _edgemem_checkpoint(spec, checkpoint, overrides)) is not None:
+            return trained
         model = create_model(spec, **overrides)
     if checkpoint is not None:
         load_checkpoint(model, checkpoint)
     return model
+
+
+def _edgemem_checkpoint(preset: str, checkpoint: str, overrides: dict[str, Any]) -> Any:
+    """``preset`` with the weights of a checkpoint edgemem wrote (training runs, shipped zoo files): the
+    model its card describes (head size, class names, frame scale), or with ``overrides`` (e.g. a
+    frame-scaled baseline of the same weights) the preset at the card's head size. None for a
+    checkpoint without an edgemem card (official and foreign files load as they are)."""
+    from edgemem.models.checkpoint import load_state_strict, read_pyth
+    from edgemem.models.registry import from_card
+
+    if Path(checkpoint).suffix.lower() == ".pkl":
+        return None
+    ckpt = read_pyth(checkpoint)
+    text = ckpt.get("edgemem_card")
+    if not isinstance(text, str):
+        return None
+    try:
+        card = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{checkpoint}: malformed edgemem model card: {e}") from None
+    trained_as = card.get("name") or card.get("source")
+    if trained_as != preset:
+        zoo = _zoo_name_of(checkpoint)
+        hint = f"`{trained_as}`" + (f" or the shipped weights' name `{zoo}` (no --checkpoint)" if zoo else "")
+        raise CheckpointError(
+            f"{checkpoint} holds a '{trained_as}' model ({card.get('num_classes')} classes), not '{preset}': "
+            f"use MODEL {hint}"
+        )
+    if overrides:
+        model = create_model(preset, **({"num_classes": card["num_classes"]} | overrides))
+    else:
+        model = from_card(card)
+    load_state_strict(model, ckpt["model_state"])
+    if card.get("class_names"):
+        model.class_names = list(card["class_names"])
+    return model
+
+
+def _zoo_name_of(checkpoint: str) -> str | None:
+    """The shipped zoo entry whose weights are this file (by sha256), if any."""
+    from edgemem.models.pretrained import sha256_of, zoo_cards
+
+    digest = sha256_of(checkpoint)
+    return next((name for name, c in zoo_cards().items() if c.get("sha256") == digest), None)
 
 
 def load_checkpoint(model: Any, checkpoint: str) -> None:

@@ -3,7 +3,9 @@
 Names match PySlowFast's ``X3D`` (``s1.pathway0_stem.conv_xy``, ``s2.pathway0_res0.branch2.se.fc1``,
 ``head.conv_5``, ``head.lin_5``, ``head.projection``) so the official ``x3d_*.pyth`` files load as they
 are. ``forward_features`` returns the res5 map (``[B, 192, t, h, w]`` at width factor 2);
-``forward_head`` is the X3D head (conv_5, global pool, lin_5, dropout, projection).
+``forward_head`` is the X3D head (conv_5, pool, lin_5, dropout, projection); the pool is global (the
+presets) or, for a model built from a PySlowFast config, the official eval head's (training-size
+kernel, stride 1, activation per position averaged: ``clip_base.official_eval_scores``).
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from edgemem.errors import UnsupportedError
-from edgemem.models.clip_base import ClipBackbone, init_conv_bn
+from edgemem.models.clip_base import ClipBackbone, init_conv_bn, official_eval_scores
 from edgemem.models.registry import register_family, register_model
 from edgemem.models.resnet3d import KINETICS_MEAN, KINETICS_STD, Stem
 
@@ -49,16 +52,26 @@ class X3DConfig:
     std: tuple[float, float, float] = KINETICS_STD
     frame_scale: int = 1
     zero_init_final_bn: bool = False  # RESNET.ZERO_INIT_FINAL_BN (initialisation only)
+    scale_res2: bool = False  # X3D.SCALE_RES2: res2 width 2 x DIM_C1 (rounded)
+    bn_lin5: bool = False  # X3D.BN_LIN5: BatchNorm after lin_5
+    # Official eval head pool (t, h, w; stride 1) and MODEL.HEAD_ACT; None: global average (the presets).
+    head_pool: tuple[int, int, int] | None = None
+    head_act: str = "softmax"
+    view: str = "train"  # "train": input at DATA.TRAIN_CROP_SIZE, "test": at DATA.TEST_CROP_SIZE
 
     def __post_init__(self) -> None:
         if self.frame_scale < 1:
             raise UnsupportedError(f"frame_scale must be >= 1, got {self.frame_scale}")
+        if self.head_act not in ("softmax", "sigmoid"):
+            raise UnsupportedError(
+                f"not supported: MODEL.HEAD_ACT={self.head_act!r} for X3D (the official X3DHead has softmax, sigmoid)"
+            )
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> X3DConfig:
         d = dict(d)
-        for k in ("mean", "std"):
-            if k in d:
+        for k in ("mean", "std", "head_pool"):
+            if d.get(k) is not None:
                 d[k] = tuple(d[k])
         return cls(**d)
 
@@ -155,20 +168,32 @@ class X3DStage(nn.Module):
 class X3DHead(nn.Module):
     """conv_5 (1x1x1) + bn + relu, global average pool, lin_5 (1x1x1) + relu, dropout, projection."""
 
-    def __init__(self, cin: int, inner: int, cout: int, num_classes: int, dropout: float) -> None:
+    def __init__(
+        self, cin: int, inner: int, cout: int, num_classes: int, dropout: float, cfg: X3DConfig | None = None
+    ) -> None:
         super().__init__()
+        self.pool = cfg.head_pool if cfg else None
+        self.act = cfg.head_act if cfg else "softmax"
         self.conv_5 = nn.Conv3d(cin, inner, 1, bias=False)
         self.conv_5_bn = nn.BatchNorm3d(inner)
         self.conv_5_relu = nn.ReLU(inplace=True)
         self.lin_5 = nn.Conv3d(inner, cout, 1, bias=False)
+        if cfg is not None and cfg.bn_lin5:
+            self.lin_5_bn = nn.BatchNorm3d(cout)
         self.lin_5_relu = nn.ReLU(inplace=True)
         self.dropout = nn.Dropout(dropout)
         self.projection = nn.Linear(cout, num_classes)
 
     def forward(self, feat: Tensor) -> Tensor:
         x = self.conv_5_relu(self.conv_5_bn(self.conv_5(feat)))
-        x = self.lin_5_relu(self.lin_5(x.mean(dim=(2, 3, 4), keepdim=True)))
-        return self.projection(self.dropout(x.flatten(1)))
+        x = x.mean(dim=(2, 3, 4), keepdim=True) if self.pool is None else F.avg_pool3d(x, self.pool, stride=1)
+        x = self.lin_5(x)
+        if hasattr(self, "lin_5_bn"):
+            x = self.lin_5_bn(x)
+        x = self.lin_5_relu(x)
+        if self.pool is None:
+            return self.projection(self.dropout(x.flatten(1)))
+        return official_eval_scores(self.projection(self.dropout(x.permute(0, 2, 3, 4, 1))), self.act)
 
 
 class X3D(ClipBackbone):
@@ -182,7 +207,7 @@ class X3D(ClipBackbone):
         self.preset = preset
         dim_res1 = round_width(cfg.dim_c1, cfg.width_factor)
         self.s1 = Stem(X3DStem(3, dim_res1))
-        stage_dims = [cfg.dim_c1]
+        stage_dims = [round_width(cfg.dim_c1, 2.0) if cfg.scale_res2 else cfg.dim_c1]
         for _ in range(3):
             stage_dims.append(round_width(stage_dims[-1], 2.0))
         cin = dim_res1
@@ -193,7 +218,7 @@ class X3D(ClipBackbone):
             self.add_module(f"s{i + 2}", X3DStage(n, cin, cout, inner, cfg.se_ratio))
             cin = cout
         self._dim = cin
-        self.head = X3DHead(cin, inner, cfg.dim_c5, cfg.num_classes, cfg.dropout)
+        self.head = X3DHead(cin, inner, cfg.dim_c5, cfg.num_classes, cfg.dropout, cfg)
         init_conv_bn(self, cfg.zero_init_final_bn)
 
     @property

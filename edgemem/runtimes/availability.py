@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from edgemem.errors import UnsupportedError
+from edgemem.optional import install_hint, require
 from edgemem.runtimes.precisions import supported_precisions
 from edgemem.runtimes.registry import PROBES, RUNTIMES
 
@@ -29,7 +30,7 @@ def _ort(provider: str) -> Callable[[], str]:
         except ImportError:
             raise UnsupportedError("package onnxruntime not installed") from None
         if provider not in ort.get_available_providers():
-            raise UnsupportedError(f"onnxruntime {ort.__version__} has no {provider} (install onnxruntime-gpu)")
+            raise UnsupportedError(f"onnxruntime {ort.__version__} has no {provider}: {install_hint('gpu')}")
         if provider != "CPUExecutionProvider":
             _probe_provider(ort, provider)
         return f"onnxruntime {ort.__version__}, {provider}"
@@ -57,10 +58,7 @@ def _probe_provider(ort: Any, provider: str) -> None:
 
 
 def _openvino() -> str:
-    try:
-        import openvino as ov
-    except ImportError:
-        raise UnsupportedError("package openvino not installed") from None
+    ov = require("openvino", extra="openvino")
     from edgemem.runtimes.openvino import shared_core
 
     devices = shared_core().available_devices

@@ -70,6 +70,19 @@ class Session(ABC):
         self._pending[:] = False
         return np.asarray(logits, dtype=np.float32)
 
+    def nonfinite_outputs(self, logits: np.ndarray) -> dict[int, list[str]]:
+        """After a step: ``{slot: names}`` of the outputs (``logits`` and the state tensors) holding NaN or
+        inf in that slot; empty when all are finite. Cheap (no copy of the state on host runtimes): run
+        it after every step, so that a NaN is never passed on as a score or carried in memory."""
+        bad: dict[int, list[str]] = {}
+        for name, value in {"logits": logits, **self._read_state()}.items():
+            arr = np.asarray(value)
+            if arr.dtype.kind != "f" or arr.ndim == 0 or np.isfinite(arr).all():
+                continue
+            for slot in np.flatnonzero(~np.isfinite(arr.reshape(arr.shape[0], -1)).all(axis=1)):
+                bad.setdefault(int(slot), []).append(name)
+        return bad
+
     def reset(self, slots: Sequence[int] | None = None) -> None:
         """Empty the memory of ``slots`` (all slots when None) before the next step."""
         self._check_open()

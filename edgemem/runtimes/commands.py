@@ -15,6 +15,7 @@ def register(sub: Any) -> None:
 
 def _runtimes(args: argparse.Namespace) -> int:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from edgemem import hardware
@@ -38,6 +39,6 @@ def _runtimes(args: argparse.Namespace) -> int:
     for col in ("runtime", "available", "precisions", "detail"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r.runtime, "yes" if r.available else "no", ",".join(r.precisions), r.detail)
+        table.add_row(r.runtime, "yes" if r.available else "no", ",".join(r.precisions), escape(r.detail))
     Console().print(table)
     return 0

@@ -21,6 +21,7 @@ import numpy as np
 from edgemem import contract as C
 from edgemem.errors import UnsupportedError
 from edgemem.hardware import resolve_threads, shared_core
+from edgemem.optional import require
 from edgemem.runtimes.base import Session, State
 from edgemem.runtimes.graph import GraphInfo, read_graph
 from edgemem.runtimes.precisions import check_precision
@@ -29,11 +30,7 @@ PRECISIONS = {"f32": "f32", "fp32": "f32", "bf16": "bf16", "f16": "f16", "fp16":
 
 
 def _import_ov() -> Any:
-    try:
-        import openvino
-    except ImportError:
-        raise UnsupportedError("openvino is not installed (pip install openvino)") from None
-    return openvino
+    return require("openvino", extra="openvino", purpose="runtime openvino")
 
 
 def _compile_config(precision: str, threads: int | None, device: str = "CPU") -> dict[str, str]:

@@ -16,6 +16,7 @@ import numpy as np
 from edgemem import contract as C
 from edgemem.errors import UnsupportedError
 from edgemem.hardware import resolve_threads
+from edgemem.optional import install_hint
 from edgemem.runtimes.base import Session, State
 from edgemem.runtimes.graph import read_graph
 
@@ -66,8 +67,8 @@ def open_ort(ort: Any, path: Path, device: str, options: Any, providers: list[An
     want = PROVIDERS[device]
     if want not in ort.get_available_providers():
         raise UnsupportedError(
-            f"ONNX Runtime here has no {want} (available: {', '.join(ort.get_available_providers())});"
-            " install onnxruntime-gpu"
+            f"ONNX Runtime here has no {want} (available: {', '.join(ort.get_available_providers())}):"
+            f" {install_hint('gpu')}"
         )
     try:
         sess = ort.InferenceSession(str(path), sess_options=options, providers=providers)

@@ -18,6 +18,7 @@ import numpy as np
 
 from edgemem import contract as C
 from edgemem.errors import StateError, UnsupportedError
+from edgemem.finite import check_finite
 
 _SPEC_KEY = "__edgemem_state_spec__"
 _CARD_KEY = "__edgemem_model_card__"
@@ -57,6 +58,7 @@ def save_state(
     arrays = {k: np.ascontiguousarray(np.asarray(v)) for k, v in state.items()}
     batch = next(iter(arrays.values())).shape[0] if arrays else None
     C.check_state(arrays, specs, batch=batch)
+    check_finite(arrays, f"state to save in {path.name}")
     spec_json = C.specs_to_json(list(specs))
     card_json = json.dumps(card) if card is not None else ""
     try:
@@ -111,4 +113,5 @@ def load_state(path: str | os.PathLike[str]) -> SavedState:
     specs = C.specs_from_json(spec_json)
     batch = next(iter(arrays.values())).shape[0] if arrays else None
     C.check_state(arrays, specs, batch=batch)
+    check_finite(arrays, f"state file {path.name}")
     return SavedState(arrays, specs, json.loads(card_json) if card_json else None)

@@ -1,9 +1,13 @@
-"""Native TensorRT 10 session: an engine built from the ONNX graph, state ping-ponged on the device.
+"""Native TensorRT 10 / 11 session: an engine built from the ONNX graph, state ping-ponged on the device.
 
-The engine is built for static shapes (the session batch) and optionally fp16, and cached next to
-the model as ``<model>.<key>.engine``, the key hashing the graph bytes, the input shapes, the
-precision and the TensorRT version. Device memory goes through cuda-python's runtime API. Not
-verifiable on machines without an NVIDIA GPU (see docs/RUNTIMES.md).
+The engine is built for static shapes (the session batch) and cached next to the model as
+``<model>.<key>.engine``, the key hashing the graph bytes, the input shapes, the build plan and the
+TensorRT version. Precision follows what each major version allows (``build_plan``): a graph
+exported with ``--precision fp16`` is built as a strongly typed network (its own types decide);
+``fp16=True`` on an fp32 graph uses the weak-typing ``BuilderFlag.FP16``, which exists on TensorRT
+10 only (11 builds strongly typed networks only and is refused with the fix). fp32 graphs are
+built with TF32 off, so fp32 means fp32. Device memory goes through cuda-python's runtime API.
+Not verifiable on machines without an NVIDIA GPU (see docs/RUNTIMES.md).
 """
 
 from __future__ import annotations
@@ -11,30 +15,30 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edgemem import contract as C
+from edgemem.contract import read_contract
 from edgemem.errors import UnsupportedError
+from edgemem.optional import require
 from edgemem.runtimes.base import Session, State
 from edgemem.runtimes.graph import GraphInfo, read_graph
 
+SUPPORTED_MAJORS = (10, 11)
+
 
 def import_tensorrt() -> tuple[Any, Any]:
-    """(tensorrt, cudart) or UnsupportedError naming what is missing."""
-    try:
-        import tensorrt as trt
-    except ImportError:
-        raise UnsupportedError("tensorrt is not installed (pip install tensorrt)") from None
+    """(tensorrt, cudart) or UnsupportedError naming what is missing or the unsupported version."""
+    trt = require("tensorrt", extra="tensorrt", purpose="runtime tensorrt")
+    trt_major(trt)
     try:
         from cuda.bindings import runtime as cudart
-    except ImportError:
-        try:
-            from cuda import cudart
-        except ImportError:
-            raise UnsupportedError("cuda-python is not installed (pip install cuda-python)") from None
+    except ImportError:  # cuda-python < 12.6
+        cudart = require("cuda.cudart", extra="tensorrt", purpose="runtime tensorrt (cuda-python)")
     return trt, cudart
 
 
@@ -51,27 +55,99 @@ def gpu_count(cudart: Any) -> int:
     return int(n) if int(err) == 0 else 0
 
 
-def engine_path(info: GraphInfo, shapes: dict[str, list[int]], fp16: bool, trt_version: str) -> Path:
+def trt_major(trt: Any) -> int:
+    """The major version of ``trt``; UnsupportedError outside TensorRT 10 and 11."""
+    version = str(getattr(trt, "__version__", "?"))
+    head = version.split(".")[0]
+    major = int(head) if head.isdigit() else -1
+    if major not in SUPPORTED_MAJORS:
+        raise UnsupportedError(
+            f"TensorRT {version} is not supported: edgemem supports TensorRT "
+            + " and ".join(str(m) for m in SUPPORTED_MAJORS)
+        )
+    return major
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    """How an engine is built: the network's typing and the builder flags set or cleared."""
+
+    strongly_typed: bool  # NetworkDefinitionCreationFlag.STRONGLY_TYPED: precision from the graph's types
+    fp16_flag: bool  # BuilderFlag.FP16 (weak typing; TensorRT 10 only)
+    no_tf32: bool  # clear BuilderFlag.TF32 (on by default) so an fp32 graph runs in fp32
+
+    @property
+    def key(self) -> str:
+        return f"typed={int(self.strongly_typed)} fp16flag={int(self.fp16_flag)} notf32={int(self.no_tf32)}"
+
+
+def build_plan(trt: Any, graph_fp16: bool, fp16: bool) -> BuildPlan:
+    """The build for this TensorRT version. ``graph_fp16``: the graph was exported with
+    ``--precision fp16`` (fp16 compute in its own types); ``fp16``: the session asks for fp16."""
+    version = trt.__version__
+    trt_major(trt)
+    if graph_fp16:
+        return BuildPlan(strongly_typed=True, fp16_flag=False, no_tf32=False)
+    if fp16:
+        if getattr(getattr(trt, "BuilderFlag", None), "FP16", None) is None:
+            raise UnsupportedError(
+                f"TensorRT {version} builds strongly typed networks only (no BuilderFlag.FP16): fp16 must come"
+                " from the graph; export it with --precision fp16 (this graph is not fp16)"
+            )
+        return BuildPlan(strongly_typed=False, fp16_flag=True, no_tf32=False)
+    # An fp32 graph: strongly typed (the only mode on 11, opt-in on 10) and TF32 off.
+    return BuildPlan(strongly_typed=True, fp16_flag=False, no_tf32=True)
+
+
+def graph_is_fp16(info: GraphInfo) -> bool:
+    """Whether the graph was exported with fp16 compute (its ``edgemem.export`` record)."""
+    export = read_contract(info.path).export
+    return export.get("precision") == "fp16" and export.get("quantize") is None
+
+
+def engine_path(info: GraphInfo, shapes: dict[str, list[int]], plan: BuildPlan, trt_version: str) -> Path:
     h = hashlib.sha256()
     data_files = [info.path, *sorted(info.path.parent.glob(info.path.name + ".data"))]
     for f in data_files:
         h.update(f.read_bytes())
     h.update(repr(sorted(shapes.items())).encode())
-    h.update(f"fp16={fp16} trt={trt_version}".encode())
+    h.update(f"{plan.key} trt={trt_version}".encode())
     return info.path.with_name(f"{info.path.stem}.{h.hexdigest()[:16]}.engine")
 
 
-def build_engine(trt: Any, info: GraphInfo, shapes: dict[str, list[int]], fp16: bool) -> bytes:
+def network_flags(trt: Any, plan: BuildPlan) -> int:
+    """``create_network`` flags: STRONGLY_TYPED where the plan wants it (11 accepts it, always typed)."""
+    if not plan.strongly_typed:
+        return 0
+    flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+    if flag is None:
+        if trt_major(trt) >= 11:  # strong typing is unconditional there
+            return 0
+        raise UnsupportedError(f"TensorRT {trt.__version__} has no strongly typed networks (STRONGLY_TYPED)")
+    return 1 << int(flag)
+
+
+def build_engine(trt: Any, info: GraphInfo, shapes: dict[str, list[int]], plan: BuildPlan) -> bytes:
+    """Parse the graph and build a serialized engine; a missing API is named with the version."""
+    try:
+        return _build(trt, info, shapes, plan)
+    except AttributeError as e:
+        raise UnsupportedError(f"TensorRT {trt.__version__} lacks an API edgemem uses: {e}") from None
+
+
+def _build(trt: Any, info: GraphInfo, shapes: dict[str, list[int]], plan: BuildPlan) -> bytes:
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    network = builder.create_network(0)
+    network = builder.create_network(network_flags(trt, plan))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(info.path)):
-        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        errors = "; ".join(" ".join(str(parser.get_error(i)).split()) for i in range(parser.num_errors))
         raise UnsupportedError(f"TensorRT cannot parse {info.path.name}: {errors}")
     config = builder.create_builder_config()
-    if fp16:
+    if plan.fp16_flag:
         config.set_flag(trt.BuilderFlag.FP16)
+    if plan.no_tf32 and getattr(trt.BuilderFlag, "TF32", None) is not None:
+        config.clear_flag(trt.BuilderFlag.TF32)
     dynamic = [network.get_input(i) for i in range(network.num_inputs) if -1 in tuple(network.get_input(i).shape)]
     if dynamic:  # a dynamic-batch graph: one profile pinned to the session's shapes
         profile = builder.create_optimization_profile()
@@ -80,15 +156,15 @@ def build_engine(trt: Any, info: GraphInfo, shapes: dict[str, list[int]], fp16: 
         config.add_optimization_profile(profile)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
-        raise UnsupportedError(f"TensorRT failed to build an engine for {info.path.name}")
+        raise UnsupportedError(f"TensorRT {trt.__version__} failed to build an engine for {info.path.name}")
     return bytes(serialized)
 
 
-def load_or_build(trt: Any, info: GraphInfo, shapes: dict[str, list[int]], fp16: bool) -> bytes:
-    path = engine_path(info, shapes, fp16, trt.__version__)
+def load_or_build(trt: Any, info: GraphInfo, shapes: dict[str, list[int]], plan: BuildPlan) -> bytes:
+    path = engine_path(info, shapes, plan, trt.__version__)
     if path.is_file():
         return path.read_bytes()
-    blob = build_engine(trt, info, shapes, fp16)
+    blob = build_engine(trt, info, shapes, plan)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(fd, "wb") as f:
         f.write(blob)
@@ -110,14 +186,20 @@ class TensorRTSession(Session):
         if gpu_count(cudart) == 0:
             raise UnsupportedError("tensorrt needs an NVIDIA GPU; none was found")
         self._trt, self._cudart = trt, cudart
+        graph_fp16 = graph_is_fp16(info)
+        plan = build_plan(trt, graph_fp16, fp16)
+        self.precision = "fp16" if (plan.fp16_flag or graph_fp16) else "fp32"  # what the engine computes in
         _check(cudart.cudaSetDevice(device_id))
         shapes = {C.FRAMES: [self.batch, *self.input_shape], C.RESET: [self.batch]}
         shapes.update({C.state_in_name(s.name): list(s.shape) for s in self._specs})
-        blob = load_or_build(trt, info, shapes, fp16)
-        self._engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(blob)
-        self._context = self._engine.create_execution_context()
-        for name, shape in shapes.items():
-            self._context.set_input_shape(name, shape)
+        blob = load_or_build(trt, info, shapes, plan)
+        try:
+            self._engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(blob)
+            self._context = self._engine.create_execution_context()
+            for name, shape in shapes.items():
+                self._context.set_input_shape(name, shape)
+        except AttributeError as e:
+            raise UnsupportedError(f"TensorRT {trt.__version__} lacks an API edgemem uses: {e}") from None
         self._stream = _check(cudart.cudaStreamCreate())
         self._buffers: list[int] = []
         self._frames = self._alloc(int(np.prod(shapes[C.FRAMES])) * 4)

@@ -115,6 +115,7 @@ class AnnotationSink:
                 last_t = f.time
         self._last[name] = (last_t, lines)
 
-    def close(self) -> None:
+    def close(self, keep: bool = True) -> None:
+        """Finish every file (``keep=False``: a failed stream, remove them)."""
         for w in self._writers.values():
-            w.close()
+            w.close(keep=keep)

@@ -6,12 +6,19 @@ and stepped through the session. One ``ClipRecord`` per clip goes to the callbac
 live view). Sources run one after another with a reset between them, or, with ``batch``, as
 independent streams in the slots of one batched session (a slot whose source has ended is fed
 zeros with its reset flag set, and its outputs are ignored).
+
+Nothing wrong is passed on: every step's logits and state are checked for NaN/inf (``NonFiniteError``
+naming the clip and source). A source that cannot be opened, stops on a decode error (truncated,
+corrupt, a dropped connection) or ends before its first complete clip is a ``SourceError`` in
+``StreamStats.errors`` (with the clip index where it stopped) and the other sources go on; the caller
+turns that into ``EXIT_INCOMPLETE``, or into an error when no clip was classified at all.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -20,10 +27,14 @@ from typing import IO, Any
 
 import numpy as np
 
-from edgemem.data.reader import Frame, FrameReader
+from edgemem.data.reader import Frame, FrameReader, StreamError
 from edgemem.data.transforms import ClipTransform, stack_clips
-from edgemem.errors import InputError
+from edgemem.errors import InputError, NonFiniteError
 from edgemem.runtimes.base import Session
+
+# Exit status of ``edgemem stream`` when clips were classified but some source stopped early or yielded
+# no complete clip (0: every source streamed to its end; 2: an error, nothing classified or written).
+EXIT_INCOMPLETE = 3
 
 
 @dataclass(frozen=True)
@@ -32,13 +43,23 @@ class ClipRecord:
     source: str
     t_start: float  # seconds: first frame of the clip
     t_end: float  # seconds: end of the last frame of the clip
-    topk: list[dict[str, Any]]  # [{"label", "index", "score"}], softmax scores, best first
+    topk: list[dict[str, Any]]  # [{"label", "index", "score"}], scores (the card's head_act), best first
     latency_ms: float  # session.step time for the batch that held this clip
     slot: int = 0
     dropped_frames: int = 0  # frames skipped so far in --realtime mode
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class SourceError:
+    source: str
+    clip_index: int  # the clip that was not completed (= clips classified from this source)
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.message} (stopped at clip {self.clip_index})"
 
 
 @dataclass
@@ -50,6 +71,7 @@ class StreamStats:
     media_s: float = 0.0  # seconds of video classified
     compute_s: float = 0.0  # time spent in session.step
     wall_s: float = 0.0
+    errors: list[SourceError] = field(default_factory=list)  # sources that stopped early or yielded no clip
 
     @property
     def real_time_factor(self) -> float:
@@ -57,10 +79,14 @@ class StreamStats:
         return self.compute_s / self.media_s if self.media_s else float("nan")
 
 
-def topk(logits: np.ndarray, k: int, class_names: Sequence[str] | None) -> list[dict[str, Any]]:
-    """Softmax scores of the k best classes of one logits row."""
-    z = logits.astype(np.float64) - logits.max()
-    p = np.exp(z) / np.exp(z).sum()
+def topk(logits: np.ndarray, k: int, class_names: Sequence[str] | None, act: str = "softmax") -> list[dict[str, Any]]:
+    """Scores of the k best classes of one logits row: ``act`` (the card's ``head_act``: softmax,
+    sigmoid for multi-label heads, or none) of the logits."""
+    z = logits.astype(np.float64)
+    if act == "softmax":
+        p = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
+    else:
+        p = 1.0 / (1.0 + np.exp(-z)) if act == "sigmoid" else z
     best = np.argsort(-p, kind="stable")[:k]
     names = list(class_names) if class_names else None
     return [
@@ -70,21 +96,38 @@ def topk(logits: np.ndarray, k: int, class_names: Sequence[str] | None) -> list[
 
 
 class JsonlWriter:
-    """One JSON object per line, flushed per record so nothing is lost on a later error."""
+    """One JSON object per line, flushed per record into a temp file beside ``path``; ``close(keep=True)``
+    moves it into place (when it holds a record), ``close(keep=False)`` removes it: a failed stream
+    leaves no empty or partial file. NaN is refused (it is not JSON)."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.records = 0
         try:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            self._f: IO[str] = open(path, "w", encoding="utf-8")  # noqa: SIM115
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, self._tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
         except OSError as e:
             raise InputError(f"cannot write {path}: {e.strerror}") from None
+        self._f: IO[str] = os.fdopen(fd, "w", encoding="utf-8")
 
     def __call__(self, record: ClipRecord, stats: StreamStats | None = None) -> None:
-        self._f.write(json.dumps(record.to_json()) + "\n")
+        try:
+            line = json.dumps(record.to_json(), allow_nan=False)
+        except ValueError:
+            raise NonFiniteError(f"clip {record.clip_index} of {record.source}: NaN in its record") from None
+        self._f.write(line + "\n")
         self._f.flush()
+        self.records += 1
 
-    def close(self) -> None:
-        self._f.close()
+    def close(self, keep: bool = True) -> None:
+        try:
+            self._f.close()
+            if keep and self.records:
+                os.chmod(self._tmp, 0o644)
+                os.replace(self._tmp, self.path)
+        finally:
+            if os.path.exists(self._tmp):
+                os.unlink(self._tmp)
 
 
 class SourceStream:
@@ -93,24 +136,51 @@ class SourceStream:
     def __init__(
         self, source: str, slot: int, fps: float, frames: int, realtime: bool, keep_all: bool, timeout_s: float
     ) -> None:
-        self.name, self.slot, self.frames = source, slot, frames
-        self.reader = FrameReader(source, fps=fps, realtime=realtime, keep_all=keep_all, timeout_s=timeout_s)
-        self._it: Iterator[Frame] = iter(self.reader)
+        self.name, self.slot, self.frames, self.fps = source, slot, frames, fps
         self.clip_index = 0
         self.pending: list[Frame] = []  # every frame since the last clip (for the annotated copy)
         self.done = False
+        self.error: SourceError | None = None
+        self.reader: FrameReader | None = None
+        try:
+            self.reader = FrameReader(source, fps=fps, realtime=realtime, keep_all=keep_all, timeout_s=timeout_s)
+        except StreamError as e:
+            self._fail(str(e))
+            return
+        self._it: Iterator[Frame] = iter(self.reader)
+
+    @property
+    def dropped(self) -> int:
+        return self.reader.dropped if self.reader is not None else 0
+
+    def _fail(self, message: str) -> None:
+        self.done = True
+        self.error = SourceError(self.name, self.clip_index, message)
 
     def next_clip(self) -> list[Frame] | None:
-        """The next T sampled frames, or None at the end of the source (a partial clip is dropped)."""
+        """The next T sampled frames, or None at the end of the source (a partial clip is dropped).
+        A decode error, or an end before the first complete clip, is kept in ``error``."""
         sampled: list[Frame] = []
-        for f in self._it:
-            self.pending.append(f)
-            if f.sampled:
-                sampled.append(f)
-                if len(sampled) == self.frames:
-                    return sampled
+        try:
+            for f in self._it:
+                self.pending.append(f)
+                if f.sampled:
+                    sampled.append(f)
+                    if len(sampled) == self.frames:
+                        return sampled
+        except StreamError as e:
+            self._fail(str(e))
+            return None
         self.done = True
+        if self.clip_index == 0:
+            self._fail(
+                f"{self.name}: shorter than one clip ({len(sampled)} frames at {self.fps:g} fps, a clip needs {self.frames})"
+            )
         return None
+
+    def close(self) -> None:
+        if self.reader is not None:
+            self.reader.close()
 
 
 ClipCallback = Callable[[ClipRecord, StreamStats], None]
@@ -169,6 +239,7 @@ def _run_group(
         raise InputError(f"{len(group)} sources need a session of batch {len(group)}, got {session.batch}")
     dropped0 = stats.dropped
     class_names = session.model_card.get("class_names")
+    act = str(session.model_card.get("head_act", "softmax"))
     streams: list[SourceStream] = []
     try:
         for slot, src in enumerate(group):
@@ -186,7 +257,9 @@ def _run_group(
             stats.steps += 1
             stats.compute_s += latency / 1000.0
             stats.latency_ms.append(latency)
-            stats.dropped = dropped0 + sum(src.reader.dropped for src in streams)
+            stats.dropped = dropped0 + sum(src.dropped for src in streams)
+            if bad := session.nonfinite_outputs(logits):
+                raise NonFiniteError(_nonfinite_message(bad, streams, session.runtime))
             for s, c in zip(streams, clips, strict=True):
                 if c is None:
                     continue
@@ -195,10 +268,10 @@ def _run_group(
                     s.name,
                     round(c[0].time, 6),
                     round(c[-1].time + 1.0 / fps, 6),
-                    topk(logits[s.slot], k, class_names),
+                    topk(logits[s.slot], k, class_names, act),
                     round(latency, 3),
                     s.slot,
-                    s.reader.dropped,
+                    s.dropped,
                 )
                 s.clip_index += 1
                 stats.clips += 1
@@ -212,4 +285,15 @@ def _run_group(
         for s in streams:
             if frame_sink is not None and s.pending:
                 frame_sink(s, s.pending, None)
-            s.reader.close()
+            s.close()
+            if s.error is not None:
+                stats.errors.append(s.error)
+
+
+def _nonfinite_message(bad: dict[int, list[str]], streams: list[SourceStream], runtime: str) -> str:
+    where = []
+    for slot, names in sorted(bad.items()):
+        s = streams[slot]
+        clip = f"clip {s.clip_index} of {s.name}" if not s.done else f"slot {slot} after the end of {s.name}"
+        where.append(f"{clip}: NaN or infinite values in {', '.join(names)}")
+    return f"{'; '.join(where)} (runtime {runtime}); nothing passed on"

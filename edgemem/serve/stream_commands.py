@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,10 @@ def register(sub: Any) -> None:
         description="Decode each SOURCE (file, URL, capture device such as v4l2:/dev/video0), "
         "resample it to the model's rate, and step every clip through the model; state is reset "
         "at each new source.",
+        epilog="Exit status: 0 every source streamed to its end; 2 an error (nothing classified, NaN/inf "
+        "in a state or output, bad input: no output file is left); 3 incomplete: clips were classified "
+        "but a source stopped early (decode error, truncated file) or yielded no complete clip (each is "
+        "reported with the clip index where it stopped; the outputs hold the clips classified).",
     )
     s.add_argument("sources", nargs="+", metavar="SOURCE")
     s.add_argument("--model", required=True, help="an edgemem ONNX graph, a preset name or a YAML config")
@@ -36,6 +41,8 @@ def register(sub: Any) -> None:
     s.add_argument("--resume", type=Path, help="continue from a state file (.npz/.safetensors) of an earlier run")
     s.add_argument("--save-state", type=Path, help="write the state after the last clip (.npz or .safetensors)")
     s.add_argument("--quiet", action="store_true", help="no live view, only the summary")
+    s.add_argument("--triton", metavar="HOST:PORT", help="remote steps on a Triton server (--model: its model name)")
+    s.add_argument("--request-timeout", type=float, default=30.0, help="--triton: seconds per request (default 30)")
     s.set_defaults(func=_stream)
 
 
@@ -49,6 +56,10 @@ def _session_options(args: argparse.Namespace, batch: int) -> dict[str, Any]:
 
 
 def _stream(args: argparse.Namespace) -> int:
+    if args.triton:  # every source a concurrent stream on a Triton server
+        from edgemem.serve.remote_stream import stream_command
+
+        return stream_command(args)
     from edgemem.errors import InputError
     from edgemem.export.model_source import resolve_graph
     from edgemem.runtimes.availability import check
@@ -56,7 +67,7 @@ def _stream(args: argparse.Namespace) -> int:
     from edgemem.runtimes.state_io import check_suffix, load_state, save_state
     from edgemem.serve.annotate import AnnotationSink
     from edgemem.serve.live import LiveView
-    from edgemem.serve.stream import JsonlWriter, run_stream
+    from edgemem.serve.stream import EXIT_INCOMPLETE, JsonlWriter, StreamStats, run_stream
 
     if args.runtime not in RUNTIMES:
         raise InputError(f"unknown runtime '{args.runtime}'; available: {', '.join(RUNTIMES)}")
@@ -77,6 +88,8 @@ def _stream(args: argparse.Namespace) -> int:
     sink = AnnotationSink(args.out, len(args.sources)) if args.out else None
     view = LiveView(args.runtime)
     callbacks = [c for c in (jsonl, None if args.quiet else view) if c is not None]
+    keep = False  # outputs are moved into place only when clips were classified and nothing failed
+    stats = StreamStats()
     try:
         with (
             open_session(model, args.runtime, **options) as session,
@@ -93,12 +106,29 @@ def _stream(args: argparse.Namespace) -> int:
                 resume=resume,
                 timeout_s=args.timeout,
             )
+            if not stats.clips:
+                first = stats.errors[0] if stats.errors else None
+                more = f" (and {len(stats.errors) - 1} more source errors)" if len(stats.errors) > 1 else ""
+                raise InputError(f"no complete clip was classified: {first.message if first else 'no frames'}{more}")
             if args.save_state:
                 save_state(args.save_state, session.get_state(), session.state_spec, session.model_card)
+            keep = True
+    except KeyboardInterrupt:  # a live stream ends with Ctrl-C: keep the clips classified so far
+        keep = True
+        raise
     finally:
         if jsonl is not None:
-            jsonl.close()
+            jsonl.close(keep=keep)
         if sink is not None:
-            sink.close()
+            sink.close(keep=keep)
     view.summary(stats)
+    for e in stats.errors:
+        print(f"edgemem stream: incomplete: {e}", file=sys.stderr)
+    if stats.errors:
+        print(
+            f"edgemem stream: {len(stats.errors)} of {len(args.sources)} sources incomplete;"
+            f" {stats.clips} clips classified (exit status {EXIT_INCOMPLETE})",
+            file=sys.stderr,
+        )
+        return EXIT_INCOMPLETE
     return 0

@@ -87,6 +87,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "temporal position.",
     )
     e.add_argument("checkpoint", metavar="RUN_OR_CHECKPOINT")
+    e.add_argument(
+        "--config", metavar="YAML",
+        help="score an official checkpoint: build it from this PySlowFast/MeMViT config (in --view test)",
+    )  # fmt: skip
+    e.add_argument(
+        "--view", choices=("train", "test"), default="test",
+        help="with --config: clips at DATA.TEST_CROP_SIZE (default, the official eval) or DATA.TRAIN_CROP_SIZE",
+    )  # fmt: skip
     e.add_argument("--data", required=True, metavar="DIR")
     e.add_argument("--split", default="val")
     e.add_argument("--views", type=int, default=None, help="clip models/CM: temporal views (clips) per video")
@@ -121,6 +129,8 @@ def _eval(args: argparse.Namespace) -> int:
         views=args.views,
         batch_size=args.batch_size,
         workers=args.workers,
+        config=args.config,
+        view=args.view,
     )
     if args.json:
         print(json.dumps(metrics))

@@ -115,8 +115,10 @@ def eval_clip_model(
     workers: int = 0,
     info: DistInfo | None = None,
 ) -> dict[str, Any]:
-    """Multi-view testing: ``views`` temporal x ``crops`` spatial clips, softmax scores averaged."""
+    """Multi-view testing: ``views`` temporal x ``crops`` spatial clips, scores averaged (the card's
+    ``head_act``, as the official test: softmax, sigmoid for multi-label heads, or the logits)."""
     model.eval()
+    act = str(model.model_card().get("head_act", "softmax"))
     mine = [records[i] for i in _shard(records, info)]
     ds = ClipDataset(mine, geometry, train=False, temporal_views=views, spatial_crops=crops)
     tally, skips = _Tally(model.num_classes, views), SkipTally()
@@ -127,11 +129,11 @@ def eval_clip_model(
         if not ok.any():
             continue
         logits = model(batch["frames"][ok].to(dev)).float().cpu()
-        probs = logits.softmax(-1)
+        probs = {"softmax": logits.softmax(-1), "sigmoid": logits.sigmoid()}.get(act, logits)
         for j, (v, lab, t) in enumerate(zip(batch["video"][ok], batch["label"][ok], batch["clip"][ok], strict=True)):
             tally.add_video(int(v), int(lab), probs[j])
             tally.add_clip(int(t), int(logits[j].argmax()) == int(lab))
-    return tally.result(info, len(skips.skipped), f"{views}x{crops} views, softmax averaged")
+    return tally.result(info, len(skips.skipped), f"{views}x{crops} views, {act} averaged")
 
 
 @torch.no_grad()
@@ -235,16 +237,30 @@ def evaluate_checkpoint(
     views: int | None = None,
     batch_size: int = 8,
     workers: int = 0,
+    config: str | os.PathLike[str] | None = None,
+    view: str = "test",
 ) -> dict[str, Any]:
-    """``edgemem eval``: load a run's best checkpoint (or a ``.pyth``) and score ``split`` of ``data``."""
+    """``edgemem eval``: load a run's best checkpoint (or a ``.pyth``) and score ``split`` of ``data``.
+
+    With ``config`` (a PySlowFast/MeMViT YAML) ``path`` is an official checkpoint, built in ``view``
+    (default ``test``: clips at ``DATA.TEST_CROP_SIZE`` through the official eval head)."""
     from edgemem.train.checkpoints import load_trained
     from edgemem.train.trainer import family_of
 
-    model, ckpt = load_trained(path)
+    if config is not None:
+        from edgemem.models.pyslowfast import load_pyslowfast
+
+        model, ckpt = load_pyslowfast(config, path, view=view).eval(), {}
+    else:
+        model, ckpt = load_trained(path)
     records = VideoDir(data, num_classes=model.num_classes).split(split)
     family = family_of(model)
     metrics = evaluate_model(model, family, records, views, batch_size, workers)
-    return metrics | {"checkpoint": str(path), "epoch": int(ckpt.get("epoch", 0)), "split": split}
+    card = model.model_card()
+    return metrics | {
+        "checkpoint": str(path), "epoch": int(ckpt.get("epoch", 0)), "split": split,
+        "view": card.get("view", "train"), "crop_size": int(card["crop_size"]),
+    }  # fmt: skip
 
 
 def format_report(m: dict[str, Any]) -> str:

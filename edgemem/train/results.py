@@ -1,9 +1,11 @@
 """Results of trained runs: compute per clip and per video, train time, and shipping a run to the zoo.
 
-``python -m edgemem.train.results ship RUN NAME --data DIR`` evaluates RUN's last checkpoint,
-writes ``models_zoo/NAME.pyth`` (weights only) and ``models_zoo/NAME.yaml`` (preset, data, metrics,
-sha256, the command that trained it); ``python -m edgemem.train.results table NAME...`` prints the
-markdown rows of docs/TRAINING.md from the zoo cards.
+``python -m edgemem.train.results ship RUN NAME --data DIR --zoo ZOO`` evaluates RUN's last
+checkpoint, writes ``ZOO/NAME.pyth`` (weights only) and ``ZOO/NAME.yaml`` (preset, data, metrics,
+sha256, the command that trained it); ZOO is always given, nothing is written into the installed
+package by default (pass ``--zoo edgemem/zoo`` in a checkout to ship with the package).
+``python -m edgemem.train.results table NAME... [--zoo ZOO]`` prints the markdown rows of
+docs/TRAINING.md from the zoo cards (the shipped ones by default).
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ from typing import Any
 import torch
 import yaml
 
+from edgemem.errors import EdgememError
 from edgemem.models.checkpoint import read_pyth, save_pyth
 from edgemem.models.info import count_gflops
-from edgemem.models.pretrained import ZOO_DIR, sha256_of, zoo_cards
+from edgemem.models.pretrained import sha256_of, zoo_cards, zoo_dir
 from edgemem.train.checkpoints import card_of, resolve_checkpoint, train_state_of
 
 
@@ -55,8 +58,10 @@ def train_time_s(run: Path, key: str = "epoch_time_s") -> float | None:
     return round(total, 1) if seen else None
 
 
-def ship(run: Path, name: str, data: Path, command: str, default: bool, views: int | None = None) -> dict[str, Any]:
-    """Evaluate ``run``'s last checkpoint and write ``models_zoo/<name>.pyth`` + ``<name>.yaml``."""
+def ship(
+    run: Path, name: str, data: Path, command: str, default: bool, zoo: Path, views: int | None = None
+) -> dict[str, Any]:
+    """Evaluate ``run``'s last checkpoint and write ``zoo/<name>.pyth`` + ``zoo/<name>.yaml``."""
     from edgemem.train.evaluate import evaluate_checkpoint
 
     src = resolve_checkpoint(run, prefer="last.pyth")
@@ -64,8 +69,8 @@ def ship(run: Path, name: str, data: Path, command: str, default: bool, views: i
     card = card_of(ckpt, src)
     metrics = evaluate_checkpoint(src, data, "val", views=views)
     task = json.loads((data / "task.json").read_text()) if (data / "task.json").is_file() else {}
-    ZOO_DIR.mkdir(exist_ok=True)
-    weights = ZOO_DIR / f"{name}.pyth"
+    zoo.mkdir(parents=True, exist_ok=True)
+    weights = zoo / f"{name}.pyth"
     slim = {k: ckpt[k] for k in ("model_state", "epoch", "cfg", "edgemem_card", "edgemem_train")}
     slim["optimizer_state"] = None
     save_pyth(weights, slim)
@@ -107,15 +112,18 @@ def ship(run: Path, name: str, data: Path, command: str, default: bool, views: i
         },
         "load": f"create_model('{name}')",
     }
-    tmp = ZOO_DIR / f".{name}.yaml.tmp{os.getpid()}"
+    tmp = zoo / f".{name}.yaml.tmp{os.getpid()}"
     tmp.write_text(yaml.safe_dump(entry, sort_keys=False))
-    os.replace(tmp, ZOO_DIR / f"{name}.yaml")
+    os.replace(tmp, zoo / f"{name}.yaml")
     return entry
 
 
-def table(names: list[str]) -> str:
+def table(names: list[str], zoo: Path | None = None) -> str:
     """Markdown rows (model, top-1, top-5, GFLOPs/clip, GFLOPs/video, train time) from zoo cards."""
-    cards = zoo_cards()
+    cards = zoo_cards(zoo)
+    missing = [n for n in names if n not in cards]
+    if missing:
+        raise EdgememError(f"no zoo card with weights named {', '.join(missing)} in {zoo or zoo_dir()}")
     rows = [
         "| weights | model | top-1 | top-5 | GFLOPs / clip | GFLOPs / video | train wall time | train CPU time |",
         "|---|---|---|---|---|---|---|---|",
@@ -142,13 +150,20 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--data", type=Path, required=True)
     s.add_argument("--command", required=True, help="the edgemem train command that made RUN")
     s.add_argument("--default", action="store_true", help="the preset's default shipped weights")
+    s.add_argument("--zoo", type=Path, required=True, help="folder to write NAME.pyth and NAME.yaml into")
     t = sub.add_parser("table")
     t.add_argument("names", nargs="+")
+    t.add_argument("--zoo", type=Path, help="folder of the cards (default: the weights shipped with edgemem)")
     args = p.parse_args(argv)
-    if args.cmd == "ship":
-        print(yaml.safe_dump(ship(args.run, args.name, args.data, args.command, args.default), sort_keys=False))
-    else:
-        sys.stdout.write(table(args.names))
+    try:
+        if args.cmd == "ship":
+            entry = ship(args.run, args.name, args.data, args.command, args.default, args.zoo)
+            print(yaml.safe_dump(entry, sort_keys=False))
+        else:
+            sys.stdout.write(table(args.names, args.zoo))
+    except EdgememError as e:
+        print(f"{p.prog} {args.cmd}: error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -115,7 +115,9 @@ def test_precision_mapping(monkeypatch):
     monkeypatch.setattr(hardware, "openvino_capabilities", lambda device="CPU": frozenset({"FP32", "BF16", "INT8"}))
     assert graph_precision("openvino", "bf16") == "f32"
     assert graph_precision("ort-cpu", "int8") == "int8"
-    assert graph_precision("tensorrt", "fp16") == "f32" and session_options("tensorrt", "fp16") == {"fp16": True}
+    assert graph_precision("ort-tensorrt", "fp16") == "f32"
+    assert session_options("ort-tensorrt", "fp16") == {"fp16": True}
+    assert graph_precision("tensorrt", "fp16") == "fp16" and session_options("tensorrt", "fp16") == {}  # TensorRT 11
     assert graph_precision("ort-cpu", "fp16") == "fp16"
     assert session_options("openvino", "bf16") == {"precision": "bf16"}
     assert session_options("openvino-stateful", "int8") == {"precision": "f32"}  # explicit, never OV's default
@@ -129,7 +131,7 @@ def test_precision_mapping(monkeypatch):
 
 
 def test_a_yaml_model_is_filed_under_its_stem():
-    assert Cell("models_zoo/k400_x3d_s.yaml", "ort-cpu").key == "k400_x3d_s-fs1-ort-cpu-f32-b1"
+    assert Cell("edgemem/zoo/k400_x3d_s.yaml", "ort-cpu").key == "k400_x3d_s-fs1-ort-cpu-f32-b1"
 
 
 def test_precision_mapping_on_a_cpu_without_bf16(monkeypatch):

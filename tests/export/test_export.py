@@ -6,6 +6,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+from conftest import OFFICIAL_TINY
 from test_export_toys import ToyMemory, make_toy
 
 from edgemem.cli import main
@@ -68,6 +69,15 @@ def test_dynamic_batch(tmp_path) -> None:
     assert isinstance(c.batch, str) and all(isinstance(s.shape[0], str) for s in c.state)
     outs = _session(path).run(None, c.feeds(np.zeros((3, 3, 4, 16, 16), np.float32), np.ones(3, bool), c.zero_state(3)))
     assert outs[0].shape == (3, 5)
+
+
+def test_dynamic_batch_without_state(tmp_path) -> None:
+    path = tmp_path / "clip.onnx"  # a memory-less model has no state vararg to give a dynamic shape
+    assert to_onnx(make_toy(memory=False), path, batch=None).report.passed
+    c = read_contract(path)
+    assert isinstance(c.batch, str) and not c.state
+    feeds = c.feeds(np.zeros((3, 3, 4, 16, 16), np.float32), np.ones(3, bool), {})
+    assert _session(path).run(None, feeds)[0].shape == (3, 5)
 
 
 @pytest.mark.parametrize("kw", [{"precision": "fp16"}, {"quantize": "int8"}])
@@ -150,12 +160,9 @@ def test_cli_bad_inputs_one_line_errors(tmp_path, capsys) -> None:
 def test_cli_checkpoint_not_matching_config(tmp_path, capsys) -> None:
     from edgemem.models.checkpoint import save_pyth
 
-    fixture = pytest.importorskip("test_export_memvit").FIXTURE
-    if not fixture.is_dir():
-        pytest.skip(f"shared fixture not found at {fixture}")
     ckpt = tmp_path / "other.pyth"
     save_pyth(ckpt, make_toy().state_dict())
-    rc, err = _cli(["export", str(fixture / "tiny_config_sampler_all.yaml"), "--checkpoint", str(ckpt),
+    rc, err = _cli(["export", str(OFFICIAL_TINY / "tiny_config_sampler_all.yaml"), "--checkpoint", str(ckpt),
                     "--out", str(tmp_path / "x.onnx")], capsys)  # fmt: skip
     assert rc == 2 and "missing" in err and len(err.splitlines()) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["other.pyth"]

@@ -11,13 +11,11 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from conftest import OFFICIAL_TINY as FIXTURE
 
 from edgemem.cli import main
 from edgemem.export.onnx import to_onnx
 from edgemem.models import create_model
-
-FIXTURE = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "memvit_official_tiny"
-needs_fixture = pytest.mark.skipif(not FIXTURE.is_dir(), reason=f"shared fixture not found at {FIXTURE}")
 
 
 def metadata_only_loop(path: Path, clips: np.ndarray, first: np.ndarray) -> np.ndarray:
@@ -38,7 +36,6 @@ def metadata_only_loop(path: Path, clips: np.ndarray, first: np.ndarray) -> np.n
     return np.stack(logits)
 
 
-@needs_fixture
 @pytest.mark.parametrize("sampler, stream", [("all", "s1_all_b1"), ("gap2", "s2_gap2_b1")])
 def test_official_fixture_from_yaml_and_pyth(tmp_path, capsys, sampler: str, stream: str) -> None:
     out = tmp_path / f"tiny_{sampler}.onnx"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -116,14 +118,19 @@ def test_pyslowfast_yaml_configs(tmp_path) -> None:  # type: ignore[no-untyped-d
 
     x3d_s = {
         "MODEL": {"ARCH": "x3d", "MODEL_NAME": "X3D", "NUM_CLASSES": 400},
-        "DATA": {"NUM_FRAMES": 13, "SAMPLING_RATE": 6, "TRAIN_CROP_SIZE": 160},
+        "DATA": {"NUM_FRAMES": 13, "SAMPLING_RATE": 6, "TRAIN_CROP_SIZE": 160, "INPUT_CHANNEL_NUM": [3]},
         "X3D": {"WIDTH_FACTOR": 2.0, "DEPTH_FACTOR": 2.2, "BOTTLENECK_FACTOR": 2.25, "DIM_C5": 2048},
-        "RESNET": {"ZERO_INIT_FINAL_BN": True},
+        "RESNET": {"ZERO_INIT_FINAL_BN": True, "TRANS_FUNC": "x3d_transform"},
     }
     (tmp_path / "X3D_S.yaml").write_text(yaml.safe_dump(x3d_s))
     with torch.device("meta"):
-        assert backbone_from_pyslowfast(tmp_path / "X3D_S.yaml").cfg == create_model("x3d_s").cfg
-        r101 = {"MODEL": {"ARCH": "slow", "MODEL_NAME": "ResNet"}, "RESNET": {"DEPTH": 101}}
+        official_head = dataclasses.replace(create_model("x3d_s").cfg, head_pool=(13, 5, 5))
+        assert backbone_from_pyslowfast(tmp_path / "X3D_S.yaml").cfg == official_head
+        r101 = {
+            "MODEL": {"ARCH": "slow", "MODEL_NAME": "ResNet"},
+            "RESNET": {"DEPTH": 101},
+            "DATA": {"INPUT_CHANNEL_NUM": [3]},
+        }
         m = backbone_from_pyslowfast(r101)
         assert create_model("slow_r50_8x8").cfg.zero_init_final_bn  # as the Kinetics configs
     assert not m.cfg.zero_init_final_bn  # PySlowFast's default
@@ -134,6 +141,8 @@ def test_pyslowfast_yaml_configs(tmp_path) -> None:  # type: ignore[no-untyped-d
     assert m.s4.pathway0_res5.branch2.a.kernel_size == (3, 1, 1)
     assert m.s4.pathway0_res6.branch2.a.kernel_size == (1, 1, 1)
     with pytest.raises(UnsupportedError, match="RESNET.STRIDE_1X1"):
-        backbone_from_pyslowfast({"MODEL": {"MODEL_NAME": "ResNet"}, "RESNET": {"STRIDE_1X1": True}})
+        backbone_from_pyslowfast(
+            {"MODEL": {"MODEL_NAME": "ResNet"}, "RESNET": {"STRIDE_1X1": True}, "DATA": {"INPUT_CHANNEL_NUM": [3]}}
+        )
     with pytest.raises(UnsupportedError, match="SlowFast"):
         backbone_from_pyslowfast({"MODEL": {"ARCH": "slowfast", "MODEL_NAME": "SlowFast"}})

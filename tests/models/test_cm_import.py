@@ -218,8 +218,9 @@ def test_official_model_cards_name_presets_and_formats() -> None:
     import yaml
 
     from edgemem.models import is_model
+    from edgemem.models.pretrained import zoo_dir
 
-    cards = sorted((Path(__file__).resolve().parents[2] / "models_zoo").glob("k400_*.yaml"))
+    cards = sorted(zoo_dir().glob("k400_*.yaml"))
     assert len(cards) >= 7
     for path in cards:
         card = yaml.safe_load(path.read_text())

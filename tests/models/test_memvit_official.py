@@ -1,20 +1,18 @@
-"""Conformance of edgemem's MeMViT with the official code (shared fixture + an eager reference)."""
+"""Conformance of edgemem's MeMViT with the official code (vendored official fixture + an eager reference)."""
 
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import OFFICIAL_TINY as FIX
 
 from edgemem.models import load_pyslowfast
 from edgemem.models.mvit import MViT
 from edgemem.models.mvit_config import MemoryConfig
 
-FIX = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "memvit_official_tiny"
-pytestmark = pytest.mark.skipif(not FIX.is_dir(), reason=f"official fixture not found at {FIX}")
 TOL = 1e-5
 
 

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
+from conftest import OFFICIAL_TINY as FIX
 
 from edgemem.errors import InputError, StateError, UnsupportedError
 from edgemem.models import create_model, from_card, list_models
 from edgemem.models.mvit import MViT
 
-FIX = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "memvit_official_tiny"
 PRESETS = ["memvit16_16x4", "mvit16_16x4", "memvit24_32x3", "mvit24_32x3", "memvit_tiny", "mvit_tiny"]
 TINY = ["memvit_tiny", "mvit_tiny"]
 
@@ -73,8 +72,6 @@ def test_full_size_keys_and_params_equal_official():
         key, _, shape = line.partition(" ")
         if shape.startswith("(") and not key.startswith(("box_blocks.", "head.")):
             ref[key] = tuple(json.loads("[" + shape.strip("()").rstrip(",") + "]"))
-    if not ref:
-        pytest.skip(f"fixture not found in {FIX}")
     m = _meta("memvit16_16x4")
     mine = {k: tuple(v.shape) for k, v in m.state_dict().items() if not k.startswith("head.")}
     assert mine == ref
@@ -85,10 +82,7 @@ def test_full_size_keys_and_params_equal_official():
 
 @pytest.mark.parametrize("name,run", [("memvit16_16x4", "MeMViT16"), ("memvit24_32x3", "MeMViT24")])
 def test_memory_shapes_equal_recorded_run(name, run):
-    path = FIX / f"{run}_224_memory_shapes_run.json"
-    if not path.is_file():
-        pytest.skip(f"{path} not found")
-    rec = json.loads(path.read_text())
+    rec = json.loads((FIX / f"{run}_224_memory_shapes_run.json").read_text())
     m = _meta(name)
     assert list(rec["input"][1:]) == list(m.input_shape)
     specs = {s.name: s.shape for s in m.state_specs(1)}

@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import copy
-from pathlib import Path
+import dataclasses
 
 import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import OFFICIAL_TINY as FIX
 
 from edgemem.errors import CheckpointError, UnsupportedError
 from edgemem.models import load_pyslowfast
 from edgemem.models.checkpoint import save_pyth
 from edgemem.models.pyslowfast import config_from_pyslowfast
-
-FIX = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "memvit_official_tiny"
-pytestmark = pytest.mark.skipif(not FIX.is_dir(), reason=f"official fixture not found at {FIX}")
 
 
 @pytest.fixture(scope="module")
@@ -130,12 +128,12 @@ def test_clip_backbone_configs_go_through_load_pyslowfast(tmp_path) -> None:  # 
 
     cfg = {
         "MODEL": {"ARCH": "x3d", "MODEL_NAME": "X3D", "NUM_CLASSES": 400},
-        "DATA": {"NUM_FRAMES": 13, "SAMPLING_RATE": 6, "TRAIN_CROP_SIZE": 160},
+        "DATA": {"NUM_FRAMES": 13, "SAMPLING_RATE": 6, "TRAIN_CROP_SIZE": 160, "INPUT_CHANNEL_NUM": [3]},
         "X3D": {"WIDTH_FACTOR": 2.0, "DEPTH_FACTOR": 2.2, "BOTTLENECK_FACTOR": 2.25, "DIM_C5": 2048},
-        "RESNET": {"ZERO_INIT_FINAL_BN": True},  # as the official X3D_S.yaml
+        "RESNET": {"ZERO_INIT_FINAL_BN": True, "TRANS_FUNC": "x3d_transform"},  # as the official X3D_S.yaml
     }
     (tmp_path / "X3D_S.yaml").write_text(yaml.safe_dump(cfg))
     with torch.device("meta"):
         model = load_pyslowfast(tmp_path / "X3D_S.yaml")
         assert isinstance(model, ClipBackbone)
-        assert model.cfg == create_model("x3d_s").cfg
+        assert model.cfg == dataclasses.replace(create_model("x3d_s").cfg, head_pool=(13, 5, 5))

@@ -9,15 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import OFFICIAL_TINY as FIXTURES
 
 from edgemem.runtimes import load_state, open_session, save_state
 from edgemem.runtimes.availability import check
 
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "memvit_official_tiny"
 ATOL = 1e-4
 RUNTIMES = [r for r in ("ort-cpu", "openvino", "openvino-stateful") if check(r).available]
-
-pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"official fixture not found at {FIXTURES}")
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ from edgemem.cli import main
 from edgemem.data.reader import FrameReader
 from edgemem.data.transforms import ClipTransform
 from edgemem.runtimes import open_session
+from edgemem.serve.stream import EXIT_INCOMPLETE
 
 torch.set_num_threads(1)
 CLIP_S = 4 / 15  # the test model: 4 frames at 30 fps / sampling rate 2
@@ -195,13 +196,16 @@ def test_truncated_mp4_is_refused(
     one_line_error(*run([str(cut), "--model", str(graph), "--jsonl", str(tmp_path / "x.jsonl")], capsys), cut.name)
 
 
-def test_records_before_an_error_are_kept(
+def test_a_failing_source_makes_the_stream_incomplete(
     graph: Path, videos: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """The other sources go on; their records are kept; the exit status says incomplete (3)."""
     out = tmp_path / "partial.jsonl"
     cut = truncate(videos["mpeg4"], 0.5)
-    rc, err = run([str(videos["h264"]), str(cut), "--model", str(graph), "--jsonl", str(out)], capsys)
-    one_line_error(rc, err, "cannot open")
+    rc, err = run([str(videos["h264"]), str(cut), "--model", str(graph), "--jsonl", str(out), "--quiet"], capsys)
+    assert rc == EXIT_INCOMPLETE == 3, err
+    assert "Traceback" not in err and "cannot open" in err and "stopped at clip 0" in err
+    assert "1 of 2 sources incomplete" in err
     assert len(records(out)) == 6 and {r["source"] for r in records(out)} == {str(videos["h264"])}
 
 

@@ -87,7 +87,7 @@ def test_zoo_entry_loads_and_checks_sha(tmp_path: Path, monkeypatch: pytest.Monk
     sha = pretrained.sha256_of(tmp_path / "toy.pyth")
     (tmp_path / "toy.yaml").write_text(f"preset: mvit_tiny\nfile: toy.pyth\nsha256: {sha}\ndefault: true\n")
     (tmp_path / "k400.yaml").write_text("preset: slow_r50_8x8\nurl: https://example.invalid/x.pyth\n")
-    monkeypatch.setattr(pretrained, "ZOO_DIR", tmp_path)
+    monkeypatch.setattr(pretrained, "zoo_dir", lambda: tmp_path)
     assert list(pretrained.zoo_cards()) == ["toy"]  # entries without a shipped file are not loadable
     for loaded in (create_model("toy"), create_model("mvit_tiny", pretrained=True)):
         for k, v in model.state_dict().items():
@@ -123,3 +123,35 @@ def test_compute_cost_per_clip_and_video() -> None:
     assert math.isclose(base["gflops_per_video"], 4 * base["gflops_per_clip"])
     assert scaled["gflops_per_clip"] > 4 * base["gflops_per_clip"]  # attention grows faster than frames
     assert base["gflops_per_clip"] < mem["gflops_per_clip"] < 1.2 * base["gflops_per_clip"]
+
+
+def test_ship_writes_only_into_the_zoo_it_is_given(tmp_path: Path, data: Path, capsys) -> None:
+    from edgemem.train.results import main as results
+
+    shipped = sorted(p.name for p in pretrained.zoo_dir().iterdir())
+    model = _model("mvit_tiny")
+    run = tmp_path / "run"
+    ckpts.save_epoch(run, ckpts.make_payload(model, None, 1, model.model_card(), {}), best=True)
+    (run / "metrics.jsonl").write_text('{"kind": "epoch", "epoch": 1, "epoch_time_s": 2.5}\n')
+    args = ["ship", str(run), "toy", "--data", str(data), "--command", "edgemem train mvit_tiny"]
+    with pytest.raises(SystemExit):  # no --zoo: nothing is written anywhere
+        results(args)
+    assert results([*args, "--zoo", str(tmp_path / "zoo")]) == 0
+    assert sorted(p.name for p in (tmp_path / "zoo").iterdir()) == ["toy.pyth", "toy.yaml"]
+    card = pretrained.zoo_cards(tmp_path / "zoo")["toy"]
+    assert card["training"]["train_time_s"] == 2.5 and card["sha256"] == pretrained.sha256_of(card["path"])
+    for k, v in pretrained.load_zoo(card).state_dict().items():
+        torch.testing.assert_close(v, model.state_dict()[k])
+    assert sorted(p.name for p in pretrained.zoo_dir().iterdir()) == shipped
+    capsys.readouterr()
+    assert results(["table", "toy", "--zoo", str(tmp_path / "zoo")]) == 0
+    assert "| `toy` | mvit_tiny |" in capsys.readouterr().out
+    assert results(["table", "nope"]) == 2 and "no zoo card" in capsys.readouterr().err
+
+
+def test_every_shipped_card_loads_its_weights() -> None:
+    cards = pretrained.zoo_cards()
+    assert any(c["preset"] == "memvit_tiny" and c.get("default") for c in cards.values())
+    for name, card in cards.items():
+        assert pretrained.zoo_dir() / card["file"] == Path(card["path"]), name
+        assert not create_model(name).training, name  # loaded with its sha256 checked, in eval mode
