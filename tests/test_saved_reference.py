@@ -107,7 +107,10 @@ def test_bad_reference_files_and_options(saved: dict[str, Path], capsys: pytest.
         "cannot read": ["--reference", str(garbage)],
         "not an edgemem reference": ["--reference", str(plain)],
         "malformed edgemem.reference record": ["--reference", str(listed)],
-        "NaN or infinite values in 'state_out.mem'": ["--reference", str(rewrite(saved["ref"], d / "nan.npz", **{"out.state_out.mem": nan_state}))],
+        "NaN or infinite values in 'state_out.mem'": [
+            "--reference",
+            str(rewrite(saved["ref"], d / "nan.npz", **{"out.state_out.mem": nan_state})),
+        ],
         "the graph gives": ["--reference", str(rewrite(saved["ref"], d / "short.npz", **{"out.logits": short}))],
         "--clips 16 differs": ["--reference", ref, "--clips", "16"],
         "--checkpoint cannot": ["--reference", ref, "--checkpoint", "x.pyth"],
