@@ -22,7 +22,8 @@ from edgemem.runtimes.availability import check
 from edgemem.runtimes.precisions import check_precision, openvino_support, supported_precisions
 
 AVX2_ONLY = (
-    "processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu sse sse2 avx f16c fma avx2 bmi2\n\nprocessor\t: 1\n"
+    "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7B12\n"
+    "flags\t\t: fpu sse sse2 avx f16c fma avx2 bmi2\n\nprocessor\t: 1\n"
 )
 NO_BF16 = frozenset({"FP32", "INT8", "BIN", "EXPORT_IMPORT"})  # OpenVINO's CPU plugin on an AVX2-only EPYC
 needs_openvino = pytest.mark.skipif(not check("openvino").available, reason="openvino not installed")
@@ -40,6 +41,8 @@ def test_isa_flags_from_cpuinfo() -> None:
                                    "amx": False}  # fmt: skip
     assert hardware.isa(frozenset({"amx_tile", "amx_bf16"}))["amx"]
     assert hardware.parse_cpuinfo_flags("no flags here") == frozenset()
+    assert hardware.parse_cpuinfo_model(AVX2_ONLY) == "AMD EPYC 7B12"
+    assert hardware.parse_cpuinfo_model("no model here") is None and hardware.cpu_model()  # this machine: a name
     assert set(hardware.isa()) == set(hardware.ISA_KEYS)  # this machine: whatever it has, every key
 
 

@@ -241,7 +241,7 @@ def ratios_markdown(rows: list[dict[str, Any]]) -> str:
 
 
 def machines_markdown(results: list[dict[str, Any]]) -> str:
-    """One line per device/host: CPU, cores, GPU, library versions, date range."""
+    """One line per device/host: CPU and its ISA flags, cores, GPU, library versions, date range."""
     seen: dict[tuple, dict[str, Any]] = {}
     dates: dict[tuple, list[str]] = defaultdict(list)
     for r in results:
@@ -254,8 +254,10 @@ def machines_markdown(results: list[dict[str, Any]]) -> str:
         libs = ", ".join(f"{k} {v}" for k, v in (m.get("libraries") or {}).items())
         gpus = ", ".join(g["name"] for g in m.get("gpus") or []) or "no GPU"
         d = sorted(dates[key])
+        flags = " ".join(k for k, v in (m.get("isa") or {}).items() if v) or "none"
+        isa = f"ISA {flags}; " if m.get("isa") else ""  # results older than the ISA record have none
         lines.append(
-            f"- **{key[0]}**: {m.get('cpu')}, {m.get('cores_usable')}/{m.get('cores')} cores, "
+            f"- **{key[0]}**: {m.get('cpu')}, {isa}{m.get('cores_usable')}/{m.get('cores')} cores, "
             f"{m.get('memory_gb')} GB, {gpus}; {libs}; measured {d[0][:16]} – {d[-1][:16]} UTC"
         )
     return "\n".join(lines) + "\n"

@@ -115,3 +115,19 @@ def load_state(path: str | os.PathLike[str]) -> SavedState:
     C.check_state(arrays, specs, batch=batch)
     check_finite(arrays, f"state file {path.name}")
     return SavedState(arrays, specs, json.loads(card_json) if card_json else None)
+
+
+# Card keys that say which model (head, classes, clip length) a state was carried by.
+_IDENTITY = ("name", "num_classes", "class_names", "frame_scale")
+
+
+def check_same_model(saved: SavedState, card: dict[str, Any] | None, path: str | os.PathLike[str]) -> None:
+    """StateError when the model that saved ``saved`` differs from ``card`` in a key both record."""
+    if saved.card is None or card is None:
+        return
+    diff = [k for k in _IDENTITY if k in saved.card and k in card and saved.card[k] != card[k]]
+    if diff:
+        k = diff[0]
+        raise StateError(
+            f"state file {Path(path).name} was saved by another model: {k}={saved.card[k]!r}, this model has {card[k]!r}"
+        )

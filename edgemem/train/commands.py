@@ -92,8 +92,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="score an official checkpoint: build it from this PySlowFast/MeMViT config (in --view test)",
     )  # fmt: skip
     e.add_argument(
-        "--view", choices=("train", "test"), default="test",
-        help="with --config: clips at DATA.TEST_CROP_SIZE (default, the official eval) or DATA.TRAIN_CROP_SIZE",
+        "--view", choices=("train", "test"),
+        help="with --config: clips at DATA.TEST_CROP_SIZE (test, default: the official eval) or "
+        "DATA.TRAIN_CROP_SIZE (train)",
     )  # fmt: skip
     e.add_argument("--data", required=True, metavar="DIR")
     e.add_argument("--split", default="val")
@@ -118,9 +119,12 @@ def _train(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     import torch
 
+    from edgemem.errors import InputError
     from edgemem.hardware import resolve_threads
     from edgemem.train.evaluate import evaluate_checkpoint, format_report
 
+    if args.view is not None and args.config is None:
+        raise InputError("--view applies with --config (an official checkpoint built from its YAML)")
     torch.set_num_threads(resolve_threads(args.threads))  # default: the usable CPUs
     metrics = evaluate_checkpoint(
         args.checkpoint,
@@ -130,7 +134,7 @@ def _eval(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         workers=args.workers,
         config=args.config,
-        view=args.view,
+        view=args.view or "test",
     )
     if args.json:
         print(json.dumps(metrics))

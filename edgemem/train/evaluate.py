@@ -36,6 +36,7 @@ from edgemem.data.datasets import (
     stack_batch,
 )
 from edgemem.data.samplers import StreamingBatchSampler
+from edgemem.errors import InputError
 from edgemem.train.distributed import DistInfo, all_sum
 
 DEFAULT_VIEWS = 5
@@ -223,6 +224,8 @@ def evaluate_model(
     """Dispatch on the family (``clip``, ``memvit``, ``cm``) with the model card's clip geometry."""
     geometry = ClipGeometry.from_card(model.model_card())
     if family == "memvit":
+        if views is not None:
+            raise InputError("--views applies to clip models and CM; MeMViT is scored by streaming every clip")
         return eval_streaming(model, records, geometry, batch_size, workers, info)
     if family == "cm":
         n = views or int(getattr(model, "clips", 0)) or DEFAULT_VIEWS

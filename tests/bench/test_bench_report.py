@@ -95,3 +95,15 @@ def test_report_command_writes_markdown_csv_tables_and_plots(tmp_path, capsys):
 def test_report_of_nothing_is_a_one_line_error(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "no results files" in capsys.readouterr().err
+
+
+def test_machines_section_shows_each_cpus_isa():
+    """Rows from an AVX2-only CPU and an AVX-512/BF16 one are told apart in the report, not only in the JSON."""
+    isa = dict.fromkeys(("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx"), False)
+    avx2 = {**CPU, "hostname": "avx2-box", "isa": {**isa, "avx2": True}}
+    bf16 = {**CPU, "hostname": "bf16-box", "isa": {**isa, "avx2": True, "avx512f": True, "avx512_bf16": True}}
+    md = build_markdown([*sweep(avx2), *sweep(bf16)]).split("## Machines")[1]
+    lines = [line for line in md.split("##")[0].splitlines() if line.startswith("- **")]
+    assert len(lines) == 2 and any("ISA avx2;" in line for line in lines)
+    assert any("ISA avx2 avx512f avx512_bf16;" in line for line in lines)
+    assert "ISA" not in build_markdown(sweep()).split("## Machines")[1].split("##")[0]  # older results: no isa

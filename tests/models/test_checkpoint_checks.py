@@ -95,3 +95,11 @@ def test_nan_weights_in_a_caffe2_pkl_are_refused(tmp_path: Path) -> None:
         pickle.dump({"blobs": {"conv1_w": w}}, f, protocol=2)
     with pytest.raises(NonFiniteError, match=r"c2.pkl.*'s1.pathway0_stem.conv.weight'"):
         load_clip_checkpoint(model, path)
+
+
+def test_models_zoo_lists_each_shipped_file_with_its_preset_and_frame_scale(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["models", "--zoo"]) == 0
+    rows = {line.split("\t")[0]: line.split("\t") for line in capsys.readouterr().out.splitlines()}
+    assert set(rows) == set(zoo_cards())
+    assert rows["memvit_tiny_cuematch"][1] == "memvit_tiny"
+    assert rows["mvit_tiny_fs4_cuematch"][1] == "mvit_tiny --frame-scale 4"  # not the 1-clip mvit_tiny

@@ -10,7 +10,7 @@ import torch
 
 from edgemem.data.datasets import ClipDataset, ClipGeometry, StreamingDataset, VideoDir
 from edgemem.data.synth import generate
-from edgemem.errors import CheckpointError, EdgememError
+from edgemem.errors import CheckpointError, EdgememError, InputError
 from edgemem.models import pretrained
 from edgemem.models.registry import create_model
 from edgemem.train import checkpoints as ckpts
@@ -76,6 +76,18 @@ def test_cm_eval_runs_two_scans(data: Path) -> None:
     model = _model("cm_slow_tiny", clips=3)
     m = evaluate_model(model, "cm", VideoDir(data).split("val"), batch_size=2)
     assert m["videos"] == 3 and len(m["clip_top1_by_position"]) == 3 and "two-scan" in m["scheme"]
+
+
+def test_options_that_do_not_apply_are_refused(data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--views`` on a streaming MeMViT and ``--view`` without ``--config`` would be ignored: refused."""
+    from edgemem.cli import main
+
+    with pytest.raises(InputError, match="--views applies to clip models and CM"):
+        evaluate_model(_model("memvit_tiny"), "memvit", VideoDir(data).split("val"), views=3)
+    zoo = Path(pretrained.__file__).resolve().parents[1] / "zoo" / "memvit_tiny_cuematch.pyth"
+    assert main(["eval", str(zoo), "--data", str(data), "--view", "train"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--view applies with --config" in err
 
 
 def test_zoo_entry_loads_and_checks_sha(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
