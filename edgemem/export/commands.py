@@ -10,7 +10,9 @@ from typing import TYPE_CHECKING
 from edgemem.errors import InputError
 
 if TYPE_CHECKING:
+    from edgemem.export.calibration import Calibration
     from edgemem.export.verify import Tolerance
+    from edgemem.models.streaming import StreamingModel
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,7 +23,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch", default="1", help="batch size, or 'dynamic' (default 1)")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 18)")
     p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32", help="compute precision")
-    p.add_argument("--quantize", choices=("int8",), default=None, help="ONNX Runtime dynamic int8 (MatMul weights)")
+    p.add_argument("--quantize", choices=("int8",), default=None, help="static int8 (QDQ), calibrated with --calib")
+    p.add_argument(
+        "--calib", metavar="DATA", default=None,
+        help="int8 calibration: an edgemem dataset (its train split), a folder of videos, a video, a .txt "
+        "list of videos, or 'random' (seeded noise: for speed tests of untrained weights only)",
+    )  # fmt: skip
+    p.add_argument("--calib-videos", type=int, default=None, metavar="N", help="calibration videos (default 16)")
+    p.add_argument(
+        "--quantizer", choices=("nncf", "ort"), default=None,
+        help="nncf (default: OpenVINO and ONNX Runtime) or ort (ONNX Runtime static, symmetric: also TensorRT)",
+    )  # fmt: skip
     p.add_argument("--no-verify", action="store_true", help="skip the verification stream (checks still run)")
     _stream_args(p)
     p.set_defaults(func=_export)
@@ -67,12 +79,13 @@ def _export(args: argparse.Namespace) -> int:
     else:
         raise InputError(f"--batch must be a positive integer or 'dynamic', got {args.batch!r}")
     model = resolve_model(args.model, args.checkpoint)
+    calibration = _calibration(args, model)
     key = "int8" if args.quantize else args.precision
     try:
         result = to_onnx(
             model, args.out, batch=batch, opset=args.opset or DEFAULT_OPSET, precision=args.precision,
             quantize=args.quantize, verify=not args.no_verify, clips=args.clips, boundaries=args.boundaries,
-            tolerance=_tolerance(args, key),
+            tolerance=_tolerance(args, key), calibration=calibration, quantizer=args.quantizer or "nncf",
         )  # fmt: skip
     except VerificationError as e:
         print(e.report.format(), file=sys.stderr)
@@ -86,6 +99,24 @@ def _export(args: argparse.Namespace) -> int:
         f" in {result.seconds:.1f} s"
     )
     return 0
+
+
+def _calibration(args: argparse.Namespace, model: StreamingModel) -> Calibration | None:
+    """The calibration set of ``--quantize int8``; calibration options without it are an error."""
+    from edgemem.export.calibration import DEFAULT_VIDEOS, load_calibration, synthetic_calibration
+
+    if not args.quantize:
+        given = [o for o, v in (("--calib", args.calib), ("--calib-videos", args.calib_videos),
+                                ("--quantizer", args.quantizer)) if v is not None]  # fmt: skip
+        if given:
+            raise InputError(f"{', '.join(given)} only apply with --quantize int8")
+        return None
+    if args.calib is None:
+        raise InputError("--quantize int8 needs --calib DATA (a dataset, videos, or 'random')")
+    videos = DEFAULT_VIDEOS if args.calib_videos is None else args.calib_videos
+    if args.calib == "random":
+        return synthetic_calibration(model.input_shape, videos=args.calib_videos or 4)
+    return load_calibration(args.calib, model.model_card(), videos)
 
 
 def _verify(args: argparse.Namespace) -> int:

@@ -2,7 +2,8 @@
 
 Parameters keep their PyTorch names as initializer names so that a graph carries its own weights
 in a recoverable form: ``<param>`` (as is, possibly cast to fp16), ``<param>:T<perm>`` (folded
-``Transpose(param, perm)``), ``<name>_quantized`` + ``_scale`` + ``_zero_point`` (ORT dynamic int8).
+``Transpose(param, perm)``), ``<name>_quantized`` + ``_scale`` + ``_zero_point`` (int8, per tensor or per channel; see
+``export.quantize.name_weight_quantizers``).
 """
 
 from __future__ import annotations
@@ -92,14 +93,28 @@ def lint_graph(model: onnx.ModelProto) -> GraphStats:
     return GraphStats(len(model.graph.node), len(model.graph.initializer), n_params, dict(ops.most_common()))
 
 
-def _dequantize(inits: dict[str, onnx.TensorProto], base: str) -> np.ndarray | None:
+def _dequantize(inits: dict[str, onnx.TensorProto], base: str, axes: dict[str, int]) -> np.ndarray | None:
     q = inits.get(f"{base}_quantized")
     if q is None:
         return None
+    w = numpy_helper.to_array(q).astype(np.float32)
     scale = numpy_helper.to_array(inits[f"{base}_scale"]).astype(np.float32)
     zp_init = inits.get(f"{base}_zero_point")
-    zp = numpy_helper.to_array(zp_init).astype(np.float32) if zp_init is not None else np.float32(0)
-    return (numpy_helper.to_array(q).astype(np.float32) - zp) * scale
+    zp = numpy_helper.to_array(zp_init).astype(np.float32) if zp_init is not None else np.zeros_like(scale)
+    if scale.size > 1:  # per channel, along the DequantizeLinear's axis
+        shape = [1] * w.ndim
+        shape[axes.get(q.name, 1) % w.ndim] = scale.size
+        scale, zp = scale.reshape(shape), zp.reshape(shape)
+    return (w - zp) * scale
+
+
+def _dequantize_axes(model: onnx.ModelProto) -> dict[str, int]:
+    """The ``axis`` of each DequantizeLinear, by its quantized input's name (ONNX default 1)."""
+    return {
+        n.input[0]: next((a.i for a in n.attribute if a.name == "axis"), 1)
+        for n in model.graph.node
+        if n.op_type == "DequantizeLinear"
+    }
 
 
 def weights_from_graph(model: onnx.ModelProto, names: list[str]) -> tuple[dict[str, np.ndarray], list[str]]:
@@ -109,6 +124,7 @@ def weights_from_graph(model: onnx.ModelProto, names: list[str]) -> tuple[dict[s
     dequantized) and the names that the graph does not carry in a recoverable form.
     """
     inits = {i.name: i for i in model.graph.initializer}
+    axes = _dequantize_axes(model)
     by_base: dict[str, str] = {}
     for n in inits:
         base = n.removesuffix("_quantized")
@@ -120,12 +136,12 @@ def weights_from_graph(model: onnx.ModelProto, names: list[str]) -> tuple[dict[s
     for name in names:
         if name in inits:
             arr = numpy_helper.to_array(inits[name])
-        elif (deq := _dequantize(inits, name)) is not None:
+        elif (deq := _dequantize(inits, name, axes)) is not None:
             arr = deq
         elif name in by_base:
             stored = by_base[name]
             perm = [int(c) for c in stored.rsplit(TRANSPOSED, 1)[1]]
-            t = numpy_helper.to_array(inits[stored]) if stored in inits else _dequantize(inits, stored)
+            t = numpy_helper.to_array(inits[stored]) if stored in inits else _dequantize(inits, stored, axes)
             arr = t.transpose(np.argsort(perm)) if t is not None else None
         else:
             arr = None
