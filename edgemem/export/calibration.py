@@ -19,6 +19,7 @@ import numpy as np
 
 from edgemem.contract import FRAMES, RESET, state_in_name
 from edgemem.errors import InputError
+from edgemem.export.stream import Stream
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v")
 DEFAULT_VIDEOS = 16
@@ -119,6 +120,19 @@ def _slot_sequences(cal: Calibration, batch: int) -> list[list[tuple[np.ndarray,
     for i, video in enumerate(cal.videos):
         slots[i % batch].extend((clip, j == 0) for j, clip in enumerate(video))
     return slots
+
+
+def as_stream(cal: Calibration, batch: int, clips: int) -> Stream:
+    """Up to ``clips`` steps of the calibration videos as a verification ``Stream`` (real frames: an
+    int8 graph is checked on the distribution it was calibrated for, not on noise)."""
+    slots = _slot_sequences(cal, batch)
+    steps = min(clips, *(len(s) for s in slots))
+    if steps == 0:
+        raise InputError(f"calibration has {len(cal.videos)} videos, fewer than the graph's batch {batch}")
+    frames = [np.stack([s[t][0] for s in slots]) for t in range(steps)]
+    reset = [np.array([s[t][1] for s in slots], dtype=bool) for t in range(steps)]
+    bounds = [[t for t in range(1, steps) if s[t][1]] for s in slots]
+    return Stream(frames, reset, bounds)
 
 
 def collect_feeds(graph: str | os.PathLike[str], cal: Calibration, batch: int) -> list[dict[str, np.ndarray]]:

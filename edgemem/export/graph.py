@@ -93,28 +93,24 @@ def lint_graph(model: onnx.ModelProto) -> GraphStats:
     return GraphStats(len(model.graph.node), len(model.graph.initializer), n_params, dict(ops.most_common()))
 
 
-def _dequantize(inits: dict[str, onnx.TensorProto], base: str, axes: dict[str, int]) -> np.ndarray | None:
+def _dequantize(inits: dict[str, onnx.TensorProto], base: str, dqs: dict[str, onnx.NodeProto]) -> np.ndarray | None:
+    """``<base>_quantized`` dequantized with the scale, zero point and axis of its DequantizeLinear
+    (per tensor or per channel; ``<base>_scale``/``_zero_point`` when no node reads it)."""
     q = inits.get(f"{base}_quantized")
     if q is None:
         return None
+    node = dqs.get(q.name)
+    names = list(node.input[1:]) if node is not None else [f"{base}_scale", f"{base}_zero_point"]
+    axis = next((a.i for a in node.attribute if a.name == "axis"), 1) if node is not None else 1
     w = numpy_helper.to_array(q).astype(np.float32)
-    scale = numpy_helper.to_array(inits[f"{base}_scale"]).astype(np.float32)
-    zp_init = inits.get(f"{base}_zero_point")
+    scale = numpy_helper.to_array(inits[names[0]]).astype(np.float32)
+    zp_init = inits.get(names[1]) if len(names) > 1 else None
     zp = numpy_helper.to_array(zp_init).astype(np.float32) if zp_init is not None else np.zeros_like(scale)
-    if scale.size > 1:  # per channel, along the DequantizeLinear's axis
+    if scale.size > 1:  # per channel, along the node's axis
         shape = [1] * w.ndim
-        shape[axes.get(q.name, 1) % w.ndim] = scale.size
+        shape[axis % w.ndim] = scale.size
         scale, zp = scale.reshape(shape), zp.reshape(shape)
     return (w - zp) * scale
-
-
-def _dequantize_axes(model: onnx.ModelProto) -> dict[str, int]:
-    """The ``axis`` of each DequantizeLinear, by its quantized input's name (ONNX default 1)."""
-    return {
-        n.input[0]: next((a.i for a in n.attribute if a.name == "axis"), 1)
-        for n in model.graph.node
-        if n.op_type == "DequantizeLinear"
-    }
 
 
 def weights_from_graph(model: onnx.ModelProto, names: list[str]) -> tuple[dict[str, np.ndarray], list[str]]:
@@ -124,7 +120,7 @@ def weights_from_graph(model: onnx.ModelProto, names: list[str]) -> tuple[dict[s
     dequantized) and the names that the graph does not carry in a recoverable form.
     """
     inits = {i.name: i for i in model.graph.initializer}
-    axes = _dequantize_axes(model)
+    axes = {n.input[0]: n for n in model.graph.node if n.op_type == "DequantizeLinear"}
     by_base: dict[str, str] = {}
     for n in inits:
         base = n.removesuffix("_quantized")

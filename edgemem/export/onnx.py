@@ -20,6 +20,7 @@ import torch
 import edgemem
 from edgemem.contract import BATCH_DIM, write_contract
 from edgemem.errors import EdgememError, InputError, UnsupportedError
+from edgemem.export.calibration import Calibration
 from edgemem.export.graph import (
     GraphStats,
     fold_param_transposes,
@@ -28,7 +29,6 @@ from edgemem.export.graph import (
     rename_initializers,
     weights_from_graph,
 )
-from edgemem.export.calibration import Calibration
 from edgemem.export.quantize import QUANTIZERS
 from edgemem.export.verify import Tolerance, VerifyReport, run_checker, verify_graph
 from edgemem.export.wrapper import PREFIX, StepGraph
@@ -114,8 +114,13 @@ def to_onnx(
             raise UnsupportedError(f"the exporter did not produce a valid opset {opset} graph: {checker}")
         report = None
         if verify:
+            stream = None
+            if quantize and calibration is not None and calibration.source != "random":
+                from edgemem.export.calibration import as_stream
+
+                stream = as_stream(calibration, batch or 2, clips)  # int8 is checked on real clips
             report = verify_graph(tmp, model, runtimes=runtimes, clips=clips, boundaries=boundaries,
-                                  tolerance=tolerance, name=out.name, check=False)  # fmt: skip
+                                  tolerance=tolerance, name=out.name, check=False, stream=stream)  # fmt: skip
             if not report.passed:
                 raise VerificationError(report)
         os.replace(tmp, out)

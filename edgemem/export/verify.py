@@ -208,11 +208,12 @@ def verify_graph(
     seed: int = 0,
     name: str | None = None,
     check: bool = True,
+    stream: Stream | None = None,
 ) -> VerifyReport:
     """Check ``path`` (full onnx.checker), then stream through ``reference`` (a StreamingModel) and
     each runtime and compare. ``batch`` defaults to the graph's static batch, or 2 if dynamic;
     ``name`` is the graph's name in the report (default: the file name); ``check=False`` skips
-    the checker (the caller ran it)."""
+    the checker (the caller ran it); ``stream`` replaces the generated stream (real clips)."""
     from edgemem.contract import read_contract
     from edgemem.runtimes import open_session
 
@@ -225,7 +226,8 @@ def verify_graph(
         raise UnsupportedError(f"{path.name} was exported for batch {b}, cannot verify batch {batch}")
     checker = run_checker(path) if check else "PASS"
     c, t, h, w = contract.frames.shape[1:]
-    stream = make_stream((c, t, h, w), batch=b, clips=clips, boundaries=boundaries, seed=seed)
+    if stream is None:
+        stream = make_stream((c, t, h, w), batch=b, clips=clips, boundaries=boundaries, seed=seed)
     names = [s.name for s in contract.state]
     with open_session(reference.eval(), "torch", batch=b) as ref_session:
         ref = _run_stream(ref_session, stream, names)

@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from edgemem.errors import InputError
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -86,7 +88,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(prediction from the last clip), two-scan memory for CM. Also clip-level accuracy by "
         "temporal position.",
     )
-    e.add_argument("checkpoint", metavar="RUN_OR_CHECKPOINT")
+    e.add_argument("checkpoint", metavar="RUN_OR_CHECKPOINT", help="a run, a .pyth, or an exported GRAPH.onnx")
     e.add_argument("--data", required=True, metavar="DIR")
     e.add_argument("--split", default="val")
     e.add_argument("--views", type=int, default=None, help="clip models/CM: temporal views (clips) per video")
@@ -94,6 +96,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--workers", type=int, default=0)
     e.add_argument("--threads", type=int, default=None)
     e.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    e.add_argument("--runtime", default=None, help="GRAPH.onnx: the runtime to score it on (default ort-cpu)")
+    e.add_argument("--precision", default=None, help="GRAPH.onnx on OpenVINO: inference precision f32|bf16")
     e.set_defaults(func=_eval)
 
 
@@ -114,6 +118,11 @@ def _eval(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if str(args.checkpoint).endswith(".onnx"):
+        return _eval_graph(args)
+    given = [o for o, v in (("--runtime", args.runtime), ("--precision", args.precision)) if v is not None]
+    if given:
+        raise InputError(f"{', '.join(given)} only apply to an exported GRAPH.onnx")
     metrics = evaluate_checkpoint(
         args.checkpoint,
         args.data,
@@ -125,5 +134,21 @@ def _eval(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(metrics))
     else:
+        sys.stdout.write(format_report(metrics))
+    return 0
+
+
+def _eval_graph(args: argparse.Namespace) -> int:
+    from edgemem.train.evaluate import format_report
+    from edgemem.train.evaluate_graph import evaluate_graph
+
+    metrics = evaluate_graph(
+        args.checkpoint, args.data, runtime=args.runtime or "ort-cpu", precision=args.precision,
+        split=args.split, views=args.views, threads=args.threads,
+    )  # fmt: skip
+    if args.json:
+        print(json.dumps(metrics))
+    else:
+        sys.stdout.write(f"{metrics['graph']} on {metrics['runtime']} ({metrics['graph_precision']} graph)\n")
         sys.stdout.write(format_report(metrics))
     return 0
