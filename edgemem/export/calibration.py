@@ -53,7 +53,7 @@ def synthetic_calibration(input_shape: Sequence[int], videos: int = 4, clips: in
     return Calibration(out, "random")
 
 
-def _video_list(source: Path) -> tuple[list[str], str]:
+def _video_list(source: Path, option: str) -> tuple[list[str], str]:
     """Video paths of ``source``: an edgemem dataset (its train split), a folder of videos, a text file
     with one path per line, or one video file."""
     if source.is_dir():
@@ -70,17 +70,18 @@ def _video_list(source: Path) -> tuple[list[str], str]:
         try:
             lines = source.read_text().splitlines()
         except (OSError, UnicodeDecodeError) as e:
-            raise InputError(f"--calib {source}: cannot read the list of videos ({e})") from None
+            raise InputError(f"{option} {source}: cannot read the list of videos ({e})") from None
         paths = [ln.strip() for ln in lines if ln.strip() and not ln.startswith("#")]
-        resolved = [p if os.path.isabs(p) else str(source.parent / p) for p in paths]
-        bad = [p for p in resolved if Path(p).suffix.lower() not in VIDEO_SUFFIXES]
+        bad = [p for p in paths if Path(p).suffix.lower() not in VIDEO_SUFFIXES]
         if bad:
-            raise InputError(f"--calib {source}: not a list of videos (line {paths.index(bad[0]) + 1}: {bad[0]!r})")
-        return resolved, str(source)
-    raise InputError(f"--calib {source}: no such file or directory")
+            raise InputError(f"{option} {source}: not a list of videos ({bad[0]!r} is not a video file name)")
+        return [p if os.path.isabs(p) else str(source.parent / p) for p in paths], str(source)
+    raise InputError(f"{option} {source}: no such file or directory")
 
 
-def load_calibration(source: str | os.PathLike[str], card: dict[str, Any], videos: int = DEFAULT_VIDEOS) -> Calibration:
+def load_calibration(
+    source: str | os.PathLike[str], card: dict[str, Any], videos: int = DEFAULT_VIDEOS, option: str = "--calib"
+) -> Calibration:
     """Decode up to ``videos`` videos of ``source`` into consecutive clips of ``card``'s geometry.
 
     Raises InputError (CLI exit 2) for a missing source, one without videos, or one where no video
@@ -89,10 +90,10 @@ def load_calibration(source: str | os.PathLike[str], card: dict[str, Any], video
     from edgemem.data.samplers import StreamIndex
 
     if videos < 1:
-        raise InputError(f"--calib-videos must be >= 1, got {videos}")
-    paths, name = _video_list(Path(source))
+        raise InputError(f"{option}: the number of videos must be >= 1, got {videos}")
+    paths, name = _video_list(Path(source), option)
     if not paths:
-        raise InputError(f"--calib {source}: no videos found ({', '.join(VIDEO_SUFFIXES)})")
+        raise InputError(f"{option} {source}: no videos found ({', '.join(VIDEO_SUFFIXES)})")
     geometry = ClipGeometry.from_card(card)
     ds = StreamingDataset([VideoRecord(p, 0) for p in paths], geometry, train=False)
     out: list[list[np.ndarray]] = []
@@ -110,7 +111,7 @@ def load_calibration(source: str | os.PathLike[str], card: dict[str, Any], video
             break
     if not out:
         why = next(iter(ds.skipped.values()), f"every video is shorter than one clip ({geometry.span} frames)")
-        raise InputError(f"--calib {source}: no usable calibration clip ({why})")
+        raise InputError(f"{option} {source}: no usable calibration clip ({why})")
     return Calibration(out, name)
 
 

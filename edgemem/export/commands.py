@@ -44,6 +44,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--checkpoint", help="reference weights from this .pyth instead of the graph's initializers")
     v.add_argument("--batch", type=int, default=None, help="batch for graphs with a dynamic batch (default 2)")
     v.add_argument("--json", action="store_true", help="print the report as JSON")
+    v.add_argument(
+        "--data", metavar="DATA", default=None,
+        help="stream real clips instead of generated ones (a dataset, videos or a .txt list, as --calib); "
+        "--clips caps the steps",
+    )  # fmt: skip
+    v.add_argument("--data-videos", type=int, default=None, metavar="N", help="videos of --data (default 16)")
     _stream_args(v)
     v.set_defaults(func=_verify)
 
@@ -109,7 +115,7 @@ def _calibration(args: argparse.Namespace, model: StreamingModel) -> Calibration
         given = [o for o, v in (("--calib", args.calib), ("--calib-videos", args.calib_videos),
                                 ("--quantizer", args.quantizer)) if v is not None]  # fmt: skip
         if given:
-            raise InputError(f"{', '.join(given)} only apply with --quantize int8")
+            raise InputError(f"{', '.join(given)}: only with --quantize int8")
         return None
     if args.calib is None:
         raise InputError("--quantize int8 needs --calib DATA (a dataset, videos, or 'random')")
@@ -129,9 +135,18 @@ def _verify(args: argparse.Namespace) -> int:
     runtimes = tuple(r.strip() for r in args.runtimes.split(",") if r.strip())
     if not runtimes:
         raise InputError("--runtimes is empty")
+    stream = None
+    if args.data is not None:
+        from edgemem.export.calibration import DEFAULT_VIDEOS, as_stream, load_calibration
+
+        videos = load_calibration(args.data, contract.card, args.data_videos or DEFAULT_VIDEOS, option="--data")
+        b = contract.batch if isinstance(contract.batch, int) else (args.batch or 2)
+        stream = as_stream(videos, b, args.clips)
+    elif args.data_videos is not None:
+        raise InputError("--data-videos only applies with --data")
     report = verify_graph(
         args.graph, reference, runtimes=runtimes, clips=args.clips, boundaries=args.boundaries,
-        batch=args.batch, tolerance=_tolerance(args, precision_key(contract.export)),
+        batch=args.batch, tolerance=_tolerance(args, precision_key(contract.export)), stream=stream,
     )  # fmt: skip
     print(json.dumps(report.to_json(), indent=2) if args.json else report.format())
     return 0 if report.passed else 1
