@@ -1,7 +1,8 @@
 """Which graph and which session options a runtime runs a precision with.
 
 bf16 is an inference hint on the f32 graph (OpenVINO); fp16 is a builder flag on the f32 graph for
-TensorRT and its own exported graph elsewhere; int8 is its own (quantised) graph. A runtime that
+TensorRT and its own exported graph elsewhere; int8 is its own (statically quantised, QDQ) graph,
+which OpenVINO compiles with an explicit f32 hint (int8 kernels come from the graph). A runtime that
 cannot run a precision says so when the session opens (UnsupportedError): the cell is then
 recorded as skipped, with that reason.
 """

@@ -30,14 +30,17 @@ from edgemem.errors import EdgememError, InputError
 ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_int8", "amx_bf16")
 
 
-def isa_flags() -> list[str]:
-    """The ISA flags of ``ISA_FLAGS`` this CPU reports in /proc/cpuinfo (empty elsewhere)."""
+def cpu_info() -> dict[str, Any]:
+    """CPU model and the ISA flags of ``ISA_FLAGS`` it reports in /proc/cpuinfo (Linux)."""
     try:
         with open("/proc/cpuinfo") as f:
-            flags = next((ln.split(":", 1)[1].split() for ln in f if ln.startswith("flags")), [])
+            lines = f.read().splitlines()
     except OSError:
-        return []
-    return [f for f in ISA_FLAGS if f in flags]
+        return {"cpu": platform.machine(), "isa": [], "cpus": os.cpu_count()}
+    field = {ln.split(":", 1)[0].strip(): ln.split(":", 1)[1].strip() for ln in reversed(lines) if ":" in ln}
+    flags = field.get("flags", "").split()
+    return {"cpu": field.get("model name", platform.machine()), "isa": [f for f in ISA_FLAGS if f in flags],
+            "cpus": os.cpu_count()}  # fmt: skip
 
 
 def _graph_contender(spec: str, threads: int | None) -> tuple[str, Callable[[], None], Any]:
@@ -99,7 +102,7 @@ def roundrobin(
     result: dict[str, Any] = {
         "rounds": rounds,
         "threads": threads,
-        "machine": {"cpu": platform.processor() or platform.machine(), "isa": isa_flags(), "cpus": os.cpu_count()},
+        "machine": cpu_info(),
         "load_avg_1min": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
         "contenders": {
             lab: {
