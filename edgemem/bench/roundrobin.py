@@ -97,6 +97,8 @@ def roundrobin(
         k = r % len(contenders)
         for label, step in contenders[k:] + contenders[:k]:
             times[label].append(_timed(step))
+    kernels = {lab: s.kernel_precisions() for lab, s in zip(labels[: len(sessions)], sessions, strict=True)
+               if hasattr(s, "kernel_precisions")}  # fmt: skip
     for s in sessions:
         s.close()
     result: dict[str, Any] = {
@@ -113,6 +115,7 @@ def roundrobin(
             for lab, ts in times.items()
         },
     }
+    result["openvino_kernel_precisions"] = kernels
     if baseline is not None:
         base = [w for w, _ in times[baseline]]
         result["baseline"] = baseline

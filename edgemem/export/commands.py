@@ -117,6 +117,8 @@ def _calibration(args: argparse.Namespace, model: StreamingModel) -> Calibration
         if given:
             raise InputError(f"{', '.join(given)}: only with --quantize int8")
         return None
+    if args.precision != "fp32":
+        raise InputError("int8 quantization applies to fp32 graphs; drop --precision fp16")
     if args.calib is None:
         raise InputError("--quantize int8 needs --calib DATA (a dataset, videos, or 'random')")
     videos = DEFAULT_VIDEOS if args.calib_videos is None else args.calib_videos
