@@ -29,7 +29,7 @@ from edgemem.export.graph import (
     rename_initializers,
     weights_from_graph,
 )
-from edgemem.export.quantize import QUANTIZERS
+from edgemem.export.quantize import QUANTIZERS, require
 from edgemem.export.verify import Tolerance, VerifyReport, run_checker, verify_graph
 from edgemem.export.wrapper import PREFIX, StepGraph
 from edgemem.models.streaming import StreamingModel
@@ -82,6 +82,8 @@ def to_onnx(
         raise InputError("int8 needs calibration data: --calib DATA (a dataset, videos, or 'random')")
     if quantize and quantizer not in QUANTIZERS:
         raise UnsupportedError(f"unknown quantizer '{quantizer}'; choose from {', '.join(QUANTIZERS)}")
+    if quantize and quantizer == "nncf":
+        require("nncf", "int8")  # before the export, not after it
     if runtimes is None:
         runtimes = ("ort-cpu", "openvino") if quantize else ("ort-cpu",)
     try:

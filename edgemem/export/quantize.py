@@ -47,7 +47,8 @@ def require(module: str, extra: str) -> Any:
 
 
 def int8_nodes(model: onnx.ModelProto) -> tuple[list[str], list[str]]:
-    """(quantized, float) names of the GEMM/convolution nodes (see the module docstring)."""
+    """(quantized, float) names of the GEMM/convolution nodes (see the module docstring); every
+    other node stays float too (``float_nodes``)."""
     inits = {i.name for i in model.graph.initializer}
     producer = {o: n for n in model.graph.node for o in n.output}
     quantized, kept = [], []
@@ -58,6 +59,13 @@ def int8_nodes(model: onnx.ModelProto) -> tuple[list[str], list[str]]:
         after_softmax = n.input[0] in producer and producer[n.input[0]].op_type == "Softmax"
         (quantized if weighted or after_softmax else kept).append(n.name)
     return quantized, kept
+
+
+def float_nodes(model: onnx.ModelProto) -> list[str]:
+    """Every node that is not a quantized GEMM/convolution: NNCF would otherwise also quantize the
+    inputs of residual ``Add``s and, fatally, of the state arithmetic (CM's running sum and count)."""
+    quantized = set(int8_nodes(model)[0])
+    return [n.name for n in model.graph.node if n.name not in quantized]
 
 
 @contextmanager
@@ -80,23 +88,31 @@ def _first_line(e: BaseException) -> str:
 
 
 def quantize_nncf(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]]) -> onnx.ModelProto:
-    """NNCF post-training quantization of the ONNX graph: transformer model type, symmetric
+    """NNCF post-training quantization of the ONNX graph: transformer model type (graphs with
+    attention), symmetric
     activations (the performance preset: with asymmetric ones, OpenVINO's low-precision pass fails
     on the memory concatenation with a broadcast error), min-max ranges over every feed."""
     nncf = require("nncf", "int8")
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
+    from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
-    _, kept = int8_nodes(model)
+    kept = float_nodes(model)
+    attention = any(n.op_type == "Softmax" for n in model.graph.node)
     # No SmoothQuant (it rescales weights by activation statistics and inserts per-channel Muls) and
     # no bias correction (it shifts biases to the calibration data: on a few clips, by more than the
     # bias itself): the graph keeps the model's weights, only rounded to int8.
+    # Global min/max activation ranges: NNCF's default averages the per-sample extremes, which
+    # clips what only late clips reach (a filled memory, CM's running sum): 15.6 -> 0.32 max |Δ|
+    # of the logits of cm_slow_tiny_cuematch over 64 real clips.
     advanced = AdvancedQuantizationParameters(
-        smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=-1), disable_bias_correction=True
-    )
+        smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=-1), disable_bias_correction=True,
+        activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX,
+    )  # fmt: skip
     try:
         with _quiet():
             quantized = nncf.quantize(
-                model, nncf.Dataset(feeds), model_type=nncf.ModelType.TRANSFORMER, preset=nncf.QuantizationPreset.PERFORMANCE, subset_size=len(feeds),
+                model, nncf.Dataset(feeds), model_type=nncf.ModelType.TRANSFORMER if attention else None,
+                preset=nncf.QuantizationPreset.PERFORMANCE, subset_size=len(feeds),
                 ignored_scope=nncf.IgnoredScope(names=kept, validate=False), advanced_parameters=advanced,
             )  # fmt: skip
     except Exception as e:  # NNCF raises plain exceptions on graphs it cannot handle
