@@ -79,9 +79,10 @@ def test_openvino_runs_int8_kernels(graphs: dict[str, Path], runtime: str) -> No
         pytest.skip("OpenVINO's CPU int8 kernels need AVX2 (VNNI/AVX-512 only make them faster)")
     with open_session(graphs["nncf"], runtime) as s:
         kernels = s.kernel_precisions()
-    assert kernels["FullyConnected"].get("i8", 0) >= 20  # every Linear of the 4 blocks
+    fc = kernels["FullyConnected"]
+    assert fc.get("i8", 0) + fc.get("u8", 0) >= 20  # every Linear of the 4 blocks runs an int8 kernel
     with open_session(graphs["f32"], runtime) as s:
-        assert "i8" not in s.kernel_precisions()["FullyConnected"]
+        assert set(s.kernel_precisions()["FullyConnected"]) == {"f32"}
 
 
 def test_ort_static_int8_agrees_with_f32_over_a_stream(data: Path, graphs: dict[str, Path]) -> None:

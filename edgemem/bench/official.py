@@ -11,7 +11,9 @@ head) and ``pytorchvideo`` (the PTV model zoo, imported inside a try by the offi
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import io
 import sys
 import types
 from collections.abc import Callable
@@ -50,9 +52,10 @@ def official_step(checkout: str | Path, num_classes: int, threads: int | None = 
         torch.set_num_threads(threads)
     _shim("detectron2.layers", ROIAlign=None)
     sys.path.insert(0, str(root))
-    try:
-        from memvit.config.defaults import get_cfg
-        from memvit.models.build import build_model
+    try:  # the official package prints advice about PyTorchVideo on import: keep stdout for results
+        with contextlib.redirect_stdout(io.StringIO()):
+            from memvit.config.defaults import get_cfg
+            from memvit.models.build import build_model
     except ImportError as e:
         raise InputError(f"--official {root}: cannot import the official code ({e}); see docs/BENCHMARKS.md") from None
     cfg = get_cfg()
