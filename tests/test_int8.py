@@ -133,7 +133,9 @@ def test_missing_nncf_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setitem(sys.modules, "nncf", None)  # import nncf -> ImportError
     assert main(["export", "memvit_tiny", "--out", str(tmp_path / "x.onnx"), "--quantize", "int8", "--calib",
                  "random", "--no-verify"]) == 2  # fmt: skip
-    assert capsys.readouterr().err.strip() == "edgemem export: error: nncf is not installed: pip install 'edgemem[int8]'"
+    assert (
+        capsys.readouterr().err.strip() == "edgemem export: error: nncf is not installed: pip install 'edgemem[int8]'"
+    )
     assert not list(tmp_path.iterdir())
 
 

@@ -54,7 +54,11 @@ def graphs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     d = tmp_path_factory.mktemp("verify")
     out = {}
     cal = synthetic_calibration(make_toy().input_shape)
-    for key, kw in {"fp32": {}, "fp16": {"precision": "fp16"}, "int8": {"quantize": "int8", "calibration": cal}}.items():
+    for key, kw in {
+        "fp32": {},
+        "fp16": {"precision": "fp16"},
+        "int8": {"quantize": "int8", "calibration": cal},
+    }.items():
         out[key] = str(d / f"toy_{key}.onnx")
         to_onnx(make_toy(), out[key], verify=False, **kw)
     return out
