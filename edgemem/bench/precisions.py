@@ -2,7 +2,8 @@
 
 bf16 is an inference hint on the f32 graph (OpenVINO); fp16 is ONNX Runtime's TensorRT fp16 option on
 the f32 graph for ort-tensorrt and the exported fp16 graph elsewhere (native TensorRT builds it strongly
-typed, the one fp16 path TensorRT 10 and 11 share); int8 is its own (quantised) graph. A runtime that
+typed, the one fp16 path TensorRT 10 and 11 share); int8 is its own (statically quantised, QDQ) graph,
+which OpenVINO compiles with an explicit f32 hint (int8 kernels come from the graph). A runtime that
 cannot run a precision says so when the session opens (UnsupportedError): the cell is then
 recorded as skipped, with that reason (``runtimes.precisions.check_precision``: bf16 on a CPU without
 AVX512-BF16/AMX, ...).

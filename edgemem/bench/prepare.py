@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 
 def export_graph(
@@ -34,7 +35,11 @@ def export_graph(
     overrides = {"frame_scale": frame_scale} if frame_scale != 1 else {}
     torch.manual_seed(0)
     model = resolve_model(model_name, checkpoint, **overrides).eval()
-    options = {"fp16": {"precision": "fp16"}, "int8": {"quantize": "int8"}}.get(precision, {})
+    options: dict[str, Any] = {"fp16": {"precision": "fp16"}}.get(precision, {})
+    if precision == "int8":  # random-frame calibration: these graphs are for speed (see docs/BENCHMARKS.md)
+        from edgemem.export.calibration import synthetic_calibration
+
+        options = {"quantize": "int8", "calibration": synthetic_calibration(model.input_shape)}
     out.parent.mkdir(parents=True, exist_ok=True)
     to_onnx(model, out, batch=batch, verify=verify, **options)
     return out

@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from edgemem.errors import InputError
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -86,7 +88,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(prediction from the last clip), two-scan memory for CM. Also clip-level accuracy by "
         "temporal position.",
     )
-    e.add_argument("checkpoint", metavar="RUN_OR_CHECKPOINT")
+    e.add_argument("checkpoint", metavar="RUN_OR_CHECKPOINT", help="a run, a .pyth, or an exported GRAPH.onnx")
     e.add_argument(
         "--config", metavar="YAML",
         help="score an official checkpoint: build it from this PySlowFast/MeMViT config (in --view test)",
@@ -103,6 +105,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--workers", type=int, default=0)
     e.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: usable CPUs)")
     e.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    e.add_argument("--runtime", default=None, help="GRAPH.onnx: the runtime to score it on (default ort-cpu)")
+    e.add_argument("--precision", default=None, help="GRAPH.onnx on OpenVINO: inference precision f32|bf16")
     e.set_defaults(func=_eval)
 
 
@@ -126,6 +130,11 @@ def _eval(args: argparse.Namespace) -> int:
     if args.view is not None and args.config is None:
         raise InputError("--view applies with --config (an official checkpoint built from its YAML)")
     torch.set_num_threads(resolve_threads(args.threads))  # default: the usable CPUs
+    if str(args.checkpoint).endswith(".onnx"):
+        return _eval_graph(args)
+    given = [o for o, v in (("--runtime", args.runtime), ("--precision", args.precision)) if v is not None]
+    if given:
+        raise InputError(f"{', '.join(given)} only apply to an exported GRAPH.onnx")
     metrics = evaluate_checkpoint(
         args.checkpoint,
         args.data,
@@ -139,5 +148,23 @@ def _eval(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(metrics))
     else:
+        sys.stdout.write(format_report(metrics))
+    return 0
+
+
+def _eval_graph(args: argparse.Namespace) -> int:
+    from edgemem.train.evaluate import format_report
+    from edgemem.train.evaluate_graph import evaluate_graph
+
+    if args.config is not None:
+        raise InputError("--config applies to checkpoints; an exported graph carries its own model card")
+    metrics = evaluate_graph(
+        args.checkpoint, args.data, runtime=args.runtime or "ort-cpu", precision=args.precision,
+        split=args.split, views=args.views, threads=args.threads,
+    )  # fmt: skip
+    if args.json:
+        print(json.dumps(metrics))
+    else:
+        sys.stdout.write(f"{metrics['graph']} on {metrics['runtime']} ({metrics['graph_precision']} graph)\n")
         sys.stdout.write(format_report(metrics))
     return 0
