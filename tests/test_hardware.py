@@ -162,12 +162,12 @@ def test_compiled_precision_is_checked(monkeypatch: pytest.MonkeyPatch, graph: P
 def test_verify_refuses_an_int8_graph_where_the_runtime_has_no_int8(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from test_export_toys import make_toy
-
+    from edgemem.export.calibration import synthetic_calibration
     from edgemem.export.onnx import to_onnx
 
     path = tmp_path / "toy_int8.onnx"
-    to_onnx(make_toy(), path, quantize="int8", verify=False)
+    toy = make_model(seed=0)
+    to_onnx(toy, path, quantize="int8", calibration=synthetic_calibration(toy.input_shape), verify=False)
     monkeypatch.setattr(hardware, "openvino_capabilities", lambda device="CPU": frozenset({"FP32"}))
     assert main(["verify", str(path), "--runtimes", "ort-cpu,openvino"]) == 2
     err = capsys.readouterr().err.strip()
