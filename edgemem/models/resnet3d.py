@@ -332,7 +332,7 @@ class ResNet3D(ClipBackbone):
 
 @register_family("resnet3d")
 def _from_card(card: dict[str, Any]) -> ResNet3D:
-    return ResNet3D(ResNetConfig.from_dict(card["config"]), preset=card.get("name"))
+    return ResNet3D(ResNetConfig.from_dict(card.config), preset=card.name)
 
 
 def _build(name: str, defaults: dict[str, Any], overrides: dict[str, Any]) -> ResNet3D:

@@ -234,7 +234,7 @@ class X3D(ClipBackbone):
 
 @register_family("x3d")
 def _from_card(card: dict[str, Any]) -> X3D:
-    return X3D(X3DConfig.from_dict(card["config"]), preset=card.get("name"))
+    return X3D(X3DConfig.from_dict(card.config), preset=card.name)
 
 
 X3D_PRESETS: dict[str, dict[str, Any]] = {
