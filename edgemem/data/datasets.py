@@ -43,6 +43,7 @@ __all__ = [
     "VideoDir",
     "VideoRecord",
     "check_dataset",
+    "eval_transform",
     "stack_batch",
     "train_augment",
 ]
@@ -55,8 +56,10 @@ def train_augment(clip: ClipSpec) -> TrainAugment:
     lo, hi = train_scales(clip.crop_size)
     return TrainAugment(clip.crop_size, lo, hi, clip.mean, clip.std)
 
-    def eval_transform(self, num_crops: int = 1) -> EvalTransform:
-        return EvalTransform(self.crop_size, self.crop_size, self.mean, self.std, num_crops)
+
+def eval_transform(clip: ClipSpec, num_crops: int = 1) -> EvalTransform:
+    """The evaluation preprocessing of a model's clip (``num_crops`` spatial crops)."""
+    return EvalTransform(clip.crop_size, clip.crop_size, clip.mean, clip.std, num_crops)
 
 
 @dataclass
@@ -148,7 +151,7 @@ class ClipDataset(_ClipSource):
         self.temporal_views = 1 if train else temporal_views
         self.spatial_crops = 1 if train else spatial_crops
         self.augment = train_augment(geometry)
-        self.transform = geometry.eval_transform(self.spatial_crops)
+        self.transform = eval_transform(geometry, self.spatial_crops)
 
     @property
     def views(self) -> int:
@@ -210,7 +213,7 @@ class MultiClipDataset(_ClipSource):
         self.train = train
         self.spatial_crops = 1 if train else spatial_crops
         self.augment = train_augment(geometry)
-        self.transform = geometry.eval_transform(self.spatial_crops)
+        self.transform = eval_transform(geometry, self.spatial_crops)
 
     def __len__(self) -> int:
         return len(self.records) * self.spatial_crops
@@ -254,7 +257,7 @@ class StreamingDataset(_ClipSource):
         super().__init__(records, geometry, seed)
         self.train = train
         self.augment = train_augment(geometry)
-        self.transform = geometry.eval_transform(1)
+        self.transform = eval_transform(geometry, 1)
         self.clips_per_video: list[int] = []
         self.skipped: dict[int, str] = {}
         for i, rec in enumerate(self.records):

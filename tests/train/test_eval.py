@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from edgemem.data.datasets import ClipDataset, ClipGeometry, StreamingDataset, VideoDir
+from edgemem.data.datasets import ClipDataset, StreamingDataset, VideoDir
 from edgemem.data.synth import generate
 from edgemem.errors import CheckpointError, EdgememError
 from edgemem.models import pretrained
@@ -34,7 +34,7 @@ def test_streaming_eval_classifies_by_the_last_clip(data: Path) -> None:
     torch.set_num_threads(1)
     model = _model("memvit_tiny")
     records = VideoDir(data).split("val")
-    geo = ClipGeometry.from_card(model.model_card())
+    geo = model.model_card().clip
     m = eval_streaming(model, records, geo, batch_size=2)
     ds = StreamingDataset(records, geo, train=False)
     hits, pos_hits = 0, [0] * 4
@@ -61,7 +61,7 @@ def test_clip_eval_averages_view_softmax(data: Path) -> None:
     torch.set_num_threads(1)
     model = _model("mvit_tiny", frame_scale=2)
     records = VideoDir(data).split("val")
-    geo = ClipGeometry.from_card(model.model_card())
+    geo = model.model_card().clip
     m = eval_clip_model(model, records, geo, views=3, batch_size=4)
     ds = ClipDataset(records, geo, train=False, temporal_views=3)
     with torch.no_grad():
