@@ -88,6 +88,8 @@ def load_zoo(entry: dict[str, Any], **overrides: Any) -> Any:
             raise EdgememError(f"shipped weights '{entry['name']}' were trained with other settings than {bad}")
     model = from_card(card)
     load_state_strict(model, ckpt["model_state"])
+    # The zoo entry names the shipped memory-less model it is compared with (its card predates contract 2).
+    model.backbone_preset = entry.get("backbone") or card.backbone
     names = card.class_names or (entry.get("dataset") or {}).get("class_names")
     if names:
         model.class_names = list(names)

@@ -82,3 +82,18 @@ def test_duplicate_names_are_refused() -> None:
     with pytest.raises(EdgememError, match="family 'mvit' is already registered"):
         register_family("mvit")(lambda card: None)
     assert create_model("memvit_tiny").model_card().name == "memvit_tiny"  # the original stays
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_memory_presets_declare_a_registered_backbone(name: str) -> None:
+    """A memory preset names the memory-less preset it is compared with (bench pairs by it); others none."""
+    card = _meta(name).model_card()
+    if card.memory is None:
+        assert card.backbone is None
+    else:
+        assert card.backbone in MODELS and _meta(card.backbone).model_card().memory is None
+
+
+def test_zoo_weights_declare_their_shipped_backbone() -> None:
+    assert create_model("memvit_tiny_cuematch").model_card().backbone == "mvit_tiny_cuematch"
+    assert create_model("cm_slow_tiny_cuematch").model_card().backbone == "slow_tiny_cuematch"
