@@ -37,5 +37,6 @@ __all__ = [
     "BATCH_DIM", "CONTRACT_VERSION", "DTYPES", "FRAMES", "LOGITS", "META_CONTRACT", "META_EXPORT", "META_MODEL",
     "META_STATE", "READABLE_VERSIONS", "RESET", "STATE_IN", "STATE_OUT", "ClipSpec", "ConcreteSpec", "Cost",
     "GraphContract", "MemorySpec", "ModelCard", "TensorSpec", "check_state", "parse_card", "read_contract",
-    "specs_from_json", "specs_to_json", "state_in_name", "stored_card", "state_out_name", "validate_state_json", "write_contract",
+    "specs_from_json", "specs_to_json", "state_in_name", "state_out_name", "stored_card", "validate_state_json",
+    "write_contract",
 ]  # fmt: skip

@@ -9,12 +9,13 @@ contract 1 allowed them).
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from typing import Any, ClassVar
 
 from edgemem.contract.specs import META_MODEL
 from edgemem.errors import StateError
 
 NUM = (int, float)
+Schema = dict[str, tuple[type | None, ...]]  # key -> the JSON types it may hold (None: null)
 HEAD_ACTS = ("softmax", "sigmoid", "none")
 VIEWS = ("train", "test")
 
@@ -31,13 +32,14 @@ def _type_ok(value: Any, allowed: tuple[type | None, ...]) -> bool:
     return any(t is not None and isinstance(value, t) for t in allowed)
 
 
-def _strict(d: Any, schema: dict[str, tuple[type | None, ...]], where: str) -> dict[str, Any]:
+def _strict(d: Any, schema: Schema, where: str) -> dict[str, Any]:
     """``d`` checked to be an object with exactly the keys of ``schema``, each of an allowed type."""
     if not isinstance(d, dict):
         raise _fail(where, f"must be a JSON object, got {type(d).__name__}")
     missing, unknown = sorted(set(schema) - set(d)), sorted(set(d) - set(schema))
     if missing or unknown:
-        raise _fail(where, ", ".join([f"lacks {missing}"] * bool(missing) + [f"unknown keys {unknown}"] * bool(unknown)))
+        parts = [f"lacks {missing}"] * bool(missing) + [f"unknown keys {unknown}"] * bool(unknown)
+        raise _fail(where, ", ".join(parts))
     for key, allowed in schema.items():
         if not _type_ok(d[key], allowed):
             names = " or ".join("null" if t is None else t.__name__ for t in allowed)
@@ -57,8 +59,9 @@ class ClipSpec:
     mean: tuple[float, ...] = (0.45, 0.45, 0.45)
     std: tuple[float, ...] = (0.225, 0.225, 0.225)
 
-    SCHEMA = {"frames": (int,), "sampling_rate": (int,), "crop_size": (int,), "target_fps": NUM,
-              "mean": (list,), "std": (list,)}  # fmt: skip
+    SCHEMA: ClassVar[Schema] = {
+        "frames": (int,), "sampling_rate": (int,), "crop_size": (int,), "target_fps": NUM, "mean": (list,), "std": (list,),
+    }  # fmt: skip
 
     @property
     def span(self) -> int:
@@ -138,8 +141,10 @@ class Cost:
     temporal_support_clips: int | None
     temporal_support_s: float | None
 
-    SCHEMA = {"params": (int,), "gflops_step": NUM, "gflops_first_step": NUM, "state_bytes": (int,),
-              "temporal_support_clips": (int, None), "temporal_support_s": (int, float, None)}  # fmt: skip
+    SCHEMA: ClassVar[Schema] = {
+        "params": (int,), "gflops_step": NUM, "gflops_first_step": NUM, "state_bytes": (int,),
+        "temporal_support_clips": (int, None), "temporal_support_s": (int, float, None),
+    }  # fmt: skip
 
     def to_json(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -173,9 +178,11 @@ class ModelCard:
     head_act: str = "softmax"
     view: str = "train"
 
-    SCHEMA = {"name": (str, None), "family": (str,), "source": (str, None), "config": (dict,), "clip": (dict,),
-              "num_classes": (int,), "class_names": (list, None), "frame_scale": (int,), "memory": (dict, None),
-              "backbone": (str, None), "cost": (dict, None), "head_act": (str,), "view": (str,)}  # fmt: skip
+    SCHEMA: ClassVar[Schema] = {
+        "name": (str, None), "family": (str,), "source": (str, None), "config": (dict,), "clip": (dict,),
+        "num_classes": (int,), "class_names": (list, None), "frame_scale": (int,), "memory": (dict, None),
+        "backbone": (str, None), "cost": (dict, None), "head_act": (str,), "view": (str,),
+    }  # fmt: skip
 
     @property
     def display_name(self) -> str:
@@ -201,7 +208,7 @@ class ModelCard:
     def from_json(cls, d: Any) -> ModelCard:
         """The card of contract 2: exactly the keys of ``to_json``."""
         d = _strict(d, dict(cls.SCHEMA), "")
-        return cls._build(d, ClipSpec.from_json(d["clip"]), MemorySpec, cost=d["cost"])
+        return cls._build(d, ClipSpec.from_json(d["clip"]), cost=d["cost"])
 
     @classmethod
     def from_v1(cls, d: Any) -> ModelCard:
@@ -215,10 +222,10 @@ class ModelCard:
         _strict({k: d[k] for k in schema}, schema, "")  # extra keys were allowed in contract 1
         clip = ClipSpec.from_json({k: d[k] for k in ClipSpec.SCHEMA}, "")
         v1 = {**d, "backbone": None, "head_act": d.get("head_act", "softmax"), "view": d.get("view", "train")}
-        return cls._build(v1, clip, MemorySpec, cost=None, v1=True)
+        return cls._build(v1, clip, cost=None, v1=True)
 
     @classmethod
-    def _build(cls, d: dict[str, Any], clip: ClipSpec, mem: type[MemorySpec], cost: Any, v1: bool = False) -> ModelCard:
+    def _build(cls, d: dict[str, Any], clip: ClipSpec, cost: Any, v1: bool = False) -> ModelCard:
         if d["head_act"] not in HEAD_ACTS or d["view"] not in VIEWS:
             raise _fail("", f"head_act {d['head_act']!r} / view {d['view']!r}: expected {HEAD_ACTS} / {VIEWS}")
         names = d["class_names"]
@@ -229,7 +236,7 @@ class ModelCard:
         return cls(
             family=d["family"], config=d["config"], clip=clip, num_classes=d["num_classes"], name=d["name"],
             source=d["source"], class_names=None if names is None else tuple(names), frame_scale=d["frame_scale"],
-            memory=None if d["memory"] is None else mem.from_json(d["memory"], v1=v1), backbone=d["backbone"],
+            memory=None if d["memory"] is None else MemorySpec.from_json(d["memory"], v1=v1), backbone=d["backbone"],
             cost=None if cost is None else Cost.from_json(cost), head_act=d["head_act"], view=d["view"],
         )  # fmt: skip
 
