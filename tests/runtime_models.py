@@ -52,7 +52,13 @@ class TinyMem(StreamingModel):
         logits = self.head(torch.cat([f, mem.flatten(1), count / 10], 1))
         return logits, {"mem": torch.cat([mem[:, 1:], f[:, None]], 1), "count": count + 1}
 
-    def forward(self, frames: Tensor, reset: Tensor, mem: Tensor, count: Tensor) -> tuple[Tensor, ...]:
+    def forward(
+        self, frames: Tensor, reset: Tensor | None = None, mem: Tensor | None = None, count: Tensor | None = None
+    ) -> Tensor | tuple[Tensor, ...]:
+        """``forward(frames)``: logits with empty memory (the StreamingModel contract, what the exporter
+        counts); with ``reset, mem, count``: the flat step that ``export`` below traces."""
+        if mem is None or count is None:
+            return self.step(frames, self.init_state(frames.shape[0]))[0]
         logits, new = self.step(frames, {"mem": mem, "count": count}, reset)
         return logits, new["mem"], new["count"]
 

@@ -81,7 +81,7 @@ def test_cm_eval_runs_two_scans(data: Path) -> None:
 def test_zoo_entry_loads_and_checks_sha(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     torch.manual_seed(0)
     model = create_model("mvit_tiny", num_classes=4)
-    card = model.model_card() | {"class_names": ["a", "b", "c", "d"]}
+    card = model.model_card().with_(class_names=["a", "b", "c", "d"])
     ckpts.save_epoch(tmp_path, ckpts.make_payload(model, None, 1, card, {}), best=True)
     (tmp_path / "toy.pyth").write_bytes((tmp_path / "checkpoints" / "last.pyth").read_bytes())
     sha = pretrained.sha256_of(tmp_path / "toy.pyth")
