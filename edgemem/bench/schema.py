@@ -171,6 +171,7 @@ def empty_result(cell: Cell, machine: dict[str, Any], status: str = "failed", er
         "gflops_step": None,
         "state_bytes": None,
         "params": None,
+        "backbone": None,
         "accuracy": None,
         "status": status,
         "error": error,

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from edgemem.contract import FRAMES, RESET, state_in_name
+from edgemem.contract import FRAMES, RESET, ModelCard, state_in_name
 from edgemem.errors import InputError
 from edgemem.export.stream import Stream
 
@@ -80,13 +80,13 @@ def _video_list(source: Path, option: str) -> tuple[list[str], str]:
 
 
 def load_calibration(
-    source: str | os.PathLike[str], card: dict[str, Any], videos: int = DEFAULT_VIDEOS, option: str = "--calib"
+    source: str | os.PathLike[str], card: ModelCard, videos: int = DEFAULT_VIDEOS, option: str = "--calib"
 ) -> Calibration:
     """Decode up to ``videos`` videos of ``source`` into consecutive clips of ``card``'s geometry.
 
     Raises InputError (CLI exit 2) for a missing source, one without videos, or one where no video
     gives a single clip."""
-    from edgemem.data.datasets import ClipGeometry, StreamingDataset, VideoRecord
+    from edgemem.data.datasets import StreamingDataset, VideoRecord
     from edgemem.data.samplers import StreamIndex
 
     if videos < 1:
@@ -94,7 +94,7 @@ def load_calibration(
     paths, name = _video_list(Path(source), option)
     if not paths:
         raise InputError(f"{option} {source}: no videos found ({', '.join(VIDEO_SUFFIXES)})")
-    geometry = ClipGeometry.from_card(card)
+    geometry = card.clip
     ds = StreamingDataset([VideoRecord(p, 0) for p in paths], geometry, train=False)
     out: list[list[np.ndarray]] = []
     for v in ds.readable_videos:

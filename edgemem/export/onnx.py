@@ -32,6 +32,7 @@ from edgemem.export.graph import (
 from edgemem.export.quantize import QUANTIZERS, require
 from edgemem.export.verify import Tolerance, VerifyReport, run_checker, verify_graph
 from edgemem.export.wrapper import PREFIX, StepGraph
+from edgemem.models.info import model_cost
 from edgemem.models.streaming import StreamingModel
 
 DEFAULT_OPSET = 18
@@ -93,6 +94,7 @@ def to_onnx(
     os.close(fd)
     tmp = Path(tmp_name)
     try:
+        card = model.model_card().with_(cost=model_cost(model))  # measured here, carried by the graph
         proto = _export_proto(model, batch, opset)
         if precision == "fp16":
             from edgemem.export.precision import to_fp16
@@ -102,11 +104,11 @@ def to_onnx(
         export_info = {"precision": precision, "quantize": quantize, "opset": opset, "torch": torch.__version__,
                        "edgemem": edgemem.__version__, "unused_weights": unused}  # fmt: skip
         specs = model.state_specs(BATCH_DIM if batch is None else batch)
-        write_contract(proto, specs, model.model_card(), export_info)
+        write_contract(proto, specs, card, export_info)
         if quantize == "int8" and calibration is not None:
             proto = _quantize(proto, tmp, calibration, quantizer, batch or 1, set(model.state_dict()))
             export_info |= {"quantizer": quantizer, "calibration": calibration.describe()}
-            write_contract(proto, specs, model.model_card(), export_info)
+            write_contract(proto, specs, card, export_info)
         stats = lint_graph(proto)
         if proto.ByteSize() > SINGLE_FILE_LIMIT:
             raise UnsupportedError("graphs over 2 GB (external data) are not supported yet")

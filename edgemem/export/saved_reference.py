@@ -92,7 +92,7 @@ def save_reference(
         "version": FORMAT_VERSION,
         "graph": Path(graph).name,
         "graph_sha256": graph_sha256(graph),
-        "model": contract.card.get("name") or contract.card.get("family"),
+        "model": contract.card.display_name,
         "precision": precision,
         "batch": stream.batch,
         "clips": stream.steps,

@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from edgemem.contract import ModelCard, stored_card
 from edgemem.errors import CheckpointError, EdgememError
 
 
@@ -81,22 +82,25 @@ def load_zoo(entry: dict[str, Any], **overrides: Any) -> Any:
     ckpt = read_pyth(path)
     card = _card_from_ckpt(ckpt, path)
     if overrides:
-        bad = {k: v for k, v in overrides.items() if card.get(k, card["config"].get(k)) != v}
+        trained = {**card.config, **card.clip.to_json(), "frame_scale": card.frame_scale, "num_classes": card.num_classes}
+        bad = {k: v for k, v in overrides.items() if trained.get(k) != v}
         if bad:
             raise EdgememError(f"shipped weights '{entry['name']}' were trained with other settings than {bad}")
     model = from_card(card)
     load_state_strict(model, ckpt["model_state"])
-    names = card.get("class_names") or (entry.get("dataset") or {}).get("class_names")
+    # The zoo entry names the shipped memory-less model it is compared with (its card predates contract 2).
+    model.backbone_preset = entry.get("backbone") or card.backbone
+    names = card.class_names or (entry.get("dataset") or {}).get("class_names")
     if names:
         model.class_names = list(names)
     model.eval()
     return model
 
 
-def _card_from_ckpt(ckpt: dict[str, Any], path: Path) -> dict[str, Any]:
+def _card_from_ckpt(ckpt: dict[str, Any], path: Path) -> ModelCard:
     import json
 
     text = ckpt.get("edgemem_card")
     if not isinstance(text, str):
         raise CheckpointError(f"{path} carries no edgemem model card")
-    return json.loads(text)
+    return stored_card(json.loads(text))

@@ -8,7 +8,8 @@ from typing import Any
 
 import torch
 
-from edgemem.errors import CheckpointError, EdgememError
+from edgemem.contract import stored_card
+from edgemem.errors import CheckpointError, EdgememError, StateError
 from edgemem.models.registry import create_model, is_model
 
 _YAML = (".yaml", ".yml")
@@ -70,24 +71,24 @@ def _edgemem_checkpoint(preset: str, checkpoint: str, overrides: dict[str, Any])
     if not isinstance(text, str):
         return None
     try:
-        card = json.loads(text)
-    except json.JSONDecodeError as e:
+        card = stored_card(json.loads(text))
+    except (json.JSONDecodeError, StateError) as e:
         raise CheckpointError(f"{checkpoint}: malformed edgemem model card: {e}") from None
-    trained_as = card.get("name") or card.get("source")
+    trained_as = card.name or card.source
     if trained_as != preset:
         zoo = _zoo_name_of(checkpoint)
         hint = f"`{trained_as}`" + (f" or the shipped weights' name `{zoo}` (no --checkpoint)" if zoo else "")
         raise CheckpointError(
-            f"{checkpoint} holds a '{trained_as}' model ({card.get('num_classes')} classes), not '{preset}': "
+            f"{checkpoint} holds a '{trained_as}' model ({card.num_classes} classes), not '{preset}': "
             f"use MODEL {hint}"
         )
     if overrides:
-        model = create_model(preset, **({"num_classes": card["num_classes"]} | overrides))
+        model = create_model(preset, **({"num_classes": card.num_classes} | overrides))
     else:
         model = from_card(card)
     load_state_strict(model, ckpt["model_state"])
-    if card.get("class_names"):
-        model.class_names = list(card["class_names"])
+    if card.class_names:
+        model.class_names = list(card.class_names)
     return model
 
 

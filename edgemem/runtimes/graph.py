@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from edgemem.contract import TensorSpec, read_contract
+from edgemem.contract import ModelCard, TensorSpec, read_contract
 from edgemem.errors import InputError
 
 
@@ -18,7 +17,7 @@ from edgemem.errors import InputError
 class GraphInfo:
     path: Path
     specs: list[TensorSpec]
-    card: dict[str, Any]
+    card: ModelCard
     input_shape: tuple[int, int, int, int]  # (C, T, H, W)
     static_batch: int | None  # the batch a static graph was exported for, None if dynamic
 

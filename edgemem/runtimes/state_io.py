@@ -12,7 +12,6 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -29,7 +28,7 @@ FORMATS = (".npz", ".safetensors")
 class SavedState:
     state: dict[str, np.ndarray]
     specs: list[C.TensorSpec]
-    card: dict[str, Any] | None
+    card: C.ModelCard | None
 
 
 def check_suffix(path: Path) -> str:
@@ -50,7 +49,7 @@ def save_state(
     path: str | os.PathLike[str],
     state: dict[str, np.ndarray],
     specs: list[C.TensorSpec],
-    card: dict[str, Any] | None = None,
+    card: C.ModelCard | None = None,
 ) -> Path:
     """Write ``state`` (validated against ``specs``) and its spec to ``path`` (temp file + rename)."""
     path = Path(path)
@@ -60,7 +59,7 @@ def save_state(
     C.check_state(arrays, specs, batch=batch)
     check_finite(arrays, f"state to save in {path.name}")
     spec_json = C.specs_to_json(list(specs))
-    card_json = json.dumps(card) if card is not None else ""
+    card_json = json.dumps(card.to_json()) if card is not None else ""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=fmt)
@@ -114,20 +113,20 @@ def load_state(path: str | os.PathLike[str]) -> SavedState:
     batch = next(iter(arrays.values())).shape[0] if arrays else None
     C.check_state(arrays, specs, batch=batch)
     check_finite(arrays, f"state file {path.name}")
-    return SavedState(arrays, specs, json.loads(card_json) if card_json else None)
+    return SavedState(arrays, specs, C.stored_card(json.loads(card_json)) if card_json else None)
 
 
-# Card keys that say which model (head, classes, clip length) a state was carried by.
+# Card fields that say which model (head, classes, clip length) a state was carried by.
 _IDENTITY = ("name", "num_classes", "class_names", "frame_scale")
 
 
-def check_same_model(saved: SavedState, card: dict[str, Any] | None, path: str | os.PathLike[str]) -> None:
-    """StateError when the model that saved ``saved`` differs from ``card`` in a key both record."""
+def check_same_model(saved: SavedState, card: C.ModelCard | None, path: str | os.PathLike[str]) -> None:
+    """StateError when the model that saved ``saved`` differs from ``card`` in a field both record."""
     if saved.card is None or card is None:
         return
-    diff = [k for k in _IDENTITY if k in saved.card and k in card and saved.card[k] != card[k]]
-    if diff:
-        k = diff[0]
-        raise StateError(
-            f"state file {Path(path).name} was saved by another model: {k}={saved.card[k]!r}, this model has {card[k]!r}"
-        )
+    for k in _IDENTITY:
+        mine, theirs = getattr(saved.card, k), getattr(card, k)
+        if mine is not None and theirs is not None and mine != theirs:
+            raise StateError(
+                f"state file {Path(path).name} was saved by another model: {k}={mine!r}, this model has {theirs!r}"
+            )

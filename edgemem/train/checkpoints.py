@@ -19,7 +19,8 @@ import torch
 import yaml
 from torch import nn
 
-from edgemem.errors import CheckpointError
+from edgemem.contract import ModelCard, stored_card
+from edgemem.errors import CheckpointError, StateError
 from edgemem.models.checkpoint import load_state_strict, read_pyth, save_pyth
 
 CKPT_DIR = "checkpoints"
@@ -36,18 +37,19 @@ def make_payload(
     model: nn.Module,
     optimizer: torch.optim.Optimizer | None,
     epoch: int,
-    card: dict[str, Any],
+    card: ModelCard,
     train_state: dict[str, Any],
 ) -> dict[str, Any]:
     """The ``.pyth`` dict; ``model`` may be DDP-wrapped (the ``module.`` prefix is dropped)."""
     model_state = {k.removeprefix("module."): v.detach().cpu() for k, v in model.state_dict().items()}
-    cfg = yaml.safe_dump({"EDGEMEM": {"MODEL_CARD": card, "TRAIN": train_state}}, sort_keys=False)
+    card_json = card.to_json()
+    cfg = yaml.safe_dump({"EDGEMEM": {"MODEL_CARD": card_json, "TRAIN": train_state}}, sort_keys=False)
     return {
         "model_state": model_state,
         "optimizer_state": optimizer.state_dict() if optimizer is not None else None,
         "epoch": epoch,
         "cfg": cfg,
-        "edgemem_card": json.dumps(card),
+        "edgemem_card": json.dumps(card_json),
         "edgemem_train": json.dumps(train_state),
     }
 
@@ -81,8 +83,9 @@ def resolve_checkpoint(path: str | os.PathLike[str], prefer: str = BEST) -> Path
     return epochs[-1]
 
 
-def card_of(ckpt: dict[str, Any], where: str | os.PathLike[str]) -> dict[str, Any]:
-    """The edgemem model card stored in a checkpoint (CheckpointError for a foreign checkpoint)."""
+def card_of(ckpt: dict[str, Any], where: str | os.PathLike[str]) -> ModelCard:
+    """The edgemem model card stored in a checkpoint (CheckpointError for a foreign checkpoint; the
+    flat card of checkpoints written before contract 2 is read too)."""
     text = ckpt.get("edgemem_card")
     if not isinstance(text, str):
         raise CheckpointError(f"{where} is not an edgemem training checkpoint (no model card)")
@@ -90,9 +93,10 @@ def card_of(ckpt: dict[str, Any], where: str | os.PathLike[str]) -> dict[str, An
         card = json.loads(text)
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{where}: malformed model card: {e}") from None
-    if not isinstance(card, dict):
-        raise CheckpointError(f"{where}: malformed model card")
-    return card
+    try:
+        return stored_card(card)
+    except StateError as e:
+        raise CheckpointError(f"{where}: malformed model card: {e}") from None
 
 
 def train_state_of(ckpt: dict[str, Any]) -> dict[str, Any]:
@@ -118,12 +122,12 @@ def read_checkpoint_for_resume(run: Path, model: nn.Module, optimizer: torch.opt
     file = run / CKPT_DIR / LAST
     ckpt = read_pyth(file)
     card = card_of(ckpt, file)
-    own = json.loads(json.dumps(model.model_card()))  # tuples as lists, as stored
-    if card.get("family") != own.get("family") or card.get("config") != own.get("config"):
+    own = stored_card(json.loads(json.dumps(model.model_card().to_json())))  # tuples as lists, as stored
+    if card.family != own.family or card.config != own.config:
         raise CheckpointError(
-            f"--resume: {file} holds a different model ({card.get('name') or card.get('family')}, "
-            f"frames {card.get('frames')}, {card.get('num_classes')} classes) than requested "
-            f"({own.get('name') or own.get('family')}, frames {own.get('frames')}, {own.get('num_classes')} classes)"
+            f"--resume: {file} holds a different model ({card.display_name}, frames {card.clip.frames}, "
+            f"{card.num_classes} classes) than requested ({own.display_name}, frames {own.clip.frames}, "
+            f"{own.num_classes} classes)"
         )
     load_state_strict(model, ckpt["model_state"])
     if ckpt.get("optimizer_state") is not None:

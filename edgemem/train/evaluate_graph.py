@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from edgemem.data.datasets import ClipDataset, ClipGeometry, SkipTally, StreamingDataset, VideoDir, stack_batch
+from edgemem.data.datasets import ClipDataset, SkipTally, StreamingDataset, VideoDir, stack_batch
 from edgemem.data.samplers import StreamingBatchSampler
 from edgemem.errors import UnsupportedError
 from edgemem.train.evaluate import DEFAULT_VIEWS, _Tally
@@ -94,7 +94,7 @@ def evaluate_graph(
     options = _session_options(runtime, precision)
     with open_session(graph, runtime, threads=threads, **options) as session:
         records = VideoDir(data, num_classes=session.num_classes).split(split)
-        geometry = ClipGeometry.from_card(session.model_card)
+        geometry = session.model_card.clip
         if contract.state:
             ds = StreamingDataset(records, geometry, train=False)
             tally = _Tally(session.num_classes, max(ds.clips_per_video, default=1))

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
+from edgemem.contract import ModelCard
 from edgemem.errors import EdgememError
 from edgemem.train import checkpoints as ckpts
 from edgemem.train.distributed import DistInfo, all_sum, average_gradients, barrier
@@ -166,7 +167,7 @@ def train(
     state: LoopState,
     info: DistInfo,
     run: Path,
-    card: dict[str, Any],
+    card: ModelCard,
     options: dict[str, Any],
     bare_model: nn.Module,
 ) -> LoopState:

@@ -85,10 +85,10 @@ class TrainOptions:
 
 def family_of(model: nn.Module) -> str:
     """``clip`` (memory-less), ``memvit`` or ``cm``, from the model card's memory entry."""
-    mem = model.model_card().get("memory")
-    if not mem:
+    mem = model.model_card().memory
+    if mem is None:
         return "clip"
-    kind = mem.get("kind")
+    kind = mem.kind
     if kind not in ("memvit", "cm"):
         raise EdgememError(f"cannot train a model with memory of kind {kind!r}")
     return str(kind)
@@ -222,13 +222,13 @@ def _train(
             raise InputError(f"{run} already finished {state.epoch} epochs (--epochs {opts.epochs})")
     torch.manual_seed(opts.seed + 1000 * info.rank)
     card = model.model_card()
-    if card.get("class_names") is None:
-        card["class_names"] = list(classes)
+    if card.class_names is None:
+        card = card.with_(class_names=classes)
     recipe = build_recipe(family, model, resolved, train_items, val_items, info)
     wrapped = wrap_ddp(recipe.trainable(model), info, find_unused=family == "memvit")
     if info.main:
         run.mkdir(parents=True, exist_ok=True)
-        config = {"options": resolved, "model_card": card, "init": init_note, "dataset": str(Path(opts.data))}
+        config = {"options": resolved, "model_card": card.to_json(), "init": init_note, "dataset": str(Path(opts.data))}
         _write_json_atomic(run / "config.json", config)
     loop_cfg = LoopConfig(
         epochs=opts.epochs,

@@ -28,17 +28,19 @@ def result(model: str, fs: int, runtime: str, p50: float, rss: float, gflops: fl
 
 def sweep(machine: dict = CPU, runtime: str = "ort-cpu") -> list[dict]:
     """A memory model and its backbone frame-scaled 1..4; memory support = 4 clips."""
-    rows = [result("memvit_x", 1, runtime, 105.0, 300.0, 10.5, 8.532, state=4096, machine=machine)]
+    rows = [result("memvit_x", 1, runtime, 105.0, 300.0, 10.5, 8.532, state=4096, machine=machine, backbone="mvit_x")]
     for k, (lat, rss) in {1: (100.0, 280.0), 2: (230.0, 500.0), 4: (600.0, 1500.0)}.items():
         rows.append(result("mvit_x", k, runtime, lat, rss, 10.0 * k * 1.2 ** (k - 1), 2.133 * k, machine=machine))
     return rows
 
 
-def test_backbone_pairing():
-    assert backbone_of("memvit16_16x4", {}) == "mvit16_16x4"
-    assert backbone_of("cm_slow_tiny", {}) == "slow_tiny"
-    assert backbone_of("mvit_tiny", {}) is None
-    assert backbone_of("mine", {"mine": "theirs"}) == "theirs"
+def test_backbone_pairing_comes_from_the_card():
+    """The backbone a result's graph card declares; ``--pair`` overrides it; no name guessing."""
+    mem, plain = sweep()[0], sweep()[1]
+    assert backbone_of(mem, {}) == "mvit_x"
+    assert backbone_of(plain, {}) is None
+    assert backbone_of({**mem, "model": "memvit16_16x4", "backbone": None}, {}) is None
+    assert backbone_of(mem, {"memvit_x": "theirs"}) == "theirs"
 
 
 def test_ratios_of_memory_against_frame_scaling():
