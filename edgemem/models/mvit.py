@@ -106,6 +106,13 @@ class MViT(StreamingModel):
             elif isinstance(m, nn.LayerNorm):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+        # Memory compression starts as average pooling (the official code leaves PyTorch's random
+        # depthwise init): compressed memory then looks like the current clip's pooled K/V, which the
+        # shared K/V projections already read, instead of a random per-channel signed mix of it.
+        for blk in self.modules():
+            for conv in (getattr(blk, "compress_k", None), getattr(blk, "compress_v", None)):
+                if isinstance(conv, nn.Conv3d):
+                    nn.init.constant_(conv.weight, 1.0 / conv.weight[0].numel())
 
     # ----------------------------------------------------------------- StreamingModel API
     @property
@@ -414,6 +421,20 @@ def memvit_tiny(**kw: Any) -> MViT:
         attn_max_len=4, sampler="all", exclude_layers=(1, 3), compress_kernel=(5, 3, 3), compress_stride=(4, 2, 2)
     )
     return _build("memvit_tiny", _tiny(mem, kw))
+
+
+@register_model
+def memvit_tiny_long(**kw: Any) -> MViT:
+    """``memvit_tiny`` with a 16-clip memory (temporal support 16 clips, 8.5 s): 16 memory clips attended
+    directly in block 0, each compressed 5x3x3 / 4x2x2 to 4 tokens (1.09x the memory-less step)."""
+    mem = MemoryConfig(
+        attn_max_len=17,
+        sampler="all",
+        exclude_layers=(1, 2, 3),
+        compress_kernel=(5, 3, 3),
+        compress_stride=(4, 2, 2),
+    )
+    return _build("memvit_tiny_long", _tiny(mem, kw))
 
 
 @register_model
