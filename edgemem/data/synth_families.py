@@ -193,7 +193,7 @@ def render_relation(task: RelationTask, cues: tuple[int, ...], size: int, rng: n
         dur = int(rng.integers(4, 9))
         t0 = int(rng.integers(0, t_total - dur + 1))
         frames[t0 : t0 + dur][:, _shape_mask(size, rng)] = others[int(rng.integers(len(others)))]
-    for cue, win in zip(cues, task.cue_windows):
+    for cue, win in zip(cues, task.cue_windows, strict=True):
         frames[win * w : (win + 1) * w][:, _shape_mask(size, rng)] = PALETTE[task.colours[cue]]
     return frames
 
