@@ -49,6 +49,7 @@ class TrainOptions:
     curriculum: float | None = None
     memory_drop: float | None = None
     stream_loss: str = "last"
+    memory_grad: str = "bptt"
     resume: bool = False
     workers: int = 0
     precision: str = "auto"
@@ -78,6 +79,8 @@ class TrainOptions:
             raise InputError(f"--curriculum must be in [0, 1], got {self.curriculum}")
         if self.memory_drop is not None and not 0 <= self.memory_drop <= 1:
             raise InputError(f"--memory-drop must be in [0, 1], got {self.memory_drop}")
+        if self.memory_grad not in ("bptt", "pipelined"):
+            raise InputError(f"--memory-grad must be bptt or pipelined, got {self.memory_grad}")
         if self.workers < 0:
             raise InputError(f"--workers must be >= 0, got {self.workers}")
 
