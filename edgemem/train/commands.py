@@ -66,7 +66,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--memory-grad",
         choices=("bptt", "pipelined"),
-        default="bptt",
+        default=None,
         help="MeMViT: back-propagate through the memory over each video (default), or the paper's "
         "pipelined compression (older memory detached)",
     )

@@ -80,9 +80,9 @@ class StreamRecipe(RecipeBase):
         self.full = max(self.ds.clips_per_video)
         self.epochs = int(self.options["epochs"])
         self.fraction = float(self.options.get("curriculum") or 0.0)
-        self.bptt = self.options.get("memory_grad", "bptt") == "bptt"
+        self.bptt = (self.options.get("memory_grad") or "bptt") == "bptt"
         if self.bptt and self.stream_loss != "last":
-            raise InputError("--memory-grad bptt needs --stream-loss last (use --memory-grad pipelined)")
+            raise InputError("--stream-loss all needs --memory-grad pipelined (BPTT steps once per video)")
         self.state: State = {}
 
     def trainable(self, model: nn.Module) -> nn.Module:
