@@ -30,7 +30,9 @@ def test_missing_csv_and_unknown_model(tmp_path: Path, data: Path, capsys) -> No
     for cm_only in (["--no-batch-reduction"], ["--multi-iteration"], ["--infusion", "residual"]):
         _fails(["train", "mvit_tiny", "--data", str(data), "--out", str(run), *cm_only], capsys, "CM models only")
     _fails(["train", "mvit_tiny", "--data", str(data), "--out", str(run), "--memory-grad", "bptt"], capsys, "MeMViT")
-    _fails(["train", "memvit_tiny", "--data", str(data), "--out", str(run), "--stream-loss", "all"], capsys, "pipelined")
+    _fails(
+        ["train", "memvit_tiny", "--data", str(data), "--out", str(run), "--stream-loss", "all"], capsys, "pipelined"
+    )
     assert not run.exists()
 
 

@@ -252,4 +252,3 @@ def relation_meta(task: RelationTask) -> dict:
         "chance": 1.0 / task.num_classes,
         "ceilings": ceilings(task.cue_windows, task.clips, task.num_classes),
     }
-
