@@ -187,12 +187,16 @@ class MViT(StreamingModel):
         logits, new, _ = self._memory_step(frames, state, reset, pipelined=False)
         return logits, new
 
-    def train_step(self, frames: Tensor, state: State, reset: Tensor | None = None) -> tuple[Tensor, State]:
-        """Training step with the official pipelined gradients (state from ``init_train_state``).
+    def train_step(
+        self, frames: Tensor, state: State, reset: Tensor | None = None, bptt: bool = False
+    ) -> tuple[Tensor, State]:
+        """Training step (state from ``init_train_state``), with the official pipelined gradients or BPTT.
 
-        The previous clip's raw K-bar/V-bar (detached) is compressed inside this step, so the loss
-        of this clip trains the compression; older memory is detached. With ``gapN`` the previous
-        clip is never attended, so (as in the official code) compression gets no gradient.
+        Pipelined (default): the previous clip's raw K-bar/V-bar (detached) is compressed inside this
+        step, so the loss of this clip trains the compression; older memory is detached. With ``gapN``
+        the previous clip is never attended, so (as in the official code) compression gets no gradient.
+        ``bptt``: nothing is detached; the returned memory keeps its graph, so a later clip's loss
+        back-propagates into the clips the memory holds (the caller detaches the state when it steps).
         Random memory-clip dropping (``memory.mem_drop``) applies in training mode.
         """
         self.check_frames(frames)
@@ -202,10 +206,10 @@ class MViT(StreamingModel):
         from edgemem.contract import check_state
 
         check_state(state, self.train_state_specs(b), batch=b)
-        logits, new, raws = self._memory_step(frames, state, reset, pipelined=True)
+        logits, new, raws = self._memory_step(frames, state, reset, pipelined=not bptt, detach=not bptt)
         for i in self.memory_blocks:
-            new[f"mem.{i}.k_raw"] = raws[i][0].detach()
-            new[f"mem.{i}.v_raw"] = raws[i][1].detach()
+            new[f"mem.{i}.k_raw"] = raws[i][0] if bptt else raws[i][0].detach()
+            new[f"mem.{i}.v_raw"] = raws[i][1] if bptt else raws[i][1].detach()
         return logits, new
 
     def card_identity(self) -> tuple[str | None, str | None]:
@@ -280,9 +284,10 @@ class MViT(StreamingModel):
         return x, raws
 
     def _memory_step(
-        self, frames: Tensor, state: State, reset: Tensor | None, *, pipelined: bool
+        self, frames: Tensor, state: State, reset: Tensor | None, *, pipelined: bool, detach: bool = True
     ) -> tuple[Tensor, State, dict[int, tuple[Tensor, Tensor]]]:
         mem = self.cfg.memory
+        cut = Tensor.detach if detach else _keep
         assert mem is not None
         s, g = mem.slots, mem.gap
         valid = state[VALID]
@@ -312,12 +317,16 @@ class MViT(StreamingModel):
             attn = self.blocks[i].attn
             kr, vr = raws[i]
             k, v = full[i]
-            kc = attn.compress(kr.detach(), "k")[:, None]
-            vc = attn.compress(vr.detach(), "v")[:, None]
-            new[f"mem.{i}.k"] = torch.cat((kc, k[:, : s - 1]), dim=1).detach()
-            new[f"mem.{i}.v"] = torch.cat((vc, v[:, : s - 1]), dim=1).detach()
+            kc = attn.compress(cut(kr), "k")[:, None]
+            vc = attn.compress(cut(vr), "v")[:, None]
+            new[f"mem.{i}.k"] = cut(torch.cat((kc, k[:, : s - 1]), dim=1))
+            new[f"mem.{i}.v"] = cut(torch.cat((vc, v[:, : s - 1]), dim=1))
         new[VALID] = torch.cat((valid.new_ones((valid.shape[0], 1)), valid[:, : s - 1]), dim=1)
         return logits, new, raws
+
+
+def _keep(t: Tensor) -> Tensor:
+    return t
 
 
 @register_family("mvit")

@@ -107,6 +107,16 @@ def memvit_tiny(**kw: Any) -> MViT:
 
 
 @register_model
+def memvit_tiny_long(**kw: Any) -> MViT:
+    """``memvit_tiny`` whose blocks 0 and 2 attend 4 memory clips 4, 8, 12 and 16 clips back (``gap4``;
+    temporal support 32 clips, 17 s), compressed as ``memvit_tiny``'s (1.07x the memory-less step)."""
+    mem = MemoryConfig(
+        attn_max_len=5, sampler="gap4", exclude_layers=(1, 3), compress_kernel=(5, 3, 3), compress_stride=(4, 2, 2)
+    )
+    return _build("memvit_tiny_long", _tiny(mem, kw), backbone="mvit_tiny")
+
+
+@register_model
 def mvit_tiny(**kw: Any) -> MViT:
     """``memvit_tiny`` without memory (accepts ``frame_scale``)."""
     return _build("mvit_tiny", _tiny(None, kw))

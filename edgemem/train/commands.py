@@ -65,6 +65,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="last",
         help="MeMViT: loss on each video's last clip only (default), or on every streamed clip",
     )
+    p.add_argument(
+        "--memory-grad",
+        choices=("bptt", "pipelined"),
+        default=None,
+        help="MeMViT: back-propagate through the memory over each video (default), or the paper's "
+        "pipelined compression (older memory detached)",
+    )
     p.add_argument("--resume", action="store_true", help="continue RUN from its last checkpoint")
     p.add_argument("--workers", type=int, default=0, help="data loading processes per training process")
     p.add_argument(

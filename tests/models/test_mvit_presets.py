@@ -228,3 +228,31 @@ def test_fused_attention_equals_reference_formulation(name):
                 logits.append(out)
         outs[fused] = torch.stack(logits)
     torch.testing.assert_close(outs[True], outs[False], atol=1e-5, rtol=1e-5)
+
+
+def test_train_step_bptt_reaches_the_oldest_memory_clip():
+    """BPTT: the last clip's loss reaches the first clip's input through 3 clips of memory; the
+    pipelined step stops at the previous clip's compression."""
+    torch.manual_seed(0)
+    m = create_model("memvit_tiny").train()
+    for bptt, reaches in ((True, True), (False, False)):
+        state = m.init_train_state(1)
+        first = torch.randn(1, *m.input_shape, requires_grad=True)
+        for i in range(4):
+            x = first if i == 0 else torch.randn(1, *m.input_shape)
+            logits, state = m.train_step(x, state, bptt=bptt)
+        logits.sum().backward()
+        got = first.grad is not None and float(first.grad.abs().sum()) > 0
+        assert got == reaches
+    assert all(s.name in state for s in m.train_state_specs(1))
+
+
+def test_memvit_tiny_long_support_and_cost():
+    """16 clips of temporal support at <= 1.1x the short clip's GFLOPs (``edgemem info``)."""
+    from edgemem.models.info import model_info
+
+    long, short = model_info(create_model("memvit_tiny_long")), model_info(create_model("mvit_tiny"))
+    assert long["temporal_support"]["clips"] >= 16
+    assert long["gflops_step"] / short["gflops_step"] <= 1.1
+    mem = long["memory"]
+    assert mem["slots"] * mem["gap"] >= 16  # the oldest attended clip is 16 clips back
