@@ -127,7 +127,7 @@ class StreamRecipe(RecipeBase):
             if all_sum([float(valid.any())], self.info)[0] == 0.0:
                 if self.bptt:
                     _, self.state = getattr(model, "module", model)(batch["frames"].to(dev), self.state, reset)
-                    return None, {}
+                    return StepResult.forward_only()
                 with torch.no_grad():
                     _, new = model(batch["frames"].to(dev), self.state, reset)
                 self.state = {k: v.detach().float() for k, v in new.items()}
