@@ -113,7 +113,11 @@ def load_state(path: str | os.PathLike[str]) -> SavedState:
     batch = next(iter(arrays.values())).shape[0] if arrays else None
     C.check_state(arrays, specs, batch=batch)
     check_finite(arrays, f"state file {path.name}")
-    return SavedState(arrays, specs, C.stored_card(json.loads(card_json)) if card_json else None)
+    try:
+        card = C.stored_card(json.loads(card_json)) if card_json else None
+    except (StateError, json.JSONDecodeError) as e:
+        raise StateError(f"state file {path.name} carries a malformed model card: {e}") from None
+    return SavedState(arrays, specs, card)
 
 
 # Card fields that say which model (head, classes, clip length) a state was carried by.

@@ -172,7 +172,9 @@ def test_state_of_another_model_is_refused(
     with np.load(good) as z:
         arrays = {k: z[k] for k in z.files}
     card = json.loads(str(arrays["__edgemem_model_card__"]))
-    arrays["__edgemem_model_card__"] = np.array(json.dumps({**card, "num_classes": card["num_classes"] + 3}))
+    n = card["num_classes"] + 3
+    other_card = {**card, "num_classes": n, "class_names": [f"c{i}" for i in range(n)] if card["class_names"] else None}
+    arrays["__edgemem_model_card__"] = np.array(json.dumps(other_card))
     other = tmp_path / "other.npz"
     with open(other, "wb") as f:
         np.savez(f, **arrays)
