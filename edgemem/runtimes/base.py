@@ -132,7 +132,7 @@ class Session(ABC):
 
     # ---- helpers for adapters ---------------------------------------------------------------
     def zeros_state(self) -> State:
-        return {s.name: np.zeros(s.shape, dtype=s.dtype) for s in self._specs}
+        return {s.name: s.concrete().zeros() for s in self._specs}
 
     def _zero_state(self) -> None:
         self._write_state(self.zeros_state())
