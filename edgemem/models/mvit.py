@@ -161,7 +161,7 @@ class MViT(StreamingModel):
 
     def init_train_state(self, batch_size: int = 1) -> State:
         dev = self._device()
-        return {s.name: torch.zeros(s.shape, device=dev) for s in self.train_state_specs(batch_size)}
+        return {s.name: torch.zeros(s.concrete().shape, device=dev) for s in self.train_state_specs(batch_size)}
 
     def forward(self, frames: Tensor) -> Tensor:
         """Logits ``[B, classes]`` of clips ``[B, 3, T, H, W]`` with empty memory."""
