@@ -62,6 +62,8 @@ def _demo(args: argparse.Namespace, work: Path, console: Any) -> int:
     result = to_onnx(model, graph, batch=1)
     console.print(f"2. exported {graph.name}: {result.bytes / 1e6:.2f} MB, {result.stats.nodes} nodes, "
                   f"{result.seconds:.1f} s")  # fmt: skip
+    if result.report is None:  # to_onnx verifies unless told not to
+        raise EdgememError(f"exporting {graph.name} returned no verification report")
     console.print("3. verified against PyTorch:\n" + result.report.format())
 
     rows = []

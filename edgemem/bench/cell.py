@@ -134,7 +134,7 @@ def _open(spec: dict[str, Any]) -> Any:
         from edgemem.models.resolve import resolve_model
 
         torch.manual_seed(0)
-        overrides = {"frame_scale": cell.frame_scale} if cell.frame_scale != 1 else {}
+        overrides: dict[str, Any] = {"frame_scale": cell.frame_scale} if cell.frame_scale != 1 else {}
         target = resolve_model(cell.model, spec.get("checkpoint"), **overrides).eval()
     if spec.get("threads"):
         options["threads"] = spec["threads"]

@@ -305,6 +305,8 @@ def run_bench(config: BenchConfig, progress: Any = None) -> list[dict[str, Any]]
             cell = row.planned.cell
             if row.error:
                 continue
+            if row.info is None:  # every active row had its model facts set above
+                raise RuntimeError(f"bench cell {cell.key} has no model facts")
             if cell.runtime != "torch" and row.graph is None:  # torch builds the PyTorch model itself
                 path = graph_file(config, cell)
                 note(f"export {cell.model} fs{cell.frame_scale} {graph_precision(cell.runtime, cell.precision)}")

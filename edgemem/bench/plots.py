@@ -36,6 +36,14 @@ def _support(r: dict[str, Any]) -> float | None:
     return (r.get("temporal_support") or {}).get("seconds")
 
 
+def _support_key(r: dict[str, Any]) -> float:
+    """The sort key of a row already filtered to those with a temporal support."""
+    seconds = _support(r)
+    if seconds is None:
+        raise ValueError(f"result {r.get('model')!r} has no temporal support to plot against")
+    return seconds
+
+
 def _save(fig: Any, path: Path) -> Path:
     import os
     import tempfile
@@ -91,7 +99,7 @@ def fig3_plots(results: list[dict[str, Any]], out_dir: Path, pairs: dict[str, st
         }
         for ax, (title, get) in zip(axes, _PANELS, strict=True):
             for key, rows in sorted(lines.items()):
-                rows = sorted((r for r in rows if get(r) is not None), key=_support)
+                rows = sorted((r for r in rows if get(r) is not None), key=_support_key)
                 if rows:
                     ax.plot(
                         [_support(r) for r in rows],
@@ -179,7 +187,7 @@ def support_plots(results: list[dict[str, Any]], out_dir: Path) -> list[Path]:
         fig, axes = plt.subplots(1, len(_PANELS), figsize=(4.5 * len(_PANELS), 4))
         for ax, (title, get) in zip(axes, _PANELS, strict=True):
             for i, (key, rows) in enumerate(sorted(series.items())):
-                rows = sorted((r for r in rows if get(r) is not None), key=_support)
+                rows = sorted((r for r in rows if get(r) is not None), key=_support_key)
                 if not rows:
                     continue
                 memory = rows[0].get("state_bytes") and rows[0]["frame_scale"] == 1 and len(rows) == 1

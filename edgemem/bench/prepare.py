@@ -32,7 +32,7 @@ def export_graph(
     from edgemem.export.onnx import to_onnx
     from edgemem.models.resolve import resolve_model
 
-    overrides = {"frame_scale": frame_scale} if frame_scale != 1 else {}
+    overrides: dict[str, Any] = {"frame_scale": frame_scale} if frame_scale != 1 else {}
     torch.manual_seed(0)
     model = resolve_model(model_name, checkpoint, **overrides).eval()
     options: dict[str, Any] = {"fp16": {"precision": "fp16"}}.get(precision, {})

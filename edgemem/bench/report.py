@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import io
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +51,8 @@ def dedupe(results: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """One result per (cell, device, host): the newest by its machine date."""
     best: dict[tuple, dict[str, Any]] = {}
     for r in results:
-        key = (r["model"], r["frame_scale"], r["runtime"], r["precision"], r["batch"], r.get("device"))
-        key += (r["machine"].get("hostname"),)
+        key = (r["model"], r["frame_scale"], r["runtime"], r["precision"], r["batch"], r.get("device"),
+               r["machine"].get("hostname"))
         if key not in best or str(r["machine"].get("date", "")) >= str(best[key]["machine"].get("date", "")):
             best[key] = r
     return sorted(
@@ -258,7 +258,9 @@ def machines_markdown(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def build_markdown(results: list[dict[str, Any]], pairs: dict[str, str] | None = None, plots: list[Path] = ()) -> str:
+def build_markdown(
+    results: list[dict[str, Any]], pairs: dict[str, str] | None = None, plots: Sequence[Path] = ()
+) -> str:
     """The whole report: machines, the main table per device, the ratios, links to plots."""
     parts = ["# edgemem benchmark report\n", "## Machines\n", machines_markdown(results)]
     main_keys = [

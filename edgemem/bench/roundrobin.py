@@ -43,7 +43,7 @@ def cpu_info() -> dict[str, Any]:
             "cpus": os.cpu_count()}  # fmt: skip
 
 
-def _graph_contender(spec: str, threads: int | None) -> tuple[str, Callable[[], None], Any]:
+def _graph_contender(spec: str, threads: int | None) -> tuple[str, Callable[[], object], Any]:
     """``LABEL=PATH:RUNTIME[:PRECISION]`` -> (label, step, session)."""
     from edgemem.runtimes import open_session
 
@@ -60,7 +60,7 @@ def _graph_contender(spec: str, threads: int | None) -> tuple[str, Callable[[], 
     return label, lambda: session.step(frames), session
 
 
-def _timed(step: Callable[[], None]) -> tuple[float, float]:
+def _timed(step: Callable[[], object]) -> tuple[float, float]:
     wall, cpu = time.perf_counter(), time.process_time()
     step()
     return (time.perf_counter() - wall) * 1e3, (time.process_time() - cpu) * 1e3
@@ -69,7 +69,7 @@ def _timed(step: Callable[[], None]) -> tuple[float, float]:
 def roundrobin(
     graphs: list[str], official: str | None, rounds: int, warmup: int, threads: int | None, baseline: str | None
 ) -> dict[str, Any]:
-    contenders: list[tuple[str, Callable[[], None]]] = []
+    contenders: list[tuple[str, Callable[[], object]]] = []
     sessions = []
     for spec in graphs:
         label, step, session = _graph_contender(spec, threads)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from edgemem.data.datasets import StreamingDataset, stack_batch
@@ -27,7 +29,7 @@ def make_loader(
     even out ranks: deduplicate eval results by ``video``). Call ``set_epoch(loader, epoch)`` at the
     start of every epoch.
     """
-    common = {"num_workers": workers, "collate_fn": stack_batch, "persistent_workers": False}
+    common: dict[str, Any] = {"num_workers": workers, "collate_fn": stack_batch, "persistent_workers": False}
     if isinstance(dataset, StreamingDataset):
         sampler = StreamingBatchSampler(
             dataset.clips_per_video,
@@ -40,12 +42,13 @@ def make_loader(
             videos=dataset.readable_videos,
         )
         return DataLoader(dataset, batch_sampler=sampler, **common)
-    s = DistributedSampler(dataset, world_size, rank, shuffle=shuffle, seed=seed, drop_last=drop_last)
+    s: DistributedSampler = DistributedSampler(dataset, world_size, rank, shuffle=shuffle, seed=seed, drop_last=drop_last)
     return DataLoader(dataset, batch_size=batch_size, sampler=s, drop_last=drop_last, **common)
 
 
 def set_epoch(loader: DataLoader, epoch: int) -> None:
     """Re-seed the sampler's shuffling and the dataset's augmentation for ``epoch``."""
     for obj in (loader.batch_sampler, loader.sampler, loader.dataset):
-        if hasattr(obj, "set_epoch"):
-            obj.set_epoch(epoch)
+        set_obj_epoch = getattr(obj, "set_epoch", None)
+        if set_obj_epoch is not None:
+            set_obj_epoch(epoch)

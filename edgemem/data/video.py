@@ -151,6 +151,8 @@ class VideoReader:
     def _decode_range(self, first: int, last: int, wanted: set[int]) -> dict[int, np.ndarray]:
         """Decode frames ``first..last``; keep those in ``wanted``. Seeks to the keyframe before."""
         s = self._stream
+        if s.time_base is None:
+            raise VideoError(f"{self.path}: the video stream has no time base")
         tb = float(s.time_base)
         start_pts = s.start_time or 0
         fps = self.info.fps

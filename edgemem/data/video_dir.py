@@ -8,6 +8,7 @@ per line) and ``task.json`` (written by ``edgemem data synth``).
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +35,7 @@ class VideoRecord:
 class VideoDir:
     """A dataset directory: its splits, number of classes, class names and task meta."""
 
-    def __init__(self, root: str | Path, num_classes: int | None = None) -> None:
+    def __init__(self, root: str | os.PathLike[str], num_classes: int | None = None) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
             raise InputError(f"dataset directory {self.root} does not exist")
@@ -78,7 +79,7 @@ class VideoDir:
 
 
 def _read_csv(path: Path, root: Path) -> list[VideoRecord]:
-    records = []
+    records: list[VideoRecord] = []
     for n, raw in enumerate(path.read_text().splitlines(), 1):
         line = raw.strip()
         if not line or line.startswith("#"):

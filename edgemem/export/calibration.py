@@ -145,7 +145,7 @@ def collect_feeds(graph: str | os.PathLike[str], cal: Calibration, batch: int) -
     if steps == 0:
         raise InputError(f"calibration has {len(cal.videos)} videos, fewer than the graph's batch {batch}")
     feeds = []
-    with OrtSession(graph, batch=batch) as session:
+    with OrtSession(Path(graph), batch=batch) as session:
         for t in range(steps):
             frames = np.stack([s[t][0] for s in slots])
             reset = np.array([s[t][1] for s in slots], dtype=bool)

@@ -76,6 +76,8 @@ def _export(module: nn.Module, args: tuple[Tensor, ...], inputs: list[str], outp
     except Exception as e:  # the exporter raises many types; report the first line
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UnsupportedError(f"the ONNX exporter failed on the CM pair ({type(e).__name__}): {msg}") from None
+    if program is None:  # dynamo=True with no file always returns the program
+        raise UnsupportedError("the ONNX exporter returned no program for the CM pair")
     return program.model_proto
 
 

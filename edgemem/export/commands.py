@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 from edgemem.errors import InputError
 
 if TYPE_CHECKING:
+    import torch
+
     from edgemem.contract import GraphContract
     from edgemem.export.calibration import Calibration
     from edgemem.export.saved_reference import SavedReference
@@ -154,6 +156,7 @@ def _verify(args: argparse.Namespace) -> int:
         stream = as_stream(videos, b, args.clips)
     elif args.data_videos is not None:
         raise InputError("--data-videos only applies with --data")
+    reference: SavedReference | torch.nn.Module
     if args.reference:
         reference = _saved_reference(args, contract)
     else:

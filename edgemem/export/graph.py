@@ -130,6 +130,7 @@ def weights_from_graph(model: onnx.ModelProto, names: list[str]) -> tuple[dict[s
     found: dict[str, np.ndarray] = {}
     missing: list[str] = []
     for name in names:
+        arr: np.ndarray | None
         if name in inits:
             arr = numpy_helper.to_array(inits[name])
         elif (deq := _dequantize(inits, name, axes)) is not None:

@@ -101,7 +101,7 @@ def to_onnx(
 
             proto = to_fp16(proto)
         _, unused = weights_from_graph(proto, list(model.state_dict()))  # parameters the step never reads
-        export_info = {"precision": precision, "quantize": quantize, "opset": opset, "torch": torch.__version__,
+        export_info: dict[str, Any] = {"precision": precision, "quantize": quantize, "opset": opset, "torch": torch.__version__,
                        "edgemem": edgemem.__version__, "unused_weights": unused}  # fmt: skip
         specs = model.state_specs(BATCH_DIM if batch is None else batch)
         write_contract(proto, specs, card, export_info)
@@ -192,7 +192,7 @@ def _export_proto(model: StreamingModel, batch: int | None, opset: int) -> onnx.
     args = (
         torch.zeros((b, *model.input_shape), dtype=torch.float32),
         torch.zeros(b, dtype=torch.bool),
-        *(torch.zeros(s.shape, dtype=getattr(torch, s.dtype)) for s in specs),
+        *(torch.zeros(s.concrete().shape, dtype=getattr(torch, s.dtype)) for s in specs),
     )
     dynamic = None
     if batch is None:
@@ -207,6 +207,8 @@ def _export_proto(model: StreamingModel, batch: int | None, opset: int) -> onnx.
                 wrapper, args, None, dynamo=True, optimize=False, opset_version=opset, verbose=False,
                 input_names=wrapper.input_names, output_names=wrapper.output_names, dynamic_shapes=dynamic,
             )  # fmt: skip
+            if program is None:  # dynamo=True with no file always returns the program
+                raise UnsupportedError("the ONNX exporter returned no program")
             _optimize(program.model, params)
             proto = program.model_proto
     except EdgememError:

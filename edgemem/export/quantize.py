@@ -51,7 +51,8 @@ def int8_nodes(model: onnx.ModelProto, attention_v: bool = True) -> tuple[list[s
     other node stays float too (``float_nodes``)."""
     inits = {i.name for i in model.graph.initializer}
     producer = {o: n for n in model.graph.node for o in n.output}
-    quantized, kept = [], []
+    quantized: list[str] = []
+    kept: list[str] = []
     for n in model.graph.node:
         if n.op_type not in _GEMMS:
             continue

@@ -114,7 +114,7 @@ def save_reference(
         raise InputError(f"cannot write reference file {path}: {e.strerror}") from None
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays, **{_META: np.array(json.dumps(meta))})
+            np.savez(f, **arrays, **{_META: np.array(json.dumps(meta))})  # type: ignore[arg-type]
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     finally:

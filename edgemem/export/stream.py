@@ -46,7 +46,7 @@ def make_stream(
     frames = np.empty((clips, batch, *input_shape), dtype=np.float32)
     reset = np.zeros((clips, batch), dtype=bool)
     for b in range(batch):
-        base = None
+        base = np.empty(input_shape, dtype=np.float32)  # replaced at t == 0
         for t in range(clips):
             if t == 0 or t in bounds[b]:
                 base = rng.standard_normal(input_shape, dtype=np.float32) * 0.8

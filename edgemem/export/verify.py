@@ -245,7 +245,7 @@ def verify_graph(
     else:
         if stream is None:
             c, t, h, w = contract.frames.shape[1:]
-            stream = make_stream((c, t, h, w), batch=b, clips=clips, boundaries=boundaries, seed=seed)
+            stream = make_stream((int(c), int(t), int(h), int(w)), batch=b, clips=clips, boundaries=boundaries, seed=seed)
         with open_session(reference.eval(), "torch", batch=b) as ref_session:
             ref, against = _run_stream(ref_session, stream, names), "torch"
         if save_reference is not None:

@@ -25,7 +25,9 @@ from torch import Tensor
 
 from edgemem.contract import ClipSpec, MemorySpec, ModelCard, TensorSpec, stored_card
 from edgemem.errors import InputError, UnsupportedError
+from edgemem.models.clip_base import ClipBackbone
 from edgemem.models.cm import CollaborativeMemory
+from edgemem.models.mvit import MViT
 from edgemem.models.registry import create_model, from_card, register_family, register_model
 from edgemem.models.streaming import State, StreamingModel
 
@@ -34,9 +36,11 @@ COUNT = "cm.count"
 CM_OPTIONS = ("reduction", "interaction", "infusion", "token_scale", "clips", "alpha", "batch_reduction")
 
 
-def _feature_dim(backbone: StreamingModel) -> int:
+def _feature_dim(backbone: ClipBackbone | MViT) -> int:
     dim = getattr(backbone, "feature_dim", None)
     if dim is None:  # token backbones (MViT): the width the head projects from
+        if not isinstance(backbone, MViT):
+            raise UnsupportedError(f"{type(backbone).__name__} declares no feature_dim for CM")
         dim = backbone.head.projection.in_features
     return int(dim)
 
@@ -50,6 +54,7 @@ class CMModel(StreamingModel):
     """
 
     family = "cm"
+    backbone: ClipBackbone | MViT
 
     def __init__(
         self,
@@ -66,6 +71,8 @@ class CMModel(StreamingModel):
         super().__init__()
         if backbone.memory_spec() is not None:
             raise UnsupportedError("CM needs a memory-less clip backbone")
+        if not isinstance(backbone, (ClipBackbone, MViT)):
+            raise UnsupportedError(f"CM needs a clip backbone (ClipBackbone or MViT), got {type(backbone).__name__}")
         if clips < 1:
             raise UnsupportedError(f"clips must be >= 1, got {clips}")
         self.backbone = backbone

@@ -15,16 +15,17 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from edgemem.contract import Cost, ModelCard
+from edgemem.models.mvit_attention import MultiScaleAttention
 from edgemem.models.streaming import StreamingModel
 
 
 def count_gflops(fn: Any, *args: Any) -> float:
     """Model GFLOPs (multiply-adds) of ``fn(*args)`` (a module or its bound method), counted by
-    dispatch (works on meta tensors). Submodules with a ``fused`` attribute (MViT attention: bias
-    and mask folded into the q.k GEMM) are counted on their reference formulation, as the papers
+    dispatch (works on meta tensors). MViT attention submodules (``fused``: bias and mask folded into the q.k GEMM) are counted on their reference formulation, as the papers
     count; the fused GEMM's extra columns are an implementation choice, not model compute."""
     owner = fn if isinstance(fn, nn.Module) else getattr(fn, "__self__", None)
-    fused = [m for m in owner.modules() if getattr(m, "fused", False)] if isinstance(owner, nn.Module) else []
+    modules = owner.modules() if isinstance(owner, nn.Module) else []
+    fused = [m for m in modules if isinstance(m, MultiScaleAttention) and m.fused]
     for m in fused:
         m.fused = False
     try:
@@ -103,6 +104,7 @@ def model_info(model: StreamingModel) -> dict[str, Any]:
         "temporal_support": temporal_support(card),
         "state_bytes": state_bytes(model),
     }
-    if hasattr(model, "overhead"):  # a memory head on a clip backbone (CM): its cost vs the backbone alone
-        info["overhead"] = model.overhead()
+    overhead = getattr(model, "overhead", None)
+    if overhead is not None:  # a memory head on a clip backbone (CM): its cost vs the backbone alone
+        info["overhead"] = overhead()
     return info

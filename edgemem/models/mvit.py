@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from torch.nn.init import trunc_normal_
 
 from edgemem.contract import ClipSpec, MemorySpec, ModelCard, TensorSpec
-from edgemem.models.mvit_attention import pool_tokens
+from edgemem.models.mvit_attention import MultiScaleAttention, pool_tokens
 from edgemem.models.mvit_block import MultiScaleBlock
 from edgemem.models.mvit_config import MemoryConfig, MViTConfig, block_specs, patch_grid
 from edgemem.models.registry import register_family
@@ -161,7 +161,7 @@ class MViT(StreamingModel):
 
     def init_train_state(self, batch_size: int = 1) -> State:
         dev = self._device()
-        return {s.name: torch.zeros(s.shape, device=dev) for s in self.train_state_specs(batch_size)}
+        return {s.name: torch.zeros(s.concrete().shape, device=dev) for s in self.train_state_specs(batch_size)}
 
     def forward(self, frames: Tensor) -> Tensor:
         """Logits ``[B, classes]`` of clips ``[B, 3, T, H, W]`` with empty memory."""
@@ -265,6 +265,12 @@ class MViT(StreamingModel):
             x = self.norm_stem(x)
         return x
 
+    def _attention(self, i: int) -> MultiScaleAttention:
+        block = self.blocks[i]
+        if not isinstance(block, MultiScaleBlock):
+            raise TypeError(f"block {i} is a {type(block).__name__}, not a MultiScaleBlock")
+        return block.attn
+
     def _backbone(
         self, frames: Tensor, mems: dict[int, tuple[Tensor, Tensor]] | None, ok: Tensor | None
     ) -> tuple[Tensor, dict[int, tuple[Tensor, Tensor]]]:
@@ -297,7 +303,7 @@ class MViT(StreamingModel):
         for i in self.memory_blocks:
             k, v = state[f"mem.{i}.k"], state[f"mem.{i}.v"]
             if pipelined:
-                attn = self.blocks[i].attn
+                attn = self._attention(i)
                 k0 = attn.compress(state[f"mem.{i}.k_raw"], "k")[:, None]
                 v0 = attn.compress(state[f"mem.{i}.v_raw"], "v")[:, None]
                 k = torch.cat((k0, k[:, 1:].detach()), dim=1)
@@ -314,7 +320,7 @@ class MViT(StreamingModel):
         logits = self.forward_head(self.norm(x))
         new: State = {}
         for i in self.memory_blocks:
-            attn = self.blocks[i].attn
+            attn = self._attention(i)
             kr, vr = raws[i]
             k, v = full[i]
             kc = attn.compress(cut(kr), "k")[:, None]

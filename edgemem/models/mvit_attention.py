@@ -7,6 +7,8 @@ official state dicts load unchanged. Memory enters as fixed-shape tensors with a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -49,6 +51,14 @@ def _rel_dot(rq: Tensor, table: Tensor, axis: int) -> Tensor:
     return (rq.transpose(3, 4) @ tab).transpose(3, 4)
 
 
+def _triple(values: Sequence[int], what: str) -> tuple[int, int, int]:
+    """``values`` as the (T, H, W) triple a 3-D convolution or pooling takes."""
+    if len(values) != 3:
+        raise UnsupportedError(f"{what} must have 3 values (T, H, W), got {list(values)}")
+    t, h, w = values
+    return t, h, w
+
+
 def pool_tokens(
     x: Tensor, thw: tuple[int, int, int], pool: nn.Module, folds: int, cls: bool, norm: nn.Module | None
 ) -> Tensor:
@@ -74,6 +84,24 @@ def pool_tokens(
 
 class MultiScaleAttention(nn.Module):
     """Pool-first multiscale attention; optional MeMViT memory keys/values (pre-Linear, input width)."""
+
+    # Registered as buffers (by name) in ``__init__``/``_index``, or None without memory compression.
+    compress_k: nn.Conv3d | None
+    compress_v: nn.Conv3d | None
+    norm_compress_k: nn.LayerNorm | None
+    norm_compress_v: nn.LayerNorm | None
+    idx_sp_h: Tensor
+    idx_sp_w: Tensor
+    idx_msp_h: Tensor
+    idx_msp_w: Tensor
+    interp_sp_h: Tensor | None
+    interp_sp_w: Tensor | None
+    interp_msp_h: Tensor | None
+    interp_msp_w: Tensor | None
+    idx_t: Tensor
+    idx_mt: Tensor
+    key_codes: Tensor
+    key_codes_mem: Tensor
 
     def __init__(self, spec: BlockSpec, cfg: MViTConfig) -> None:
         super().__init__()
@@ -104,7 +132,8 @@ class MultiScaleAttention(nn.Module):
         self.mem_clips = mem.num_attended if mem is not None else 0
         if mem is not None and mem.compress:
             kk, ks = mem.compress_kernel, mem.compress_stride
-            pad = [k // 2 for k in kk]
+            pad = _triple([k // 2 for k in kk], "MEMVIT.COMPRESS padding")
+            kk, ks = _triple(kk, "MEMVIT.COMPRESS.POOL_KERNEL"), _triple(ks, "MEMVIT.COMPRESS.POOL_STRIDE")
             self.compress_k = nn.Conv3d(dim, dim, kk, stride=ks, padding=pad, groups=dim, bias=False)
             self.compress_v = nn.Conv3d(dim, dim, kk, stride=ks, padding=pad, groups=dim, bias=False)
             self.norm_compress_k = layer_norm(dim)
@@ -156,20 +185,25 @@ class MultiScaleAttention(nn.Module):
             if not spec.kernel_kv:
                 raise UnsupportedError(f"not supported: MVIT.CONV_Q {cfg.conv_q} without a kv pooling kernel")
             self.conv_q_func = nn.Conv3d(
-                head_dim, head_dim, spec.kernel_kv, padding=[k // 2 for k in spec.kernel_kv], groups=head_dim
+                head_dim,
+                head_dim,
+                _triple(spec.kernel_kv, "kv pooling kernel"),
+                padding=_triple([k // 2 for k in spec.kernel_kv], "kv pooling padding"),
+                groups=head_dim,
             )
         self.conv_q = cfg.conv_q
 
     def _pool(self, cfg: MViTConfig, kernel: tuple[int, ...], stride: tuple[int, ...], dim: int) -> nn.Module | None:
         if not kernel:
             return None
-        pad = [k // 2 for k in kernel]
+        k3, pad = _triple(kernel, "pooling kernel"), _triple([k // 2 for k in kernel], "pooling padding")
+        s3 = _triple(stride, "pooling stride") if stride else None  # pools default to stride = kernel
         if cfg.mode == "avg":
-            return nn.AvgPool3d(kernel, stride, pad, ceil_mode=False)
+            return nn.AvgPool3d(k3, s3, pad, ceil_mode=False)
         if cfg.mode == "max":
-            return nn.MaxPool3d(kernel, stride, pad, ceil_mode=False)
+            return nn.MaxPool3d(k3, s3, pad, ceil_mode=False)
         dc = dim // self.folds
-        return nn.Conv3d(dc, dc, kernel, stride=stride, padding=pad, groups=dc, bias=False)
+        return nn.Conv3d(dc, dc, k3, stride=_triple(stride, "pooling stride"), padding=pad, groups=dc, bias=False)
 
     def _index(self, prefix: str, parts: tuple[Tensor, Tensor, Tensor | None, Tensor | None]) -> None:
         ih, iw, mh, mw = parts
@@ -295,7 +329,7 @@ class MultiScaleAttention(nn.Module):
             codes = self.key_codes_mem if with_memory else self.key_codes
             q_parts.append(self._query_terms(q, with_memory).to(q.dtype))
             k_parts.append(codes.to(k.dtype).expand(b, nh, -1, -1))
-        if with_memory:
+        if mem_ok is not None:
             ok = _valid_keys(mem_ok, k.shape[2], n_kv)
             q_parts.append(q.new_ones((*q.shape[:3], 1)))
             k_parts.append(((ok.to(k.dtype) - 1.0) * _MASKED)[:, None, :, None].expand(b, nh, -1, 1))
@@ -310,7 +344,7 @@ class MultiScaleAttention(nn.Module):
         with_memory = mem_ok is not None
         if self.rel_sp or self.rel_t:
             attn = attn + self._rel_bias(q, with_memory)
-        if with_memory:
+        if mem_ok is not None:
             ok = _valid_keys(mem_ok, k.shape[2], n_kv)
             attn = torch.where(ok[:, None, None, :], attn, torch.finfo(attn.dtype).min)
         return attn
@@ -331,7 +365,7 @@ class MultiScaleAttention(nn.Module):
         kx = pool_tokens(x, thw, self.pool_k, self.folds, self.cls, self.norm_k) if self.pool_k is not None else x
         vx = pool_tokens(x, thw, self.pool_v, self.folds, self.cls, self.norm_v) if self.pool_v is not None else x
         with_memory = mem_k is not None
-        if with_memory:
+        if mem_k is not None:
             assert mem_v is not None and mem_ok is not None
             m, nm, c = mem_k.shape[1:]
             k_in = torch.cat((mem_k.reshape(b, m * nm, c), kx), dim=1)

@@ -48,7 +48,7 @@ class MultiScaleBlock(nn.Module):
             self.proj = nn.Linear(spec.dim, spec.dim_out)
         self.pool_skip = None
         if spec.skip_kernel and any(k > 1 for k in spec.skip_kernel):
-            pad = [k // 2 for k in spec.skip_kernel]
+            pad = tuple(k // 2 for k in spec.skip_kernel)
             self.pool_skip = nn.MaxPool3d(spec.skip_kernel, spec.stride_q, pad, ceil_mode=False)
         self.drop_path = spec.drop_path
 

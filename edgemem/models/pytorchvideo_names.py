@@ -72,8 +72,8 @@ def rename_pytorchvideo(state: dict[str, Tensor]) -> dict[str, Tensor]:
             new = f"s1.pathway0_stem.{_STEM[module]}"
         elif block in stage_of:
             m = re.match(r"^res_blocks\.(\d+)\.(.*)$", module)
-            for pattern, repl in _BLOCK if m else []:
-                if pattern.match(m.group(2)):
+            for pattern, repl in _BLOCK:
+                if m is not None and pattern.match(m.group(2)):
                     new = f"s{stage_of[block]}.pathway0_res{m.group(1)}.{pattern.sub(repl, m.group(2))}"
                     break
         elif block == head_block and module in _HEAD:

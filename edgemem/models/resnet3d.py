@@ -124,7 +124,8 @@ def _conv(cin: int, cout: int, k: tuple[int, int, int], s: tuple[int, int, int] 
 
 def _final_bn(c: int) -> nn.BatchNorm3d:
     bn = nn.BatchNorm3d(c)
-    bn.transform_final_bn = True  # zero-initialised with RESNET.ZERO_INIT_FINAL_BN
+    # zero-initialised with RESNET.ZERO_INIT_FINAL_BN (torch types Module attributes as Tensor | Module)
+    bn.transform_final_bn = True  # type: ignore[assignment]
     return bn
 
 
@@ -298,6 +299,10 @@ class ResNet3D(ClipBackbone):
     """A PySlowFast ResNet3D; ``forward_features`` returns the res5 map ``[B, D, t, h, w]``."""
 
     family = "resnet3d"
+    s2: ResStage  # s2..s5 are added by name in __init__
+    s3: ResStage
+    s4: ResStage
+    s5: ResStage
 
     def __init__(self, cfg: ResNetConfig, preset: str | None = None) -> None:
         super().__init__()

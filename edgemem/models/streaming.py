@@ -82,7 +82,7 @@ class StreamingModel(nn.Module):
         """All-zero (empty) state for ``batch_size`` streams."""
         device = self._device()
         return {
-            s.name: torch.zeros(s.shape, dtype=getattr(torch, s.dtype), device=device)
+            s.name: torch.zeros(s.concrete().shape, dtype=getattr(torch, s.dtype), device=device)
             for s in self.state_specs(batch_size)
         }
 

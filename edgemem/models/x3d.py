@@ -127,7 +127,7 @@ class X3DTransform(nn.Module):
         self.b_relu = Swish()
         self.c = nn.Conv3d(inner, cout, 1, bias=False)
         self.c_bn = nn.BatchNorm3d(cout)
-        self.c_bn.transform_final_bn = True
+        self.c_bn.transform_final_bn = True  # type: ignore[assignment]  # torch: Tensor | Module only
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.b_bn(self.b(self.a_relu(self.a_bn(self.a(x)))))
@@ -201,6 +201,10 @@ class X3D(ClipBackbone):
     """A PySlowFast X3D; ``forward_features`` returns the res5 map ``[B, D, t, h, w]``."""
 
     family = "x3d"
+    s2: X3DStage  # s2..s5 are added by name in __init__
+    s3: X3DStage
+    s4: X3DStage
+    s5: X3DStage
 
     def __init__(self, cfg: X3DConfig, preset: str | None = None) -> None:
         super().__init__()

@@ -10,6 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from types import TracebackType
+from typing import TypeVar
 
 import numpy as np
 
@@ -17,6 +18,7 @@ from edgemem.contract import ModelCard, TensorSpec, check_state
 from edgemem.errors import InputError, StateError
 
 State = dict[str, np.ndarray]
+_SessionT = TypeVar("_SessionT", bound="Session")
 
 
 class Session(ABC):
@@ -118,7 +120,7 @@ class Session(ABC):
             self._closed = True
             self._close()
 
-    def __enter__(self) -> Session:
+    def __enter__(self: _SessionT) -> _SessionT:
         return self
 
     def __exit__(
@@ -132,7 +134,7 @@ class Session(ABC):
 
     # ---- helpers for adapters ---------------------------------------------------------------
     def zeros_state(self) -> State:
-        return {s.name: np.zeros(s.shape, dtype=s.dtype) for s in self._specs}
+        return {s.name: s.concrete().zeros() for s in self._specs}
 
     def _zero_state(self) -> None:
         self._write_state(self.zeros_state())

@@ -40,4 +40,4 @@ def read_graph(path: str | Path) -> GraphInfo:
     if not all(isinstance(d, int) and d > 0 for d in (c, t, h, w)):
         raise InputError(f"{path.name}: 'frames' must have static C, T, H, W, got {list(contract.frames.shape)}")
     b = contract.batch
-    return GraphInfo(path, list(contract.state), contract.card, (c, t, h, w), b if isinstance(b, int) else None)
+    return GraphInfo(path, list(contract.state), contract.card, (int(c), int(t), int(h), int(w)), b if isinstance(b, int) else None)

@@ -51,7 +51,7 @@ def _read_static(ov: Any, info: GraphInfo, batch: int) -> Any:
     except Exception as e:  # OpenVINO raises RuntimeError subclasses for unreadable graphs
         raise UnsupportedError(f"OpenVINO cannot read {info.path.name}: {str(e).splitlines()[0]}") from None
     shapes = {C.FRAMES: [batch, *info.input_shape], C.RESET: [batch]}
-    specs = [s.with_batch(batch) for s in info.specs]
+    specs = [s.concrete(batch) for s in info.specs]
     shapes.update({C.state_in_name(s.name): list(s.shape) for s in specs})
     model.reshape(shapes)
     return model
@@ -169,7 +169,7 @@ def make_stateful(ov: Any, model: Any, specs: list[C.TensorSpec]) -> None:
     sinks, variables = [], []
     for s in specs:
         param, result = params[C.state_in_name(s.name)], results[C.state_out_name(s.name)]
-        init = ops.constant(np.zeros(s.shape, dtype=s.dtype))
+        init = ops.constant(s.concrete().zeros())
         vinfo = VariableInfo()
         vinfo.variable_id = s.name
         vinfo.data_shape = ov.PartialShape(list(s.shape))

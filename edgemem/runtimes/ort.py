@@ -145,8 +145,8 @@ class OrtDeviceSession(Session):
         self._sess = open_ort(ort, info.path, device, opts, providers)
         self._ort, self._device_id = ort, device_id
         # Two buffers per state tensor: read one (state_in), write the other (state_out), swap.
-        self._cur = {s.name: self._device_value(np.zeros(s.shape, s.dtype)) for s in self._specs}
-        self._nxt = {s.name: self._device_value(np.zeros(s.shape, s.dtype)) for s in self._specs}
+        self._cur = {s.name: self._device_value(s.concrete().zeros()) for s in self._specs}
+        self._nxt = {s.name: self._device_value(s.concrete().zeros()) for s in self._specs}
         self._binding = self._sess.io_binding()
 
     def _device_value(self, array: np.ndarray) -> Any:

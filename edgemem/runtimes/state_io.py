@@ -69,7 +69,7 @@ def save_state(
     try:
         if fmt == ".npz":
             with open(tmp, "wb") as f:
-                np.savez(f, **arrays, **{_SPEC_KEY: np.array(spec_json), _CARD_KEY: np.array(card_json)})
+                np.savez(f, **arrays, **{_SPEC_KEY: np.array(spec_json), _CARD_KEY: np.array(card_json)})  # type: ignore[arg-type]
         else:
             _safetensors()
             from safetensors.numpy import save_file

@@ -191,7 +191,7 @@ class TensorRTSession(Session):
         self.precision = "fp16" if (plan.fp16_flag or graph_fp16) else "fp32"  # what the engine computes in
         _check(cudart.cudaSetDevice(device_id))
         shapes = {C.FRAMES: [self.batch, *self.input_shape], C.RESET: [self.batch]}
-        shapes.update({C.state_in_name(s.name): list(s.shape) for s in self._specs})
+        shapes.update({C.state_in_name(s.name): list(s.concrete().shape) for s in self._specs})
         blob = load_or_build(trt, info, shapes, plan)
         try:
             self._engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(blob)
@@ -241,7 +241,7 @@ class TensorRTSession(Session):
         kind = self._cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
         state = {}
         for s in self._specs:
-            host = np.empty(s.shape, s.dtype)
+            host = np.empty(s.concrete().shape, s.dtype)
             self._copy(host.ctypes.data, self._cur[s.name], host.nbytes, kind)
             state[s.name] = host
         _check(self._cudart.cudaStreamSynchronize(self._stream))

@@ -13,6 +13,7 @@ from typing import Any
 
 import av
 import numpy as np
+from av.video.stream import VideoStream
 
 from edgemem.errors import InputError, UnsupportedError
 
@@ -57,7 +58,10 @@ class AnnotatedWriter:
         self.width, self.height = width - width % 2, height - height % 2  # yuv420p needs even sizes
         try:
             self._out: Any = av.open(self._tmp, "w")
-            self._stream = self._out.add_stream(_codec(), rate=max(1, round(fps)))
+            stream = self._out.add_stream(_codec(), rate=max(1, round(fps)))
+            if not isinstance(stream, VideoStream):  # _codec only names video encoders
+                raise ValueError(f"{type(stream).__name__} is not a video stream")
+            self._stream = stream
         except (av.FFmpegError, ValueError) as e:
             os.unlink(self._tmp)
             raise UnsupportedError(f"cannot write {self.path.name}: {e}") from None

@@ -30,7 +30,7 @@ STATS_READS = 20
 
 def _statistics(client: Any, model: str, timeout_s: float) -> dict[str, Any]:
     """Triton's counters of ``model``, read until two reads agree (they are updated after the responses)."""
-    last = None
+    last: dict[str, Any] | None = None
     for _ in range(STATS_READS):
         try:
             stats = client.get_inference_statistics(model, as_json=True, client_timeout=timeout_s)
@@ -40,6 +40,8 @@ def _statistics(client: Any, model: str, timeout_s: float) -> dict[str, Any]:
             break
         last = stats
         time.sleep(0.05)
+    if last is None:  # STATS_READS >= 1: the loop reads at least once
+        raise RemoteError(f"no statistics read for '{model}'")
     s = last["model_stats"][0]
     batches = {int(b["batch_size"]): int(b["compute_infer"]["count"]) for b in s.get("batch_stats", [])}
     return {"inferences": int(s.get("inference_count", 0)), "executions": int(s.get("execution_count", 0)),

@@ -88,8 +88,12 @@ class RemoteModel:
             shape = card.clip.shape
         else:
             dims = [int(d) for d in inputs[C.FRAMES]["dims"]]
-            shape = tuple(dims if mbs else dims[1:])
-        return cls(name, serve["kind"], card, state, shape, mbs, C.RESET in inputs)  # type: ignore[arg-type]
+            frame_dims = dims if mbs else dims[1:]
+            if len(frame_dims) != 4:
+                raise RemoteError(f"model '{name}': frames dims {dims} are not [C, T, H, W] (after any batch)")
+            c, t, h, w = frame_dims
+            shape = (c, t, h, w)
+        return cls(name, serve["kind"], card, state, shape, mbs, C.RESET in inputs)
 
 
 class RemoteSession(Session):

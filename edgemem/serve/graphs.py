@@ -78,7 +78,7 @@ def _batch_of(specs: list[C.TensorSpec], path: Path) -> int | None:
             f"{path.name}: inputs and outputs do not share one batch dimension ({sorted(map(str, firsts))})"
         )
     (b,) = firsts
-    return None if isinstance(b, str) else int(b)
+    return b if isinstance(b, int) else None
 
 
 def read_served_graph(path: str | Path) -> ServedGraph:

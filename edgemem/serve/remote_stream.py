@@ -55,7 +55,7 @@ def _one_source(
                 latency = (time.perf_counter() - t0) * 1000.0
                 rec = ClipRecord(
                     stream.clip_index, source, round(clip[0].time, 6), round(clip[-1].time + 1.0 / fps, 6),
-                    topk(logits[0], k, card.class_names), round(latency, 3), slot, stream.reader.dropped,
+                    topk(logits[0], k, card.class_names), round(latency, 3), slot, stream.dropped,
                 )  # fmt: skip
                 stream.clip_index += 1
                 out.clips += 1
@@ -73,7 +73,7 @@ def _one_source(
     except Exception as e:  # a decoder or network failure of this one stream
         out.error = f"{type(e).__name__}: {e}"
     finally:
-        if stream is not None:
+        if stream is not None and stream.reader is not None:
             stream.reader.close()
 
 

@@ -48,7 +48,7 @@ def find_tritonserver(path: str | Path | None = None) -> tuple[Path, list[Path]]
         return p, libs
     site = pytriton_site()
     binary = site / "pytriton" / "tritonserver" / "bin" / "tritonserver" if site else None
-    if binary is None or not binary.is_file():
+    if site is None or binary is None or not binary.is_file():
         raise UnsupportedError(f"no tritonserver found: {INSTALL}, or pass --tritonserver PATH")
     return binary, [site / "nvidia_pytriton.libs"]
 

@@ -22,6 +22,7 @@ from torch import nn
 from edgemem.contract import ModelCard, stored_card
 from edgemem.errors import CheckpointError, StateError
 from edgemem.models.checkpoint import load_state_strict, read_pyth, save_pyth
+from edgemem.models.streaming import StreamingModel
 
 CKPT_DIR = "checkpoints"
 LAST = "last.pyth"
@@ -104,7 +105,7 @@ def train_state_of(ckpt: dict[str, Any]) -> dict[str, Any]:
     return json.loads(text) if isinstance(text, str) else {}
 
 
-def load_trained(path: str | os.PathLike[str]) -> tuple[nn.Module, dict[str, Any]]:
+def load_trained(path: str | os.PathLike[str]) -> tuple[StreamingModel, dict[str, Any]]:
     """Rebuild the model of a training checkpoint (file or run folder) with its weights, in eval mode."""
     from edgemem.models.registry import from_card
 
@@ -117,7 +118,7 @@ def load_trained(path: str | os.PathLike[str]) -> tuple[nn.Module, dict[str, Any
     return model, ckpt
 
 
-def read_checkpoint_for_resume(run: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+def read_checkpoint_for_resume(run: Path, model: StreamingModel, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     """Load ``run``'s ``last.pyth`` into ``model`` and ``optimizer``; the model must be the same one."""
     file = run / CKPT_DIR / LAST
     ckpt = read_pyth(file)

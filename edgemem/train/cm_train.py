@@ -19,20 +19,24 @@ from typing import Any
 from torch import Tensor, nn
 
 from edgemem.data.datasets import MultiClipDataset
+from edgemem.models.cm_model import CMModel
 from edgemem.train.loop import StepResult
 from edgemem.train.recipes import ShuffledRecipe
 
 
-def cm_clip_logits(model: nn.Module, clips: Tensor, two_scan: bool = True) -> Tensor:
+def cm_clip_logits(model: CMModel, clips: Tensor, two_scan: bool = True) -> Tensor:
     """Clip logits ``[B, N, classes]`` of ``[B, N, 3, T, H, W]`` (two-scan: memory of all N clips)."""
     return model.two_scan(clips) if two_scan else model(clips)
 
 
 class CMRecipe(ShuffledRecipe):
     family = "cm"
+    model: CMModel
 
     def __init__(self, *args: Any, **kw: Any) -> None:
         super().__init__(*args, **kw)
+        if not isinstance(self.model, CMModel):
+            raise TypeError(f"the cm recipe trains a CMModel, got {type(self.model).__name__}")
         self.clips = int(self.model.clips)
         self.alpha = float(self.model.alpha)
         self.multi_iteration = bool(self.options.get("multi_iteration"))
@@ -45,6 +49,8 @@ class CMRecipe(ShuffledRecipe):
         frames, labels = batch["frames"].to(dev)[keep], batch["label"].to(dev)[keep].clamp(min=0)
         weight = 1.0 if bool(valid.any()) else 0.0
         bare = model.module if hasattr(model, "module") else model
+        if not isinstance(bare, CMModel):
+            raise TypeError(f"the cm recipe trains a CMModel, got {type(bare).__name__}")
         if self.multi_iteration:
             loss = bare.multi_iteration_backward(frames, labels, self.alpha)
             if weight == 0.0:

@@ -37,6 +37,8 @@ from edgemem.data.datasets import (
 )
 from edgemem.data.samplers import StreamingBatchSampler
 from edgemem.errors import InputError
+from edgemem.models.cm_model import CMModel
+from edgemem.models.streaming import StreamingModel
 from edgemem.train.distributed import DistInfo, all_sum
 
 DEFAULT_VIEWS = 5
@@ -107,7 +109,7 @@ def _device(model: nn.Module) -> torch.device:
 
 @torch.no_grad()
 def eval_clip_model(
-    model: nn.Module,
+    model: StreamingModel,
     records: Sequence[VideoRecord],
     geometry: ClipSpec,
     views: int = DEFAULT_VIEWS,
@@ -139,7 +141,7 @@ def eval_clip_model(
 
 @torch.no_grad()
 def eval_streaming(
-    model: nn.Module,
+    model: StreamingModel,
     records: Sequence[VideoRecord],
     geometry: ClipSpec,
     batch_size: int = 8,
@@ -181,7 +183,7 @@ def _all_max(value: int, info: DistInfo) -> float:
 
 @torch.no_grad()
 def eval_cm(
-    model: nn.Module,
+    model: CMModel,
     records: Sequence[VideoRecord],
     geometry: ClipSpec,
     views: int,
@@ -213,7 +215,7 @@ def eval_cm(
 
 
 def evaluate_model(
-    model: nn.Module,
+    model: StreamingModel,
     family: str,
     records: Sequence[VideoRecord],
     views: int | None = None,
@@ -228,6 +230,8 @@ def evaluate_model(
             raise InputError("--views applies to clip models and CM; MeMViT is scored by streaming every clip")
         return eval_streaming(model, records, geometry, batch_size, workers, info)
     if family == "cm":
+        if not isinstance(model, CMModel):
+            raise InputError(f"family 'cm' evaluates a CM model, got {type(model).__name__}")
         n = views or int(getattr(model, "clips", 0)) or DEFAULT_VIEWS
         return eval_cm(model, records, geometry, n, batch_size=batch_size, workers=workers, info=info)
     return eval_clip_model(model, records, geometry, views or DEFAULT_VIEWS, 1, batch_size, workers, info)
@@ -253,7 +257,9 @@ def evaluate_checkpoint(
     if config is not None:
         from edgemem.models.pyslowfast import load_pyslowfast
 
-        model, ckpt = load_pyslowfast(config, path, view=view).eval(), {}
+        model = load_pyslowfast(config, path, view=view)
+        model.eval()
+        ckpt: dict[str, Any] = {}
     else:
         model, ckpt = load_trained(path)
     records = VideoDir(data, num_classes=model.num_classes).split(split)

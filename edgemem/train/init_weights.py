@@ -19,6 +19,7 @@ from torch import nn
 
 from edgemem.errors import CheckpointError
 from edgemem.models.checkpoint import load_state_strict, read_pyth
+from edgemem.models.cm_model import CMModel
 
 # Parameter names that exist only in a model with memory (MeMViT's compression and memory tables).
 _MEMORY_KEYS = ("compress", "_mem", "mem_")
@@ -36,6 +37,8 @@ def init_from_checkpoint(model: nn.Module, path: str | os.PathLike[str], family:
         load_state_strict(model, state)
         return f"all weights from {path}"
     if family == "cm":
+        if not isinstance(model, CMModel):
+            raise CheckpointError(f"--init {path}: family 'cm' needs a CM model, got {type(model).__name__}")
         backbone = model.backbone
         if set(state) == set(backbone.state_dict()):
             try:

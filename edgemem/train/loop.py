@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from edgemem.contract import ModelCard
 from edgemem.errors import EdgememError
+from edgemem.models.streaming import StreamingModel
 from edgemem.train import checkpoints as ckpts
 from edgemem.train.distributed import DistInfo, all_sum, average_gradients, barrier
 from edgemem.train.optim import CosineSchedule, set_lr
@@ -64,7 +65,7 @@ class Recipe(Protocol):
     def loss(self, model: nn.Module, batch: Any, epoch: int) -> StepResult:
         """The loss of one batch and additive statistics (e.g. ``correct``, ``count``)."""
 
-    def evaluate(self, model: nn.Module) -> dict[str, Any]:
+    def evaluate(self, model: StreamingModel) -> dict[str, Any]:
         """Validation metrics (``top1`` at least) with the family's inference scheme."""
 
     def skipped(self) -> int:
@@ -169,7 +170,7 @@ def train(
     run: Path,
     card: ModelCard,
     options: dict[str, Any],
-    bare_model: nn.Module,
+    bare_model: StreamingModel,
 ) -> LoopState:
     """Train from ``state.epoch`` to ``cfg.epochs``; checkpoint each epoch (rank 0 writes)."""
     schedule = CosineSchedule(base_lr=cfg.base_lr, total_epochs=cfg.epochs, warmup_epochs=cfg.warmup_epochs)

@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader
 from edgemem.data.datasets import StreamingDataset, stack_batch
 from edgemem.data.samplers import StreamingBatchSampler
 from edgemem.errors import InputError
+from edgemem.models.mvit import MViT
 from edgemem.models.streaming import State
 from edgemem.train.distributed import all_sum
 from edgemem.train.loop import StepResult
@@ -43,7 +44,7 @@ STREAM_LOSSES = ("all", "last")
 class TrainStep(nn.Module):
     """``forward(frames, state, reset) = model.train_step(...)``, so DDP can wrap the streaming step."""
 
-    def __init__(self, model: nn.Module, bptt: bool = False) -> None:
+    def __init__(self, model: MViT, bptt: bool = False) -> None:
         super().__init__()
         self.model = model
         self.bptt = bptt
@@ -63,10 +64,15 @@ def curriculum_clips(epoch: int, epochs: int, fraction: float, full: int) -> int
 
 class StreamRecipe(RecipeBase):
     family = "memvit"
+    model: MViT
 
     def __init__(self, *args: Any, **kw: Any) -> None:
         super().__init__(*args, **kw)
+        if not isinstance(self.model, MViT):
+            raise TypeError(f"the memvit recipe trains an MViT, got {type(self.model).__name__}")
         mem = self.model.cfg.memory
+        if mem is None:
+            raise InputError("the memvit recipe trains an MViT with memory; this one has none")
         drop = float(self.options.get("memory_drop") or 0.0)
         if drop != mem.mem_drop:
             self.model.cfg = self.model.cfg.replace(memory=dataclasses.replace(mem, mem_drop=drop))
@@ -87,6 +93,8 @@ class StreamRecipe(RecipeBase):
         self.state: State = {}
 
     def trainable(self, model: nn.Module) -> nn.Module:
+        if not isinstance(model, MViT):
+            raise TypeError(f"the memvit recipe trains an MViT, got {type(model).__name__}")
         return TrainStep(model, bptt=self.bptt)
 
     def _batch_sampler(self, epoch: int) -> StreamingBatchSampler:

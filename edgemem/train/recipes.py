@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -16,6 +17,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from edgemem.data.datasets import ClipDataset, SkipTally, VideoRecord, stack_batch
+from edgemem.models.streaming import StreamingModel
 from edgemem.train.distributed import DistInfo
 from edgemem.train.evaluate import evaluate_model
 from edgemem.train.loop import StepResult
@@ -30,14 +32,15 @@ def masked_ce(logits: Tensor, labels: Tensor, valid: Tensor) -> tuple[Tensor, di
     return loss, {"correct": float(hits), "count": float(valid.sum())}
 
 
-class RecipeBase:
-    """Shared parts: geometry, loaders over a per-epoch distributed sampler, skip tally, evaluation."""
+class RecipeBase(ABC):
+    """Shared parts: geometry, loaders over a per-epoch distributed sampler, skip tally, evaluation;
+    a family's recipe adds the rest of :class:`edgemem.train.loop.Recipe`."""
 
     family = "clip"
 
     def __init__(
         self,
-        model: nn.Module,
+        model: StreamingModel,
         options: dict[str, Any],
         train_items: Sequence[VideoRecord],
         val_items: Sequence[VideoRecord],
@@ -54,6 +57,15 @@ class RecipeBase:
         self.seed = int(options.get("seed", 0))
         self.tally = SkipTally()
 
+    @abstractmethod
+    def steps_per_epoch(self, epoch: int) -> int: ...
+
+    @abstractmethod
+    def batches(self, epoch: int) -> Iterator[dict[str, Any]]: ...
+
+    @abstractmethod
+    def loss(self, model: nn.Module, batch: dict[str, Any], epoch: int) -> StepResult: ...
+
     def trainable(self, model: nn.Module) -> nn.Module:
         """The module DDP wraps: its ``forward`` is what ``loss`` calls."""
         return model
@@ -62,7 +74,7 @@ class RecipeBase:
         return len(self.tally.skipped)
 
     def _sampler(self, ds: Any, epoch: int) -> DistributedSampler:
-        s = DistributedSampler(
+        s: DistributedSampler = DistributedSampler(
             ds, num_replicas=self.info.world, rank=self.info.rank, shuffle=True, seed=self.seed, drop_last=True
         )
         s.set_epoch(epoch)
@@ -79,7 +91,7 @@ class RecipeBase:
             drop_last=True,
         )
 
-    def evaluate(self, model: nn.Module) -> dict[str, Any]:
+    def evaluate(self, model: StreamingModel) -> dict[str, Any]:
         return evaluate_model(
             model,
             self.family,
@@ -119,7 +131,7 @@ class ClipRecipe(ShuffledRecipe):
 
 def build_recipe(
     family: str,
-    model: nn.Module,
+    model: StreamingModel,
     options: dict[str, Any],
     train_items: Sequence[VideoRecord],
     val_items: Sequence[VideoRecord],

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from edgemem.errors import CheckpointError, EdgememError, InputError
 from edgemem.hardware import resolve_threads
+from edgemem.models.streaming import StreamingModel
 from edgemem.train import checkpoints as ckpts
 from edgemem.train.distributed import DistInfo, init_distributed, shutdown, wrap_ddp
 from edgemem.train.loop import LoopConfig, LoopState, train
@@ -87,7 +87,7 @@ class TrainOptions:
             raise InputError(f"--workers must be >= 0, got {self.workers}")
 
 
-def family_of(model: nn.Module) -> str:
+def family_of(model: StreamingModel) -> str:
     """``clip`` (memory-less), ``memvit`` or ``cm``, from the model card's memory entry."""
     mem = model.model_card().memory
     if mem is None:
@@ -98,7 +98,7 @@ def family_of(model: nn.Module) -> str:
     return str(kind)
 
 
-def _build_model(opts: TrainOptions, num_classes: int, extra: dict[str, Any]) -> nn.Module:
+def _build_model(opts: TrainOptions, num_classes: int, extra: dict[str, Any]) -> StreamingModel:
     from edgemem.models.registry import create_model, is_model
 
     if not is_model(opts.model):
@@ -150,7 +150,7 @@ def run_training(opts: TrainOptions) -> dict[str, Any] | None:
     model = _build_model(opts, num_classes, {})
     family = family_of(model)
     if family == "cm":
-        cm = {"alpha": opts.alpha} | ({"clips": opts.clips_per_video} if opts.clips_per_video else {})
+        cm: dict[str, Any] = {"alpha": opts.alpha} | ({"clips": opts.clips_per_video} if opts.clips_per_video else {})
         if opts.no_batch_reduction:
             cm["batch_reduction"] = False
         if opts.infusion:
@@ -186,7 +186,7 @@ def run_training(opts: TrainOptions) -> dict[str, Any] | None:
 
 def _train(
     opts: TrainOptions,
-    model: nn.Module,
+    model: StreamingModel,
     family: str,
     train_items: list,
     val_items: list,
