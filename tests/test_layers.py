@@ -11,13 +11,14 @@ import pytest
 import edgemem
 
 ROOT = Path(edgemem.__file__).parent
-BOTTOM = {"errors", "contract", "hardware", "optional", "finite"}
+BOTTOM = {"errors", "contract", "hardware", "optional", "finite", "atomic"}
 # package (or top-level module) -> the edgemem packages it may import besides itself and the root.
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "contract": {"errors"},
     "optional": {"errors"},
     "finite": {"errors"},
+    "atomic": {"errors"},
     "hardware": {"errors", "optional"},
     "runtimes": BOTTOM,
     "data": BOTTOM,

@@ -32,8 +32,9 @@ from typing import Any
 import numpy as np
 
 import edgemem.export  # noqa: F401  (registers the PyTorch reference runtime "torch")
+from edgemem.atomic import write_json
 from edgemem.bench.precisions import session_options
-from edgemem.bench.schema import GPU_RUNTIMES, Cell, empty_result, machine_info, write_json_atomic
+from edgemem.bench.schema import GPU_RUNTIMES, Cell, empty_result, machine_info
 from edgemem.bench.stats import cpu_summary, derive_rates, latency_summary
 from edgemem.errors import NonFiniteError, UnsupportedError
 
@@ -203,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         traceback.print_exc(file=sys.stderr)
         result = empty_result(Cell(**spec["cell"]), spec.get("machine") or machine_info(), "failed", _error(e))
         result["peak_rss_mb"] = round(peak_rss_mb(), 1)
-    write_json_atomic(Path(args.out), result)
+    write_json(Path(args.out), result)
     return 0
 
 

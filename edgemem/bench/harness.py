@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import edgemem.export  # noqa: F401  (registers the PyTorch reference runtime "torch")
+from edgemem.atomic import write_json
 from edgemem.bench.precisions import PRECISIONS, graph_precision, session_options
-from edgemem.bench.schema import Cell, empty_result, machine_info, model_slug, write_json_atomic, write_result
+from edgemem.bench.schema import Cell, empty_result, machine_info, model_slug, write_result
 from edgemem.bench.stats import derive_rates, merge_repeats
 from edgemem.errors import EdgememError, UnsupportedError
 from edgemem.hardware import resolve_threads
@@ -279,7 +280,7 @@ def run_bench(config: BenchConfig, progress: Any = None) -> list[dict[str, Any]]
             session_options(cell.runtime, cell.precision)
         except UnsupportedError as e:
             row.planned.skip = str(e)
-    write_json_atomic(config.out / "bench_config.json", _config_json(config, machine))
+    write_json(config.out / "bench_config.json", _config_json(config, machine))
     for row in rows:  # skipped and failed cells are on disk before anything is measured
         if row.planned.skip or row.error:
             _write_row(config, row, machine)

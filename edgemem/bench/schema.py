@@ -13,13 +13,13 @@ import platform
 import re
 import shutil
 import subprocess
-import tempfile
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from edgemem import hardware
+from edgemem.atomic import write_json
 from edgemem.errors import EdgememError
 
 SCHEMA_VERSION = 1
@@ -215,25 +215,12 @@ def result_filename(result: dict[str, Any]) -> str:
     return f"{cell.key}-{result.get('device') or device_tag(cell.runtime, result['machine'])}.json"
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to a temp file in the same folder, then rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, allow_nan=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
 
 def write_result(out_dir: Path, result: dict[str, Any]) -> Path:
     """Validate and write one cell's results under ``out_dir``; returns the file."""
     validate_result(result)
     path = Path(out_dir) / result_filename(result)
-    write_json_atomic(path, result)
+    write_json(path, result)
     return path
 
 

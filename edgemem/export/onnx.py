@@ -6,7 +6,6 @@ import contextlib
 import io
 import logging
 import os
-import tempfile
 import time
 import warnings
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ import onnx
 import torch
 
 import edgemem
+from edgemem.atomic import atomic_path
 from edgemem.contract import BATCH_DIM, write_contract
 from edgemem.errors import EdgememError, InputError, UnsupportedError
 from edgemem.export.graph import (
@@ -72,13 +72,7 @@ def to_onnx(
     """
     start = time.perf_counter()
     out = _check_args(model, Path(path), batch, opset, precision, quantize)
-    try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    except OSError as e:
-        raise InputError(f"cannot write to {out.parent}: {e.strerror}") from None
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with atomic_path(out) as tmp:
         proto = _export_proto(model, batch, opset)
         if precision == "fp16":
             from edgemem.export.precision import to_fp16
@@ -106,10 +100,6 @@ def to_onnx(
                                   tolerance=tolerance, name=out.name, check=False)  # fmt: skip
             if not report.passed:
                 raise VerificationError(report)
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return ExportResult(out, time.perf_counter() - start, out.stat().st_size, stats, report)
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from edgemem.atomic import atomic_path
 from edgemem.errors import CheckpointError
 from edgemem.finite import check_finite
 
@@ -84,10 +85,5 @@ def load_state_strict(model: nn.Module, state: Mapping[str, Tensor], *, ignore: 
 
 def save_pyth(path: str | os.PathLike[str], payload: dict[str, Any]) -> None:
     """Write a ``.pyth`` atomically (temp file in the same folder, then rename)."""
-    p = Path(path)
-    tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
-    try:
+    with atomic_path(path, error=CheckpointError) as tmp:
         torch.save(payload, tmp)
-        os.replace(tmp, p)
-    finally:
-        tmp.unlink(missing_ok=True)

@@ -13,8 +13,6 @@ Not verifiable on machines without an NVIDIA GPU (see docs/RUNTIMES.md).
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from edgemem import contract as C
+from edgemem.atomic import write_bytes
 from edgemem.contract import read_contract
 from edgemem.errors import UnsupportedError
 from edgemem.optional import require
@@ -165,10 +164,7 @@ def load_or_build(trt: Any, info: GraphInfo, shapes: dict[str, list[int]], plan:
     if path.is_file():
         return path.read_bytes()
     blob = build_engine(trt, info, shapes, plan)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "wb") as f:
-        f.write(blob)
-    os.replace(tmp, path)
+    write_bytes(path, blob)
     return blob
 
 

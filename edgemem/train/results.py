@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 import torch
 import yaml
 
+from edgemem.atomic import write_text
 from edgemem.errors import EdgememError
 from edgemem.models.checkpoint import read_pyth, save_pyth
 from edgemem.models.info import count_gflops
@@ -112,9 +112,7 @@ def ship(
         },
         "load": f"create_model('{name}')",
     }
-    tmp = zoo / f".{name}.yaml.tmp{os.getpid()}"
-    tmp.write_text(yaml.safe_dump(entry, sort_keys=False))
-    os.replace(tmp, zoo / f"{name}.yaml")
+    write_text(zoo / f"{name}.yaml", yaml.safe_dump(entry, sort_keys=False))
     return entry
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -13,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from edgemem.atomic import write_json
 from edgemem.errors import CheckpointError, EdgememError, InputError
 from edgemem.hardware import resolve_threads
 from edgemem.train import checkpoints as ckpts
@@ -107,12 +107,6 @@ def _build_model(opts: TrainOptions, num_classes: int, extra: dict[str, Any]) ->
     except TypeError as e:
         raise InputError(f"{opts.model} does not accept these options ({e})") from None
     return model
-
-
-def _write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def _precision(opts: TrainOptions, device: torch.device) -> str:
@@ -229,7 +223,7 @@ def _train(
     if info.main:
         run.mkdir(parents=True, exist_ok=True)
         config = {"options": resolved, "model_card": card, "init": init_note, "dataset": str(Path(opts.data))}
-        _write_json_atomic(run / "config.json", config)
+        write_json(run / "config.json", config)
     loop_cfg = LoopConfig(
         epochs=opts.epochs,
         base_lr=lr,
