@@ -16,13 +16,14 @@ def reference_model(graph: str | Path, checkpoint: str | None = None) -> torch.n
 
     from edgemem.contract import read_contract
     from edgemem.export.graph import weights_from_graph
-    from edgemem.models.checkpoint import load_state_strict, read_pyth
+    from edgemem.models.checkpoint import load_state_strict
     from edgemem.models.registry import from_card
+    from edgemem.models.resolve import load_checkpoint
 
     contract = read_contract(graph)
     model = from_card(contract.card)
     if checkpoint is not None:
-        load_state_strict(model, read_pyth(checkpoint)["model_state"])
+        load_checkpoint(model, str(checkpoint))
         return model.eval()
     own = model.state_dict()
     found, missing = weights_from_graph(onnx.load(str(graph)), list(own))

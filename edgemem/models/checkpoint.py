@@ -1,7 +1,11 @@
-"""Reading PySlowFast-layout checkpoints and loading state dicts all-or-nothing."""
+"""The one checkpoint reader: PySlowFast-layout ``.pyth`` files (``read_pyth``), the edgemem card they may
+carry (``card_of``), the model such a card describes with its weights (``model_from_checkpoint``), and
+all-or-nothing state dict loading (``load_state_strict``). Every other loader (zoo, training runs,
+``--checkpoint``, official configs, Caffe2/PyTorchVideo clip weights) goes through these."""
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import zipfile
@@ -46,6 +50,37 @@ def read_pyth(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise CheckpointError(f"{p}: 'model_state' is not a state dict")
     check_finite(ckpt["model_state"], f"checkpoint {p}")
     return ckpt
+
+
+def card_of(ckpt: Mapping[str, Any], where: str | os.PathLike[str], *, required: bool = True) -> dict[str, Any] | None:
+    """The edgemem model card stored in a checkpoint; a checkpoint without one (official, foreign)
+    is a CheckpointError, or None when not ``required``. A malformed card is always an error."""
+    text = ckpt.get("edgemem_card")
+    if not isinstance(text, str):
+        if required:
+            raise CheckpointError(f"{where} is not an edgemem checkpoint (no model card)")
+        return None
+    try:
+        card = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{where}: malformed edgemem model card: {e}") from None
+    if not isinstance(card, dict):
+        raise CheckpointError(f"{where}: malformed edgemem model card")
+    return card
+
+
+def model_from_checkpoint(ckpt: Mapping[str, Any], where: str | os.PathLike[str], card: dict[str, Any] | None = None) -> nn.Module:
+    """The model an edgemem checkpoint's card (or ``card``) describes, with the checkpoint's weights and
+    class names."""
+    from edgemem.models.registry import from_card
+
+    card = card if card is not None else card_of(ckpt, where)
+    assert card is not None
+    model = from_card(card)
+    load_state_strict(model, ckpt["model_state"])
+    if card.get("class_names"):
+        model.class_names = list(card["class_names"])
+    return model
 
 
 def _unsafe_reason(message: str) -> str:

@@ -69,8 +69,7 @@ def sha256_of(path: str | os.PathLike[str]) -> str:
 
 def load_zoo(entry: dict[str, Any], **overrides: Any) -> Any:
     """Build the zoo entry's model with its weights (checksum verified), in eval mode."""
-    from edgemem.models.checkpoint import load_state_strict, read_pyth
-    from edgemem.models.registry import from_card
+    from edgemem.models.checkpoint import card_of, model_from_checkpoint, read_pyth
 
     path = Path(entry["path"])
     if not path.is_file():
@@ -79,24 +78,14 @@ def load_zoo(entry: dict[str, Any], **overrides: Any) -> Any:
     if want and sha256_of(path) != want:
         raise CheckpointError(f"zoo weights {path} do not match the sha256 of {entry['name']}.yaml")
     ckpt = read_pyth(path)
-    card = _card_from_ckpt(ckpt, path)
+    card = card_of(ckpt, path)
+    assert card is not None
     if overrides:
         bad = {k: v for k, v in overrides.items() if card.get(k, card["config"].get(k)) != v}
         if bad:
             raise EdgememError(f"shipped weights '{entry['name']}' were trained with other settings than {bad}")
-    model = from_card(card)
-    load_state_strict(model, ckpt["model_state"])
-    names = card.get("class_names") or (entry.get("dataset") or {}).get("class_names")
-    if names:
+    model = model_from_checkpoint(ckpt, path, card)
+    if not card.get("class_names") and (names := (entry.get("dataset") or {}).get("class_names")):
         model.class_names = list(names)
-    model.eval()
-    return model
+    return model.eval()
 
-
-def _card_from_ckpt(ckpt: dict[str, Any], path: Path) -> dict[str, Any]:
-    import json
-
-    text = ckpt.get("edgemem_card")
-    if not isinstance(text, str):
-        raise CheckpointError(f"{path} carries no edgemem model card")
-    return json.loads(text)

@@ -20,7 +20,7 @@ import yaml
 from torch import nn
 
 from edgemem.errors import CheckpointError
-from edgemem.models.checkpoint import load_state_strict, read_pyth, save_pyth
+from edgemem.models.checkpoint import card_of, load_state_strict, model_from_checkpoint, read_pyth, save_pyth
 
 CKPT_DIR = "checkpoints"
 LAST = "last.pyth"
@@ -81,20 +81,6 @@ def resolve_checkpoint(path: str | os.PathLike[str], prefer: str = BEST) -> Path
     return epochs[-1]
 
 
-def card_of(ckpt: dict[str, Any], where: str | os.PathLike[str]) -> dict[str, Any]:
-    """The edgemem model card stored in a checkpoint (CheckpointError for a foreign checkpoint)."""
-    text = ckpt.get("edgemem_card")
-    if not isinstance(text, str):
-        raise CheckpointError(f"{where} is not an edgemem training checkpoint (no model card)")
-    try:
-        card = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{where}: malformed model card: {e}") from None
-    if not isinstance(card, dict):
-        raise CheckpointError(f"{where}: malformed model card")
-    return card
-
-
 def train_state_of(ckpt: dict[str, Any]) -> dict[str, Any]:
     text = ckpt.get("edgemem_train")
     return json.loads(text) if isinstance(text, str) else {}
@@ -102,22 +88,16 @@ def train_state_of(ckpt: dict[str, Any]) -> dict[str, Any]:
 
 def load_trained(path: str | os.PathLike[str]) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the model of a training checkpoint (file or run folder) with its weights, in eval mode."""
-    from edgemem.models.registry import from_card
-
     file = resolve_checkpoint(path)
     ckpt = read_pyth(file)
-    card = card_of(ckpt, file)
-    model = from_card(card)
-    load_state_strict(model, ckpt["model_state"])
-    model.eval()
-    return model, ckpt
+    return model_from_checkpoint(ckpt, file).eval(), ckpt
 
 
 def read_checkpoint_for_resume(run: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     """Load ``run``'s ``last.pyth`` into ``model`` and ``optimizer``; the model must be the same one."""
     file = run / CKPT_DIR / LAST
     ckpt = read_pyth(file)
-    card = card_of(ckpt, file)
+    card = card_of(ckpt, file) or {}
     own = json.loads(json.dumps(model.model_card()))  # tuples as lists, as stored
     if card.get("family") != own.get("family") or card.get("config") != own.get("config"):
         raise CheckpointError(

@@ -21,10 +21,10 @@ import yaml
 
 from edgemem.atomic import write_text
 from edgemem.errors import EdgememError
-from edgemem.models.checkpoint import read_pyth, save_pyth
+from edgemem.models.checkpoint import card_of, read_pyth, save_pyth
 from edgemem.models.info import count_gflops
 from edgemem.models.pretrained import sha256_of, zoo_cards, zoo_dir
-from edgemem.train.checkpoints import card_of, resolve_checkpoint, train_state_of
+from edgemem.train.checkpoints import resolve_checkpoint, train_state_of
 
 
 def compute_cost(card: dict[str, Any], clips_per_video: int) -> dict[str, float]:
@@ -66,7 +66,7 @@ def ship(
 
     src = resolve_checkpoint(run, prefer="last.pyth")
     ckpt = read_pyth(src)
-    card = card_of(ckpt, src)
+    card = card_of(ckpt, src) or {}
     metrics = evaluate_checkpoint(src, data, "val", views=views)
     task = json.loads((data / "task.json").read_text()) if (data / "task.json").is_file() else {}
     zoo.mkdir(parents=True, exist_ok=True)
