@@ -164,7 +164,7 @@ def test_verify_refuses_an_int8_graph_where_the_runtime_has_no_int8(
     from edgemem.export.onnx import to_onnx
 
     path = tmp_path / "toy_int8.onnx"
-    to_onnx(make_toy(), path, quantize="int8", verify=False)
+    to_onnx(make_toy(), path, precision="int8", verify=False)
     monkeypatch.setattr(hardware, "openvino_capabilities", lambda device="CPU": frozenset({"FP32"}))
     assert main(["verify", str(path), "--runtimes", "ort-cpu,openvino"]) == 2
     err = capsys.readouterr().err.strip()

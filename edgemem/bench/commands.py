@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from edgemem.errors import EdgememError
+from edgemem.precision import choices
 
 
 def _csv_list(text: str) -> list[str]:
@@ -38,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     b.add_argument("--models", type=_csv_list, required=True, help="comma-separated presets")
     b.add_argument("--runtimes", type=_csv_list, default=["ort-cpu"], help="comma-separated (see `edgemem runtimes`)")
-    b.add_argument("--precision", type=_csv_list, default=["f32"], help="comma-separated: f32,bf16,fp16,int8")
+    b.add_argument("--precision", type=_csv_list, default=["f32"], help=f"comma-separated: {','.join(choices())}")
     b.add_argument(
         "--frame-scale", type=_int_list, default=[1], help="comma-separated k: memory-less baseline fed k x frames"
     )

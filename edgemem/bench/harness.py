@@ -25,11 +25,12 @@ from typing import Any
 
 import edgemem.export  # noqa: F401  (registers the PyTorch reference runtime "torch")
 from edgemem.atomic import write_json
-from edgemem.bench.precisions import PRECISIONS, graph_precision, session_options
 from edgemem.bench.schema import Cell, empty_result, machine_info, model_slug, write_result
 from edgemem.bench.stats import derive_rates, merge_repeats
 from edgemem.errors import EdgememError, UnsupportedError
 from edgemem.hardware import resolve_threads
+from edgemem.precision import choices
+from edgemem.runtimes.precisions import graph_precision, session_options
 
 
 @dataclass
@@ -59,9 +60,9 @@ class BenchConfig:
         unknown = [r for r in self.runtimes if r not in list_runtimes()]
         if unknown:
             raise EdgememError(f"unknown runtime {unknown}; choose from {', '.join(list_runtimes())}")
-        bad = [p for p in self.precisions if p not in PRECISIONS]
+        bad = [p for p in self.precisions if p not in choices()]
         if bad:
-            raise EdgememError(f"unknown precision {bad}; choose from {', '.join(PRECISIONS)}")
+            raise EdgememError(f"unknown precision {bad}; choose from {', '.join(choices())}")
         if any(k < 1 for k in self.frame_scales):
             raise EdgememError(f"frame scales must be >= 1, got {self.frame_scales}")
         for name, n, low in (("batch", self.batch, 1), ("clips", self.clips, 1), ("warmup", self.warmup, 0)):

@@ -10,6 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from edgemem.precision import GRAPH_PRECISIONS, choices
+
 
 def export_graph(
     model_name: str,
@@ -34,9 +36,8 @@ def export_graph(
     overrides = {"frame_scale": frame_scale} if frame_scale != 1 else {}
     torch.manual_seed(0)
     model = resolve_model(model_name, checkpoint, **overrides).eval()
-    options = {"fp16": {"precision": "fp16"}, "int8": {"quantize": "int8"}}.get(precision, {})
     out.parent.mkdir(parents=True, exist_ok=True)
-    to_onnx(model, out, batch=batch, verify=verify, **options)
+    to_onnx(model, out, batch=batch, verify=verify, precision=precision)
     return out
 
 
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", required=True)
     p.add_argument("--frame-scale", type=int, default=1)
     p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--precision", default="f32", choices=("f32", "fp16", "int8"))
+    p.add_argument("--precision", default="f32", choices=choices(GRAPH_PRECISIONS))
     p.add_argument("--checkpoint", default=None)
     p.add_argument("--verify", action="store_true", help="verify the graph against PyTorch")
     p.add_argument("--out", required=True, type=Path)

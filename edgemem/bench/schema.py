@@ -21,6 +21,7 @@ from typing import Any
 from edgemem import hardware
 from edgemem.atomic import write_json
 from edgemem.errors import EdgememError
+from edgemem.runtimes.registry import runs_on_gpu
 
 SCHEMA_VERSION = 1
 
@@ -46,7 +47,6 @@ REQUIRED_KEYS = (
     "machine",
 )
 # Runtimes whose latency and memory belong to a GPU rather than to the host CPU.
-GPU_RUNTIMES = ("ort-cuda", "ort-tensorrt", "tensorrt", "torch-cuda")
 _LIBRARIES = ("edgemem", "torch", "numpy", "onnx", "onnxruntime", "onnxruntime-gpu", "openvino", "tensorrt")
 
 
@@ -157,7 +157,7 @@ def _slug(text: str) -> str:
 def device_tag(runtime: str, machine: dict[str, Any]) -> str:
     """Short name of the device a cell ran on, for file names: ``cpu-amd-epyc-2c`` or ``nvidia-h100``."""
     gpus = machine.get("gpus") or []
-    if runtime in GPU_RUNTIMES and gpus:
+    if runs_on_gpu(runtime) and gpus:
         return _slug(gpus[0]["name"])
     cpu = _slug(str(machine.get("cpu", "cpu")))
     cpu = re.sub(r"-(\d+-core-processor|processor|cpu)$", "", cpu)

@@ -8,6 +8,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from edgemem.errors import InputError
+from edgemem.precision import GRAPH_PRECISIONS, Precision, choices
 
 if TYPE_CHECKING:
     from edgemem.contract import GraphContract
@@ -22,8 +23,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output .onnx file (written atomically)")
     p.add_argument("--batch", default="1", help="batch size, or 'dynamic' (default 1)")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 18)")
-    p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32", help="compute precision")
-    p.add_argument("--quantize", choices=("int8",), default=None, help="ONNX Runtime dynamic int8 (MatMul weights)")
+    p.add_argument(
+        "--precision", choices=choices(GRAPH_PRECISIONS), default="f32",
+        help="the graph's precision: f32, fp16 compute behind f32 I/O, int8 (ONNX Runtime dynamic, MatMul weights)",
+    )  # fmt: skip
     p.add_argument("--no-verify", action="store_true", help="skip the verification stream (checks still run)")
     p.add_argument(
         "--view", choices=("train", "test"), default=None,
@@ -52,11 +55,12 @@ def _stream_args(p: argparse.ArgumentParser) -> None:
 
 
 def _tolerance(args: argparse.Namespace, precision: str) -> Tolerance:
+    """The default tolerance of ``precision`` with --atol/--state-atol applied."""
     from dataclasses import replace
 
     from edgemem.export.verify import TOLERANCES
 
-    tol = TOLERANCES[precision]
+    tol = TOLERANCES[Precision.parse(precision)]
     if args.atol is not None:
         tol = replace(tol, logits_atol=args.atol)
     if args.state_atol is not None:
@@ -75,12 +79,11 @@ def _export(args: argparse.Namespace) -> int:
     else:
         raise InputError(f"--batch must be a positive integer or 'dynamic', got {args.batch!r}")
     model = resolve_model(args.model, args.checkpoint, view=args.view)
-    key = "int8" if args.quantize else args.precision
     try:
         result = to_onnx(
             model, args.out, batch=batch, opset=args.opset or DEFAULT_OPSET, precision=args.precision,
-            quantize=args.quantize, verify=not args.no_verify, clips=args.clips, boundaries=args.boundaries,
-            tolerance=_tolerance(args, key),
+            verify=not args.no_verify, clips=args.clips, boundaries=args.boundaries,
+            tolerance=_tolerance(args, args.precision),
         )  # fmt: skip
     except VerificationError as e:
         print(e.report.format(), file=sys.stderr)
@@ -98,7 +101,8 @@ def _export(args: argparse.Namespace) -> int:
 
 def _verify(args: argparse.Namespace) -> int:
     from edgemem.contract import read_contract
-    from edgemem.export.verify import precision_key, verify_graph
+    from edgemem.export.verify import verify_graph
+    from edgemem.precision import of_export_record
 
     contract = read_contract(args.graph)
     runtimes = tuple(r.strip() for r in args.runtimes.split(",") if r.strip())
@@ -113,7 +117,7 @@ def _verify(args: argparse.Namespace) -> int:
     report = verify_graph(
         args.graph, reference, runtimes=runtimes, clips=16 if args.clips is None else args.clips,
         boundaries=2 if args.boundaries is None else args.boundaries, batch=args.batch,
-        tolerance=_tolerance(args, precision_key(contract.export)), save_reference=args.save_reference,
+        tolerance=_tolerance(args, of_export_record(contract.export)), save_reference=args.save_reference,
     )  # fmt: skip
     print(json.dumps(report.to_json(), indent=2) if args.json else report.format())
     return 0 if report.passed else 1

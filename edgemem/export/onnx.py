@@ -31,11 +31,10 @@ from edgemem.export.graph import (
 from edgemem.export.verify import Tolerance, VerifyReport, run_checker, verify_graph
 from edgemem.export.wrapper import PREFIX, StepGraph
 from edgemem.models.streaming import StreamingModel
+from edgemem.precision import GRAPH_PRECISIONS, Precision, choices
 
 DEFAULT_OPSET = 18
 MIN_OPSET = 18  # the dynamo exporter's lowest native opset
-PRECISIONS = ("fp32", "fp16")
-QUANTIZE = (None, "int8")
 SINGLE_FILE_LIMIT = 2**31 - 2**26  # protobuf's 2 GB limit, with room for the graph itself
 
 
@@ -54,8 +53,7 @@ def to_onnx(
     *,
     batch: int | None = 1,
     opset: int = DEFAULT_OPSET,
-    precision: str = "fp32",
-    quantize: str | None = None,
+    precision: Precision | str = Precision.F32,
     verify: bool = True,
     clips: int = 16,
     boundaries: int = 2,
@@ -64,27 +62,27 @@ def to_onnx(
 ) -> ExportResult:
     """Export ``model.step`` as a stateful graph at ``path`` (see docs/CONTRACT.md).
 
-    ``batch`` fixes the batch size (None: a dynamic ``batch`` dimension). ``precision="fp16"``
-    computes in fp16 behind fp32 inputs/outputs; ``quantize="int8"`` applies ONNX Runtime
-    dynamic int8 quantization to MatMul weights. With ``verify`` (default) the graph is checked
+    ``batch`` fixes the batch size (None: a dynamic ``batch`` dimension). ``precision`` (one of
+    ``GRAPH_PRECISIONS``): ``fp16`` computes in fp16 behind f32 inputs/outputs; ``int8`` applies ONNX
+    Runtime dynamic int8 quantization to MatMul weights. With ``verify`` (default) the graph is checked
     and a stream of ``clips`` steps with ``boundaries`` video boundaries is compared against the
     model; on failure (or any error) nothing is left at ``path``.
     """
     start = time.perf_counter()
-    out = _check_args(model, Path(path), batch, opset, precision, quantize)
+    out, precision = _check_args(model, Path(path), batch, opset, precision)
     with atomic_path(out) as tmp:
         proto = _export_proto(model, batch, opset)
-        if precision == "fp16":
+        if precision == Precision.FP16:
             from edgemem.export.precision import to_fp16
 
             proto = to_fp16(proto)
-        if quantize == "int8":
+        if precision == Precision.INT8:
             from edgemem.export.precision import quantize_int8
 
             gemm_to_matmul(proto, set(model.state_dict()))
             proto = quantize_int8(proto, tmp)
         _, unused = weights_from_graph(proto, list(model.state_dict()))  # parameters the step never reads
-        export_info = {"precision": precision, "quantize": quantize, "opset": opset, "torch": torch.__version__,
+        export_info = {"precision": precision.value, "opset": opset, "torch": torch.__version__,
                        "edgemem": edgemem.__version__, "unused_weights": unused}  # fmt: skip
         write_contract(proto, model.state_specs(BATCH_DIM if batch is None else batch), model.model_card(), export_info)
         stats = lint_graph(proto)
@@ -113,17 +111,13 @@ class VerificationError(EdgememError):
         self.report = report
 
 
-def _check_args(model: Any, out: Path, batch: int | None, opset: int, precision: str, quantize: str | None) -> Path:
+def _check_args(model: Any, out: Path, batch: int | None, opset: int, precision: Precision | str) -> tuple[Path, Precision]:
     if not isinstance(model, StreamingModel):
         raise InputError(f"to_onnx needs a StreamingModel, got {type(model).__name__}")
     if batch is not None and (not isinstance(batch, int) or batch < 1):
         raise InputError(f"batch must be a positive integer or None (dynamic), got {batch!r}")
-    if precision not in PRECISIONS:
-        raise UnsupportedError(f"unknown precision '{precision}'; choose from {', '.join(PRECISIONS)}")
-    if quantize not in QUANTIZE:
-        raise UnsupportedError(f"unknown quantization '{quantize}'; choose int8")
-    if quantize and precision != "fp32":
-        raise UnsupportedError("int8 quantization applies to fp32 graphs; drop --precision fp16")
+    if str(precision) not in choices(GRAPH_PRECISIONS):
+        raise UnsupportedError(f"a graph cannot be exported in '{precision}'; choose from {', '.join(choices(GRAPH_PRECISIONS))}")
     newest = onnx.defs.onnx_opset_version()
     if not MIN_OPSET <= opset <= newest:
         raise UnsupportedError(f"opset {opset} cannot be produced: the exporter writes opsets {MIN_OPSET}..{newest}")
@@ -136,7 +130,7 @@ def _check_args(model: Any, out: Path, batch: int | None, opset: int, precision:
         raise InputError(f"output directory is not writable: {parent}")
     if out.is_dir():
         raise InputError(f"output is a directory: {out}")
-    return out
+    return out, Precision(str(precision))
 
 
 def _export_proto(model: StreamingModel, batch: int | None, opset: int) -> onnx.ModelProto:

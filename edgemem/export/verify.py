@@ -22,6 +22,7 @@ import numpy as np
 from edgemem.contract import LOGITS, state_out_name
 from edgemem.errors import EdgememError, UnsupportedError
 from edgemem.export.stream import Stream, make_stream
+from edgemem.precision import Precision, of_export_record
 
 
 @dataclass(frozen=True)
@@ -38,10 +39,10 @@ class Tolerance:
 
 
 # Defaults per graph precision (see docs/EXPORT.md for the measurements behind them).
-TOLERANCES: dict[str, Tolerance] = {
-    "fp32": Tolerance(1e-4, 0.0, 1e-4, 1e-4),
-    "fp16": Tolerance(5e-2, 5e-2, 5e-2, 5e-2),
-    "int8": Tolerance(0.5, 0.2, 0.5, 0.2),
+TOLERANCES: dict[Precision, Tolerance] = {
+    Precision.F32: Tolerance(1e-4, 0.0, 1e-4, 1e-4),
+    Precision.FP16: Tolerance(5e-2, 5e-2, 5e-2, 5e-2),
+    Precision.INT8: Tolerance(0.5, 0.2, 0.5, 0.2),
 }
 
 
@@ -225,9 +226,9 @@ def verify_graph(
 
     path = Path(path)
     contract = read_contract(path)
-    precision = precision_key(contract.export)
+    precision = of_export_record(contract.export)
     tol = tolerance or TOLERANCES[precision]
-    if precision == "int8":  # a quantised graph needs an int8 path; refuse before any streaming
+    if precision == Precision.INT8:  # a quantised graph needs an int8 path; refuse before any streaming
         from edgemem.runtimes.precisions import check_precision
 
         for rt in runtimes:
@@ -248,7 +249,7 @@ def verify_graph(
         if save_reference is not None:
             from edgemem.export.saved_reference import save_reference as save
 
-            save(save_reference, path, contract, precision, stream, ref, seed=seed, boundaries=boundaries,
+            save(save_reference, path, contract, precision.value, stream, ref, seed=seed, boundaries=boundaries,
                  made_by="torch")  # fmt: skip
     results = []
     for rt in runtimes:
@@ -260,11 +261,5 @@ def verify_graph(
             results.append(RuntimeResult(rt, error=str(e)))
             continue
         results.append(RuntimeResult(rt, compare(ref, got, tol), time.perf_counter() - start))
-    return VerifyReport(name or path.name, precision, b, stream.steps, stream.boundaries, checker, results, against)
+    return VerifyReport(name or path.name, precision.value, b, stream.steps, stream.boundaries, checker, results, against)
 
-
-def precision_key(export: dict[str, Any]) -> str:
-    """The tolerance key of a graph from its ``edgemem.export`` record: fp32, fp16 or int8."""
-    if export.get("quantize") == "int8":
-        return "int8"
-    return "fp16" if export.get("precision") == "fp16" else "fp32"

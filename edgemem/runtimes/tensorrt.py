@@ -24,6 +24,7 @@ from edgemem.atomic import write_bytes
 from edgemem.contract import read_contract
 from edgemem.errors import UnsupportedError
 from edgemem.optional import require
+from edgemem.precision import Precision, of_export_record
 from edgemem.runtimes.base import Session, State
 from edgemem.runtimes.graph import GraphInfo, read_graph
 
@@ -100,8 +101,7 @@ def build_plan(trt: Any, graph_fp16: bool, fp16: bool) -> BuildPlan:
 
 def graph_is_fp16(info: GraphInfo) -> bool:
     """Whether the graph was exported with fp16 compute (its ``edgemem.export`` record)."""
-    export = read_contract(info.path).export
-    return export.get("precision") == "fp16" and export.get("quantize") is None
+    return of_export_record(read_contract(info.path).export) == Precision.FP16
 
 
 def engine_path(info: GraphInfo, shapes: dict[str, list[int]], plan: BuildPlan, trt_version: str) -> Path:
@@ -184,7 +184,7 @@ class TensorRTSession(Session):
         self._trt, self._cudart = trt, cudart
         graph_fp16 = graph_is_fp16(info)
         plan = build_plan(trt, graph_fp16, fp16)
-        self.precision = "fp16" if (plan.fp16_flag or graph_fp16) else "fp32"  # what the engine computes in
+        self.precision = Precision.FP16 if (plan.fp16_flag or graph_fp16) else Precision.F32  # what the engine computes in
         _check(cudart.cudaSetDevice(device_id))
         shapes = {C.FRAMES: [self.batch, *self.input_shape], C.RESET: [self.batch]}
         shapes.update({C.state_in_name(s.name): list(s.shape) for s in self._specs})

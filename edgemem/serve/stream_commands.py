@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from edgemem.precision import choices
+
 
 def register(sub: Any) -> None:
     s = sub.add_parser(
@@ -27,6 +29,7 @@ def register(sub: Any) -> None:
     s.add_argument("--runtime", default="ort-cpu", help="see `edgemem runtimes` (default: ort-cpu)")
     s.add_argument(
         "--precision",
+        choices=choices(),
         help="openvino: f32 (default), bf16, fp16 where the CPU has them; tensorrt/ort-tensorrt: fp16 "
         "(see `edgemem runtimes`)",
     )

@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from edgemem.precision import Precision, choices
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -67,9 +69,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=0, help="data loading processes per training process")
     p.add_argument(
         "--precision",
-        choices=("auto", "fp32", "bf16", "fp16"),
+        choices=("auto", *choices((Precision.F32, Precision.BF16, Precision.FP16))),
         default="auto",
-        help="bf16: autocast on CPU (or GPU); fp16: AMP on GPU; auto: fp16 AMP on GPU, fp32 on CPU",
+        help="bf16: autocast on CPU (or GPU); fp16: AMP on GPU; auto: fp16 AMP on GPU, f32 on CPU",
     )
     p.add_argument("--clip-grad", type=float, default=1.0, help="max gradient norm (0: off)")
     p.add_argument("--eval-every", type=int, default=5, help="validate every E epochs (and after the last)")

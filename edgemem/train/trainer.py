@@ -115,7 +115,7 @@ def _precision(opts: TrainOptions, device: torch.device) -> str:
             raise InputError("--precision fp16 needs a GPU (use bf16 on CPU)")
         return opts.precision
     # On CPU, bf16 autocast made the tiny presets slower (casts dominate tiny kernels; docs/TRAINING.md).
-    return "fp16" if device.type == "cuda" else "fp32"
+    return "fp16" if device.type == "cuda" else "f32"
 
 
 def run_training(opts: TrainOptions) -> dict[str, Any] | None:

@@ -7,7 +7,6 @@ import json
 import pytest
 
 from edgemem import hardware
-from edgemem.bench.precisions import graph_precision, session_options
 from edgemem.bench.schema import (
     SCHEMA_VERSION,
     Cell,
@@ -21,6 +20,7 @@ from edgemem.bench.schema import (
 )
 from edgemem.bench.stats import derive_rates, latency_summary, merge_repeats
 from edgemem.errors import EdgememError, UnsupportedError
+from edgemem.runtimes.precisions import graph_precision, session_options
 
 CPU = {"cpu": "AMD EPYC 7B13 64-Core Processor", "cores": 2, "cores_usable": 2, "gpus": [], "hostname": "a"}
 GPU = {**CPU, "gpus": [{"name": "NVIDIA H100 80GB HBM3", "memory_mb": 81559.0, "driver": "550"}], "hostname": "b"}
