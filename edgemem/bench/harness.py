@@ -25,7 +25,7 @@ from typing import Any
 
 import edgemem.export  # noqa: F401  (registers the PyTorch reference runtime "torch")
 from edgemem.atomic import write_json
-from edgemem.bench.schema import Cell, empty_result, machine_info, model_slug, write_result
+from edgemem.bench.schema import Cell, empty_result, machine_info, write_result
 from edgemem.bench.stats import derive_rates, merge_repeats
 from edgemem.errors import EdgememError, UnsupportedError
 from edgemem.hardware import resolve_threads
@@ -172,11 +172,16 @@ def _last_error_line(stderr: str) -> str:
 
 
 def graph_file(config: BenchConfig, cell: Cell) -> Path:
-    """Where the exported graph of a cell is cached."""
-    gp = graph_precision(cell.runtime, cell.precision)
-    ckpt = "-ckpt" if cell.model in config.checkpoints else ""
+    """Where the exported graph of a cell is cached (the one graph cache's key: the checkpoint's content,
+    not its name; bench graphs of presets without --checkpoint have random weights, for timing)."""
+    from edgemem.export.graph_cache import GraphKey, weights_id
+
     assert config.cache is not None
-    return config.cache / f"{model_slug(cell.model)}-fs{cell.frame_scale}-b{cell.batch}-{gp}{ckpt}.onnx"
+    key = GraphKey.of(
+        cell.model, weights_id(config.checkpoints.get(cell.model)), batch=cell.batch,
+        precision=graph_precision(cell.runtime, cell.precision), frame_scale=cell.frame_scale,
+    )  # fmt: skip
+    return config.cache / key.filename()
 
 
 def prepare_graph(config: BenchConfig, cell: Cell) -> Path:
