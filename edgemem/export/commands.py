@@ -101,10 +101,14 @@ def _export(args: argparse.Namespace) -> int:
 
 def _verify(args: argparse.Namespace) -> int:
     from edgemem.contract import read_contract
+    from edgemem.export.graph import load_graph_proto
     from edgemem.export.verify import verify_graph
     from edgemem.precision import of_export_record
+    from edgemem.runtimes.graph import read_graph
 
-    contract = read_contract(args.graph)
+    proto = load_graph_proto(args.graph)  # parsed once: the contract, the reference's weights, the checker
+    contract = read_contract(proto)
+    info = read_graph(args.graph, contract)
     runtimes = tuple(r.strip() for r in args.runtimes.split(",") if r.strip())
     if not runtimes:
         raise InputError("--runtimes is empty")
@@ -113,9 +117,9 @@ def _verify(args: argparse.Namespace) -> int:
     else:
         from edgemem.export.reference import reference_model
 
-        reference = reference_model(args.graph, args.checkpoint)
+        reference = reference_model(info, args.checkpoint, proto=proto)
     report = verify_graph(
-        args.graph, reference, runtimes=runtimes, clips=16 if args.clips is None else args.clips,
+        info, reference, proto=proto, runtimes=runtimes, clips=16 if args.clips is None else args.clips,
         boundaries=2 if args.boundaries is None else args.boundaries, batch=args.batch,
         tolerance=_tolerance(args, of_export_record(contract.export)), save_reference=args.save_reference,
     )  # fmt: skip

@@ -18,7 +18,7 @@ import torch
 
 import edgemem
 from edgemem.atomic import atomic_path
-from edgemem.contract import BATCH_DIM, write_contract
+from edgemem.contract import BATCH_DIM, read_contract, write_contract
 from edgemem.errors import EdgememError, InputError, UnsupportedError
 from edgemem.export.graph import (
     GraphStats,
@@ -32,6 +32,7 @@ from edgemem.export.verify import Tolerance, VerifyReport, run_checker, verify_g
 from edgemem.export.wrapper import PREFIX, StepGraph
 from edgemem.models.streaming import StreamingModel
 from edgemem.precision import GRAPH_PRECISIONS, Precision, choices
+from edgemem.runtimes.graph import read_graph
 
 DEFAULT_OPSET = 18
 MIN_OPSET = 18  # the dynamo exporter's lowest native opset
@@ -89,12 +90,13 @@ def to_onnx(
         if proto.ByteSize() > SINGLE_FILE_LIMIT:
             raise UnsupportedError("graphs over 2 GB (external data) are not supported yet")
         onnx.save_model(proto, str(tmp))
-        checker = run_checker(tmp)
+        checker = run_checker(proto)  # the proto just saved: not read back
         if checker != "PASS":
             raise UnsupportedError(f"the exporter did not produce a valid opset {opset} graph: {checker}")
         report = None
         if verify:
-            report = verify_graph(tmp, model, runtimes=runtimes, clips=clips, boundaries=boundaries,
+            info = read_graph(tmp, read_contract(proto))  # parsed once, from memory
+            report = verify_graph(info, model, runtimes=runtimes, clips=clips, boundaries=boundaries,
                                   tolerance=tolerance, name=out.name, check=False)  # fmt: skip
             if not report.passed:
                 raise VerificationError(report)

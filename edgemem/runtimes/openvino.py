@@ -89,7 +89,7 @@ class _OpenVinoBase(Session):
 
     def __init__(
         self,
-        model_path: str | Path,
+        model_path: str | Path | GraphInfo,
         *,
         batch: int | None = None,
         precision: str = "f32",
@@ -122,7 +122,7 @@ class OpenVinoSession(_OpenVinoBase):
 
     runtime = "openvino"
 
-    def __init__(self, model_path: str | Path, **options: Any) -> None:
+    def __init__(self, model_path: str | Path | GraphInfo, **options: Any) -> None:
         super().__init__(model_path, **options)
         self._outs = {s.name: _output(self._compiled, C.state_out_name(s.name)) for s in self._specs}
         self._state = self.zeros_state()

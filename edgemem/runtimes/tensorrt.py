@@ -21,7 +21,6 @@ import numpy as np
 
 from edgemem import contract as C
 from edgemem.atomic import write_bytes
-from edgemem.contract import read_contract
 from edgemem.errors import UnsupportedError
 from edgemem.optional import require
 from edgemem.precision import Precision, of_export_record
@@ -101,7 +100,7 @@ def build_plan(trt: Any, graph_fp16: bool, fp16: bool) -> BuildPlan:
 
 def graph_is_fp16(info: GraphInfo) -> bool:
     """Whether the graph was exported with fp16 compute (its ``edgemem.export`` record)."""
-    return of_export_record(read_contract(info.path).export) == Precision.FP16
+    return of_export_record(info.contract.export) == Precision.FP16
 
 
 def engine_path(info: GraphInfo, shapes: dict[str, list[int]], plan: BuildPlan, trt_version: str) -> Path:
@@ -174,7 +173,7 @@ class TensorRTSession(Session):
     runtime = "tensorrt"
 
     def __init__(
-        self, model_path: str | Path, *, batch: int | None = None, device_id: int = 0, fp16: bool = False
+        self, model_path: str | Path | GraphInfo, *, batch: int | None = None, device_id: int = 0, fp16: bool = False
     ) -> None:
         info = read_graph(model_path)
         super().__init__(info.specs, info.card, info.input_shape, info.resolve_batch(batch))

@@ -83,6 +83,20 @@ def test_cli_verify_report_and_exit_codes(graphs: dict[str, str], capsys) -> Non
     assert "FAILED" in capsys.readouterr().out
 
 
+def test_cli_verify_parses_the_graph_once(
+    graphs: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One ``edgemem verify`` on two runtimes: edgemem parses the file once (contract, reference
+    weights, checker and sessions share the parsed graph); each runtime's own load is its own."""
+    import onnx
+
+    real, loads = onnx.load, []
+    monkeypatch.setattr(onnx, "load", lambda *a, **k: loads.append(a[0]) or real(*a, **k))
+    assert main(["verify", graphs["f32"], "--runtimes", "ort-cpu,openvino", "--clips", "3"]) == 0
+    assert "PASSED" in capsys.readouterr().out
+    assert loads == [graphs["f32"]]
+
+
 def test_cli_verify_reduced_precision_uses_its_tolerance(graphs: dict[str, str], capsys) -> None:
     for key in ("fp16", "int8"):
         assert main(["verify", graphs[key], "--json"]) == 0
