@@ -20,7 +20,8 @@ from typing import Any
 
 from edgemem import hardware
 from edgemem.atomic import write_json
-from edgemem.errors import EdgememError
+from edgemem.errors import EdgememError, UnsupportedError
+from edgemem.precision import Precision
 from edgemem.runtimes.registry import runs_on_gpu
 
 SCHEMA_VERSION = 1
@@ -242,5 +243,10 @@ def read_results(paths: list[str | Path]) -> list[dict[str, Any]]:
             raise EdgememError(f"{f}: unreadable results file: {e}") from None
         if isinstance(d, dict) and "schema_version" not in d:
             continue  # other JSON that lives beside results (graph info, caches)
+        if isinstance(d, dict) and isinstance(d.get("precision"), str):  # an older spelling reads as today's
+            try:
+                d["precision"] = Precision.parse(d["precision"]).value
+            except UnsupportedError as e:
+                raise EdgememError(f"{f}: {e}") from None
         results.append(validate_result(d, str(f)))
     return results
