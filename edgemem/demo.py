@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 import edgemem.export  # noqa: F401  (registers the PyTorch reference runtime "torch")
+from edgemem.contract import ModelCard
 from edgemem.errors import EdgememError
 
 DEFAULT_MODEL = "memvit_tiny"
@@ -80,7 +81,7 @@ def _load(entry: dict[str, Any]) -> tuple[Any, str]:
     return load_zoo(entry), task
 
 
-def _make_videos(task_name: str, n: int, seed: int, work: Path, card: dict[str, Any]) -> list[tuple[Path, int]]:
+def _make_videos(task_name: str, n: int, seed: int, work: Path, card: ModelCard) -> list[tuple[Path, int]]:
     """Write ``n`` videos whose labels cycle through the classes; return (path, label) pairs."""
     from edgemem.data.synth import get_task, render_video
     from edgemem.data.video import write_video
@@ -97,7 +98,7 @@ def _make_videos(task_name: str, n: int, seed: int, work: Path, card: dict[str, 
             if task.label_of(a, b) == want:
                 break
         path = out / f"video{i}_{task.class_names[want]}.mp4".replace(" ", "_")
-        write_video(path, render_video(task, a, b, max(card["crop_size"] + 8, 40), rng), fps=task.fps)
+        write_video(path, render_video(task, a, b, max(card.clip.crop_size + 8, 40), rng), fps=task.fps)
         videos.append((path, want))
     return videos
 
@@ -130,10 +131,10 @@ def _stream(model: Any, runtime: str, videos: list[tuple[Path, int]]) -> dict[st
     return {"last": last, "p50_ms": statistics.median(steady), "rtf": stats.real_time_factor}
 
 
-def _print_results(console: Any, rows: list[tuple[str, dict[str, Any]]], videos: list, card: dict) -> None:
+def _print_results(console: Any, rows: list[tuple[str, dict[str, Any]]], videos: list, card: ModelCard) -> None:
     from rich.table import Table
 
-    names = card.get("class_names") or [str(i) for i in range(card["num_classes"])]
+    names = card.class_names or [str(i) for i in range(card.num_classes)]
     preds = Table(title="prediction at each video's last clip (memory of the earlier clips)")
     preds.add_column("video")
     preds.add_column("true label")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import platform
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +38,32 @@ def parse_cpuinfo_flags(text: str) -> frozenset[str]:
     return frozenset()
 
 
+def parse_cpuinfo_model(text: str) -> str | None:
+    """The ``model name`` of the first CPU in ``/proc/cpuinfo`` text (None where there is none)."""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() == "model name":
+            return value.strip()
+    return None
+
+
+@functools.cache
+def _cpuinfo() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+
+
 @functools.cache
 def cpu_flags() -> frozenset[str]:
     """This CPU's instruction-set flags (empty where ``/proc/cpuinfo`` does not exist)."""
-    try:
-        return parse_cpuinfo_flags(Path("/proc/cpuinfo").read_text())
-    except OSError:
-        return frozenset()
+    return parse_cpuinfo_flags(_cpuinfo())
+
+
+def cpu_model() -> str:
+    """This CPU's model name; the platform's processor or machine name where cpuinfo has none."""
+    return parse_cpuinfo_model(_cpuinfo()) or platform.processor() or platform.machine()
 
 
 def isa(flags: frozenset[str] | None = None) -> dict[str, bool]:

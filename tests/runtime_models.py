@@ -25,6 +25,7 @@ class TinyMem(StreamingModel):
     def __init__(self, classes: int = 5, frames: int = 4, size: int = 16, slots: int = 2) -> None:
         super().__init__()
         self.cfg = {"classes": classes, "frames": frames, "size": size, "slots": slots}
+        self.class_names = [f"class_{i}" for i in range(classes)]
         self.conv = nn.Conv3d(3, 8, (2, 4, 4), (2, 4, 4))
         self.head = nn.Linear(8 * (slots + 1) + 1, classes)
 
@@ -51,32 +52,34 @@ class TinyMem(StreamingModel):
         logits = self.head(torch.cat([f, mem.flatten(1), count / 10], 1))
         return logits, {"mem": torch.cat([mem[:, 1:], f[:, None]], 1), "count": count + 1}
 
-    def forward(self, frames: Tensor, reset: Tensor, mem: Tensor, count: Tensor) -> tuple[Tensor, ...]:
+    def forward(
+        self, frames: Tensor, reset: Tensor | None = None, mem: Tensor | None = None, count: Tensor | None = None
+    ) -> Tensor | tuple[Tensor, ...]:
+        """``forward(frames)``: logits with empty memory (the StreamingModel contract, what the exporter
+        counts); with ``reset, mem, count``: the flat step that ``export`` below traces."""
+        if mem is None or count is None:
+            return self.step(frames, self.init_state(frames.shape[0]))[0]
         logits, new = self.step(frames, {"mem": mem, "count": count}, reset)
         return logits, new["mem"], new["count"]
 
-    def model_card(self) -> dict[str, Any]:
-        return {
-            "name": None,
-            "family": FAMILY,
-            "source": "tests/runtime_models.py",
-            "config": dict(self.cfg),
-            "frames": self.cfg["frames"],
-            "sampling_rate": 2,
-            "crop_size": self.cfg["size"],
-            "target_fps": 30,
-            "mean": [0.45, 0.45, 0.45],
-            "std": [0.225, 0.225, 0.225],
-            "num_classes": self.cfg["classes"],
-            "class_names": [f"class_{i}" for i in range(self.cfg["classes"])],
-            "frame_scale": 1,
-            "memory": {"kind": "test", "slots": self.cfg["slots"]},
-        }
+    family = FAMILY
+
+    def card_identity(self) -> tuple[str | None, str | None]:
+        return None, "tests/runtime_models.py"
+
+    def card_config(self) -> dict[str, Any]:
+        return dict(self.cfg)
+
+    def clip_spec(self) -> C.ClipSpec:
+        return C.ClipSpec(frames=self.cfg["frames"], sampling_rate=2, crop_size=self.cfg["size"])
+
+    def memory_spec(self) -> C.MemorySpec:
+        return C.MemorySpec("test", self.cfg["slots"], {"slots": self.cfg["slots"]})
 
 
 @register_family(FAMILY)
-def _from_card(card: dict[str, Any]) -> TinyMem:
-    return TinyMem(**card["config"])
+def _from_card(card: C.ModelCard) -> TinyMem:
+    return TinyMem(**card.config)
 
 
 def tinymem_preset(**overrides: Any) -> TinyMem:

@@ -15,7 +15,6 @@ from edgemem.contract import (
     GraphContract,
     TensorSpec,
     read_contract,
-    validate_model_card,
     validate_state_json,
     write_contract,
 )
@@ -39,12 +38,13 @@ def test_read_contract_names_shapes_dtypes(toy_graph: str) -> None:
     assert c.reset == TensorSpec("reset", (1,), "bool")
     assert c.logits == TensorSpec("logits", (1, 5), "float32")
     assert c.state == (TensorSpec("mem", (1, 3, 8)), TensorSpec("valid", (1, 3)))
-    assert c.card["family"] == "test_toy" and c.export["precision"] == "f32"
+    assert c.card.family == "test_toy" and c.export["precision"] == "f32"
+    assert c.card.cost is not None and c.card.cost.state_bytes == (3 * 8 + 3) * 4
     model = onnx.load(toy_graph)
     assert [i.name for i in model.graph.input] == c.input_names
     assert [o.name for o in model.graph.output] == c.output_names
     meta = {p.key: p.value for p in model.metadata_props}
-    assert meta[META_CONTRACT] == "1"
+    assert meta[META_CONTRACT] == "2"
     assert json.loads(meta[META_STATE]) == [
         {"name": "mem", "shape": [1, 3, 8], "dtype": "float32"},
         {"name": "valid", "shape": [1, 3], "dtype": "float32"},
@@ -83,16 +83,6 @@ def test_state_schema_rejects(items: object, match: str) -> None:
 def test_state_schema_accepts_dynamic_batch() -> None:
     specs = validate_state_json([{"name": "m", "shape": ["batch", 3, 8], "dtype": "float32"}])
     assert specs == [TensorSpec("m", ("batch", 3, 8))]
-
-
-def test_model_card_schema() -> None:
-    card = make_toy().model_card()
-    assert validate_model_card(card) is card
-    for key, bad in [("num_classes", "5"), ("mean", []), ("memory", {"slots": 3}), ("frames", True)]:
-        with pytest.raises(StateError, match=key):
-            validate_model_card({**card, key: bad})
-    with pytest.raises(StateError, match="lacks"):
-        validate_model_card({k: v for k, v in card.items() if k != "family"})
 
 
 def test_read_contract_rejects_foreign_and_tampered(toy_graph: str, tmp_path) -> None:

@@ -22,7 +22,8 @@ from edgemem.runtimes.availability import check
 from edgemem.runtimes.precisions import check_precision, openvino_support, supported_precisions
 
 AVX2_ONLY = (
-    "processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu sse sse2 avx f16c fma avx2 bmi2\n\nprocessor\t: 1\n"
+    "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7B12\n"
+    "flags\t\t: fpu sse sse2 avx f16c fma avx2 bmi2\n\nprocessor\t: 1\n"
 )
 NO_BF16 = frozenset({"FP32", "INT8", "BIN", "EXPORT_IMPORT"})  # OpenVINO's CPU plugin on an AVX2-only EPYC
 needs_openvino = pytest.mark.skipif(not check("openvino").available, reason="openvino not installed")
@@ -40,6 +41,8 @@ def test_isa_flags_from_cpuinfo() -> None:
                                    "amx": False}  # fmt: skip
     assert hardware.isa(frozenset({"amx_tile", "amx_bf16"}))["amx"]
     assert hardware.parse_cpuinfo_flags("no flags here") == frozenset()
+    assert hardware.parse_cpuinfo_model(AVX2_ONLY) == "AMD EPYC 7B12"
+    assert hardware.parse_cpuinfo_model("no model here") is None and hardware.cpu_model()  # this machine: a name
     assert set(hardware.isa()) == set(hardware.ISA_KEYS)  # this machine: whatever it has, every key
 
 
@@ -159,12 +162,12 @@ def test_compiled_precision_is_checked(monkeypatch: pytest.MonkeyPatch, graph: P
 def test_verify_refuses_an_int8_graph_where_the_runtime_has_no_int8(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from test_export_toys import make_toy
-
+    from edgemem.export.calibration import synthetic_calibration
     from edgemem.export.onnx import to_onnx
 
     path = tmp_path / "toy_int8.onnx"
-    to_onnx(make_toy(), path, precision="int8", verify=False)
+    toy = make_model(seed=0)
+    to_onnx(toy, path, precision="int8", calibration=synthetic_calibration(toy.input_shape), verify=False)
     monkeypatch.setattr(hardware, "openvino_capabilities", lambda device="CPU": frozenset({"FP32"}))
     assert main(["verify", str(path), "--runtimes", "ort-cpu,openvino"]) == 2
     err = capsys.readouterr().err.strip()

@@ -24,10 +24,10 @@ ALLOWED: dict[str, set[str]] = {
     "runtimes": BOTTOM,
     "data": BOTTOM,
     "models": BOTTOM,
-    "export": BOTTOM | {"runtimes", "models"},
+    "export": BOTTOM | {"runtimes", "models", "data"},
     "serve": BOTTOM | {"runtimes", "data", "export", "bench"},
     "bench": BOTTOM | {"runtimes", "data", "models", "export"},
-    "train": BOTTOM | {"data", "models"},
+    "train": BOTTOM | {"data", "models", "runtimes", "export"},
 }
 TOP = {"cli", "demo"}  # the commands on top may import everything
 

@@ -97,7 +97,7 @@ def test_extras_are_those_of_pyproject() -> None:
     tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     assert set(EXTRAS) <= set(extras)
-    assert extras["int8"] == ["nncf>=2.12"]
+    assert extras["int8"] == ["nncf>=3.4"]
     assert extras["serve"] == ["tritonclient[grpc]>=2.51"]
     with pytest.raises(ValueError, match="unknown extra"):
         install_hint("nope")

@@ -20,7 +20,7 @@ def session_accuracy(session: Any, data_dir: str, split: str = "val", limit: int
     """``{"top1", "videos", "skipped", "split", "data"}`` of ``session`` on ``data_dir``'s ``split``."""
     from torch.utils.data import DataLoader
 
-    from edgemem.data.datasets import ClipGeometry, StreamingDataset, VideoDir, stack_batch
+    from edgemem.data.datasets import StreamingDataset, VideoDir, stack_batch
     from edgemem.data.samplers import StreamingBatchSampler
 
     card = session.model_card
@@ -28,7 +28,7 @@ def session_accuracy(session: Any, data_dir: str, split: str = "val", limit: int
     records = videos.split(split if split in videos.splits else videos.splits[-1])
     if limit is not None:
         records = records[:limit]
-    ds = StreamingDataset(records, ClipGeometry.from_card(card), train=False)
+    ds = StreamingDataset(records, card.clip, train=False)
     readable = ds.readable_videos
     correct = seen = 0
     if readable:

@@ -1,7 +1,7 @@
 """One benchmark cell, run in its own fresh process so that its peak memory is its own.
 
 ``python -m edgemem.bench.cell --spec SPEC.json --out RESULT.json``: SPEC holds the cell (model,
-runtime, precision, frame-scale, batch), the graph to open, the model facts (``model_info``) and
+runtime, precision, frame-scale, batch), the graph to open, the model facts (``harness.card_facts``, from the graph's card) and
 the measurement settings. The process opens one runtime session and measures:
 
 - ``first``: the first step of the fresh session (empty memory, includes one-time initialisation);
@@ -160,9 +160,10 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
         },
         clip_seconds=info["clip_seconds"],
         gflops_step=info["gflops_step"],
-        gflops_first_step=info.get("gflops_first_step"),
-        state_bytes=info["state_bytes"]["total"],
-        params=info.get("params"),
+        gflops_first_step=info["gflops_first_step"],
+        state_bytes=info["state_bytes"],
+        params=info["params"],
+        backbone=info["backbone"],
         input={"frames": info["frames"], "crop_size": info["crop_size"], "sampling_rate": info["sampling_rate"]},
         settings={k: spec[k] for k in ("clips", "warmup", "graph", "threads") if k in spec},
     )

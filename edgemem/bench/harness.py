@@ -17,7 +17,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ import edgemem.export  # noqa: F401  (registers the PyTorch reference runtime "t
 from edgemem.atomic import write_json
 from edgemem.bench.schema import Cell, empty_result, machine_info, write_result
 from edgemem.bench.stats import derive_rates, merge_repeats
+from edgemem.contract import ModelCard, read_contract
 from edgemem.errors import EdgememError, UnsupportedError
 from edgemem.hardware import resolve_threads
 from edgemem.precision import choices
@@ -82,15 +82,26 @@ class PlannedCell:
     skip: str | None = None  # why this combination is not measured
 
 
-def model_facts(model: str, frame_scale: int) -> dict[str, Any]:
-    """``model_info`` of the model at this frame scale, counted on the meta device."""
-    from edgemem.models.info import model_info
-    from edgemem.models.resolve import resolve_model
+def card_facts(card: ModelCard, graph: Path) -> dict[str, Any]:
+    """What a cell records about its model, from a graph's card (the cost was measured at export)."""
+    cost = card.cost
+    if cost is None:
+        raise EdgememError(f"{graph} carries no cost (a contract-1 graph): delete it so that it is re-exported")
+    return {
+        "name": card.name, "family": card.family, "frames": card.clip.frames,
+        "sampling_rate": card.clip.sampling_rate, "crop_size": card.clip.crop_size, "frame_scale": card.frame_scale,
+        "clip_seconds": round(card.clip.seconds, 4), "gflops_step": cost.gflops_step,
+        "gflops_first_step": cost.gflops_first_step, "params": cost.params, "state_bytes": cost.state_bytes,
+        "temporal_support": {"clips": cost.temporal_support_clips, "seconds": cost.temporal_support_s},
+        "memory": None if card.memory is None else card.memory.kind, "backbone": card.backbone,
+    }  # fmt: skip
 
-    overrides = {"frame_scale": frame_scale} if frame_scale != 1 else {}
-    with warnings.catch_warnings():  # shipped weights copied onto meta tensors: a no-op torch warns about
-        warnings.simplefilter("ignore", UserWarning)
-        return model_info(resolve_model(model, device="meta", **overrides))
+
+def model_facts(config: BenchConfig, model: str, frame_scale: int) -> dict[str, Any]:
+    """``card_facts`` of the model at this frame scale, read from its f32 graph (exported once, cached;
+    the f32 cells of the model run that same file)."""
+    path = prepare_graph(config, Cell(model, "ort-cpu", "f32", frame_scale, config.batch))
+    return card_facts(read_contract(path).card, path)
 
 
 def plan_cells(config: BenchConfig, is_memory_model: Callable[[str], bool]) -> list[PlannedCell]:
@@ -263,7 +274,8 @@ def run_bench(config: BenchConfig, progress: Any = None) -> list[dict[str, Any]]
     def facts_of(model: str, k: int) -> dict[str, Any] | EdgememError:
         if (model, k) not in facts:
             try:
-                facts[(model, k)] = model_facts(model, k)
+                note(f"export {model} fs{k} f32 (its card holds the costs)")
+                facts[(model, k)] = model_facts(config, model, k)
             except Exception as e:  # noqa: BLE001 - an unbuildable model fails its cells, not the run
                 facts[(model, k)] = e if isinstance(e, EdgememError) else EdgememError(f"{type(e).__name__}: {e}")
         return facts[(model, k)]

@@ -67,7 +67,7 @@ def fig3_plots(results: list[dict[str, Any]], out_dir: Path, pairs: dict[str, st
     for r in ok:
         groups[(r["model"], str(r.get("device")))].append(r)
     for (model, device), mem_rows in sorted(groups.items()):
-        base = backbone_of(model, pairs or {})
+        base = backbone_of(mem_rows[0], pairs or {})
         if base is None:
             continue
         base_rows = [r for r in ok if r["model"] == base and str(r.get("device")) == device]

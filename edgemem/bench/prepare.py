@@ -36,8 +36,13 @@ def export_graph(
     overrides = {"frame_scale": frame_scale} if frame_scale != 1 else {}
     torch.manual_seed(0)
     model = resolve_model(model_name, checkpoint, **overrides).eval()
+    calibration = None
+    if precision == "int8":  # random-frame calibration: these graphs are for speed (see docs/BENCHMARKS.md)
+        from edgemem.export.calibration import synthetic_calibration
+
+        calibration = synthetic_calibration(model.input_shape)
     out.parent.mkdir(parents=True, exist_ok=True)
-    to_onnx(model, out, batch=batch, verify=verify, precision=precision)
+    to_onnx(model, out, batch=batch, verify=verify, precision=precision, calibration=calibration)
     return out
 
 

@@ -39,7 +39,7 @@ def profile_ort(graph: str | Path, steps: int = 3, threads: int | None = None) -
         opts.enable_profiling = True
         opts.profile_file_prefix = str(Path(tmp) / "ort")
         sess = ort.InferenceSession(str(graph), opts, providers=["CPUExecutionProvider"])
-        state = {s.name: np.zeros(s.with_batch(batch).shape, s.dtype) for s in info.specs}
+        state = {s.name: s.concrete(batch).zeros() for s in info.specs}
         frames = np.random.default_rng(0).random((batch, *info.input_shape), dtype=np.float32)
         outputs = [C.LOGITS] + [C.state_out_name(s.name) for s in info.specs]
         for _ in range(steps + 1):
@@ -77,7 +77,7 @@ def profile_openvino(graph: str | Path, steps: int = 3, precision: str = "f32") 
         C.FRAMES: np.random.default_rng(0).random((batch, *info.input_shape), dtype=np.float32),
         C.RESET: np.zeros(batch, bool),
     }
-    feeds |= {C.state_in_name(s.name): np.zeros(s.with_batch(batch).shape, s.dtype) for s in info.specs}
+    feeds |= {C.state_in_name(s.name): s.concrete(batch).zeros() for s in info.specs}
     for _ in range(max(steps, 2)):
         request.infer(feeds)
     by_op: dict[str, float] = defaultdict(float)

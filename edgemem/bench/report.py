@@ -1,8 +1,8 @@
 """Merge result files from any number of machines into tables (Markdown, CSV) and ratios.
 
 Rows are keyed by cell and device: when the same cell was measured twice on the same machine,
-the newer file wins. A memory model is paired with its memory-less backbone (``memvit16_16x4`` ->
-``mvit16_16x4``, ``cm_slow_tiny`` -> ``slow_tiny``, or ``--pair M=B``); the pairs give the ratios
+the newer file wins. A memory model is paired with its memory-less backbone: the ``backbone`` its
+graph card declares (recorded in each result), or ``--pair M=B``; the pairs give the ratios
 the papers report: compute/latency overhead of memory, and what frame-scaling the backbone to the
 same temporal support costs instead.
 """
@@ -150,15 +150,10 @@ def table_groups(results: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]
     return dict(sorted(groups.items()))
 
 
-def backbone_of(model: str, pairs: dict[str, str]) -> str | None:
-    """The memory-less backbone a memory model is compared with."""
-    if model in pairs:
-        return pairs[model]
-    if model.startswith("memvit"):
-        return "mvit" + model[len("memvit") :]
-    if model.startswith("cm_"):
-        return model[3:]
-    return None
+def backbone_of(result: dict[str, Any], pairs: dict[str, str]) -> str | None:
+    """The memory-less backbone a memory model's result is compared with: ``pairs`` (given by the
+    user) first, else the ``backbone`` its graph card declares (recorded in the result)."""
+    return pairs.get(result["model"]) or result.get("backbone")
 
 
 def pair_ratios(results: list[dict[str, Any]], pairs: dict[str, str] | None = None) -> list[dict[str, Any]]:
@@ -176,7 +171,7 @@ def pair_ratios(results: list[dict[str, Any]], pairs: dict[str, str] | None = No
     for r in ok:
         if r["frame_scale"] != 1:
             continue
-        base = backbone_of(r["model"], pairs)
+        base = backbone_of(r, pairs)
         if base is None:
             continue
         ctx = (r.get("device"), r["runtime"], r["precision"], r["batch"])
@@ -241,7 +236,7 @@ def ratios_markdown(rows: list[dict[str, Any]]) -> str:
 
 
 def machines_markdown(results: list[dict[str, Any]]) -> str:
-    """One line per device/host: CPU, cores, GPU, library versions, date range."""
+    """One line per device/host: CPU and its ISA flags, cores, GPU, library versions, date range."""
     seen: dict[tuple, dict[str, Any]] = {}
     dates: dict[tuple, list[str]] = defaultdict(list)
     for r in results:
@@ -254,8 +249,10 @@ def machines_markdown(results: list[dict[str, Any]]) -> str:
         libs = ", ".join(f"{k} {v}" for k, v in (m.get("libraries") or {}).items())
         gpus = ", ".join(g["name"] for g in m.get("gpus") or []) or "no GPU"
         d = sorted(dates[key])
+        flags = " ".join(k for k, v in (m.get("isa") or {}).items() if v) or "none"
+        isa = f"ISA {flags}; " if m.get("isa") else ""  # results older than the ISA record have none
         lines.append(
-            f"- **{key[0]}**: {m.get('cpu')}, {m.get('cores_usable')}/{m.get('cores')} cores, "
+            f"- **{key[0]}**: {m.get('cpu')}, {isa}{m.get('cores_usable')}/{m.get('cores')} cores, "
             f"{m.get('memory_gb')} GB, {gpus}; {libs}; measured {d[0][:16]} – {d[-1][:16]} UTC"
         )
     return "\n".join(lines) + "\n"

@@ -69,16 +69,6 @@ class Cell:
         return asdict(self)
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def nvidia_smi_rows(query: str) -> list[list[str]]:
     """Rows of ``nvidia-smi --query-<query> --format=csv,noheader,nounits``; empty without a GPU."""
     exe = shutil.which("nvidia-smi")
@@ -131,7 +121,7 @@ def machine_info() -> dict[str, Any]:
         memory_gb = None
     return {
         "hostname": platform.node(),
-        "cpu": _cpu_model(),
+        "cpu": hardware.cpu_model(),
         "cores": os.cpu_count(),
         "cores_usable": hardware.usable_cpus(),
         "cpu_quota": hardware.cgroup_cpu_limit(),
@@ -182,6 +172,7 @@ def empty_result(cell: Cell, machine: dict[str, Any], status: str = "failed", er
         "gflops_step": None,
         "state_bytes": None,
         "params": None,
+        "backbone": None,
         "accuracy": None,
         "status": status,
         "error": error,

@@ -55,8 +55,8 @@ class TrainAugment:
     crop_size: int
     min_scale: int
     max_scale: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
     flip: bool = True
 
     def __call__(self, x: Tensor, gen: torch.Generator | None = None) -> Tensor:
@@ -74,8 +74,8 @@ class EvalTransform:
 
     crop_size: int
     short_side: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
     num_crops: int = 1
 
     def __call__(self, x: Tensor, crop_index: int = 0) -> Tensor:

@@ -11,13 +11,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     dsub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
 
     s = dsub.add_parser("synth", help="write a synthetic long-range task (real encoded videos, Kinetics layout)")
-    s.add_argument("--task", required=True, help="task name: cue-match, cue-sum or cue-xor (docs/DATA.md)")
+    s.add_argument(
+        "--task",
+        required=True,
+        help="task: rel-match, rel-sum, rel-order, rel-count (relation families), or cue-match, cue-sum, "
+        "cue-xor (docs/DATA.md)",
+    )
     s.add_argument("--out", required=True, help="output directory (must not exist or be empty)")
     s.add_argument("--videos", type=int, required=True, help="training videos")
     s.add_argument("--val", type=int, default=None, help="validation videos (default: videos / 4)")
     s.add_argument("--size", type=int, default=40, help="frame width and height in pixels (default 40)")
     s.add_argument("--seed", type=int, default=0, help="random seed (same seed, same dataset)")
     s.add_argument("--codec", default="mpeg4", help="PyAV encoder: mpeg4 (default), libx264, libvpx-vp9")
+    s.add_argument("--distance", type=int, default=None, help="clips between the first and the last cue (default 3)")
+    s.add_argument("--classes", type=int, default=None, help="rel-sum: k, the modulus and colour count (default 3)")
+    s.add_argument("--cues", type=int, default=None, help="rel-count: cue windows (default 3)")
+    s.add_argument("--distractors", type=int, default=None, help="rel-*: distractor events per video (default 2)")
+    s.add_argument("--all-intra", action="store_true", help="encode every frame as a keyframe")
     s.add_argument("--json", action="store_true", help="print the task meta as JSON")
     s.set_defaults(func=_synth)
 
@@ -31,10 +41,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _synth(args: argparse.Namespace) -> int:
     import time
 
-    from edgemem.data.synth import generate
+    from edgemem.data.synth import TaskOptions, generate
 
     t0 = time.perf_counter()
-    meta = generate(args.task, args.out, args.videos, args.val, args.size, args.seed, args.codec)
+    opts = TaskOptions(args.distance, args.classes, args.cues, args.distractors, args.all_intra)
+    meta = generate(args.task, args.out, args.videos, args.val, args.size, args.seed, args.codec, opts)
     if args.json:
         print(json.dumps(meta, indent=2))
     else:

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from edgemem.contract import ClipSpec
 from edgemem.data.augment import EvalTransform, TrainAugment, to_frames, train_scales
 from edgemem.data.samplers import (
     PADDING,
@@ -36,53 +37,29 @@ from edgemem.errors import InputError
 __all__ = [
     "SPLITS",
     "ClipDataset",
-    "ClipGeometry",
     "MultiClipDataset",
     "SkipTally",
     "StreamingDataset",
     "VideoDir",
     "VideoRecord",
     "check_dataset",
+    "eval_transform",
     "stack_batch",
+    "train_augment",
 ]
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class ClipGeometry:
-    """What one clip of a model is: ``frames`` sampled every ``sampling_rate`` frames at ``target_fps``."""
+def train_augment(clip: ClipSpec) -> TrainAugment:
+    """The training augmentation of a model's clip (scale jitter around its crop size, flip)."""
+    lo, hi = train_scales(clip.crop_size)
+    return TrainAugment(clip.crop_size, lo, hi, clip.mean, clip.std)
 
-    frames: int
-    sampling_rate: int
-    crop_size: int
-    target_fps: float = 30.0
-    mean: tuple[float, float, float] = (0.45, 0.45, 0.45)
-    std: tuple[float, float, float] = (0.225, 0.225, 0.225)
 
-    @property
-    def span(self) -> int:
-        """Target-rate frames one clip spans."""
-        return self.frames * self.sampling_rate
-
-    @classmethod
-    def from_card(cls, card: dict[str, Any]) -> ClipGeometry:
-        """The clip geometry of a model card (``frames`` already includes any ``frame_scale``)."""
-        return cls(
-            frames=int(card["frames"]),
-            sampling_rate=int(card["sampling_rate"]),
-            crop_size=int(card["crop_size"]),
-            target_fps=float(card.get("target_fps") or 30),
-            mean=tuple(card.get("mean") or cls.mean),
-            std=tuple(card.get("std") or cls.std),
-        )
-
-    def train_augment(self) -> TrainAugment:
-        lo, hi = train_scales(self.crop_size)
-        return TrainAugment(self.crop_size, lo, hi, self.mean, self.std)
-
-    def eval_transform(self, num_crops: int = 1) -> EvalTransform:
-        return EvalTransform(self.crop_size, self.crop_size, self.mean, self.std, num_crops)
+def eval_transform(clip: ClipSpec, num_crops: int = 1) -> EvalTransform:
+    """The evaluation preprocessing of a model's clip (``num_crops`` spatial crops)."""
+    return EvalTransform(clip.crop_size, clip.crop_size, clip.mean, clip.std, num_crops)
 
 
 @dataclass
@@ -112,7 +89,7 @@ class SkipTally:
 class _ClipSource(Dataset):
     """Shared decoding: clips at given start positions, with skip-on-error."""
 
-    def __init__(self, records: Sequence[VideoRecord], geometry: ClipGeometry, seed: int = 0) -> None:
+    def __init__(self, records: Sequence[VideoRecord], geometry: ClipSpec, seed: int = 0) -> None:
         self.records = list(records)
         self.geometry = geometry
         self.seed = seed
@@ -163,7 +140,7 @@ class ClipDataset(_ClipSource):
     def __init__(
         self,
         records: Sequence[VideoRecord],
-        geometry: ClipGeometry,
+        geometry: ClipSpec,
         train: bool,
         temporal_views: int = 1,
         spatial_crops: int = 1,
@@ -173,8 +150,8 @@ class ClipDataset(_ClipSource):
         self.train = train
         self.temporal_views = 1 if train else temporal_views
         self.spatial_crops = 1 if train else spatial_crops
-        self.augment = geometry.train_augment()
-        self.transform = geometry.eval_transform(self.spatial_crops)
+        self.augment = train_augment(geometry)
+        self.transform = eval_transform(geometry, self.spatial_crops)
 
     @property
     def views(self) -> int:
@@ -223,7 +200,7 @@ class MultiClipDataset(_ClipSource):
     def __init__(
         self,
         records: Sequence[VideoRecord],
-        geometry: ClipGeometry,
+        geometry: ClipSpec,
         num_clips: int,
         train: bool,
         spatial_crops: int = 1,
@@ -235,8 +212,8 @@ class MultiClipDataset(_ClipSource):
         self.num_clips = num_clips
         self.train = train
         self.spatial_crops = 1 if train else spatial_crops
-        self.augment = geometry.train_augment()
-        self.transform = geometry.eval_transform(self.spatial_crops)
+        self.augment = train_augment(geometry)
+        self.transform = eval_transform(geometry, self.spatial_crops)
 
     def __len__(self) -> int:
         return len(self.records) * self.spatial_crops
@@ -276,11 +253,11 @@ class StreamingDataset(_ClipSource):
     stay spatially consistent.
     """
 
-    def __init__(self, records: Sequence[VideoRecord], geometry: ClipGeometry, train: bool, seed: int = 0) -> None:
+    def __init__(self, records: Sequence[VideoRecord], geometry: ClipSpec, train: bool, seed: int = 0) -> None:
         super().__init__(records, geometry, seed)
         self.train = train
-        self.augment = geometry.train_augment()
-        self.transform = geometry.eval_transform(1)
+        self.augment = train_augment(geometry)
+        self.transform = eval_transform(geometry, 1)
         self.clips_per_video: list[int] = []
         self.skipped: dict[int, str] = {}
         for i, rec in enumerate(self.records):

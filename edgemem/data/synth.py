@@ -17,11 +17,20 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
+from edgemem.data.synth_families import (
+    RELATIONS,
+    RelationTask,
+    bouncing_squares,
+    ceilings,
+    make_task,
+    relation_meta,
+    render_relation,
+)
 from edgemem.data.video import write_video
 from edgemem.errors import InputError
 
@@ -89,16 +98,13 @@ class SynthTask:
                 "last": [self.frames_per_video - self.window, self.frames_per_video],
             },
             "cue_gap_frames": self.frames_per_video - 2 * self.window,
+            "distance_clips": self.clips - 1,
+            "cue_windows": [0, self.clips - 1],
             "width": size,
             "height": size,
             "codec": codec,
             "chance": chance,
-            "ceilings": {
-                "single_clip": chance,
-                "multi_view_of_single_clip_model": chance,
-                "frame_scale_covering_video": 1.0,
-                "memory_covering_video": 1.0,
-            },
+            "ceilings": ceilings((0, self.clips - 1), self.clips, self.num_classes),
         }
 
 
@@ -137,7 +143,8 @@ TASKS: dict[str, SynthTask] = {
 
 def get_task(name: str) -> SynthTask:
     if name not in TASKS:
-        raise InputError(f"unknown synthetic task {name!r}; known: {', '.join(TASKS)}")
+        known = ", ".join([*TASKS, *(f"rel-{r}" for r in RELATIONS)])
+        raise InputError(f"unknown synthetic task {name!r}; known: {known}")
     return TASKS[name]
 
 
@@ -156,21 +163,34 @@ def render_video(task: SynthTask, a: int, b: int, size: int, rng: np.random.Gene
         else:
             mask = (np.abs(yy - cy) <= half) & (np.abs(xx - cx) <= half)
         frames[t0 : t0 + w][:, mask] = colour
-    # Distractors: grey squares bouncing through the whole video, independent of the label.
-    for _ in range(int(rng.integers(2, 4))):
-        side = int(rng.integers(size // 8, size // 4 + 1))
-        grey = int(rng.integers(110, 230))
-        pos = rng.uniform(0, size - side, 2)
-        vel = rng.uniform(-1.5, 1.5, 2) * size / 40
-        for t in range(t_total):
-            y, x = pos.astype(int)
-            frames[t, y : y + side, x : x + side] = grey
-            pos += vel
-            for d in range(2):
-                if not 0 <= pos[d] <= size - side:
-                    vel[d] = -vel[d]
-                    pos[d] = np.clip(pos[d], 0, size - side)
+    bouncing_squares(frames, rng)  # distractors, independent of the label
     return frames
+
+
+@dataclass(frozen=True)
+class TaskOptions:
+    """``edgemem data synth`` options beyond the task name (None: the task's default)."""
+
+    distance: int | None = None  # clips between the first and the last cue
+    classes: int | None = None  # rel-sum: the modulus
+    cues: int | None = None  # rel-count: cue windows
+    distractors: int | None = None  # relation tasks: distractor events per video
+    all_intra: bool = False  # every frame a keyframe (gop 1)
+
+
+def resolve_task(task_name: str, opts: TaskOptions) -> SynthTask | RelationTask:
+    """The task to generate: a ``rel-*`` family with its options, or a ``cue-*`` task (distance only)."""
+    if task_name.startswith("rel-"):
+        return make_task(task_name[4:], opts.distance, opts.classes, opts.cues, opts.distractors)
+    task = get_task(task_name)
+    extra = [f"--{k}" for k in ("classes", "cues", "distractors") if getattr(opts, k) is not None]
+    if extra:
+        raise InputError(f"{' and '.join(extra)} apply to the rel-* tasks only, not {task_name}")
+    if opts.distance is None:
+        return task
+    if not 2 <= opts.distance <= 32:
+        raise InputError(f"--distance for {task_name} must be in [2, 32] clips, got {opts.distance}")
+    return replace(task, clips=opts.distance + 1)
 
 
 def generate(
@@ -181,13 +201,15 @@ def generate(
     size: int = 40,
     seed: int = 0,
     codec: str = "mpeg4",
+    options: TaskOptions | None = None,
 ) -> dict:
     """Write the task's dataset to ``out`` (train.csv, val.csv, classes.txt, task.json, videos/).
 
     Built in a temporary sibling directory and moved into place, so ``out`` is complete or absent.
     Returns the task meta.
     """
-    task = get_task(task_name)
+    opts = options or TaskOptions()
+    task = resolve_task(task_name, opts)
     val = max(1, videos // 4) if val is None else val
     if videos < 1 or val < 0:
         raise InputError(f"need --videos >= 1 and --val >= 0, got {videos} and {val}")
@@ -196,6 +218,7 @@ def generate(
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InputError(f"{out} exists and is not an empty directory")
+    gop = 1 if opts.all_intra else 16
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
@@ -204,13 +227,26 @@ def generate(
             lines = []
             for i in range(n):
                 rng = np.random.default_rng([seed, split_id, i])
-                a, b = task.sample_cues(rng)
                 rel = f"videos/{split}/{i:06d}.mp4"
-                write_video(tmp / rel, render_video(task, a, b, size, rng), fps=task.fps, codec=codec)
-                lines.append(f"{rel} {task.label_of(a, b)}\n")
+                if isinstance(task, RelationTask):
+                    cues = task.sample_cues(rng)
+                    frames, label = render_relation(task, cues, size, rng), task.label_of(cues)
+                else:
+                    a, b = task.sample_cues(rng)
+                    frames, label = render_video(task, a, b, size, rng), task.label_of(a, b)
+                write_video(tmp / rel, frames, fps=task.fps, codec=codec, gop=gop)
+                lines.append(f"{rel} {label}\n")
             (tmp / f"{split}.csv").write_text("".join(lines))
         (tmp / "classes.txt").write_text("".join(f"{c}\n" for c in task.class_names))
-        meta = task.meta(size, codec) | {"seed": seed, "videos": {"train": videos, "val": val}}
+        base = relation_meta(task) if isinstance(task, RelationTask) else task.meta(size, codec)
+        meta = base | {
+            "width": size,
+            "height": size,
+            "codec": codec,
+            "keyframe_interval": gop,
+            "seed": seed,
+            "videos": {"train": videos, "val": val},
+        }
         (tmp / "task.json").write_text(json.dumps(meta, indent=2) + "\n")
         if out.exists():
             out.rmdir()

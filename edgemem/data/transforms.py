@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from edgemem.contract import ClipSpec
 from edgemem.errors import InputError
 
 
@@ -57,13 +57,13 @@ def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> t
 
 
 class ClipTransform:
-    """The card's inference preprocessing: T frames -> float32 ``[3, T, S, S]``."""
+    """A model's inference preprocessing (``card.clip``): T frames -> float32 ``[3, T, S, S]``."""
 
-    def __init__(self, card: dict[str, Any]) -> None:
-        self.frames = int(card["frames"])
-        self.size = int(card["crop_size"])
-        self.mean = [float(v) for v in card.get("mean") or (0.45, 0.45, 0.45)]
-        self.std = [float(v) for v in card.get("std") or (0.225, 0.225, 0.225)]
+    def __init__(self, clip: ClipSpec) -> None:
+        self.frames = clip.frames
+        self.size = clip.crop_size
+        self.mean = list(clip.mean)
+        self.std = list(clip.std)
 
     def __call__(self, images: Sequence[np.ndarray]) -> np.ndarray:
         if len(images) != self.frames:

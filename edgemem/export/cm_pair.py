@@ -28,9 +28,10 @@ import torch
 from torch import Tensor, nn
 
 from edgemem.atomic import atomic_path
-from edgemem.contract import BATCH_DIM, write_contract
+from edgemem.contract import BATCH_DIM, ModelCard, write_contract
 from edgemem.errors import EdgememError, UnsupportedError
 from edgemem.models.cm_model import CMModel
+from edgemem.models.info import model_cost
 from edgemem.runtimes.cm_runtime import (
     CONTRIBUTION,
     FEATURES,
@@ -78,7 +79,7 @@ def _export(module: nn.Module, args: tuple[Tensor, ...], inputs: list[str], outp
     return program.model_proto
 
 
-def _save(proto: onnx.ModelProto, card: dict[str, Any], role: str, info: dict[str, Any], path: Path) -> None:
+def _save(proto: onnx.ModelProto, card: ModelCard, role: str, info: dict[str, Any], path: Path) -> None:
     write_contract(proto, [], card, {"opset": proto.opset_import[0].version, "torch": torch.__version__})
     for key, value in ((META_ROLE, role), (META_CM, json.dumps(info))):
         entry = proto.metadata_props.add()
@@ -99,7 +100,7 @@ def export_cm_pair(model: CMModel, stem: str | os.PathLike[str], *, opset: int =
     frames = torch.zeros((2, *model.input_shape))
     with torch.no_grad():
         feat, contrib = model.encode(frames)
-    card = model.model_card()
+    card = model.model_card().with_(cost=model_cost(model))
     info = {
         "feature_shape": list(feat.shape[1:]),
         "memory_shape": list(contrib.shape[1:]),

@@ -12,8 +12,10 @@ from edgemem.precision import GRAPH_PRECISIONS, Precision, choices
 
 if TYPE_CHECKING:
     from edgemem.contract import GraphContract
+    from edgemem.export.calibration import Calibration
     from edgemem.export.saved_reference import SavedReference
     from edgemem.export.verify import Tolerance
+    from edgemem.models.streaming import StreamingModel
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,7 +27,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 18)")
     p.add_argument(
         "--precision", choices=choices(GRAPH_PRECISIONS), default="f32",
-        help="the graph's precision: f32, fp16 compute behind f32 I/O, int8 (ONNX Runtime dynamic, MatMul weights)",
+        help="the graph's precision: f32, fp16 compute behind f32 I/O, int8 (static QDQ, calibrated with --calib)",
+    )  # fmt: skip
+    p.add_argument(
+        "--calib", metavar="DATA", default=None,
+        help="int8 calibration: an edgemem dataset (its train split), a folder of videos, a video, a .txt "
+        "list of videos, or 'random' (seeded noise: for speed tests of untrained weights only)",
+    )  # fmt: skip
+    p.add_argument("--calib-videos", type=int, default=None, metavar="N", help="calibration videos (default 16)")
+    p.add_argument(
+        "--quantizer", choices=("nncf", "ort"), default=None,
+        help="nncf (default: OpenVINO and ONNX Runtime) or ort (ONNX Runtime static, symmetric: also TensorRT)",
     )  # fmt: skip
     p.add_argument("--no-verify", action="store_true", help="skip the verification stream (checks still run)")
     p.add_argument(
@@ -43,6 +55,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--json", action="store_true", help="print the report as JSON")
     v.add_argument("--save-reference", metavar="REF.npz", help="also write the stream and PyTorch outputs there")
     v.add_argument("--reference", metavar="REF.npz", help="compare with a saved reference instead of PyTorch")
+    v.add_argument(
+        "--data", metavar="DATA", default=None,
+        help="stream real clips instead of generated ones (a dataset, videos or a .txt list, as --calib); "
+        "--clips caps the steps",
+    )  # fmt: skip
+    v.add_argument("--data-videos", type=int, default=None, metavar="N", help="videos of --data (default 16)")
     _stream_args(v)
     v.set_defaults(func=_verify, clips=None, boundaries=None)  # None: not given (16 and 2 unless --reference)
 
@@ -79,11 +97,12 @@ def _export(args: argparse.Namespace) -> int:
     else:
         raise InputError(f"--batch must be a positive integer or 'dynamic', got {args.batch!r}")
     model = resolve_model(args.model, args.checkpoint, view=args.view)
+    calibration = _calibration(args, model)
     try:
         result = to_onnx(
             model, args.out, batch=batch, opset=args.opset or DEFAULT_OPSET, precision=args.precision,
             verify=not args.no_verify, clips=args.clips, boundaries=args.boundaries,
-            tolerance=_tolerance(args, args.precision),
+            tolerance=_tolerance(args, args.precision), calibration=calibration, quantizer=args.quantizer or "nncf",
         )  # fmt: skip
     except VerificationError as e:
         print(e.report.format(), file=sys.stderr)
@@ -99,6 +118,24 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _calibration(args: argparse.Namespace, model: StreamingModel) -> Calibration | None:
+    """The calibration set of ``--precision int8``; calibration options without it are an error."""
+    from edgemem.export.calibration import DEFAULT_VIDEOS, load_calibration, synthetic_calibration
+
+    if args.precision != Precision.INT8:
+        given = [o for o, v in (("--calib", args.calib), ("--calib-videos", args.calib_videos),
+                                ("--quantizer", args.quantizer)) if v is not None]  # fmt: skip
+        if given:
+            raise InputError(f"{', '.join(given)}: only with --precision int8")
+        return None
+    if args.calib is None:
+        raise InputError("--precision int8 needs --calib DATA (a dataset, videos, or 'random')")
+    videos = DEFAULT_VIDEOS if args.calib_videos is None else args.calib_videos
+    if args.calib == "random":
+        return synthetic_calibration(model.input_shape, videos=args.calib_videos or 4)
+    return load_calibration(args.calib, model.model_card(), videos)
+
+
 def _verify(args: argparse.Namespace) -> int:
     from edgemem.contract import read_contract
     from edgemem.export.graph import load_graph_proto
@@ -112,6 +149,17 @@ def _verify(args: argparse.Namespace) -> int:
     runtimes = tuple(r.strip() for r in args.runtimes.split(",") if r.strip())
     if not runtimes:
         raise InputError("--runtimes is empty")
+    stream = None
+    if args.data is not None:
+        if args.reference:
+            raise InputError("--data and --reference exclude each other (a saved reference carries its own stream)")
+        from edgemem.export.calibration import DEFAULT_VIDEOS, as_stream, load_calibration
+
+        videos = load_calibration(args.data, contract.card, args.data_videos or DEFAULT_VIDEOS, option="--data")
+        b = contract.batch if isinstance(contract.batch, int) else (args.batch or 2)
+        stream = as_stream(videos, b, args.clips)
+    elif args.data_videos is not None:
+        raise InputError("--data-videos only applies with --data")
     if args.reference:
         reference = _saved_reference(args, contract)
     else:
@@ -122,6 +170,7 @@ def _verify(args: argparse.Namespace) -> int:
         info, reference, proto=proto, runtimes=runtimes, clips=16 if args.clips is None else args.clips,
         boundaries=2 if args.boundaries is None else args.boundaries, batch=args.batch,
         tolerance=_tolerance(args, of_export_record(contract.export)), save_reference=args.save_reference,
+        stream=stream,
     )  # fmt: skip
     print(json.dumps(report.to_json(), indent=2) if args.json else report.format())
     return 0 if report.passed else 1

@@ -2,7 +2,8 @@
 
 Parameters keep their PyTorch names as initializer names so that a graph carries its own weights
 in a recoverable form: ``<param>`` (as is, possibly cast to fp16), ``<param>:T<perm>`` (folded
-``Transpose(param, perm)``), ``<name>_quantized`` + ``_scale`` + ``_zero_point`` (ORT dynamic int8).
+``Transpose(param, perm)``), ``<name>_quantized`` + ``_scale`` + ``_zero_point`` (int8, per tensor or per channel; see
+``export.quantize.name_weight_quantizers``).
 """
 
 from __future__ import annotations
@@ -105,14 +106,24 @@ def lint_graph(model: onnx.ModelProto) -> GraphStats:
     return GraphStats(len(model.graph.node), len(model.graph.initializer), n_params, dict(ops.most_common()))
 
 
-def _dequantize(inits: dict[str, onnx.TensorProto], base: str) -> np.ndarray | None:
+def _dequantize(inits: dict[str, onnx.TensorProto], base: str, dqs: dict[str, onnx.NodeProto]) -> np.ndarray | None:
+    """``<base>_quantized`` dequantized with the scale, zero point and axis of its DequantizeLinear
+    (per tensor or per channel; ``<base>_scale``/``_zero_point`` when no node reads it)."""
     q = inits.get(f"{base}_quantized")
     if q is None:
         return None
-    scale = numpy_helper.to_array(inits[f"{base}_scale"]).astype(np.float32)
-    zp_init = inits.get(f"{base}_zero_point")
-    zp = numpy_helper.to_array(zp_init).astype(np.float32) if zp_init is not None else np.float32(0)
-    return (numpy_helper.to_array(q).astype(np.float32) - zp) * scale
+    node = dqs.get(q.name)
+    names = list(node.input[1:]) if node is not None else [f"{base}_scale", f"{base}_zero_point"]
+    axis = next((a.i for a in node.attribute if a.name == "axis"), 1) if node is not None else 1
+    w = numpy_helper.to_array(q).astype(np.float32)
+    scale = numpy_helper.to_array(inits[names[0]]).astype(np.float32)
+    zp_init = inits.get(names[1]) if len(names) > 1 else None
+    zp = numpy_helper.to_array(zp_init).astype(np.float32) if zp_init is not None else np.zeros_like(scale)
+    if scale.size > 1:  # per channel, along the node's axis
+        shape = [1] * w.ndim
+        shape[axis % w.ndim] = scale.size
+        scale, zp = scale.reshape(shape), zp.reshape(shape)
+    return (w - zp) * scale
 
 
 def weights_from_graph(model: onnx.ModelProto, names: list[str]) -> tuple[dict[str, np.ndarray], list[str]]:
@@ -122,6 +133,7 @@ def weights_from_graph(model: onnx.ModelProto, names: list[str]) -> tuple[dict[s
     dequantized) and the names that the graph does not carry in a recoverable form.
     """
     inits = {i.name: i for i in model.graph.initializer}
+    axes = {n.input[0]: n for n in model.graph.node if n.op_type == "DequantizeLinear"}
     by_base: dict[str, str] = {}
     for n in inits:
         base = n.removesuffix("_quantized")
@@ -133,12 +145,12 @@ def weights_from_graph(model: onnx.ModelProto, names: list[str]) -> tuple[dict[s
     for name in names:
         if name in inits:
             arr = numpy_helper.to_array(inits[name])
-        elif (deq := _dequantize(inits, name)) is not None:
+        elif (deq := _dequantize(inits, name, axes)) is not None:
             arr = deq
         elif name in by_base:
             stored = by_base[name]
             perm = [int(c) for c in stored.rsplit(TRANSPOSED, 1)[1]]
-            t = numpy_helper.to_array(inits[stored]) if stored in inits else _dequantize(inits, stored)
+            t = numpy_helper.to_array(inits[stored]) if stored in inits else _dequantize(inits, stored, axes)
             arr = t.transpose(np.argsort(perm)) if t is not None else None
         else:
             arr = None

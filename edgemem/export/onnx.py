@@ -20,6 +20,7 @@ import edgemem
 from edgemem.atomic import atomic_path
 from edgemem.contract import BATCH_DIM, read_contract, write_contract
 from edgemem.errors import EdgememError, InputError, UnsupportedError
+from edgemem.export.calibration import Calibration
 from edgemem.export.graph import (
     GraphStats,
     fold_param_transposes,
@@ -28,8 +29,10 @@ from edgemem.export.graph import (
     rename_initializers,
     weights_from_graph,
 )
+from edgemem.export.quantize import QUANTIZERS, require
 from edgemem.export.verify import Tolerance, VerifyReport, run_checker, verify_graph
 from edgemem.export.wrapper import PREFIX, StepGraph
+from edgemem.models.info import model_cost
 from edgemem.models.streaming import StreamingModel
 from edgemem.precision import GRAPH_PRECISIONS, Precision, choices
 from edgemem.runtimes.graph import read_graph
@@ -59,33 +62,47 @@ def to_onnx(
     clips: int = 16,
     boundaries: int = 2,
     tolerance: Tolerance | None = None,
-    runtimes: tuple[str, ...] = ("ort-cpu",),
+    runtimes: tuple[str, ...] | None = None,
+    calibration: Calibration | None = None,
+    quantizer: str = "nncf",
 ) -> ExportResult:
     """Export ``model.step`` as a stateful graph at ``path`` (see docs/CONTRACT.md).
 
     ``batch`` fixes the batch size (None: a dynamic ``batch`` dimension). ``precision`` (one of
-    ``GRAPH_PRECISIONS``): ``fp16`` computes in fp16 behind f32 inputs/outputs; ``int8`` applies ONNX
-    Runtime dynamic int8 quantization to MatMul weights. With ``verify`` (default) the graph is checked
+    ``GRAPH_PRECISIONS``): ``fp16`` computes in fp16 behind f32 inputs/outputs; ``int8`` quantizes
+    statically (QDQ, ``quantizer`` "nncf" or "ort", see ``export.quantize``) with scales from
+    ``calibration`` streamed through the f32 graph with its memory. With ``verify`` (default) the graph is checked
     and a stream of ``clips`` steps with ``boundaries`` video boundaries is compared against the
-    model; on failure (or any error) nothing is left at ``path``.
+    model on ``runtimes`` (default ort-cpu; int8 also openvino); on failure (or any error)
+    nothing is left at ``path``.
     """
     start = time.perf_counter()
     out, precision = _check_args(model, Path(path), batch, opset, precision)
+    int8 = precision == Precision.INT8
+    if int8 and calibration is None:
+        raise InputError("int8 needs calibration data: --calib DATA (a dataset, videos, or 'random')")
+    if int8 and quantizer not in QUANTIZERS:
+        raise UnsupportedError(f"unknown quantizer '{quantizer}'; choose from {', '.join(QUANTIZERS)}")
+    if int8 and quantizer == "nncf":
+        require("nncf", "int8")  # before the export, not after it
+    if runtimes is None:
+        runtimes = ("ort-cpu", "openvino") if int8 else ("ort-cpu",)
     with atomic_path(out) as tmp:
+        card = model.model_card().with_(cost=model_cost(model))  # measured here, carried by the graph
         proto = _export_proto(model, batch, opset)
         if precision == Precision.FP16:
             from edgemem.export.precision import to_fp16
 
             proto = to_fp16(proto)
-        if precision == Precision.INT8:
-            from edgemem.export.precision import quantize_int8
-
-            gemm_to_matmul(proto, set(model.state_dict()))
-            proto = quantize_int8(proto, tmp)
         _, unused = weights_from_graph(proto, list(model.state_dict()))  # parameters the step never reads
         export_info = {"precision": precision.value, "opset": opset, "torch": torch.__version__,
                        "edgemem": edgemem.__version__, "unused_weights": unused}  # fmt: skip
-        write_contract(proto, model.state_specs(BATCH_DIM if batch is None else batch), model.model_card(), export_info)
+        specs = model.state_specs(BATCH_DIM if batch is None else batch)
+        write_contract(proto, specs, card, export_info)
+        if int8 and calibration is not None:
+            proto = _quantize(proto, tmp, calibration, quantizer, batch or 1, set(model.state_dict()))
+            export_info |= {"quantizer": quantizer, "calibration": calibration.describe()}
+            write_contract(proto, specs, card, export_info)
         stats = lint_graph(proto)
         if proto.ByteSize() > SINGLE_FILE_LIMIT:
             raise UnsupportedError("graphs over 2 GB (external data) are not supported yet")
@@ -95,12 +112,30 @@ def to_onnx(
             raise UnsupportedError(f"the exporter did not produce a valid opset {opset} graph: {checker}")
         report = None
         if verify:
+            stream = None
+            if int8 and calibration is not None and calibration.source != "random":
+                from edgemem.export.calibration import as_stream
+
+                stream = as_stream(calibration, batch or 2, clips)  # int8 is checked on real clips
             info = read_graph(tmp, read_contract(proto))  # parsed once, from memory
             report = verify_graph(info, model, runtimes=runtimes, clips=clips, boundaries=boundaries,
-                                  tolerance=tolerance, name=out.name, check=False)  # fmt: skip
+                                  tolerance=tolerance, name=out.name, check=False, stream=stream)  # fmt: skip
             if not report.passed:
                 raise VerificationError(report)
     return ExportResult(out, time.perf_counter() - start, out.stat().st_size, stats, report)
+
+
+def _quantize(
+    proto: onnx.ModelProto, tmp: Path, cal: Calibration, quantizer: str, batch: int, params: set[str]
+) -> onnx.ModelProto:
+    """Stream the calibration videos through the f32 graph (written to ``tmp``), then quantize."""
+    from edgemem.export.calibration import collect_feeds
+    from edgemem.export.quantize import quantize_nncf, quantize_ort
+
+    gemm_to_matmul(proto, params)
+    onnx.save_model(proto, str(tmp))
+    feeds = collect_feeds(tmp, cal, batch)
+    return (quantize_nncf if quantizer == "nncf" else quantize_ort)(proto, feeds)
 
 
 class VerificationError(EdgememError):

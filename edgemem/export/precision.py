@@ -1,11 +1,9 @@
-"""Reduced-precision graphs: fp16 compute behind the contract's fp32 I/O, and ORT dynamic int8."""
+"""fp16 graphs: fp16 compute behind the contract's fp32 I/O (int8: ``export.quantize``)."""
 
 from __future__ import annotations
 
 import contextlib
 import io
-import logging
-from pathlib import Path
 
 import onnx
 
@@ -31,20 +29,3 @@ def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     ir_model = onnx_ir.serde.deserialize_model(converted)  # the converter appends boundary Casts last
     onnx_ir.passes.common.TopologicalSortPass()(ir_model)
     return onnx_ir.serde.serialize_model(ir_model)
-
-
-def quantize_int8(model: onnx.ModelProto, scratch: Path) -> onnx.ModelProto:
-    """ONNX Runtime dynamic quantization: MatMul weights to int8 (per tensor), activations quantized
-    per step at run time. Weights become ``<name>_quantized`` + ``_scale`` + ``_zero_point``."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    root = logging.getLogger()  # the quantizer logs advice on the root logger
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        quantize_dynamic(model, scratch, op_types_to_quantize=["MatMul"], weight_type=QuantType.QInt8)
-        return onnx.load(str(scratch))
-    except Exception as e:  # the quantizer raises plain exceptions on graphs it cannot handle
-        raise UnsupportedError(f"int8 quantization failed: {_first_line(e)}") from None
-    finally:
-        root.setLevel(level)

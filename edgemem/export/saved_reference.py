@@ -23,6 +23,7 @@ from edgemem.atomic import atomic_path
 from edgemem.contract import LOGITS, GraphContract, state_out_name
 from edgemem.errors import InputError
 from edgemem.export.stream import Stream
+from edgemem.finite import check_finite
 
 FORMAT = "edgemem.reference"
 FORMAT_VERSION = 1
@@ -84,15 +85,13 @@ def save_reference(
         raise InputError(f"reference file must end in .npz, got '{path.name}'")
     names = contract.output_names
     for t, step in enumerate(outputs):
-        bad = [n for n in names if not np.all(np.isfinite(step[n]))]
-        if bad:
-            raise InputError(f"the reference produced non-finite {bad[0]} at step {t}; not saving it")
+        check_finite({n: step[n] for n in names}, f"the reference's step {t} (not saved)")
     meta = {
         "format": FORMAT,
         "version": FORMAT_VERSION,
         "graph": Path(graph).name,
         "graph_sha256": graph_sha256(graph),
-        "model": contract.card.get("name") or contract.card.get("family"),
+        "model": contract.card.display_name,
         "precision": precision,
         "batch": stream.batch,
         "clips": stream.steps,
@@ -151,8 +150,7 @@ def _stream(arrays: dict[str, np.ndarray], path: Path, contract: GraphContract) 
         raise InputError(f"{path.name}: reset must be bool [{steps}, {batch}], got {reset.dtype} {list(reset.shape)}")
     if isinstance(contract.batch, int) and contract.batch != batch:
         raise InputError(f"{path.name} holds batch {batch}; the graph was exported for batch {contract.batch}")
-    if not np.all(np.isfinite(frames)):
-        raise InputError(f"{path.name}: frames hold non-finite values")
+    check_finite({"frames": frames}, path.name)
     bounds = [[t for t in range(1, steps) if reset[t, b]] for b in range(batch)]
     return Stream(list(frames), list(reset), bounds)
 
@@ -169,6 +167,5 @@ def _outputs(arrays: dict[str, np.ndarray], path: Path, contract: GraphContract)
         fits = a.ndim == len(want) and all(isinstance(w, str) or w == g for w, g in zip(want, a.shape, strict=True))
         if not fits:
             raise InputError(f"{path.name}: output {n} has shape {list(a.shape)}, the graph gives {want}")
-        if not np.all(np.isfinite(a)):
-            raise InputError(f"{path.name}: output {n} holds non-finite values")
+        check_finite({n: a}, path.name)
     return [{n: arrays[_PREFIX + n][t] for n in names} for t in range(steps)]

@@ -216,16 +216,18 @@ def verify_graph(
     check: bool = True,
     save_reference: str | Path | None = None,
     proto: Any = None,
+    stream: Stream | None = None,
 ) -> VerifyReport:
     """Check ``path`` (full onnx.checker), then stream through ``reference`` and each runtime and
     compare. ``reference`` is a StreamingModel, or a ``SavedReference`` whose stream and outputs are
     used as they are (``clips``, ``boundaries``, ``seed`` and ``batch`` then come from it).
     ``batch`` defaults to the graph's static batch, or 2 if dynamic; ``name`` is the graph's name in
     the report (default: the file name); ``check=False`` skips the checker (the caller ran it);
-    ``save_reference`` writes the model's stream and outputs there (see ``saved_reference``).
-    ``path`` may be a parsed ``GraphInfo`` (``runtimes.graph.read_graph``) and ``proto`` the loaded
-    ``onnx.ModelProto`` (checked instead of reading the file again): every session opens that
-    ``GraphInfo``, so the graph is parsed once here, besides each runtime's own load."""
+    ``save_reference`` writes the model's stream and outputs there (see ``saved_reference``);
+    ``stream`` replaces the generated stream (real clips). ``path`` may be a parsed ``GraphInfo``
+    (``runtimes.graph.read_graph``) and ``proto`` the loaded ``onnx.ModelProto`` (checked instead of
+    reading the file again): every session opens that ``GraphInfo``, so the graph is parsed once here,
+    besides each runtime's own load."""
     from edgemem.export.saved_reference import SavedReference
     from edgemem.runtimes import open_session
 
@@ -247,8 +249,9 @@ def verify_graph(
     if saved is not None:
         stream, ref, against = saved.stream, saved.outputs, saved.describe()
     else:
-        c, t, h, w = contract.frames.shape[1:]
-        stream = make_stream((c, t, h, w), batch=b, clips=clips, boundaries=boundaries, seed=seed)
+        if stream is None:
+            c, t, h, w = contract.frames.shape[1:]
+            stream = make_stream((c, t, h, w), batch=b, clips=clips, boundaries=boundaries, seed=seed)
         with open_session(reference.eval(), "torch", batch=b) as ref_session:
             ref, against = _run_stream(ref_session, stream, names), "torch"
         if save_reference is not None:

@@ -17,7 +17,8 @@ import torch
 from torch import Tensor, nn
 
 from edgemem.atomic import atomic_path
-from edgemem.errors import CheckpointError
+from edgemem.contract import ModelCard, stored_card
+from edgemem.errors import CheckpointError, StateError
 from edgemem.finite import check_finite
 
 
@@ -52,8 +53,9 @@ def read_pyth(path: str | os.PathLike[str]) -> dict[str, Any]:
     return ckpt
 
 
-def card_of(ckpt: Mapping[str, Any], where: str | os.PathLike[str], *, required: bool = True) -> dict[str, Any] | None:
-    """The edgemem model card stored in a checkpoint; a checkpoint without one (official, foreign)
+def card_of(ckpt: Mapping[str, Any], where: str | os.PathLike[str], *, required: bool = True) -> ModelCard | None:
+    """The edgemem model card stored in a checkpoint, typed (``contract.stored_card``: the flat card of
+    checkpoints written before contract 2 is read too); a checkpoint without one (official, foreign)
     is a CheckpointError, or None when not ``required``. A malformed card is always an error."""
     text = ckpt.get("edgemem_card")
     if not isinstance(text, str):
@@ -64,22 +66,21 @@ def card_of(ckpt: Mapping[str, Any], where: str | os.PathLike[str], *, required:
         card = json.loads(text)
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{where}: malformed edgemem model card: {e}") from None
-    if not isinstance(card, dict):
-        raise CheckpointError(f"{where}: malformed edgemem model card")
-    return card
+    try:
+        return stored_card(card)
+    except StateError as e:
+        raise CheckpointError(f"{where}: malformed edgemem model card: {e}") from None
 
 
-def model_from_checkpoint(ckpt: Mapping[str, Any], where: str | os.PathLike[str], card: dict[str, Any] | None = None) -> nn.Module:
+def model_from_checkpoint(ckpt: Mapping[str, Any], where: str | os.PathLike[str], card: ModelCard | None = None) -> nn.Module:
     """The model an edgemem checkpoint's card (or ``card``) describes, with the checkpoint's weights and
     class names."""
     from edgemem.models.registry import from_card
 
     card = card if card is not None else card_of(ckpt, where)
     assert card is not None
-    model = from_card(card)
+    model = from_card(card)  # class names included
     load_state_strict(model, ckpt["model_state"])
-    if card.get("class_names"):
-        model.class_names = list(card["class_names"])
     return model
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from edgemem.contract import TensorSpec
+from edgemem.contract import ClipSpec, TensorSpec
 from edgemem.models.streaming import State, StreamingModel
 
 
@@ -116,26 +116,19 @@ class ClipBackbone(StreamingModel):
         self.check_step_inputs(frames, state, reset)
         return self.forward(frames), {}
 
-    def model_card(self) -> dict[str, Any]:
+    def card_identity(self) -> tuple[str | None, str | None]:
+        return self.preset, self.preset or "config"
+
+    def card_config(self) -> dict[str, Any]:
+        return _jsonable(asdict(self.cfg))
+
+    def clip_spec(self) -> ClipSpec:
         c = self.cfg
-        return {
-            "name": self.preset,
-            "family": self.family,
-            "source": self.preset or "config",
-            "config": _jsonable(asdict(c)),
-            "frames": c.frames * c.frame_scale,
-            "sampling_rate": c.sampling_rate,
-            "crop_size": c.crop_size,
-            "target_fps": c.target_fps,
-            "mean": list(c.mean),
-            "std": list(c.std),
-            "num_classes": c.num_classes,
-            "class_names": self.class_names,
-            "frame_scale": c.frame_scale,
-            "memory": None,
-            "head_act": getattr(c, "head_act", "softmax"),
-            "view": getattr(c, "view", "train"),
-        }
+        return ClipSpec(c.frames * c.frame_scale, c.sampling_rate, c.crop_size, c.target_fps, tuple(c.mean), tuple(c.std))
+
+    def card_view(self) -> tuple[int, str, str]:
+        c = self.cfg
+        return c.frame_scale, getattr(c, "head_act", "softmax"), getattr(c, "view", "train")
 
 
 def _jsonable(x: Any) -> Any:

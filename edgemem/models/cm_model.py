@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from edgemem.contract import TensorSpec
+from edgemem.contract import ClipSpec, MemorySpec, ModelCard, TensorSpec, stored_card
 from edgemem.errors import InputError, UnsupportedError
 from edgemem.models.cm import CollaborativeMemory
 from edgemem.models.registry import create_model, from_card, register_family, register_model
@@ -64,7 +64,7 @@ class CMModel(StreamingModel):
         preset: str | None = None,
     ) -> None:
         super().__init__()
-        if backbone.model_card().get("memory"):
+        if backbone.memory_spec() is not None:
             raise UnsupportedError("CM needs a memory-less clip backbone")
         if clips < 1:
             raise UnsupportedError(f"clips must be >= 1, got {clips}")
@@ -87,33 +87,34 @@ class CMModel(StreamingModel):
     def state_specs(self, batch_size: int | str = 1) -> list[TensorSpec]:
         return [TensorSpec(SUM, (batch_size, *self.cm.memory_shape)), TensorSpec(COUNT, (batch_size, 1))]
 
-    def model_card(self) -> dict[str, Any]:
-        bcard = self.backbone.model_card()
-        card = dict(bcard)
-        card.update(
-            class_names=self.class_names,
-            name=self.preset,
-            family=self.family,
-            source=self.preset or "config",
-            config={
-                "backbone": bcard,
-                **{k: getattr(self, k) for k in ("clips", "alpha", "batch_reduction")},
-                **{k: getattr(self.cm, k) for k in ("reduction", "interaction", "infusion", "token_scale")},
-            },
-            memory={
-                "kind": "cm",
-                "interaction": self.cm.interaction,
-                "infusion": self.cm.infusion,
-                "dim": self.cm.dim,
-                "inner_dim": self.cm.inner_dim,
-                "reduction": self.cm.reduction,
-                "token_scale": self.cm.token_scale,
-                "train_clips": self.clips,
-                "online": "running mean of clip contributions (state cm.sum / cm.count)",
-                "temporal_support_clips": None,
-            },
-        )
-        return card
+    def card_identity(self) -> tuple[str | None, str | None]:
+        return self.preset, self.preset or "config"
+
+    def card_config(self) -> dict[str, Any]:
+        return {
+            "backbone": self.backbone.model_card().to_json(),
+            **{k: getattr(self, k) for k in ("clips", "alpha", "batch_reduction")},
+            **{k: getattr(self.cm, k) for k in ("reduction", "interaction", "infusion", "token_scale")},
+        }
+
+    def clip_spec(self) -> ClipSpec:
+        return self.backbone.clip_spec()
+
+    def card_view(self) -> tuple[int, str, str]:
+        return self.backbone.card_view()
+
+    def memory_spec(self) -> MemorySpec:
+        details = {
+            "interaction": self.cm.interaction,
+            "infusion": self.cm.infusion,
+            "dim": self.cm.dim,
+            "inner_dim": self.cm.inner_dim,
+            "reduction": self.cm.reduction,
+            "token_scale": self.cm.token_scale,
+            "train_clips": self.clips,
+            "online": "running mean of clip contributions (state cm.sum / cm.count)",
+        }
+        return MemorySpec("cm", None, details)
 
     # ------------------------------------------------------------------ building blocks
     def _check_clips(self, x: Tensor, lead: int, what: str) -> None:
@@ -291,14 +292,17 @@ def _split(kw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def _cm(name: str, backbone: str, kw: dict[str, Any]) -> CMModel:
     cm, rest = _split(dict(kw))
-    return CMModel(create_model(backbone, **rest), preset=name, **cm)
+    model = CMModel(create_model(backbone, **rest), preset=name, **cm)
+    model.backbone_preset = backbone  # the memory-less model CM is compared with
+    return model
 
 
 @register_family("cm")
-def _from_card(card: dict[str, Any]) -> CMModel:
-    cfg = dict(card["config"])
-    backbone = from_card(cfg.pop("backbone"))
-    return CMModel(backbone, preset=card.get("name"), **{k: cfg[k] for k in CM_OPTIONS if k in cfg})
+def _from_card(card: ModelCard) -> CMModel:
+    cfg = dict(card.config)
+    inner = cfg.pop("backbone")  # the backbone's own card (flat in contract-1 graphs)
+    backbone = from_card(stored_card(inner))
+    return CMModel(backbone, preset=card.name, **{k: cfg[k] for k in CM_OPTIONS if k in cfg})
 
 
 @register_model

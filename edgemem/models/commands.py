@@ -27,7 +27,9 @@ def _models(args: argparse.Namespace) -> int:
         for name, card in zoo_cards().items():
             if fnmatch.fnmatch(name, args.pattern):
                 top1 = (card.get("metrics") or {}).get("top1")
-                print(f"{name}\t{card['preset']}\ttop1 {top1}\t{card.get('description', '')}")
+                fs = int(card.get("frame_scale") or 1)
+                preset = card["preset"] + (f" --frame-scale {fs}" if fs != 1 else "")
+                print(f"{name}\t{preset}\ttop1 {top1}\t{card.get('description', '')}")
         return 0
     from edgemem.models import list_models
 

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from edgemem.contract import Cost, ModelCard
 from edgemem.models.streaming import StreamingModel
 
 
@@ -35,25 +36,14 @@ def count_gflops(fn: Any, *args: Any) -> float:
     return counter.get_total_flops() / 2e9
 
 
-def clip_seconds(card: dict[str, Any]) -> float:
-    """Seconds of source video one input clip spans."""
-    return card["frames"] * card["sampling_rate"] / card["target_fps"]
-
-
-def temporal_support(card: dict[str, Any]) -> dict[str, Any]:
+def temporal_support(card: ModelCard) -> dict[str, Any]:
     """The paper's temporal support: memory layers x memory length x clip duration.
 
     A memory-less model sees one clip (k base clips for a frame-scaled baseline, whose clip is
     already k times longer). A model whose memory spans the whole video (CM) reports ``clips: None``.
     """
-    mem = card.get("memory")
-    base_clip = clip_seconds(card) / card.get("frame_scale", 1)
-    if not mem:
-        clips = card.get("frame_scale", 1)
-    elif "temporal_support_clips" in mem:
-        clips = mem["temporal_support_clips"]
-    else:
-        clips = len(mem["layers"]) * mem["slots"]
+    base_clip = card.clip.seconds / card.frame_scale
+    clips = card.frame_scale if card.memory is None else card.memory.temporal_support_clips
     seconds = None if clips is None else round(clips * base_clip, 3)
     return {"clips": clips, "seconds": seconds}
 
@@ -72,29 +62,44 @@ def round_sig(x: float, digits: int = 4) -> float:
     return float(f"{x:.{digits}g}")
 
 
-def model_info(model: StreamingModel) -> dict[str, Any]:
-    """Everything ``edgemem info`` prints, as a JSON-serialisable dict. ``model`` may live on meta."""
+def model_cost(model: StreamingModel) -> Cost:
+    """The card's ``cost`` block: what ``edgemem info`` prints, counted the same way (the exporter
+    calls this; ``model`` may live on meta and is put in eval mode)."""
     card = model.model_card()
     dev = next(model.parameters()).device
     frames = torch.zeros((1, *model.input_shape), device=dev)
     model.eval()
-    step_gflops = count_gflops(model.step, frames, model.init_state(1))
-    first_gflops = count_gflops(model, frames)
+    support = temporal_support(card)
+    return Cost(
+        params=sum(p.numel() for p in model.parameters()),
+        gflops_step=round_sig(count_gflops(model.step, frames, model.init_state(1))),
+        gflops_first_step=round_sig(count_gflops(model, frames)),
+        state_bytes=sum(model.state_bytes().values()),
+        temporal_support_clips=support["clips"],
+        temporal_support_s=support["seconds"],
+    )
+
+
+def model_info(model: StreamingModel) -> dict[str, Any]:
+    """Everything ``edgemem info`` prints, as a JSON-serialisable dict. ``model`` may live on meta."""
+    card = model.model_card()
+    cost = model_cost(model)
     info = {
-        "name": card.get("name"),
-        "family": card["family"],
-        "source": card.get("source"),
-        "params": sum(p.numel() for p in model.parameters()),
-        "frames": card["frames"],
-        "sampling_rate": card["sampling_rate"],
-        "crop_size": card["crop_size"],
-        "target_fps": card["target_fps"],
-        "frame_scale": card.get("frame_scale", 1),
-        "num_classes": card["num_classes"],
-        "clip_seconds": round(clip_seconds(card), 4),
-        "gflops_step": round_sig(step_gflops),
-        "gflops_first_step": round_sig(first_gflops),
-        "memory": card.get("memory"),
+        "name": card.name,
+        "family": card.family,
+        "source": card.source,
+        "params": cost.params,
+        "frames": card.clip.frames,
+        "sampling_rate": card.clip.sampling_rate,
+        "crop_size": card.clip.crop_size,
+        "target_fps": card.clip.target_fps,
+        "frame_scale": card.frame_scale,
+        "num_classes": card.num_classes,
+        "clip_seconds": round(card.clip.seconds, 4),
+        "gflops_step": cost.gflops_step,
+        "gflops_first_step": cost.gflops_first_step,
+        "memory": None if card.memory is None else card.memory.to_json(),
+        "backbone": card.backbone,
         "temporal_support": temporal_support(card),
         "state_bytes": state_bytes(model),
     }

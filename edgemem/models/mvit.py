@@ -23,8 +23,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.init import trunc_normal_
 
-from edgemem.contract import TensorSpec
-from edgemem.errors import UnsupportedError
+from edgemem.contract import ClipSpec, MemorySpec, ModelCard, TensorSpec
 from edgemem.models.mvit_attention import pool_tokens
 from edgemem.models.mvit_block import MultiScaleBlock
 from edgemem.models.mvit_config import MemoryConfig, MViTConfig, block_specs, patch_grid
@@ -61,6 +60,8 @@ class Head(nn.Module):
 
 class MViT(StreamingModel):
     """MViTv2 (``cfg.memory is None``) or MeMViT, number for number with the official code."""
+
+    family = "mvit"
 
     def __init__(self, cfg: MViTConfig, *, name: str | None = None, source: str | None = None) -> None:
         super().__init__()
@@ -186,12 +187,16 @@ class MViT(StreamingModel):
         logits, new, _ = self._memory_step(frames, state, reset, pipelined=False)
         return logits, new
 
-    def train_step(self, frames: Tensor, state: State, reset: Tensor | None = None) -> tuple[Tensor, State]:
-        """Training step with the official pipelined gradients (state from ``init_train_state``).
+    def train_step(
+        self, frames: Tensor, state: State, reset: Tensor | None = None, bptt: bool = False
+    ) -> tuple[Tensor, State]:
+        """Training step (state from ``init_train_state``), with the official pipelined gradients or BPTT.
 
-        The previous clip's raw K-bar/V-bar (detached) is compressed inside this step, so the loss
-        of this clip trains the compression; older memory is detached. With ``gapN`` the previous
-        clip is never attended, so (as in the official code) compression gets no gradient.
+        Pipelined (default): the previous clip's raw K-bar/V-bar (detached) is compressed inside this
+        step, so the loss of this clip trains the compression; older memory is detached. With ``gapN``
+        the previous clip is never attended, so (as in the official code) compression gets no gradient.
+        ``bptt``: nothing is detached; the returned memory keeps its graph, so a later clip's loss
+        back-propagates into the clips the memory holds (the caller detaches the state when it steps).
         Random memory-clip dropping (``memory.mem_drop``) applies in training mode.
         """
         self.check_frames(frames)
@@ -201,49 +206,43 @@ class MViT(StreamingModel):
         from edgemem.contract import check_state
 
         check_state(state, self.train_state_specs(b), batch=b)
-        logits, new, raws = self._memory_step(frames, state, reset, pipelined=True)
+        logits, new, raws = self._memory_step(frames, state, reset, pipelined=not bptt, detach=not bptt)
         for i in self.memory_blocks:
-            new[f"mem.{i}.k_raw"] = raws[i][0].detach()
-            new[f"mem.{i}.v_raw"] = raws[i][1].detach()
+            new[f"mem.{i}.k_raw"] = raws[i][0] if bptt else raws[i][0].detach()
+            new[f"mem.{i}.v_raw"] = raws[i][1] if bptt else raws[i][1].detach()
         return logits, new
 
-    def model_card(self) -> dict[str, Any]:
-        cfg, mem = self.cfg, self.cfg.memory
-        card: dict[str, Any] = {
-            "name": self.name,
-            "family": "mvit",
-            "source": self.source,
-            "config": cfg.to_dict(),
-            "frames": cfg.frames,
-            "sampling_rate": cfg.sampling_rate,
-            "crop_size": cfg.crop_size,
-            "target_fps": cfg.target_fps,
-            "mean": list(cfg.mean),
-            "std": list(cfg.std),
-            "num_classes": cfg.num_classes,
-            "class_names": self.class_names,
-            "frame_scale": cfg.frame_scale,
-            "memory": None,
-            "head_act": cfg.head_act,
-            "view": cfg.view,
+    def card_identity(self) -> tuple[str | None, str | None]:
+        return self.name, self.source
+
+    def card_config(self) -> dict[str, Any]:
+        return self.cfg.to_dict()
+
+    def clip_spec(self) -> ClipSpec:
+        c = self.cfg
+        return ClipSpec(c.frames, c.sampling_rate, c.crop_size, c.target_fps, tuple(c.mean), tuple(c.std))
+
+    def card_view(self) -> tuple[int, str, str]:
+        return self.cfg.frame_scale, self.cfg.head_act, self.cfg.view
+
+    def memory_spec(self) -> MemorySpec | None:
+        mem = self.cfg.memory
+        if mem is None:
+            return None
+        details = {
+            "layers": list(self.memory_blocks),
+            "slots": mem.num_attended,
+            "stored_slots": mem.slots,
+            "sampler": mem.sampler,
+            "gap": mem.gap,
+            "compression": {
+                "enabled": mem.compress,
+                "kernel": list(mem.compress_kernel),
+                "stride": list(mem.compress_stride),
+            },
         }
-        if mem is not None:
-            card["memory"] = {
-                "kind": "memvit",
-                "layers": list(self.memory_blocks),
-                "slots": mem.num_attended,
-                "stored_slots": mem.slots,
-                "sampler": mem.sampler,
-                "gap": mem.gap,
-                "compression": {
-                    "enabled": mem.compress,
-                    "kernel": list(mem.compress_kernel),
-                    "stride": list(mem.compress_stride),
-                },
-                # Oldest clip a memory layer can reach, times the memory layers (the paper's support).
-                "temporal_support_clips": len(self.memory_blocks) * mem.num_attended * mem.gap,
-            }
-        return card
+        # Oldest clip a memory layer can reach, times the memory layers (the paper's support).
+        return MemorySpec("memvit", len(self.memory_blocks) * mem.num_attended * mem.gap, details)
 
     # ----------------------------------------------------------------- internals
     def _embed(self, frames: Tensor) -> Tensor:
@@ -285,9 +284,10 @@ class MViT(StreamingModel):
         return x, raws
 
     def _memory_step(
-        self, frames: Tensor, state: State, reset: Tensor | None, *, pipelined: bool
+        self, frames: Tensor, state: State, reset: Tensor | None, *, pipelined: bool, detach: bool = True
     ) -> tuple[Tensor, State, dict[int, tuple[Tensor, Tensor]]]:
         mem = self.cfg.memory
+        cut = Tensor.detach if detach else _keep
         assert mem is not None
         s, g = mem.slots, mem.gap
         valid = state[VALID]
@@ -317,20 +317,21 @@ class MViT(StreamingModel):
             attn = self.blocks[i].attn
             kr, vr = raws[i]
             k, v = full[i]
-            kc = attn.compress(kr.detach(), "k")[:, None]
-            vc = attn.compress(vr.detach(), "v")[:, None]
-            new[f"mem.{i}.k"] = torch.cat((kc, k[:, : s - 1]), dim=1).detach()
-            new[f"mem.{i}.v"] = torch.cat((vc, v[:, : s - 1]), dim=1).detach()
+            kc = attn.compress(cut(kr), "k")[:, None]
+            vc = attn.compress(cut(vr), "v")[:, None]
+            new[f"mem.{i}.k"] = cut(torch.cat((kc, k[:, : s - 1]), dim=1))
+            new[f"mem.{i}.v"] = cut(torch.cat((vc, v[:, : s - 1]), dim=1))
         new[VALID] = torch.cat((valid.new_ones((valid.shape[0], 1)), valid[:, : s - 1]), dim=1)
         return logits, new, raws
 
 
+def _keep(t: Tensor) -> Tensor:
+    return t
+
+
 @register_family("mvit")
-def _from_card(card: dict[str, Any]) -> MViT:
-    cfg = card.get("config")
-    if not isinstance(cfg, dict):
-        raise UnsupportedError("not supported: model card without an MViT 'config'")
-    return MViT(MViTConfig.from_dict(cfg), name=card.get("name"), source=card.get("source"))
+def _from_card(card: ModelCard) -> MViT:
+    return MViT(MViTConfig.from_dict(card.config), name=card.name, source=card.source)
 
 
 __all__ = ["MViT", "MViTConfig", "MemoryConfig", "pool_tokens"]

@@ -89,8 +89,11 @@ def _odd(depth: int) -> tuple[int, ...]:
     return tuple(range(1, depth, 2))
 
 
-def _build(name: str, cfg: MViTConfig) -> MViT:
-    return MViT(cfg, name=name)
+def _build(name: str, cfg: MViTConfig, backbone: str | None = None) -> MViT:
+    """The preset's model; a memory preset declares ``backbone``, the MViT it is compared with."""
+    model = MViT(cfg, name=name)
+    model.backbone_preset = backbone if cfg.memory is not None else None
+    return model
 
 
 @register_model
@@ -100,7 +103,17 @@ def memvit_tiny(**kw: Any) -> MViT:
     mem = MemoryConfig(
         attn_max_len=4, sampler="all", exclude_layers=(1, 3), compress_kernel=(5, 3, 3), compress_stride=(4, 2, 2)
     )
-    return _build("memvit_tiny", _tiny(mem, kw))
+    return _build("memvit_tiny", _tiny(mem, kw), backbone="mvit_tiny")
+
+
+@register_model
+def memvit_tiny_long(**kw: Any) -> MViT:
+    """``memvit_tiny`` whose blocks 0 and 2 attend 4 memory clips 4, 8, 12 and 16 clips back (``gap4``;
+    temporal support 32 clips, 17 s), compressed as ``memvit_tiny``'s (1.07x the memory-less step)."""
+    mem = MemoryConfig(
+        attn_max_len=5, sampler="gap4", exclude_layers=(1, 3), compress_kernel=(5, 3, 3), compress_stride=(4, 2, 2)
+    )
+    return _build("memvit_tiny_long", _tiny(mem, kw), backbone="mvit_tiny")
 
 
 @register_model
@@ -115,7 +128,7 @@ def memvit16_16x4(**kw: Any) -> MViT:
     mem = MemoryConfig(
         attn_max_len=3, sampler="gap2", exclude_layers=_odd(16), compress_kernel=(7, 3, 3), compress_stride=(4, 2, 2)
     )
-    return _build("memvit16_16x4", _mvit16(mem, kw))
+    return _build("memvit16_16x4", _mvit16(mem, kw), backbone="mvit16_16x4")
 
 
 @register_model
@@ -130,7 +143,7 @@ def memvit24_32x3(**kw: Any) -> MViT:
     mem = MemoryConfig(
         attn_max_len=3, sampler="gap3", exclude_layers=_odd(24), compress_kernel=(7, 3, 3), compress_stride=(4, 2, 2)
     )
-    return _build("memvit24_32x3", _mvit24(mem, kw))
+    return _build("memvit24_32x3", _mvit24(mem, kw), backbone="mvit24_32x3")
 
 
 @register_model

@@ -81,11 +81,14 @@ def load_zoo(entry: dict[str, Any], **overrides: Any) -> Any:
     card = card_of(ckpt, path)
     assert card is not None
     if overrides:
-        bad = {k: v for k, v in overrides.items() if card.get(k, card["config"].get(k)) != v}
+        trained = {**card.config, **card.clip.to_json(), "frame_scale": card.frame_scale, "num_classes": card.num_classes}
+        bad = {k: v for k, v in overrides.items() if trained.get(k) != v}
         if bad:
             raise EdgememError(f"shipped weights '{entry['name']}' were trained with other settings than {bad}")
     model = model_from_checkpoint(ckpt, path, card)
-    if not card.get("class_names") and (names := (entry.get("dataset") or {}).get("class_names")):
+    # The zoo entry names the shipped memory-less model it is compared with (its card predates contract 2).
+    model.backbone_preset = entry.get("backbone") or card.backbone
+    if not card.class_names and (names := (entry.get("dataset") or {}).get("class_names")):
         model.class_names = list(names)
     return model.eval()
 

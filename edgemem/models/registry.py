@@ -6,10 +6,11 @@ import fnmatch
 from collections.abc import Callable
 from typing import Any
 
+from edgemem.contract import ModelCard
 from edgemem.errors import EdgememError
 
 _PRESETS: dict[str, Callable[..., Any]] = {}
-_FAMILIES: dict[str, Callable[[dict[str, Any]], Any]] = {}
+_FAMILIES: dict[str, Callable[[ModelCard], Any]] = {}
 
 
 def register_model(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -20,10 +21,10 @@ def register_model(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
-def register_family(name: str) -> Callable[[Callable[[dict[str, Any]], Any]], Callable[[dict[str, Any]], Any]]:
+def register_family(name: str) -> Callable[[Callable[[ModelCard], Any]], Callable[[ModelCard], Any]]:
     """Decorator: register the builder that rebuilds a model of ``family`` from its model card."""
 
-    def deco(fn: Callable[[dict[str, Any]], Any]) -> Callable[[dict[str, Any]], Any]:
+    def deco(fn: Callable[[ModelCard], Any]) -> Callable[[ModelCard], Any]:
         if name in _FAMILIES:
             raise EdgememError(f"model family '{name}' is already registered (by {_FAMILIES[name].__module__})")
         _FAMILIES[name] = fn
@@ -69,10 +70,13 @@ def create_model(name: str, pretrained: bool = False, **overrides: Any) -> Any:
     return _PRESETS[name](**overrides)
 
 
-def from_card(card: dict[str, Any]) -> Any:
+def from_card(card: ModelCard) -> Any:
     """Rebuild a model (random init) from its model card, as written by ``model.model_card()``."""
     _load_all()
-    family = card.get("family")
-    if family not in _FAMILIES:
-        raise EdgememError(f"model card of unknown family '{family}'")
-    return _FAMILIES[family](card)
+    if card.family not in _FAMILIES:
+        raise EdgememError(f"model card of unknown family '{card.family}'")
+    model = _FAMILIES[card.family](card)
+    model.backbone_preset = card.backbone
+    if card.class_names is not None:
+        model.class_names = list(card.class_names)
+    return model

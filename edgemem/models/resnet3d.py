@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from edgemem.contract import ModelCard
 from edgemem.errors import UnsupportedError
 from edgemem.models.clip_base import HEAD_ACTS, ClipBackbone, init_conv_bn, official_eval_scores
 from edgemem.models.registry import register_family, register_model
@@ -331,8 +332,8 @@ class ResNet3D(ClipBackbone):
 
 
 @register_family("resnet3d")
-def _from_card(card: dict[str, Any]) -> ResNet3D:
-    return ResNet3D(ResNetConfig.from_dict(card["config"]), preset=card.get("name"))
+def _from_card(card: ModelCard) -> ResNet3D:
+    return ResNet3D(ResNetConfig.from_dict(card.config), preset=card.name)
 
 
 def _build(name: str, defaults: dict[str, Any], overrides: dict[str, Any]) -> ResNet3D:

@@ -67,20 +67,20 @@ def _edgemem_checkpoint(preset: str, checkpoint: str, overrides: dict[str, Any])
     card = card_of(ckpt, checkpoint, required=False)
     if card is None:
         return None
-    trained_as = card.get("name") or card.get("source")
+    trained_as = card.name or card.source
     if trained_as != preset:
         zoo = _zoo_name_of(checkpoint)
         hint = f"`{trained_as}`" + (f" or the shipped weights' name `{zoo}` (no --checkpoint)" if zoo else "")
         raise CheckpointError(
-            f"{checkpoint} holds a '{trained_as}' model ({card.get('num_classes')} classes), not '{preset}': "
+            f"{checkpoint} holds a '{trained_as}' model ({card.num_classes} classes), not '{preset}': "
             f"use MODEL {hint}"
         )
     if not overrides:
         return model_from_checkpoint(ckpt, checkpoint, card)
-    model = create_model(preset, **({"num_classes": card["num_classes"]} | overrides))
+    model = create_model(preset, **({"num_classes": card.num_classes} | overrides))
     load_state_strict(model, ckpt["model_state"])
-    if card.get("class_names"):
-        model.class_names = list(card["class_names"])
+    if card.class_names:
+        model.class_names = list(card.class_names)
     return model
 
 

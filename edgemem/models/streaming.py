@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from edgemem.contract import TensorSpec, check_state
+from edgemem.contract import ClipSpec, MemorySpec, ModelCard, TensorSpec, check_state
 from edgemem.errors import InputError
 
 State = dict[str, Tensor]
@@ -17,12 +17,16 @@ State = dict[str, Tensor]
 class StreamingModel(nn.Module):
     """A video model that classifies one clip per ``step`` and carries memory in ``state``.
 
-    Subclasses define ``input_shape`` (C, T, H, W), ``state_specs(batch)``, ``step`` and
-    ``model_card``. ``forward(frames)`` classifies clips with empty memory. ``class_names`` (set
-    by whoever knows them: a trainer, a zoo entry) goes into the model card.
+    Subclasses define ``input_shape`` (C, T, H, W), ``state_specs(batch)``, ``step`` and the card
+    hooks (``card_identity``, ``card_config``, ``clip_spec``, ``memory_spec``, ``card_view``) from
+    which ``model_card`` writes the one card of every family. ``forward(frames)`` classifies clips
+    with empty memory. ``class_names`` (set by whoever knows them: a trainer, a zoo entry) and
+    ``backbone_preset`` (the memory-less preset to compare with, declared by the preset) go into the card.
     """
 
+    family: str
     class_names: list[str] | None = None
+    backbone_preset: str | None = None
 
     @property
     @abstractmethod
@@ -45,8 +49,34 @@ class StreamingModel(nn.Module):
         """
 
     @abstractmethod
-    def model_card(self) -> dict[str, Any]:
-        """JSON-serialisable description: enough to rebuild the model (``from_card``) and feed it."""
+    def card_identity(self) -> tuple[str | None, str | None]:
+        """(preset name or None, source: the preset or the config file it came from)."""
+
+    @abstractmethod
+    def card_config(self) -> dict[str, Any]:
+        """The family's JSON description, enough for ``from_card`` to rebuild the model."""
+
+    @abstractmethod
+    def clip_spec(self) -> ClipSpec:
+        """The input clip (frames of the whole, frame-scaled clip)."""
+
+    def memory_spec(self) -> MemorySpec | None:
+        return None
+
+    def card_view(self) -> tuple[int, str, str]:
+        """(frame scale, head activation of the logits, view)."""
+        return 1, "softmax", "train"
+
+    def model_card(self) -> ModelCard:
+        """The typed model card (no cost: the exporter measures and adds it)."""
+        name, source = self.card_identity()
+        frame_scale, head_act, view = self.card_view()
+        return ModelCard(
+            family=self.family, config=self.card_config(), clip=self.clip_spec(), num_classes=self.num_classes,
+            name=name, source=source, class_names=None if self.class_names is None else tuple(self.class_names),
+            frame_scale=frame_scale, memory=self.memory_spec(), backbone=self.backbone_preset,
+            head_act=head_act, view=view,
+        )  # fmt: skip
 
     def init_state(self, batch_size: int = 1) -> State:
         """All-zero (empty) state for ``batch_size`` streams."""

@@ -17,6 +17,7 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from edgemem.contract import ModelCard
 from edgemem.errors import UnsupportedError
 from edgemem.models.clip_base import ClipBackbone, init_conv_bn, official_eval_scores
 from edgemem.models.registry import register_family, register_model
@@ -233,8 +234,8 @@ class X3D(ClipBackbone):
 
 
 @register_family("x3d")
-def _from_card(card: dict[str, Any]) -> X3D:
-    return X3D(X3DConfig.from_dict(card["config"]), preset=card.get("name"))
+def _from_card(card: ModelCard) -> X3D:
+    return X3D(X3DConfig.from_dict(card.config), preset=card.name)
 
 
 X3D_PRESETS: dict[str, dict[str, Any]] = {

@@ -10,11 +10,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Any
 
 import numpy as np
 
-from edgemem.contract import TensorSpec, check_state
+from edgemem.contract import ModelCard, TensorSpec, check_state
 from edgemem.errors import InputError, StateError
 
 State = dict[str, np.ndarray]
@@ -31,13 +30,13 @@ class Session(ABC):
     runtime: str = ""
 
     def __init__(
-        self, specs: Sequence[TensorSpec], card: dict[str, Any], input_shape: Sequence[int], batch: int
+        self, specs: Sequence[TensorSpec], card: ModelCard, input_shape: Sequence[int], batch: int
     ) -> None:
         if batch < 1:
             raise InputError(f"batch must be >= 1, got {batch}")
         self.batch = int(batch)
         self._specs = [s.with_batch(self.batch) for s in specs]
-        self._card = dict(card)
+        self._card = card
         self.input_shape = tuple(int(d) for d in input_shape)  # (C, T, H, W)
         self._pending = np.zeros(self.batch, dtype=bool)  # slots emptied since the last step
         self._closed = False
@@ -49,12 +48,12 @@ class Session(ABC):
         return list(self._specs)
 
     @property
-    def model_card(self) -> dict[str, Any]:
-        return dict(self._card)
+    def model_card(self) -> ModelCard:
+        return self._card
 
     @property
     def num_classes(self) -> int:
-        return int(self._card["num_classes"])
+        return self._card.num_classes
 
     def step(self, frames: np.ndarray, reset: np.ndarray | Sequence[bool] | None = None) -> np.ndarray:
         """Classify one clip per slot; returns float32 logits ``[B, classes]``."""
@@ -128,7 +127,7 @@ class Session(ABC):
         self.close()
 
     def __repr__(self) -> str:
-        name = self._card.get("name") or self._card.get("family")
+        name = self._card.display_name
         return f"{type(self).__name__}(runtime={self.runtime!r}, model={name!r}, batch={self.batch})"
 
     # ---- helpers for adapters ---------------------------------------------------------------

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from edgemem.contract import META_MODEL
+from edgemem.contract import CONTRACT_VERSION, META_CONTRACT, META_MODEL, ModelCard, parse_card
 from edgemem.errors import InputError, StateError, UnsupportedError
 from edgemem.hardware import resolve_threads
 
@@ -89,10 +89,10 @@ def _openvino_runner(path: Path, precision: str, threads: int | None) -> Runner:
 class CMVideoClassifier:
     """Video-level CM inference with the encode/classify pair on any runner."""
 
-    def __init__(self, encode: Runner, classify: Runner, info: dict[str, Any], card: dict[str, Any]) -> None:
+    def __init__(self, encode: Runner, classify: Runner, info: dict[str, Any], card: ModelCard) -> None:
         self.encode, self.classify = encode, classify
         self.info, self.card = info, card
-        self.clip_shape = (3, card["frames"], card["crop_size"], card["crop_size"])
+        self.clip_shape = card.clip.shape
 
     @classmethod
     def open(
@@ -112,7 +112,8 @@ class CMVideoClassifier:
             make = lambda p: _ort_runner(p, runtime.removeprefix("ort-"), threads)  # noqa: E731
         else:
             raise UnsupportedError(f"runtime '{runtime}' not in {list(RUNTIMES)}")
-        info, card = json.loads(metas[0][META_CM]), json.loads(metas[0][META_MODEL])
+        info = json.loads(metas[0][META_CM])
+        card = parse_card(json.loads(metas[0][META_MODEL]), metas[0].get(META_CONTRACT, CONTRACT_VERSION))
         return cls(make(enc_path), make(cls_path), info, card)
 
     def predict(self, views: np.ndarray, centre: int | None = None) -> np.ndarray:

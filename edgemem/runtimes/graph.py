@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from edgemem.contract import GraphContract, TensorSpec, read_contract
+from edgemem.contract import GraphContract, ModelCard, TensorSpec, read_contract
 from edgemem.errors import InputError
 
 
@@ -20,7 +19,7 @@ from edgemem.errors import InputError
 class GraphInfo:
     path: Path
     specs: list[TensorSpec]
-    card: dict[str, Any]
+    card: ModelCard
     input_shape: tuple[int, int, int, int]  # (C, T, H, W)
     static_batch: int | None  # the batch a static graph was exported for, None if dynamic
     contract: GraphContract  # the parsed contract (export record, card, state, I/O specs)

@@ -113,8 +113,29 @@ class _OpenVinoBase(Session):
         """The inference precision the compiled model reports, in edgemem's spelling (``f32``, ``bf16``, ``fp16``)."""
         return Precision.parse(str(self._compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name())).value
 
+    def kernel_precisions(self) -> dict[str, dict[str, int]]:
+        """Per compute layer type of the compiled model (FullyConnected, Convolution, MatMul): how many
+        layers run at each runtime precision (``i8``/``u8`` = int8 kernels, ``f32``, ``bf16``)."""
+        return kernel_precisions(self._compiled)
+
     def _close(self) -> None:
         del self._request, self._compiled
+
+
+COMPUTE_LAYERS = ("FullyConnected", "Convolution", "MatMul")
+
+
+def kernel_precisions(compiled: Any) -> dict[str, dict[str, int]]:
+    """``{layer type: {runtimePrecision: count}}`` of a compiled model's execution graph."""
+    out: dict[str, dict[str, int]] = {}
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        info = op.get_rt_info()
+        kind = str(info["layerType"].astype(str))
+        if kind in COMPUTE_LAYERS:
+            prec = str(info["runtimePrecision"].astype(str))
+            out.setdefault(kind, {})
+            out[kind][prec] = out[kind].get(prec, 0) + 1
+    return out
 
 
 class OpenVinoSession(_OpenVinoBase):

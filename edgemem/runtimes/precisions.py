@@ -8,7 +8,8 @@ asking for a precision the device cannot run is never a silent fallback. Precisi
 
 How a precision is run: bf16 is an inference hint on the f32 graph (OpenVINO); fp16 is ONNX Runtime's
 TensorRT fp16 option on the f32 graph for ort-tensorrt and the exported fp16 graph elsewhere (native
-TensorRT builds it strongly typed); int8 is its own (quantised) graph (``graph_precision`` and
+TensorRT builds it strongly typed); int8 is its own (statically quantised, QDQ) graph, which OpenVINO
+compiles with an explicit f32 hint: the int8 kernels come from the graph (``graph_precision`` and
 ``session_options``, used by bench; ``precision_options`` for ``open_session(precision=)`` on a given graph).
 """
 

@@ -11,7 +11,6 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -29,7 +28,7 @@ FORMATS = (".npz", ".safetensors")
 class SavedState:
     state: dict[str, np.ndarray]
     specs: list[C.TensorSpec]
-    card: dict[str, Any] | None
+    card: C.ModelCard | None
 
 
 def check_suffix(path: Path) -> str:
@@ -50,7 +49,7 @@ def save_state(
     path: str | os.PathLike[str],
     state: dict[str, np.ndarray],
     specs: list[C.TensorSpec],
-    card: dict[str, Any] | None = None,
+    card: C.ModelCard | None = None,
 ) -> Path:
     """Write ``state`` (validated against ``specs``) and its spec to ``path`` (temp file + rename)."""
     path = Path(path)
@@ -60,7 +59,7 @@ def save_state(
     C.check_state(arrays, specs, batch=batch)
     check_finite(arrays, f"state to save in {path.name}")
     spec_json = C.specs_to_json(list(specs))
-    card_json = json.dumps(card) if card is not None else ""
+    card_json = json.dumps(card.to_json()) if card is not None else ""
     with atomic_path(path, error=StateError) as tmp:
         if fmt == ".npz":
             with open(tmp, "wb") as f:
@@ -103,4 +102,24 @@ def load_state(path: str | os.PathLike[str]) -> SavedState:
     batch = next(iter(arrays.values())).shape[0] if arrays else None
     C.check_state(arrays, specs, batch=batch)
     check_finite(arrays, f"state file {path.name}")
-    return SavedState(arrays, specs, json.loads(card_json) if card_json else None)
+    try:
+        card = C.stored_card(json.loads(card_json)) if card_json else None
+    except (StateError, json.JSONDecodeError) as e:
+        raise StateError(f"state file {path.name} carries a malformed model card: {e}") from None
+    return SavedState(arrays, specs, card)
+
+
+# Card fields that say which model (head, classes, clip length) a state was carried by.
+_IDENTITY = ("name", "num_classes", "class_names", "frame_scale")
+
+
+def check_same_model(saved: SavedState, card: C.ModelCard | None, path: str | os.PathLike[str]) -> None:
+    """StateError when the model that saved ``saved`` differs from ``card`` in a field both record."""
+    if saved.card is None or card is None:
+        return
+    for k in _IDENTITY:
+        mine, theirs = getattr(saved.card, k), getattr(card, k)
+        if mine is not None and theirs is not None and mine != theirs:
+            raise StateError(
+                f"state file {Path(path).name} was saved by another model: {k}={mine!r}, this model has {theirs!r}"
+            )

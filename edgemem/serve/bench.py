@@ -20,6 +20,7 @@ import numpy as np
 
 from edgemem.bench.schema import Cell, empty_result, machine_info
 from edgemem.bench.stats import latency_summary
+from edgemem.contract import ModelCard
 from edgemem.errors import EdgememError, InputError
 from edgemem.serve.client import RemoteError, RemoteSession, connect
 
@@ -118,19 +119,22 @@ def bench_level(url: str, model: str, streams: int, clips: int, warmup: int, tim
     }
 
 
-def level_result(url: str, model: str, streams: int, clips: int, level: dict[str, Any], card: dict[str, Any],
+def level_result(url: str, model: str, streams: int, clips: int, level: dict[str, Any], card: ModelCard,
                  state: tuple[Any, ...], backend: str, machine: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
     """One bench-schema result for a concurrency level."""
-    name = card.get("name") or model
-    cell = Cell(name, f"triton-{backend}", "f32", int(card.get("frame_scale", 1)), streams)
+    name = card.name or model
+    cell = Cell(name, f"triton-{backend}", "f32", card.frame_scale, streams)
     r = empty_result(cell, machine, status="ok")
-    clip_s = card["frames"] * card["sampling_rate"] / float(card["target_fps"])
+    clip_s = card.clip.seconds
     r["clip_seconds"] = round(clip_s, 6)
     r["latency_ms"] = latency_summary(level["latency_ms"])
     r["throughput_clips_s"] = round(level["clips_s"], 3)
     r["real_time_factor"] = round(level["clips_s"] * clip_s, 3)
     r["load_avg"] = level["load_avg"]  # 1-minute load at the start and at the end of the level
     r["state_bytes"] = sum(s.nbytes_per_item for s in state)  # one stream's memory, held by the server
+    r["backbone"] = card.backbone
+    if card.cost is not None:  # measured at export (a contract-1 graph has none)
+        r["gflops_step"], r["params"] = card.cost.gflops_step, card.cost.params
     mean_batch = level["inferences"] / level["executions"] if level["executions"] else None
     r["serving"] = {
         "server": url, "triton_model": model, "streams": streams, "clips_per_stream": clips,

@@ -64,7 +64,7 @@ class RemoteModel:
 
     name: str
     kind: str  # stateful / clip / pair
-    card: dict[str, Any]
+    card: C.ModelCard
     state: tuple[C.TensorSpec, ...]
     input_shape: tuple[int, int, int, int]
     max_batch_size: int
@@ -79,12 +79,13 @@ class RemoteModel:
         params = {k: v.get("string_value", "") for k, v in cfg.get("parameters", {}).items()}
         if PARAM_SERVE not in params or C.META_MODEL not in params:
             raise UnsupportedError(f"model '{name}' was not written by `edgemem serve export` (no edgemem parameters)")
-        serve, card = json.loads(params[PARAM_SERVE]), json.loads(params[C.META_MODEL])
+        serve = json.loads(params[PARAM_SERVE])
+        card = C.parse_card(json.loads(params[C.META_MODEL]), params.get(C.META_CONTRACT, "1"))
         state = tuple(C.specs_from_json(params.get(C.META_STATE, "[]")))
         inputs = {i["name"]: i for i in cfg.get("input", [])}
         mbs = int(cfg.get("max_batch_size", 0))
         if serve["kind"] == PAIR:
-            shape = (3, card["frames"], card["crop_size"], card["crop_size"])
+            shape = card.clip.shape
         else:
             dims = [int(d) for d in inputs[C.FRAMES]["dims"]]
             shape = tuple(dims if mbs else dims[1:])

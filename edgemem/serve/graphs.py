@@ -43,8 +43,8 @@ class ServedGraph:
     role: str | None = None
 
     @property
-    def card(self) -> dict[str, Any]:
-        return json.loads(self.metadata[C.META_MODEL])
+    def card(self) -> C.ModelCard:
+        return C.parse_card(json.loads(self.metadata[C.META_MODEL]), self.metadata.get(C.META_CONTRACT, "1"))
 
     def spec(self, name: str) -> C.TensorSpec:
         for s in (*self.inputs, *self.outputs):
@@ -95,7 +95,7 @@ def read_served_graph(path: str | Path) -> ServedGraph:
             raise UnsupportedError(f"{path.name} has role {role!r}; edgemem serves step graphs and {list(PAIR_ROLES)}")
         if C.META_MODEL not in meta:
             raise StateError(f"{path.name}: CM pair graph without '{C.META_MODEL}' metadata")
-        C.validate_model_card(json.loads(meta[C.META_MODEL]))
+        C.parse_card(json.loads(meta[C.META_MODEL]), meta.get(C.META_CONTRACT, "1"))
         batch = _batch_of([*inputs, *outputs], path)
         return ServedGraph(path, PAIR, batch, inputs, outputs, (), meta, False, role)
     contract = C.read_contract(model)

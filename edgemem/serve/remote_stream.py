@@ -39,8 +39,8 @@ def _one_source(
     try:
         with RemoteSession(url, model, timeout_s=request_timeout_s) as session:
             card = session.model_card
-            transform = ClipTransform(card)
-            fps = float(card.get("target_fps") or 30) / float(card.get("sampling_rate") or 1)
+            transform = ClipTransform(card.clip)
+            fps = card.clip.sampled_fps
             clip_s = transform.frames / fps
             stream = SourceStream(source, slot, fps, transform.frames, realtime, False, timeout_s)
             clip = stream.next_clip()
@@ -55,7 +55,7 @@ def _one_source(
                 latency = (time.perf_counter() - t0) * 1000.0
                 rec = ClipRecord(
                     stream.clip_index, source, round(clip[0].time, 6), round(clip[-1].time + 1.0 / fps, 6),
-                    topk(logits[0], k, card.get("class_names")), round(latency, 3), slot, stream.reader.dropped,
+                    topk(logits[0], k, card.class_names), round(latency, 3), slot, stream.reader.dropped,
                 )  # fmt: skip
                 stream.clip_index += 1
                 out.clips += 1

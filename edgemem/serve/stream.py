@@ -198,8 +198,8 @@ def run_stream(
     ``get_state``/``load_state``) continues an earlier stream instead of resetting at the first
     source. ``timeout_s`` bounds the wait for a network source."""
     card = session.model_card
-    transform = ClipTransform(card)
-    fps = float(card.get("target_fps") or 30) / float(card.get("sampling_rate") or 1)
+    transform = ClipTransform(card.clip)
+    fps = card.clip.sampled_fps
     clip_s = transform.frames / fps
     stats = StreamStats()
     wall0 = time.perf_counter()
@@ -232,8 +232,8 @@ def _run_group(
     if len(group) != session.batch:
         raise InputError(f"{len(group)} sources need a session of batch {len(group)}, got {session.batch}")
     dropped0 = stats.dropped
-    class_names = session.model_card.get("class_names")
-    act = str(session.model_card.get("head_act", "softmax"))
+    class_names = session.model_card.class_names
+    act = session.model_card.head_act
     streams: list[SourceStream] = []
     try:
         for slot, src in enumerate(group):

@@ -77,7 +77,7 @@ def _stream(args: argparse.Namespace) -> int:
     from edgemem.export.model_source import resolve_graph
     from edgemem.runtimes.availability import check
     from edgemem.runtimes.registry import RUNTIMES, open_session
-    from edgemem.runtimes.state_io import check_suffix, load_state, save_state
+    from edgemem.runtimes.state_io import check_same_model, check_suffix, load_state, save_state
     from edgemem.serve.annotate import AnnotationSink
     from edgemem.serve.live import LiveView
     from edgemem.serve.stream import EXIT_INCOMPLETE, JsonlWriter, StreamStats, run_stream
@@ -97,7 +97,7 @@ def _stream(args: argparse.Namespace) -> int:
         args.model, args.runtime, batch=batch, checkpoint=args.checkpoint, cache_dir=args.cache_dir,
         random_weights=args.random_weights, note=lambda line: print(f"edgemem stream: weights: {line}", file=sys.stderr),
     )  # fmt: skip
-    resume = load_state(args.resume).state if args.resume else None
+    saved = load_state(args.resume) if args.resume else None
     if args.save_state:
         check_suffix(args.save_state)  # refuse a bad suffix before streaming, not after
     jsonl = JsonlWriter(args.jsonl) if args.jsonl else None
@@ -111,6 +111,8 @@ def _stream(args: argparse.Namespace) -> int:
             open_session(model, args.runtime, **options) as session,
             contextlib.nullcontext() if args.quiet else view,
         ):
+            if saved is not None:
+                check_same_model(saved, session.model_card, args.resume)
             stats = run_stream(
                 session,
                 args.sources,
@@ -119,7 +121,7 @@ def _stream(args: argparse.Namespace) -> int:
                 k=args.topk,
                 on_clip=callbacks,
                 frame_sink=sink,
-                resume=resume,
+                resume=saved.state if saved is not None else None,
                 timeout_s=args.timeout,
             )
             if not stats.clips:

@@ -19,6 +19,7 @@ import torch
 import yaml
 from torch import nn
 
+from edgemem.contract import ModelCard, stored_card
 from edgemem.errors import CheckpointError
 from edgemem.models.checkpoint import card_of, load_state_strict, model_from_checkpoint, read_pyth, save_pyth
 
@@ -36,18 +37,19 @@ def make_payload(
     model: nn.Module,
     optimizer: torch.optim.Optimizer | None,
     epoch: int,
-    card: dict[str, Any],
+    card: ModelCard,
     train_state: dict[str, Any],
 ) -> dict[str, Any]:
     """The ``.pyth`` dict; ``model`` may be DDP-wrapped (the ``module.`` prefix is dropped)."""
     model_state = {k.removeprefix("module."): v.detach().cpu() for k, v in model.state_dict().items()}
-    cfg = yaml.safe_dump({"EDGEMEM": {"MODEL_CARD": card, "TRAIN": train_state}}, sort_keys=False)
+    card_json = card.to_json()
+    cfg = yaml.safe_dump({"EDGEMEM": {"MODEL_CARD": card_json, "TRAIN": train_state}}, sort_keys=False)
     return {
         "model_state": model_state,
         "optimizer_state": optimizer.state_dict() if optimizer is not None else None,
         "epoch": epoch,
         "cfg": cfg,
-        "edgemem_card": json.dumps(card),
+        "edgemem_card": json.dumps(card_json),
         "edgemem_train": json.dumps(train_state),
     }
 
@@ -97,13 +99,13 @@ def read_checkpoint_for_resume(run: Path, model: nn.Module, optimizer: torch.opt
     """Load ``run``'s ``last.pyth`` into ``model`` and ``optimizer``; the model must be the same one."""
     file = run / CKPT_DIR / LAST
     ckpt = read_pyth(file)
-    card = card_of(ckpt, file) or {}
-    own = json.loads(json.dumps(model.model_card()))  # tuples as lists, as stored
-    if card.get("family") != own.get("family") or card.get("config") != own.get("config"):
+    card = card_of(ckpt, file)
+    own = stored_card(json.loads(json.dumps(model.model_card().to_json())))  # tuples as lists, as stored
+    if card.family != own.family or card.config != own.config:
         raise CheckpointError(
-            f"--resume: {file} holds a different model ({card.get('name') or card.get('family')}, "
-            f"frames {card.get('frames')}, {card.get('num_classes')} classes) than requested "
-            f"({own.get('name') or own.get('family')}, frames {own.get('frames')}, {own.get('num_classes')} classes)"
+            f"--resume: {file} holds a different model ({card.display_name}, frames {card.clip.frames}, "
+            f"{card.num_classes} classes) than requested ({own.display_name}, frames {own.clip.frames}, "
+            f"{own.num_classes} classes)"
         )
     load_state_strict(model, ckpt["model_state"])
     if ckpt.get("optimizer_state") is not None:

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from edgemem.errors import InputError
 from edgemem.precision import Precision, choices
 
 
@@ -65,6 +66,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="last",
         help="MeMViT: loss on each video's last clip only (default), or on every streamed clip",
     )
+    p.add_argument(
+        "--memory-grad",
+        choices=("bptt", "pipelined"),
+        default=None,
+        help="MeMViT: back-propagate through the memory over each video (default), or the paper's "
+        "pipelined compression (older memory detached)",
+    )
     p.add_argument("--resume", action="store_true", help="continue RUN from its last checkpoint")
     p.add_argument("--workers", type=int, default=0, help="data loading processes per training process")
     p.add_argument(
@@ -88,14 +96,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(prediction from the last clip), two-scan memory for CM. Also clip-level accuracy by "
         "temporal position.",
     )
-    e.add_argument("checkpoint", metavar="RUN_OR_CHECKPOINT")
+    e.add_argument("checkpoint", metavar="RUN_OR_CHECKPOINT", help="a run, a .pyth, or an exported GRAPH.onnx")
     e.add_argument(
         "--config", metavar="YAML",
         help="score an official checkpoint: build it from this PySlowFast/MeMViT config (in --view test)",
     )  # fmt: skip
     e.add_argument(
-        "--view", choices=("train", "test"), default="test",
-        help="with --config: clips at DATA.TEST_CROP_SIZE (default, the official eval) or DATA.TRAIN_CROP_SIZE",
+        "--view", choices=("train", "test"),
+        help="with --config: clips at DATA.TEST_CROP_SIZE (test, default: the official eval) or "
+        "DATA.TRAIN_CROP_SIZE (train)",
     )  # fmt: skip
     e.add_argument("--data", required=True, metavar="DIR")
     e.add_argument("--split", default="val")
@@ -104,6 +113,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--workers", type=int, default=0)
     e.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: usable CPUs)")
     e.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    e.add_argument("--runtime", default=None, help="GRAPH.onnx: the runtime to score it on (default ort-cpu)")
+    e.add_argument(
+        "--precision", default=None, choices=choices(),
+        help="GRAPH.onnx: the runtime's inference precision (OpenVINO f32|bf16; others run the graph's own)",
+    )  # fmt: skip
     e.set_defaults(func=_eval)
 
 
@@ -120,10 +134,18 @@ def _train(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     import torch
 
+    from edgemem.errors import InputError
     from edgemem.hardware import resolve_threads
     from edgemem.train.evaluate import evaluate_checkpoint, format_report
 
+    if args.view is not None and args.config is None:
+        raise InputError("--view applies with --config (an official checkpoint built from its YAML)")
     torch.set_num_threads(resolve_threads(args.threads))  # default: the usable CPUs
+    if str(args.checkpoint).endswith(".onnx"):
+        return _eval_graph(args)
+    given = [o for o, v in (("--runtime", args.runtime), ("--precision", args.precision)) if v is not None]
+    if given:
+        raise InputError(f"{', '.join(given)} only apply to an exported GRAPH.onnx")
     metrics = evaluate_checkpoint(
         args.checkpoint,
         args.data,
@@ -132,10 +154,28 @@ def _eval(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         workers=args.workers,
         config=args.config,
-        view=args.view,
+        view=args.view or "test",
     )
     if args.json:
         print(json.dumps(metrics))
     else:
+        sys.stdout.write(format_report(metrics))
+    return 0
+
+
+def _eval_graph(args: argparse.Namespace) -> int:
+    from edgemem.train.evaluate import format_report
+    from edgemem.train.evaluate_graph import evaluate_graph
+
+    if args.config is not None:
+        raise InputError("--config applies to checkpoints; an exported graph carries its own model card")
+    metrics = evaluate_graph(
+        args.checkpoint, args.data, runtime=args.runtime or "ort-cpu", precision=args.precision,
+        split=args.split, views=args.views, threads=args.threads,
+    )  # fmt: skip
+    if args.json:
+        print(json.dumps(metrics))
+    else:
+        sys.stdout.write(f"{metrics['graph']} on {metrics['runtime']} ({metrics['graph_precision']} graph)\n")
         sys.stdout.write(format_report(metrics))
     return 0

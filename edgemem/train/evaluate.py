@@ -25,9 +25,9 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from edgemem.contract import ClipSpec
 from edgemem.data.datasets import (
     ClipDataset,
-    ClipGeometry,
     MultiClipDataset,
     SkipTally,
     StreamingDataset,
@@ -36,6 +36,7 @@ from edgemem.data.datasets import (
     stack_batch,
 )
 from edgemem.data.samplers import StreamingBatchSampler
+from edgemem.errors import InputError
 from edgemem.train.distributed import DistInfo, all_sum
 
 DEFAULT_VIEWS = 5
@@ -108,7 +109,7 @@ def _device(model: nn.Module) -> torch.device:
 def eval_clip_model(
     model: nn.Module,
     records: Sequence[VideoRecord],
-    geometry: ClipGeometry,
+    geometry: ClipSpec,
     views: int = DEFAULT_VIEWS,
     crops: int = 1,
     batch_size: int = 16,
@@ -118,7 +119,7 @@ def eval_clip_model(
     """Multi-view testing: ``views`` temporal x ``crops`` spatial clips, scores averaged (the card's
     ``head_act``, as the official test: softmax, sigmoid for multi-label heads, or the logits)."""
     model.eval()
-    act = str(model.model_card().get("head_act", "softmax"))
+    act = model.model_card().head_act
     mine = [records[i] for i in _shard(records, info)]
     ds = ClipDataset(mine, geometry, train=False, temporal_views=views, spatial_crops=crops)
     tally, skips = _Tally(model.num_classes, views), SkipTally()
@@ -140,7 +141,7 @@ def eval_clip_model(
 def eval_streaming(
     model: nn.Module,
     records: Sequence[VideoRecord],
-    geometry: ClipGeometry,
+    geometry: ClipSpec,
     batch_size: int = 8,
     workers: int = 0,
     info: DistInfo | None = None,
@@ -182,7 +183,7 @@ def _all_max(value: int, info: DistInfo) -> float:
 def eval_cm(
     model: nn.Module,
     records: Sequence[VideoRecord],
-    geometry: ClipGeometry,
+    geometry: ClipSpec,
     views: int,
     crops: int = 1,
     batch_size: int = 8,
@@ -221,8 +222,10 @@ def evaluate_model(
     info: DistInfo | None = None,
 ) -> dict[str, Any]:
     """Dispatch on the family (``clip``, ``memvit``, ``cm``) with the model card's clip geometry."""
-    geometry = ClipGeometry.from_card(model.model_card())
+    geometry = model.model_card().clip
     if family == "memvit":
+        if views is not None:
+            raise InputError("--views applies to clip models and CM; MeMViT is scored by streaming every clip")
         return eval_streaming(model, records, geometry, batch_size, workers, info)
     if family == "cm":
         n = views or int(getattr(model, "clips", 0)) or DEFAULT_VIEWS
@@ -259,7 +262,7 @@ def evaluate_checkpoint(
     card = model.model_card()
     return metrics | {
         "checkpoint": str(path), "epoch": int(ckpt.get("epoch", 0)), "split": split,
-        "view": card.get("view", "train"), "crop_size": int(card["crop_size"]),
+        "view": card.view, "crop_size": card.clip.crop_size,
     }  # fmt: skip
 
 

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
+from edgemem.contract import ModelCard
 from edgemem.errors import EdgememError, UnsupportedError
 from edgemem.precision import Precision
 from edgemem.train import checkpoints as ckpts
@@ -170,7 +171,7 @@ def train(
     state: LoopState,
     info: DistInfo,
     run: Path,
-    card: dict[str, Any],
+    card: ModelCard,
     options: dict[str, Any],
     bare_model: nn.Module,
 ) -> LoopState:

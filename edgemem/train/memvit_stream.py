@@ -43,12 +43,13 @@ STREAM_LOSSES = ("all", "last")
 class TrainStep(nn.Module):
     """``forward(frames, state, reset) = model.train_step(...)``, so DDP can wrap the streaming step."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, bptt: bool = False) -> None:
         super().__init__()
         self.model = model
+        self.bptt = bptt
 
     def forward(self, frames: Tensor, state: State, reset: Tensor) -> tuple[Tensor, State]:
-        return self.model.train_step(frames, state, reset)
+        return self.model.train_step(frames, state, reset, bptt=self.bptt)
 
 
 def curriculum_clips(epoch: int, epochs: int, fraction: float, full: int) -> int | None:
@@ -80,10 +81,13 @@ class StreamRecipe(RecipeBase):
         self.full = max(self.ds.clips_per_video)
         self.epochs = int(self.options["epochs"])
         self.fraction = float(self.options.get("curriculum") or 0.0)
+        self.bptt = (self.options.get("memory_grad") or "bptt") == "bptt"
+        if self.bptt and self.stream_loss != "last":
+            raise InputError("--stream-loss all needs --memory-grad pipelined (BPTT steps once per video)")
         self.state: State = {}
 
     def trainable(self, model: nn.Module) -> nn.Module:
-        return TrainStep(model)
+        return TrainStep(model, bptt=self.bptt)
 
     def _batch_sampler(self, epoch: int) -> StreamingBatchSampler:
         s = StreamingBatchSampler(
@@ -118,8 +122,12 @@ class StreamRecipe(RecipeBase):
         valid = batch["valid"].to(dev)
         if self.stream_loss == "last":
             valid = valid & batch["last"].to(dev)
-            # No video ends in this iteration on any rank: carry the memory forward without a graph.
+            # No video ends in this iteration on any rank: carry the memory forward, without a graph
+            # (pipelined) or with it (BPTT, through the unwrapped step: DDP sees one forward per step).
             if all_sum([float(valid.any())], self.info)[0] == 0.0:
+                if self.bptt:
+                    _, self.state = getattr(model, "module", model)(batch["frames"].to(dev), self.state, reset)
+                    return StepResult.forward_only()
                 with torch.no_grad():
                     _, new = model(batch["frames"].to(dev), self.state, reset)
                 self.state = {k: v.detach().float() for k, v in new.items()}

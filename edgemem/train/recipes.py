@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, DistributedSampler
 
-from edgemem.data.datasets import ClipDataset, ClipGeometry, SkipTally, VideoRecord, stack_batch
+from edgemem.data.datasets import ClipDataset, SkipTally, VideoRecord, stack_batch
 from edgemem.train.distributed import DistInfo
 from edgemem.train.evaluate import evaluate_model
 from edgemem.train.loop import StepResult
@@ -48,7 +48,7 @@ class RecipeBase:
         self.train_items = list(train_items)
         self.val_items = list(val_items)
         self.info = info
-        self.geometry = ClipGeometry.from_card(model.model_card())
+        self.geometry = model.model_card().clip
         self.batch_size = int(options["batch_size"])
         self.workers = int(options.get("workers", 0))
         self.seed = int(options.get("seed", 0))

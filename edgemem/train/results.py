@@ -20,6 +20,7 @@ import torch
 import yaml
 
 from edgemem.atomic import write_text
+from edgemem.contract import ModelCard
 from edgemem.errors import EdgememError
 from edgemem.models.checkpoint import card_of, read_pyth, save_pyth
 from edgemem.models.info import count_gflops
@@ -27,7 +28,7 @@ from edgemem.models.pretrained import sha256_of, zoo_cards, zoo_dir
 from edgemem.train.checkpoints import resolve_checkpoint, train_state_of
 
 
-def compute_cost(card: dict[str, Any], clips_per_video: int) -> dict[str, float]:
+def compute_cost(card: ModelCard, clips_per_video: int) -> dict[str, float]:
     """GFLOPs (multiply-adds) per clip and per video, counted on the meta device.
 
     Per clip: one ``step`` with full memory (MeMViT: the static graph attends every memory slot) or
@@ -42,7 +43,7 @@ def compute_cost(card: dict[str, Any], clips_per_video: int) -> dict[str, float]
         x = torch.zeros((1, *model.input_shape))
         state = {k: torch.ones_like(v) for k, v in model.init_state(1).items()}
         per_clip = count_gflops(model.step, x, state, None) if state else count_gflops(model, x)
-    clips = max(1, clips_per_video // int(card.get("frame_scale", 1)))
+    clips = max(1, clips_per_video // card.frame_scale)
     per_video = per_clip * clips
     return {"gflops_per_clip": per_clip, "gflops_per_video": per_video, "clips_per_video": clips}
 
@@ -66,7 +67,8 @@ def ship(
 
     src = resolve_checkpoint(run, prefer="last.pyth")
     ckpt = read_pyth(src)
-    card = card_of(ckpt, src) or {}
+    card = card_of(ckpt, src)
+    assert card is not None  # required: a foreign checkpoint raised
     metrics = evaluate_checkpoint(src, data, "val", views=views)
     task = json.loads((data / "task.json").read_text()) if (data / "task.json").is_file() else {}
     zoo.mkdir(parents=True, exist_ok=True)
@@ -77,9 +79,9 @@ def ship(
     options = train_state_of(ckpt).get("options", {})
     cost = compute_cost(card, int(task.get("clips_per_video", 1)))
     entry = {
-        "description": f"{card.get('name')} trained on the synthetic long-range task {task.get('task')}",
-        "preset": card.get("name"),
-        "frame_scale": card.get("frame_scale", 1),
+        "description": f"{card.name} trained on the synthetic long-range task {task.get('task')}",
+        "preset": card.name,
+        "frame_scale": card.frame_scale,
         "file": weights.name,
         "sha256": sha256_of(weights),
         "default": default,
@@ -88,8 +90,8 @@ def ship(
             "generate": f"edgemem data synth --task {task.get('task')} --out {data} "
             f"--videos {task.get('videos', {}).get('train')} --val {task.get('videos', {}).get('val')} "
             f"--seed {task.get('seed', 0)}",
-            "num_classes": card.get("num_classes"),
-            "class_names": card.get("class_names"),
+            "num_classes": card.num_classes,
+            "class_names": None if card.class_names is None else list(card.class_names),
         },
         "metrics": {
             "top1": round(metrics["top1"], 4),

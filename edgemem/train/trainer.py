@@ -27,6 +27,7 @@ DEFAULT_BATCH = {"clip": 16, "memvit": 8, "cm": 8}
 DEFAULT_WARMUP = 2.0
 DEFAULT_CURRICULUM = 0.0
 DEFAULT_MEMORY_DROP = 0.0
+DEFAULT_MEMORY_GRAD = "bptt"
 
 
 @dataclass
@@ -50,6 +51,7 @@ class TrainOptions:
     curriculum: float | None = None
     memory_drop: float | None = None
     stream_loss: str = "last"
+    memory_grad: str | None = None  # MeMViT: "bptt" (default) or "pipelined"
     resume: bool = False
     workers: int = 0
     precision: str = "auto"
@@ -79,16 +81,18 @@ class TrainOptions:
             raise InputError(f"--curriculum must be in [0, 1], got {self.curriculum}")
         if self.memory_drop is not None and not 0 <= self.memory_drop <= 1:
             raise InputError(f"--memory-drop must be in [0, 1], got {self.memory_drop}")
+        if self.memory_grad not in (None, "bptt", "pipelined"):
+            raise InputError(f"--memory-grad must be bptt or pipelined, got {self.memory_grad}")
         if self.workers < 0:
             raise InputError(f"--workers must be >= 0, got {self.workers}")
 
 
 def family_of(model: nn.Module) -> str:
     """``clip`` (memory-less), ``memvit`` or ``cm``, from the model card's memory entry."""
-    mem = model.model_card().get("memory")
-    if not mem:
+    mem = model.model_card().memory
+    if mem is None:
         return "clip"
-    kind = mem.get("kind")
+    kind = mem.kind
     if kind not in ("memvit", "cm"):
         raise EdgememError(f"cannot train a model with memory of kind {kind!r}")
     return str(kind)
@@ -155,6 +159,10 @@ def run_training(opts: TrainOptions) -> dict[str, Any] | None:
         raise InputError("--infusion applies to CM models only")
     if opts.clips_per_video is not None and family != "cm":
         raise InputError("--clips-per-video applies to CM models only")
+    if opts.memory_grad is not None and family != "memvit":
+        raise InputError("--memory-grad applies to MeMViT models only")
+    if family == "memvit" and opts.memory_grad in (None, "bptt") and opts.stream_loss == "all":
+        raise InputError("--stream-loss all needs --memory-grad pipelined (BPTT steps once per video)")
     if family == "cm" and opts.frame_scale != 1:
         raise InputError("--frame-scale applies to memory-less models only")
     init_note = None
@@ -198,6 +206,7 @@ def _train(
         "world_size": info.world,
         "curriculum": opts.curriculum if opts.curriculum is not None else DEFAULT_CURRICULUM,
         "memory_drop": opts.memory_drop if opts.memory_drop is not None else DEFAULT_MEMORY_DROP,
+        "memory_grad": (opts.memory_grad or DEFAULT_MEMORY_GRAD) if family == "memvit" else None,
         "num_classes": len(classes),
     }
     model.to(info.device)
@@ -216,13 +225,13 @@ def _train(
             raise InputError(f"{run} already finished {state.epoch} epochs (--epochs {opts.epochs})")
     torch.manual_seed(opts.seed + 1000 * info.rank)
     card = model.model_card()
-    if card.get("class_names") is None:
-        card["class_names"] = list(classes)
+    if card.class_names is None:
+        card = card.with_(class_names=classes)
     recipe = build_recipe(family, model, resolved, train_items, val_items, info)
     wrapped = wrap_ddp(recipe.trainable(model), info, find_unused=family == "memvit")
     if info.main:
         run.mkdir(parents=True, exist_ok=True)
-        config = {"options": resolved, "model_card": card, "init": init_note, "dataset": str(Path(opts.data))}
+        config = {"options": resolved, "model_card": card.to_json(), "init": init_note, "dataset": str(Path(opts.data))}
         write_json(run / "config.json", config)
     loop_cfg = LoopConfig(
         epochs=opts.epochs,

@@ -17,7 +17,7 @@ import torch
 
 from edgemem.bench.accuracy import session_accuracy
 from edgemem.data import synth
-from edgemem.data.datasets import ClipGeometry, StreamingDataset, VideoDir
+from edgemem.data.datasets import StreamingDataset, VideoDir
 from edgemem.data.samplers import StreamIndex
 from edgemem.errors import NonFiniteError
 from edgemem.models import create_model
@@ -56,7 +56,7 @@ def reference_top1(model: torch.nn.Module, data: Path, reset: bool) -> tuple[flo
     clip, with (``reset``) or without an empty memory at each video's first clip: written
     independently of session_accuracy."""
     records = VideoDir(data, num_classes=2).split("val")
-    ds = StreamingDataset(records, ClipGeometry.from_card(model.model_card()), train=False)
+    ds = StreamingDataset(records, model.model_card().clip, train=False)
     first, last = [], []
     with open_session(model, "torch") as s:
         for v, rec in enumerate(records):

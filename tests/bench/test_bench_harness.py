@@ -11,6 +11,7 @@ import pytest
 from edgemem.bench.harness import BenchConfig, interleaved_order, plan_cells, run_bench, run_cell_process, run_watched
 from edgemem.bench.schema import Cell, machine_info, read_results
 from edgemem.cli import main
+from edgemem.contract import read_contract
 from edgemem.errors import EdgememError
 
 TINY = "memvit_tiny"
@@ -98,6 +99,10 @@ def test_an_ok_cell_has_every_metric(bench_dir):
     assert r["real_time_factor"] == pytest.approx(r["clip_seconds"] * 1e3 / lat["p50"], rel=1e-2)
     assert r["machine"]["cpu"] and r["device"].startswith("cpu-")
     assert (out / "graphs").is_dir() and len(list((out / "graphs").glob("*.onnx"))) == 1  # exported once
+    (graph,) = (out / "graphs").glob("*.onnx")
+    cost = read_contract(graph).card.cost  # the facts come from the graph's card, measured at export
+    assert cost is not None and r["backbone"] == "mvit_tiny"
+    assert (r["gflops_step"], r["params"], r["state_bytes"]) == (cost.gflops_step, cost.params, cost.state_bytes)
 
 
 def test_bench_command_exit_code_and_report(tmp_path, bench_dir, capsys):

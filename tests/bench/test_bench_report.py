@@ -28,17 +28,19 @@ def result(model: str, fs: int, runtime: str, p50: float, rss: float, gflops: fl
 
 def sweep(machine: dict = CPU, runtime: str = "ort-cpu") -> list[dict]:
     """A memory model and its backbone frame-scaled 1..4; memory support = 4 clips."""
-    rows = [result("memvit_x", 1, runtime, 105.0, 300.0, 10.5, 8.532, state=4096, machine=machine)]
+    rows = [result("memvit_x", 1, runtime, 105.0, 300.0, 10.5, 8.532, state=4096, machine=machine, backbone="mvit_x")]
     for k, (lat, rss) in {1: (100.0, 280.0), 2: (230.0, 500.0), 4: (600.0, 1500.0)}.items():
         rows.append(result("mvit_x", k, runtime, lat, rss, 10.0 * k * 1.2 ** (k - 1), 2.133 * k, machine=machine))
     return rows
 
 
-def test_backbone_pairing():
-    assert backbone_of("memvit16_16x4", {}) == "mvit16_16x4"
-    assert backbone_of("cm_slow_tiny", {}) == "slow_tiny"
-    assert backbone_of("mvit_tiny", {}) is None
-    assert backbone_of("mine", {"mine": "theirs"}) == "theirs"
+def test_backbone_pairing_comes_from_the_card():
+    """The backbone a result's graph card declares; ``--pair`` overrides it; no name guessing."""
+    mem, plain = sweep()[0], sweep()[1]
+    assert backbone_of(mem, {}) == "mvit_x"
+    assert backbone_of(plain, {}) is None
+    assert backbone_of({**mem, "model": "memvit16_16x4", "backbone": None}, {}) is None
+    assert backbone_of(mem, {"memvit_x": "theirs"}) == "theirs"
 
 
 def test_ratios_of_memory_against_frame_scaling():
@@ -95,3 +97,15 @@ def test_report_command_writes_markdown_csv_tables_and_plots(tmp_path, capsys):
 def test_report_of_nothing_is_a_one_line_error(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "no results files" in capsys.readouterr().err
+
+
+def test_machines_section_shows_each_cpus_isa():
+    """Rows from an AVX2-only CPU and an AVX-512/BF16 one are told apart in the report, not only in the JSON."""
+    isa = dict.fromkeys(("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx"), False)
+    avx2 = {**CPU, "hostname": "avx2-box", "isa": {**isa, "avx2": True}}
+    bf16 = {**CPU, "hostname": "bf16-box", "isa": {**isa, "avx2": True, "avx512f": True, "avx512_bf16": True}}
+    md = build_markdown([*sweep(avx2), *sweep(bf16)]).split("## Machines")[1]
+    lines = [line for line in md.split("##")[0].splitlines() if line.startswith("- **")]
+    assert len(lines) == 2 and any("ISA avx2;" in line for line in lines)
+    assert any("ISA avx2 avx512f avx512_bf16;" in line for line in lines)
+    assert "ISA" not in build_markdown(sweep()).split("## Machines")[1].split("##")[0]  # older results: no isa

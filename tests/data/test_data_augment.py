@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from edgemem.contract import ClipSpec
 from edgemem.data.augment import EvalTransform, TrainAugment, random_crop, spatial_crop, to_frames, train_scales
 from edgemem.data.transforms import ClipTransform
 
@@ -17,9 +18,9 @@ def _frames(t=4, h=40, w=60, seed=0):
 
 def test_eval_transform_matches_inference_preprocessing():
     frames = _frames()
-    card = {"frames": 4, "crop_size": 32, "mean": list(MEAN), "std": list(STD)}
+    clip = ClipSpec(4, 1, 32, mean=tuple(MEAN), std=tuple(STD))
     ours = EvalTransform(32, 32, MEAN, STD)(to_frames(frames))
-    theirs = ClipTransform(card)(list(frames))
+    theirs = ClipTransform(clip)(list(frames))
     assert ours.shape == (3, 4, 32, 32)
     torch.testing.assert_close(ours, torch.from_numpy(theirs))
 

@@ -7,9 +7,9 @@ import shutil
 import pytest
 import torch
 
+from edgemem.contract import ClipSpec
 from edgemem.data.datasets import (
     ClipDataset,
-    ClipGeometry,
     MultiClipDataset,
     SkipTally,
     StreamingDataset,
@@ -21,7 +21,7 @@ from edgemem.data.samplers import StreamIndex
 from edgemem.data.synth import generate
 from edgemem.errors import InputError
 
-GEOM = ClipGeometry(frames=8, sampling_rate=2, crop_size=32)
+GEOM = ClipSpec(frames=8, sampling_rate=2, crop_size=32)
 
 
 @pytest.fixture(scope="module")

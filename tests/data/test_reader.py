@@ -13,6 +13,7 @@ import pytest
 import torch
 from video_maker import frame_image, make_video, truncate
 
+from edgemem.contract import ClipSpec
 from edgemem.data.reader import FrameReader, StreamError
 from edgemem.data.transforms import ClipTransform, center_crop, short_side_resize, to_tensor
 
@@ -130,9 +131,9 @@ def test_url_that_does_not_answer_times_out() -> None:
 
 
 def test_clip_transform_follows_the_card() -> None:
-    card = {"frames": 3, "crop_size": 16, "mean": [0.5, 0.25, 0.0], "std": [0.5, 0.25, 1.0]}
+    clip = ClipSpec(3, 1, 16, mean=(0.5, 0.25, 0.0), std=(0.5, 0.25, 1.0))
     images = [np.full((24, 40, 3), (255, 0, 128), np.uint8) for _ in range(3)]
-    x = ClipTransform(card)(images)
+    x = ClipTransform(clip)(images)
     assert x.shape == (3, 3, 16, 16) and x.dtype == np.float32
     np.testing.assert_allclose(x[0], 1.0, atol=1e-6)  # (1 - .5) / .5
     np.testing.assert_allclose(x[1], -1.0, atol=1e-6)  # (0 - .25) / .25

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from edgemem.contract import TensorSpec
+from edgemem.contract import ClipSpec, MemorySpec, ModelCard, TensorSpec
 from edgemem.models.registry import register_family
 from edgemem.models.streaming import State, StreamingModel
 
@@ -74,28 +74,24 @@ class ToyMemory(StreamingModel):
     def forward(self, frames: Tensor) -> Tensor:
         return self.step(frames, self.init_state(frames.shape[0]))[0]
 
-    def model_card(self) -> dict[str, Any]:
-        return {
-            "name": None,
-            "family": "test_toy",
-            "source": "tests",
-            "config": {"num_classes": self._classes, "dim": self.dim, "slots": self.slots, "memory": self.memory},
-            "frames": 4,
-            "sampling_rate": 2,
-            "crop_size": 16,
-            "target_fps": 30,
-            "mean": [0.45, 0.45, 0.45],
-            "std": [0.225, 0.225, 0.225],
-            "num_classes": self._classes,
-            "class_names": None,
-            "frame_scale": 1,
-            "memory": {"kind": "toy", "slots": self.slots} if self.memory else None,
-        }
+    family = "test_toy"
+
+    def card_identity(self) -> tuple[str | None, str | None]:
+        return None, "tests"
+
+    def card_config(self) -> dict[str, Any]:
+        return {"num_classes": self._classes, "dim": self.dim, "slots": self.slots, "memory": self.memory}
+
+    def clip_spec(self) -> ClipSpec:
+        return ClipSpec(frames=4, sampling_rate=2, crop_size=16)
+
+    def memory_spec(self) -> MemorySpec | None:
+        return MemorySpec("toy", self.slots, {"slots": self.slots}) if self.memory else None
 
 
 @register_family("test_toy")
-def _from_card(card: dict[str, Any]) -> ToyMemory:
-    return ToyMemory(**card["config"]).eval()
+def _from_card(card: ModelCard) -> ToyMemory:
+    return ToyMemory(**card.config).eval()
 
 
 def make_toy(memory: bool = True, seed: int = 0) -> ToyMemory:

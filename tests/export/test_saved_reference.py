@@ -13,7 +13,7 @@ from test_export_toys import make_toy
 import edgemem.export.reference
 from edgemem.cli import main
 from edgemem.contract import read_contract
-from edgemem.errors import InputError
+from edgemem.errors import NonFiniteError
 from edgemem.export.onnx import to_onnx
 from edgemem.export.saved_reference import load_reference, save_reference
 from edgemem.export.stream import make_stream
@@ -107,7 +107,10 @@ def test_bad_reference_files_and_options(saved: dict[str, Path], capsys: pytest.
         "cannot read": ["--reference", str(garbage)],
         "not an edgemem reference": ["--reference", str(plain)],
         "malformed edgemem.reference record": ["--reference", str(listed)],
-        "non-finite": ["--reference", str(rewrite(saved["ref"], d / "nan.npz", **{"out.state_out.mem": nan_state}))],
+        "NaN or infinite values in 'state_out.mem'": [
+            "--reference",
+            str(rewrite(saved["ref"], d / "nan.npz", **{"out.state_out.mem": nan_state})),
+        ],
         "the graph gives": ["--reference", str(rewrite(saved["ref"], d / "short.npz", **{"out.logits": short}))],
         "--clips 16 differs": ["--reference", ref, "--clips", "16"],
         "--checkpoint cannot": ["--reference", ref, "--checkpoint", "x.pyth"],
@@ -127,7 +130,7 @@ def test_non_finite_reference_is_not_saved(saved: dict[str, Path], tmp_path: Pat
     steps = [{n: np.zeros((2, 5) if n == "logits" else (2, 3, 8), np.float32) for n in contract.output_names}] * 3
     steps = [dict(s) for s in steps]
     steps[1]["logits"] = np.full((2, 5), np.inf, np.float32)
-    with pytest.raises(InputError, match="non-finite logits at step 1"):
+    with pytest.raises(NonFiniteError, match=r"step 1 \(not saved\): NaN or infinite values in 'logits'"):
         save_reference(tmp_path / "r.npz", saved["graph"], contract, "f32", stream, steps, seed=0, boundaries=1,
                        made_by="torch")  # fmt: skip
     assert list(tmp_path.iterdir()) == []

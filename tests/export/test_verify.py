@@ -10,6 +10,7 @@ from test_export_toys import ToyMemory, make_toy
 
 from edgemem.cli import main
 from edgemem.errors import InputError
+from edgemem.export.calibration import synthetic_calibration
 from edgemem.export.onnx import to_onnx
 from edgemem.export.reference import reference_model
 from edgemem.export.stream import boundary_steps, make_stream
@@ -53,9 +54,10 @@ def test_compare_locates_drift() -> None:
 def graphs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     d = tmp_path_factory.mktemp("verify")
     out = {}
-    for key in ("f32", "fp16", "int8"):
+    cal = synthetic_calibration(make_toy().input_shape)
+    for key, kw in {"f32": {}, "fp16": {}, "int8": {"calibration": cal}}.items():
         out[key] = str(d / f"toy_{key}.onnx")
-        to_onnx(make_toy(), out[key], verify=False, precision=key)
+        to_onnx(make_toy(), out[key], verify=False, precision=key, **kw)
     return out
 
 

@@ -62,7 +62,7 @@ def test_pyslowfast_module_names() -> None:
 def test_memoryless_streaming_contract(name: str) -> None:
     kw = {"crop_size": 32, "num_classes": 6} if name == "x3d_xs" else {}
     m = create_model(name, **kw).eval()
-    assert m.state_specs(2) == [] and m.init_state(2) == {} and m.model_card()["memory"] is None
+    assert m.state_specs(2) == [] and m.init_state(2) == {} and m.model_card().memory is None
     x = torch.randn(2, *m.input_shape)
     with torch.no_grad():
         logits, state = m.step(x, {}, torch.tensor([True, False]))
@@ -81,7 +81,7 @@ def test_frame_scale_feeds_k_times_more_frames() -> None:
     scaled = create_model("slow_tiny", frame_scale=3).eval()
     assert scaled.input_shape == (3, 24, 32, 32)
     card = scaled.model_card()
-    assert card["frame_scale"] == 3 and card["frames"] == 24 and card["sampling_rate"] == base.cfg.sampling_rate
+    assert card.frame_scale == 3 and card.clip.frames == 24 and card.clip.sampling_rate == base.cfg.sampling_rate
     scaled.load_state_dict(base.state_dict())  # same weights, longer clip
     assert scaled(torch.randn(1, 3, 24, 32, 32)).shape == (1, 10)
 

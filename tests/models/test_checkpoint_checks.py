@@ -33,7 +33,7 @@ def test_preset_with_an_edgemem_checkpoint_takes_its_card() -> None:
     assert all(torch.equal(v, own[k]) for k, v in model.state_dict().items())
     # the frame-scaled baseline of the same weights (bench --frame-scale) keeps the card's head
     fs2 = resolve_model("slow_tiny", zoo_file("slow_tiny_cuematch"), frame_scale=2)
-    assert fs2.num_classes == 2 and fs2.model_card()["frame_scale"] == 2
+    assert fs2.num_classes == 2 and fs2.model_card().frame_scale == 2
 
 
 def test_checkpoint_of_another_preset_names_the_model_to_use() -> None:
@@ -49,7 +49,7 @@ def test_export_preset_with_a_shipped_checkpoint(tmp_path: Path, capsys: pytest.
                "--no-verify"])  # fmt: skip
     assert rc == 0, capsys.readouterr().err
     card = read_contract(out).card
-    assert card["num_classes"] == 2 and card["class_names"] == ["different", "same"]
+    assert card.num_classes == 2 and card.class_names == ("different", "same")
 
 
 class _Evil:
@@ -108,3 +108,11 @@ def test_one_card_reader(tmp_path: Path) -> None:
         card_of(read_pyth(tmp_path / "b.pyth"), "b")
     with pytest.raises(CheckpointError, match="malformed"):
         card_of(read_pyth(tmp_path / "a.pyth"), "a", required=False)
+
+
+def test_models_zoo_lists_each_shipped_file_with_its_preset_and_frame_scale(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["models", "--zoo"]) == 0
+    rows = {line.split("\t")[0]: line.split("\t") for line in capsys.readouterr().out.splitlines()}
+    assert set(rows) == set(zoo_cards())
+    assert rows["memvit_tiny_cuematch"][1] == "memvit_tiny"
+    assert rows["mvit_tiny_fs4_cuematch"][1] == "mvit_tiny --frame-scale 4"  # not the 1-clip mvit_tiny

@@ -190,8 +190,8 @@ def test_multi_view_inference_memory_from_centre_crops() -> None:
 def test_card_round_trip_and_overhead() -> None:
     m = _model()
     card = m.model_card()
-    assert card["family"] == "cm" and card["memory"]["kind"] == "cm"
-    assert card["memory"]["temporal_support_clips"] is None
+    assert card.family == "cm" and card.memory is not None and card.memory.kind == "cm"
+    assert card.memory.temporal_support_clips is None and card.backbone == "slow_tiny"
     again = from_card(card)
     again.load_state_dict(m.state_dict())
     x = _clips(1, 2)

@@ -8,6 +8,7 @@ import pytest
 import torch
 from conftest import OFFICIAL_TINY as FIX
 
+from edgemem.contract import ModelCard
 from edgemem.errors import InputError, StateError, UnsupportedError
 from edgemem.models import create_model, from_card, list_models
 from edgemem.models.mvit import MViT
@@ -106,7 +107,7 @@ def test_memory_shapes_equal_recorded_run(name, run):
 def test_frame_scale_baseline():
     base, scaled = _meta("mvit_tiny"), _meta("mvit_tiny", frame_scale=4)
     assert scaled.input_shape == (3, 32, 32, 32)
-    assert scaled.model_card()["frame_scale"] == 4 and scaled.model_card()["frames"] == 32
+    assert scaled.model_card().frame_scale == 4 and scaled.model_card().clip.frames == 32
     a, b = base.state_dict(), scaled.state_dict()
     assert a.keys() == b.keys()
     for k in a:
@@ -121,15 +122,16 @@ def test_frame_scale_baseline():
 @pytest.mark.parametrize("name", PRESETS)
 def test_card_roundtrip(name):
     m = _meta(name, num_classes=5)
-    card = json.loads(json.dumps(m.model_card()))
-    assert card["family"] == "mvit" and card["name"] == name and card["num_classes"] == 5
+    card = ModelCard.from_json(json.loads(json.dumps(m.model_card().to_json())))
+    assert card.family == "mvit" and card.name == name and card.num_classes == 5
     with torch.device("meta"):
         again = from_card(card)
     assert again.cfg == m.cfg
     assert {k: v.shape for k, v in again.state_dict().items()} == {k: v.shape for k, v in m.state_dict().items()}
     if m.memory is not None:
-        mem = card["memory"]
-        assert mem["kind"] == "memvit" and mem["layers"] == list(m.memory_blocks)
+        assert card.memory is not None and card.memory.kind == "memvit"
+        mem = card.memory.details
+        assert mem["layers"] == list(m.memory_blocks) and card.backbone == name.replace("memvit", "mvit")
         assert mem["slots"] == m.memory.num_attended and mem["sampler"] == m.memory.sampler
         assert set(mem["compression"]) >= {"kernel", "stride"}
 
@@ -226,3 +228,31 @@ def test_fused_attention_equals_reference_formulation(name):
                 logits.append(out)
         outs[fused] = torch.stack(logits)
     torch.testing.assert_close(outs[True], outs[False], atol=1e-5, rtol=1e-5)
+
+
+def test_train_step_bptt_reaches_the_oldest_memory_clip():
+    """BPTT: the last clip's loss reaches the first clip's input through 3 clips of memory; the
+    pipelined step stops at the previous clip's compression."""
+    torch.manual_seed(0)
+    m = create_model("memvit_tiny").train()
+    for bptt, reaches in ((True, True), (False, False)):
+        state = m.init_train_state(1)
+        first = torch.randn(1, *m.input_shape, requires_grad=True)
+        for i in range(4):
+            x = first if i == 0 else torch.randn(1, *m.input_shape)
+            logits, state = m.train_step(x, state, bptt=bptt)
+        logits.sum().backward()
+        got = first.grad is not None and float(first.grad.abs().sum()) > 0
+        assert got == reaches
+    assert all(s.name in state for s in m.train_state_specs(1))
+
+
+def test_memvit_tiny_long_support_and_cost():
+    """16 clips of temporal support at <= 1.1x the short clip's GFLOPs (``edgemem info``)."""
+    from edgemem.models.info import model_info
+
+    long, short = model_info(create_model("memvit_tiny_long")), model_info(create_model("mvit_tiny"))
+    assert long["temporal_support"]["clips"] >= 16
+    assert long["gflops_step"] / short["gflops_step"] <= 1.1
+    mem = long["memory"]
+    assert mem["slots"] * mem["gap"] >= 16  # the oldest attended clip is 16 clips back

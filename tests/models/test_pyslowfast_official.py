@@ -16,6 +16,7 @@ import pytest
 import torch
 import yaml
 
+from edgemem.contract import ModelCard
 from edgemem.errors import UnsupportedError
 from edgemem.models import load_pyslowfast
 
@@ -35,7 +36,7 @@ def _official_gap(tree: dict[str, Any], name: str, view: str) -> float:
     m = load_pyslowfast(tree, FIX / f"{name}.pyth", view=view).eval()
     with torch.no_grad():
         y = m(torch.from_numpy(z[f"{view}/input"]))
-    return float(np.abs(ACT[m.model_card()["head_act"]](y).numpy() - z[f"{view}/output"]).max())
+    return float(np.abs(ACT[m.model_card().head_act](y).numpy() - z[f"{view}/output"]).max())
 
 
 @pytest.mark.parametrize("view", ["train", "test"])
@@ -45,19 +46,19 @@ def test_official_eval_outputs(name: str, view: str) -> None:
     m = load_pyslowfast(FIX / f"{name}.yaml", FIX / f"{name}.pyth", view=view).eval()
     card = m.model_card()
     x = torch.from_numpy(z[f"{view}/input"])
-    assert tuple(x.shape[1:]) == m.input_shape and card["view"] == view
-    assert card["crop_size"] == _tree(name)["DATA"][f"{view.upper()}_CROP_SIZE"]
+    assert tuple(x.shape[1:]) == m.input_shape and card.view == view
+    assert card.clip.crop_size == _tree(name)["DATA"][f"{view.upper()}_CROP_SIZE"]
     with torch.no_grad():
         y = m(x)
-    np.testing.assert_allclose(ACT[card["head_act"]](y).numpy(), z[f"{view}/output"], atol=TOL, rtol=0)
+    np.testing.assert_allclose(ACT[card.head_act](y).numpy(), z[f"{view}/output"], atol=TOL, rtol=0)
     proj = z[f"{view}/projection"]  # [B, t, h, w, C] at head.projection
     if proj.shape[1:4] == (1, 1, 1):  # one position: the logits are the official pre-activation scores
         np.testing.assert_allclose(y.numpy(), proj.reshape(y.shape), atol=TOL, rtol=0)
 
 
 def test_head_act_is_recorded() -> None:
-    assert load_pyslowfast(FIX / f"{NAMES[0]}.yaml").model_card()["head_act"] == "sigmoid"
-    assert load_pyslowfast(FIX / f"{NAMES[1]}.yaml").model_card()["head_act"] == "softmax"
+    assert load_pyslowfast(FIX / f"{NAMES[0]}.yaml").model_card().head_act == "sigmoid"
+    assert load_pyslowfast(FIX / f"{NAMES[1]}.yaml").model_card().head_act == "softmax"
 
 
 @pytest.mark.parametrize(
@@ -181,9 +182,9 @@ def test_unbuilt_options_are_refused(base: dict[str, Any], key: str, value: Any)
 
 def test_mvit_test_view_needs_equal_crops() -> None:
     tree = copy.deepcopy(MVIT_BASE)
-    assert load_pyslowfast(tree, view="test").model_card()["view"] == "test"
+    assert load_pyslowfast(tree, view="test").model_card().view == "test"
     tree["DATA"]["TEST_CROP_SIZE"] = 64
-    assert load_pyslowfast(tree).model_card()["crop_size"] == 32
+    assert load_pyslowfast(tree).model_card().clip.crop_size == 32
     with pytest.raises(UnsupportedError, match="not supported: DATA.TEST_CROP_SIZE=64"):
         load_pyslowfast(tree, view="test")
 
@@ -254,7 +255,7 @@ def test_cli_export_test_view_matches_official(tmp_path, capsys) -> None:  # typ
             "--out", str(out), "--clips", "2", "--boundaries", "0", "--atol", "1e-3"]  # fmt: skip
     assert main(argv) == 0, capsys.readouterr().err
     card = read_contract(str(out)).card
-    assert (card["view"], card["crop_size"], card["head_act"]) == ("test", 64, "softmax")
+    assert (card.view, card.clip.crop_size, card.head_act) == ("test", 64, "softmax")
     z = np.load(FIX / f"{name}.npz")
     sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     feeds = {i.name: np.zeros([1], dtype=bool) for i in sess.get_inputs() if i.name != "frames"}
@@ -325,7 +326,7 @@ def test_card_rebuilds_the_test_view(name: str) -> None:
     from edgemem.models import from_card
 
     m = load_pyslowfast(FIX / f"{name}.yaml", FIX / f"{name}.pyth", view="test").eval()
-    rebuilt = from_card(json.loads(json.dumps(m.model_card())))
+    rebuilt = from_card(ModelCard.from_json(json.loads(json.dumps(m.model_card().to_json()))))
     rebuilt.load_state_dict(m.state_dict())
     x = torch.from_numpy(np.load(FIX / f"{name}.npz")["test/input"])
     with torch.no_grad():

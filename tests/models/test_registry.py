@@ -49,7 +49,7 @@ def test_state_specs_and_init_state(name: str) -> None:
 def test_model_card_round_trip(name: str) -> None:
     m = _meta(name)
     card = m.model_card()
-    assert card["name"] == name
+    assert card.name == name
     with torch.device("meta"):
         again = from_card(card)
     assert again.model_card() == card
@@ -71,7 +71,7 @@ def test_tiny_preset_exports_and_ort_equals_pytorch(name: str, tmp_path: Path) -
     assert ort.runtime == "ort-cpu" and ort.error is None and ort.outputs
     logits = next(o for o in ort.outputs if o.name == C.LOGITS)
     assert logits.max_abs <= 1e-4 + 1e-4 * logits.max_ref and res.report.steps == 4
-    assert C.read_contract(res.path).card["name"] == name
+    assert C.read_contract(res.path).card.name == name
 
 
 def test_duplicate_names_are_refused() -> None:
@@ -81,4 +81,19 @@ def test_duplicate_names_are_refused() -> None:
         register_model(memvit_tiny)
     with pytest.raises(EdgememError, match="family 'mvit' is already registered"):
         register_family("mvit")(lambda card: None)
-    assert create_model("memvit_tiny").model_card()["name"] == "memvit_tiny"  # the original stays
+    assert create_model("memvit_tiny").model_card().name == "memvit_tiny"  # the original stays
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_memory_presets_declare_a_registered_backbone(name: str) -> None:
+    """A memory preset names the memory-less preset it is compared with (bench pairs by it); others none."""
+    card = _meta(name).model_card()
+    if card.memory is None:
+        assert card.backbone is None
+    else:
+        assert card.backbone in MODELS and _meta(card.backbone).model_card().memory is None
+
+
+def test_zoo_weights_declare_their_shipped_backbone() -> None:
+    assert create_model("memvit_tiny_cuematch").model_card().backbone == "mvit_tiny_cuematch"
+    assert create_model("cm_slow_tiny_cuematch").model_card().backbone == "slow_tiny_cuematch"

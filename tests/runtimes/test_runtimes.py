@@ -78,7 +78,7 @@ def test_matches_reference_over_boundaries(rt: str, graph: Path, model: torch.nn
     with open_rt(rt, graph, model) as s:
         assert s.runtime == rt and s.batch == BATCH
         assert [x.name for x in s.state_spec] == ["mem", "count"]
-        assert s.model_card["family"] == "test_tinymem"
+        assert s.model_card.family == "test_tinymem"
         for i, (c, r) in enumerate(zip(clips, reset, strict=True)):
             out = s.step(c, r)
             assert out.dtype == np.float32 and out.shape == (BATCH, 5)
@@ -136,7 +136,7 @@ def test_state_file_resumes_in_another_process(
             s.step(c, r)
         path = save_state(tmp_path / f"state{suffix}", s.get_state(), s.state_spec, s.model_card)
     saved = load_state(path)
-    assert [x.name for x in saved.specs] == ["mem", "count"] and saved.card["family"] == "test_tinymem"
+    assert [x.name for x in saved.specs] == ["mem", "count"] and saved.card is not None and saved.card.family == "test_tinymem"
     np.save(tmp_path / "clips.npy", clips[3:])
     np.save(tmp_path / "reset.npy", reset[3:])
     script = (

@@ -44,7 +44,7 @@ def replay(session: object, clips: np.ndarray, first: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("rt", RUNTIMES)
 def test_official_stream(rt: str, graph: Path, stream: dict[str, np.ndarray]) -> None:
     with open_session(graph, rt, threads=1) as s:
-        assert s.model_card["memory"]["kind"] == "memvit"
+        assert s.model_card.memory is not None and s.model_card.memory.kind == "memvit"
         out = replay(s, stream["clips"], stream["is_first_clip"])
     np.testing.assert_allclose(out, stream["logits"], atol=ATOL, rtol=0)
 

@@ -79,7 +79,7 @@ def test_batch_one_graph_is_served_with_max_batch_size_0(graphs: dict[str, Path]
     assert cfg.max_batch_size == 0 and cfg.sequence_batching.HasField("oldest")
     assert list(cfg.input[0].dims) == [1, 3, 4, 16, 16] and list(cfg.sequence_batching.state[0].dims) == [1, 2, 8]
     assert cfg.sequence_batching.max_sequence_idle_microseconds == 60_000_000
-    assert cfg.parameters["edgemem.contract"].string_value == "1"
+    assert cfg.parameters["edgemem.contract"].string_value == "2"
     served = tmp_path / "repo" / "m" / "1" / "model.onnx"
     assert served.read_bytes() != b"" and onnx.load(str(served)).graph.input[1].name == "reset"
 

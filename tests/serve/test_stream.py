@@ -72,7 +72,7 @@ def test_stream_writes_one_record_per_clip(
     # the same clips stepped by hand give the same scores: the command adds nothing of its own
     with open_session(graph, "ort-cpu") as s, FrameReader(str(videos["mpeg4"]), fps=15) as r:
         frames = [f.image for f in r]
-        tf = ClipTransform(s.model_card)
+        tf = ClipTransform(s.model_card.clip)
         for i, rec in enumerate(recs):
             logits = s.step(tf(frames[4 * i : 4 * i + 4])[None])[0]
             p = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
@@ -128,7 +128,7 @@ def test_resume_in_another_process_and_runtime(
     assert rc == 0, err
     assert run([b, "--model", str(graph), "--jsonl", str(alone), "--quiet"], capsys)[0] == 0
     with open_session(graph, "ort-cpu") as s:
-        tf = ClipTransform(s.model_card)
+        tf = ClipTransform(s.model_card.clip)
         expected = []
         for src in (a, b):
             with FrameReader(src, fps=15) as r:

@@ -161,3 +161,26 @@ def test_cli_process_exit_status_and_no_traceback(graph: Path, tmp_path: Path) -
     assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
     assert len(p.stderr.strip().splitlines()) == 1 and "shorter than one clip" in p.stderr
     assert not (tmp_path / "c.jsonl").exists()
+
+
+def test_state_of_another_model_is_refused(
+    graph: Path, video: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A state saved by a model with another head (same state spec) is refused, not resumed into."""
+    good = tmp_path / "good.npz"
+    assert stream([str(video), "--model", str(graph), "--save-state", str(good)], capsys)[0] == 0
+    with np.load(good) as z:
+        arrays = {k: z[k] for k in z.files}
+    card = json.loads(str(arrays["__edgemem_model_card__"]))
+    n = card["num_classes"] + 3
+    other_card = {**card, "num_classes": n, "class_names": [f"c{i}" for i in range(n)] if card["class_names"] else None}
+    arrays["__edgemem_model_card__"] = np.array(json.dumps(other_card))
+    other = tmp_path / "other.npz"
+    with open(other, "wb") as f:
+        np.savez(f, **arrays)
+    out = tmp_path / "out"
+    out.mkdir()
+    args = [str(video), "--model", str(graph), "--resume", str(other), "--jsonl", str(out / "c.jsonl")]
+    assert_one_line_error(*stream(args, capsys), "other.npz", "num_classes")
+    assert_nothing_written(out)
+    assert stream([str(video), "--model", str(graph), "--resume", str(good)], capsys)[0] == 0  # its own: resumed

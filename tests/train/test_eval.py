@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from edgemem.data.datasets import ClipDataset, ClipGeometry, StreamingDataset, VideoDir
+from edgemem.data.datasets import ClipDataset, StreamingDataset, VideoDir
 from edgemem.data.synth import generate
-from edgemem.errors import CheckpointError, EdgememError
+from edgemem.errors import CheckpointError, EdgememError, InputError
 from edgemem.models import pretrained
 from edgemem.models.registry import create_model
 from edgemem.train import checkpoints as ckpts
@@ -34,7 +34,7 @@ def test_streaming_eval_classifies_by_the_last_clip(data: Path) -> None:
     torch.set_num_threads(1)
     model = _model("memvit_tiny")
     records = VideoDir(data).split("val")
-    geo = ClipGeometry.from_card(model.model_card())
+    geo = model.model_card().clip
     m = eval_streaming(model, records, geo, batch_size=2)
     ds = StreamingDataset(records, geo, train=False)
     hits, pos_hits = 0, [0] * 4
@@ -61,7 +61,7 @@ def test_clip_eval_averages_view_softmax(data: Path) -> None:
     torch.set_num_threads(1)
     model = _model("mvit_tiny", frame_scale=2)
     records = VideoDir(data).split("val")
-    geo = ClipGeometry.from_card(model.model_card())
+    geo = model.model_card().clip
     m = eval_clip_model(model, records, geo, views=3, batch_size=4)
     ds = ClipDataset(records, geo, train=False, temporal_views=3)
     with torch.no_grad():
@@ -78,10 +78,22 @@ def test_cm_eval_runs_two_scans(data: Path) -> None:
     assert m["videos"] == 3 and len(m["clip_top1_by_position"]) == 3 and "two-scan" in m["scheme"]
 
 
+def test_options_that_do_not_apply_are_refused(data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--views`` on a streaming MeMViT and ``--view`` without ``--config`` would be ignored: refused."""
+    from edgemem.cli import main
+
+    with pytest.raises(InputError, match="--views applies to clip models and CM"):
+        evaluate_model(_model("memvit_tiny"), "memvit", VideoDir(data).split("val"), views=3)
+    zoo = Path(pretrained.__file__).resolve().parents[1] / "zoo" / "memvit_tiny_cuematch.pyth"
+    assert main(["eval", str(zoo), "--data", str(data), "--view", "train"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--view applies with --config" in err
+
+
 def test_zoo_entry_loads_and_checks_sha(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     torch.manual_seed(0)
     model = create_model("mvit_tiny", num_classes=4)
-    card = model.model_card() | {"class_names": ["a", "b", "c", "d"]}
+    card = model.model_card().with_(class_names=["a", "b", "c", "d"])
     ckpts.save_epoch(tmp_path, ckpts.make_payload(model, None, 1, card, {}), best=True)
     (tmp_path / "toy.pyth").write_bytes((tmp_path / "checkpoints" / "last.pyth").read_bytes())
     sha = pretrained.sha256_of(tmp_path / "toy.pyth")

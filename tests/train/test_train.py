@@ -58,7 +58,7 @@ def test_train_each_family_end_to_end(data: Path, tmp_path: Path, model: str, ex
         assert config["options"]["stream_loss"] == "last" and config["options"]["batch_size"] == 2
     assert config["model_card"]["num_classes"] == 2 and config["model_card"]["class_names"] == ["different", "same"]
     trained, _ = load_trained(run)
-    assert trained.model_card()["frames"] == config["model_card"]["frames"]
+    assert trained.model_card().clip.frames == config["model_card"]["clip"]["frames"]
     assert not [p for p in run.rglob("*") if ".tmp" in p.name]
 
     assert main(["eval", str(run), "--data", str(data), "--json"]) == 0

@@ -29,6 +29,10 @@ def test_missing_csv_and_unknown_model(tmp_path: Path, data: Path, capsys) -> No
     _fails(["train", "no_such_model", "--data", str(data), "--out", str(run)], capsys, "unknown model")
     for cm_only in (["--no-batch-reduction"], ["--multi-iteration"], ["--infusion", "residual"]):
         _fails(["train", "mvit_tiny", "--data", str(data), "--out", str(run), *cm_only], capsys, "CM models only")
+    _fails(["train", "mvit_tiny", "--data", str(data), "--out", str(run), "--memory-grad", "bptt"], capsys, "MeMViT")
+    _fails(
+        ["train", "memvit_tiny", "--data", str(data), "--out", str(run), "--stream-loss", "all"], capsys, "pipelined"
+    )
     assert not run.exists()
 
 

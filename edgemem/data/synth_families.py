@@ -1,0 +1,254 @@
+"""Relation task families for ``edgemem data synth``: the label relates cues ``distance`` clips apart.
+
+A video is ``lead + distance + 1 + tail`` windows of one clip span each. Cue windows (2, or ``cues``
+for ``rel-count``) sit between the lead and tail windows, the first and the last ``distance`` windows
+apart; each shows a saturated shape of random size, shape and position for its whole window.
+Everywhere, grey squares bounce about and *distractor events* (shapes in colours no cue uses, a few
+frames long, at random times) appear; neither depends on the label. Cues are drawn so that the label
+is uniform and independent of any single cue (of any ``cues - 1`` cues for ``rel-count``):
+
+- ``rel-match``: do the two cues show the same colour (4 colours, 2 classes)
+- ``rel-sum``: (first + last colour index) mod k (k colours, k classes)
+- ``rel-order``: one cue is red, the other blue: which came first (2 classes). It has a lead and a
+  tail window, so every cue is seen appearing *and* disappearing: a clip that saw only an offset
+  (or only an onset) would otherwise know which cue it was.
+- ``rel-count``: each of ``cues`` windows shows red or blue: is the number of red ones odd (2 classes)
+
+``ceilings`` derives what each kind of model can reach from the cue windows alone (docs/DATA.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from edgemem.errors import InputError
+
+# Saturated colours, far apart in hue, that survive 4:2:0 chroma subsampling at 32x32.
+PALETTE: dict[str, tuple[int, int, int]] = {
+    "red": (235, 35, 35),
+    "green": (30, 205, 50),
+    "blue": (40, 70, 245),
+    "yellow": (245, 220, 25),
+    "magenta": (225, 40, 225),
+    "cyan": (30, 220, 225),
+}
+WHITE = (240, 240, 240)
+RELATIONS = ("match", "sum", "order", "count")
+MAX_DISTANCE = 32
+
+
+@dataclass(frozen=True)
+class RelationTask:
+    """A relation task: which cue colours, how the label combines them, where the cues are."""
+
+    relation: str
+    colours: tuple[str, ...]
+    class_names: tuple[str, ...]
+    distance: int = 3
+    cues: int = 2
+    lead: int = 0
+    tail: int = 0
+    distractors: int = 2
+    clip_frames: int = 8
+    sampling_rate: int = 2
+    fps: int = 30
+
+    @property
+    def name(self) -> str:
+        return f"rel-{self.relation}"
+
+    @property
+    def description(self) -> str:
+        what = {
+            "match": "do the first and the last cue show the same colour",
+            "sum": f"(first + last cue colour index) mod {len(self.colours)}",
+            "order": "which came first, the red cue or the blue one",
+            "count": f"is the number of red cues among the {self.cues} cue windows odd",
+        }[self.relation]
+        return f"{what}? (cues {self.distance} clips apart, {self.num_classes} classes)"
+
+    @property
+    def window(self) -> int:
+        return self.clip_frames * self.sampling_rate
+
+    @property
+    def clips(self) -> int:
+        return self.lead + self.distance + 1 + self.tail
+
+    @property
+    def frames_per_video(self) -> int:
+        return self.clips * self.window
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def cue_windows(self) -> tuple[int, ...]:
+        n = self.cues
+        return tuple(self.lead + round(i * self.distance / (n - 1)) for i in range(n))
+
+    @property
+    def distractor_colours(self) -> tuple[tuple[int, int, int], ...]:
+        rest = tuple(PALETTE[c] for c in PALETTE if c not in self.colours)
+        return rest or (WHITE,)
+
+    def label_of(self, cues: tuple[int, ...]) -> int:
+        if self.relation == "match":
+            return int(cues[0] == cues[-1])
+        if self.relation == "sum":
+            return (cues[0] + cues[-1]) % len(self.colours)
+        if self.relation == "order":
+            return int(cues[0] != 0)  # 0: red first, 1: blue first
+        return sum(c == 0 for c in cues) % 2  # count: odd number of red cues
+
+    def sample_cues(self, rng: np.random.Generator) -> tuple[int, ...]:
+        """Cue colour indices, one per cue window; the label is uniform and independent of any one cue."""
+        k = len(self.colours)
+        if self.relation == "match":
+            same = bool(rng.integers(2))
+            a = int(rng.integers(k))
+            b = a if same else int(rng.choice([c for c in range(k) if c != a]))
+            return a, b
+        if self.relation == "sum":
+            return int(rng.integers(k)), int(rng.integers(k))
+        if self.relation == "order":
+            return (0, 1) if rng.integers(2) == 0 else (1, 0)
+        return tuple(int(rng.integers(2)) for _ in range(self.cues))
+
+
+def make_task(
+    relation: str,
+    distance: int | None = None,
+    classes: int | None = None,
+    cues: int | None = None,
+    distractors: int | None = None,
+) -> RelationTask:
+    """The ``rel-<relation>`` task with its options checked (an option the relation ignores is an error)."""
+    if relation not in RELATIONS:
+        raise InputError(f"unknown relation {relation!r}; known: {', '.join(RELATIONS)}")
+    if classes is not None and relation != "sum":
+        raise InputError(f"--classes applies to rel-sum only, not rel-{relation}")
+    if cues is not None and relation != "count":
+        raise InputError(f"--cues applies to rel-count only, not rel-{relation}")
+    d = 3 if distance is None else distance
+    n = 3 if (cues is None and relation == "count") else (cues or 2)
+    if not 1 <= d <= MAX_DISTANCE:
+        raise InputError(f"--distance must be in [1, {MAX_DISTANCE}] clips, got {d}")
+    if relation == "count" and not 2 <= n <= d + 1:
+        raise InputError(f"--cues must be in [2, distance + 1 = {d + 1}], got {n}")
+    if distractors is not None and not 0 <= distractors <= 16:
+        raise InputError(f"--distractors must be in [0, 16], got {distractors}")
+    if relation == "sum":
+        k = 3 if classes is None else classes
+        if not 2 <= k <= len(PALETTE):
+            raise InputError(f"--classes for rel-sum must be in [2, {len(PALETTE)}], got {k}")
+        task = RelationTask("sum", tuple(PALETTE)[:k], tuple(f"sum{i}" for i in range(k)))
+    elif relation == "match":
+        task = RelationTask("match", ("red", "green", "blue", "yellow"), ("different", "same"))
+    elif relation == "order":
+        task = RelationTask("order", ("red", "blue"), ("red-first", "blue-first"), lead=1, tail=1)
+    else:
+        task = RelationTask("count", ("red", "blue"), ("even", "odd"), cues=n)
+    return replace(task, distance=d, distractors=2 if distractors is None else distractors)
+
+
+def _shape_mask(size: int, rng: np.random.Generator) -> np.ndarray:
+    """A disc or square, half-size 14-28 % of the frame, centred in the middle 30 % (inside any crop)."""
+    yy, xx = np.mgrid[0:size, 0:size]
+    half = rng.uniform(0.14, 0.28) * size
+    cy, cx = rng.uniform(0.35, 0.65, 2) * size
+    if rng.random() < 0.5:
+        return (yy - cy) ** 2 + (xx - cx) ** 2 <= (half * 1.1) ** 2
+    return (np.abs(yy - cy) <= half) & (np.abs(xx - cx) <= half)
+
+
+def bouncing_squares(frames: np.ndarray, rng: np.random.Generator) -> None:
+    """Draw 2-3 grey squares bouncing through the whole video (independent of the label), in place."""
+    t_total, size = frames.shape[0], frames.shape[1]
+    for _ in range(int(rng.integers(2, 4))):
+        side = int(rng.integers(size // 8, size // 4 + 1))
+        grey = int(rng.integers(110, 230))
+        pos = rng.uniform(0, size - side, 2)
+        vel = rng.uniform(-1.5, 1.5, 2) * size / 40
+        for t in range(t_total):
+            y, x = pos.astype(int)
+            frames[t, y : y + side, x : x + side] = grey
+            pos += vel
+            for d in range(2):
+                if not 0 <= pos[d] <= size - side:
+                    vel[d] = -vel[d]
+                    pos[d] = np.clip(pos[d], 0, size - side)
+
+
+def render_relation(task: RelationTask, cues: tuple[int, ...], size: int, rng: np.random.Generator) -> np.ndarray:
+    """Frames ``[T, size, size, 3]`` uint8: background, squares, distractor events, then the cues on top."""
+    t_total, w = task.frames_per_video, task.window
+    frames = np.full((t_total, size, size, 3), int(rng.integers(20, 60)), dtype=np.uint8)
+    bouncing_squares(frames, rng)
+    others = task.distractor_colours
+    for _ in range(task.distractors):
+        dur = int(rng.integers(4, 9))
+        t0 = int(rng.integers(0, t_total - dur + 1))
+        frames[t0 : t0 + dur][:, _shape_mask(size, rng)] = others[int(rng.integers(len(others)))]
+    for cue, win in zip(cues, task.cue_windows, strict=True):
+        frames[win * w : (win + 1) * w][:, _shape_mask(size, rng)] = PALETTE[task.colours[cue]]
+    return frames
+
+
+def ceilings(cue_windows: tuple[int, ...], clips: int, num_classes: int) -> dict:
+    """Top-1 a model can reach when the label needs every cue window (docs/DATA.md explains each).
+
+    - a clip model's clip spans one window and, jittered, parts of two neighbours: it sees every cue
+      only when the cue windows are at most one apart; averaged views add per-view scores, which cannot
+      combine cues seen in different views;
+    - a frame-scaled clip of k windows: every cue window whole once k >= span + 1, parts of them only
+      at straddling positions when k = span ("partial"), chance below;
+    - memory classifying at the last clip with direct reach R clips back: the first cue must be within R.
+    """
+    chance = 1.0 / num_classes
+    span = max(cue_windows) - min(cue_windows)
+    needed = clips - 1 - min(cue_windows)
+
+    def fs(k: int) -> float | str:
+        return 1.0 if k >= span + 1 else ("partial" if k == span else chance)
+
+    clip = 1.0 if span <= 1 else chance
+    return {
+        "single_clip": clip,
+        "multi_view_of_single_clip_model": clip,
+        "frame_scale_covering_video": 1.0,
+        "memory_covering_video": 1.0,
+        "frame_scaled": {str(k): fs(k) for k in range(1, clips + 1)},
+        "memory_reach_needed_clips": needed,
+        "memory_direct_reach": {str(r): (1.0 if r >= needed else chance) for r in range(1, max(needed, 16) + 1)},
+        "cm_covering_cue_windows": 1.0,
+    }
+
+
+def relation_meta(task: RelationTask) -> dict:
+    """Geometry part of ``task.json`` for a relation task (the caller adds size, codec, seed)."""
+    w = task.window
+    return {
+        "task": task.name,
+        "relation": task.relation,
+        "description": task.description,
+        "num_classes": task.num_classes,
+        "class_names": list(task.class_names),
+        "colours": {c: list(PALETTE[c]) for c in task.colours},
+        "fps": task.fps,
+        "frames_per_video": task.frames_per_video,
+        "clips_per_video": task.clips,
+        "clip_frames": task.clip_frames,
+        "sampling_rate": task.sampling_rate,
+        "clip_span_frames": w,
+        "distance_clips": task.distance,
+        "cue_windows": list(task.cue_windows),
+        "cue_frames": [[i * w, (i + 1) * w] for i in task.cue_windows],
+        "cue_gap_frames": (task.distance - 1) * w if task.cues == 2 else None,
+        "distractor_events": task.distractors,
+        "chance": 1.0 / task.num_classes,
+        "ceilings": ceilings(task.cue_windows, task.clips, task.num_classes),
+    }

@@ -1,0 +1,182 @@
+"""Static int8 (post-training, calibrated) of an exported f32 graph: NNCF or ONNX Runtime, QDQ format.
+
+Both quantizers produce one ONNX graph with ``QuantizeLinear``/``DequantizeLinear`` pairs (weights
+int8 per output channel, activations per tensor with scales from the calibration feeds), which
+ONNX Runtime and OpenVINO turn into int8 kernels. What is quantized (``int8_nodes``): every GEMM or
+convolution with a weight (Linear, patch embedding, pooling and compression convolutions) and the
+attention's ``softmax @ V`` product. What stays float, and why:
+
+- the ``q . k`` GEMM: its operands carry the relative-position one-hot codes and the memory mask
+  column (-1e9 for an empty memory slot): one int8 scale cannot hold both -1e9 and O(1) logits;
+- the relative-position table products (small, feed that GEMM);
+- softmax, layer norm, GELU and every elementwise op (quantizers leave them float; OpenVINO/ORT
+  run them in f32 between int8 GEMMs);
+- the memory concatenation and the state tensors: the graph's ``state_in``/``state_out`` stay f32
+  (the contract), and the GEMM after the concatenation quantizes its input once, with one scale
+  for memory and current tokens (quantizing each concat input separately gave two scales that
+  OpenVINO's low-precision pass could not merge).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import io
+import logging
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from edgemem.errors import UnsupportedError
+
+QUANTIZERS = ("nncf", "ort")
+_GEMMS = ("MatMul", "Gemm", "Conv")
+
+
+def require(module: str, extra: str) -> Any:
+    """Import an optional dependency or fail with one line naming the extra that installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise UnsupportedError(f"{module} is not installed: pip install 'edgemem[{extra}]'") from None
+
+
+def int8_nodes(model: onnx.ModelProto, attention_v: bool = True) -> tuple[list[str], list[str]]:
+    """(quantized, float) names of the GEMM/convolution nodes (see the module docstring); every
+    other node stays float too (``float_nodes``)."""
+    inits = {i.name for i in model.graph.initializer}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    quantized, kept = [], []
+    for n in model.graph.node:
+        if n.op_type not in _GEMMS:
+            continue
+        weighted = len(n.input) > 1 and n.input[1] in inits
+        after_softmax = n.input[0] in producer and producer[n.input[0]].op_type == "Softmax"
+        (quantized if weighted or (attention_v and after_softmax) else kept).append(n.name)
+    return quantized, kept
+
+
+def float_nodes(model: onnx.ModelProto) -> list[str]:
+    """Every node that is not a quantized GEMM/convolution: NNCF would otherwise also quantize the
+    inputs of residual ``Add``s and, fatally, of the state arithmetic (CM's running sum and count)."""
+    quantized = set(int8_nodes(model)[0])
+    return [n.name for n in model.graph.node if n.name not in quantized]
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """The quantizers log progress and advice at INFO/WARNING on their own and the root logger."""
+    loggers = [logging.getLogger(n) for n in ("", "nncf")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+def quantize_nncf(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]]) -> onnx.ModelProto:
+    """NNCF post-training quantization of the ONNX graph: transformer model type (graphs with
+    attention), symmetric
+    activations (the performance preset: with asymmetric ones, OpenVINO's low-precision pass fails
+    on the memory concatenation with a broadcast error), min-max ranges over every feed."""
+    nncf = require("nncf", "int8")
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
+    from nncf.quantization.range_estimator import RangeEstimatorParametersSet
+
+    kept = float_nodes(model)
+    attention = any(n.op_type == "Softmax" for n in model.graph.node)
+    # No SmoothQuant (it rescales weights by activation statistics and inserts per-channel Muls) and
+    # no bias correction (it shifts biases to the calibration data: on a few clips, by more than the
+    # bias itself): the graph keeps the model's weights, only rounded to int8.
+    # Global min/max activation ranges: NNCF's default averages the per-sample extremes, which
+    # clips what only late clips reach (a filled memory, CM's running sum): 15.6 -> 0.32 max |Δ|
+    # of the logits of cm_slow_tiny_cuematch over 64 real clips.
+    advanced = AdvancedQuantizationParameters(
+        smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=-1), disable_bias_correction=True,
+        activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX,
+    )  # fmt: skip
+    try:
+        with _quiet():
+            quantized = nncf.quantize(
+                model, nncf.Dataset(feeds), model_type=nncf.ModelType.TRANSFORMER if attention else None,
+                preset=nncf.QuantizationPreset.PERFORMANCE, subset_size=len(feeds),
+                ignored_scope=nncf.IgnoredScope(names=kept, validate=False), advanced_parameters=advanced,
+            )  # fmt: skip
+    except Exception as e:  # NNCF raises plain exceptions on graphs it cannot handle
+        raise UnsupportedError(f"NNCF int8 quantization failed: {_first_line(e)}") from None
+    name_weight_quantizers(quantized, model)
+    return quantized
+
+
+class _Feeds:
+    """ONNX Runtime's CalibrationDataReader protocol over the recorded stream feeds."""
+
+    def __init__(self, feeds: list[dict[str, np.ndarray]]) -> None:
+        self._it = iter(feeds)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._it, None)
+
+
+def quantize_ort(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]]) -> onnx.ModelProto:
+    """ONNX Runtime static quantization, QDQ, int8 weights per channel and symmetric int8
+    activations (zero point 0: what the TensorRT provider requires), min-max calibration; the
+    weighted GEMMs and convolutions only."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    # softmax . V stays float here: symmetric int8 gives probabilities in [0, 1] steps of 1/127, and
+    # attention over ~100 keys is mostly below that (memvit_tiny: 3.4 max |Δ| of the logits with it)
+    _, kept = int8_nodes(model, attention_v=False)
+    with tempfile.TemporaryDirectory(prefix="edgemem-int8-") as tmp:
+        src, dst = Path(tmp) / "f32.onnx", Path(tmp) / "int8.onnx"
+        onnx.save_model(model, str(src))
+        try:
+            with _quiet():
+                quantize_static(
+                    str(src), str(dst), _Feeds(feeds), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                    op_types_to_quantize=list(_GEMMS), nodes_to_exclude=kept,
+                    calibrate_method=CalibrationMethod.MinMax,
+                    extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+                )  # fmt: skip
+        except Exception as e:  # the quantizer raises plain exceptions on graphs it cannot handle
+            raise UnsupportedError(f"ONNX Runtime int8 quantization failed: {_first_line(e)}") from None
+        return onnx.load(str(dst))
+
+
+def name_weight_quantizers(quantized: onnx.ModelProto, original: onnx.ModelProto) -> int:
+    """Rename each int8 weight (and its scale/zero point) after the f32 weight it replaces:
+    ``<w>_quantized``, ``<w>_scale``, ``<w>_zero_point`` (ONNX Runtime's convention), so the graph
+    keeps its weights recoverable (``graph.weights_from_graph``). Returns how many were renamed."""
+    inits = {i.name: i for i in quantized.graph.initializer}
+    before = {n.name: list(n.input) for n in original.graph.node}
+    dq = {n.output[0]: n for n in quantized.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits}
+    renames: dict[str, str] = {}
+    for node in quantized.graph.node:
+        for i, src in enumerate(node.input):
+            if src not in dq or node.name not in before or i >= len(before[node.name]):
+                continue
+            weight = before[node.name][i]
+            for slot, suffix in zip(dq[src].input, ("_quantized", "_scale", "_zero_point"), strict=False):
+                if slot in inits and slot not in renames:
+                    renames[slot] = weight + suffix
+    taken = set(inits) - set(renames)
+    renames = {a: b for a, b in renames.items() if b not in taken}
+    for init in quantized.graph.initializer:
+        init.name = renames.get(init.name, init.name)
+    for node in quantized.graph.node:
+        node.input[:] = [renames.get(n, n) for n in node.input]
+    return sum(1 for b in renames.values() if b.endswith("_quantized"))

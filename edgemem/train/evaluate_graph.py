@@ -1,0 +1,117 @@
+"""``edgemem eval GRAPH.onnx``: video-level top-1/top-5 of a deployed graph through a runtime session.
+
+The protocol of ``evaluate.py`` for checkpoints, run through the session instead of PyTorch:
+
+- graphs with memory (MeMViT, CM's online graph): every consecutive clip streamed in order with the
+  memory carried (reset at a video's first clip), the video classified by its last clip's logits
+  (CM checkpoints are scored with two scans in ``evaluate.py``; the online graph has one scan, its
+  memory being the running mean of the clips so far);
+- memory-less graphs: ``views`` evenly spread clips per video, each with an empty state, softmax
+  scores averaged.
+
+So a user checks an int8 (or any) graph on their own data, with the number belonging to that
+runtime and precision.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from edgemem.data.datasets import ClipDataset, SkipTally, StreamingDataset, VideoDir, stack_batch
+from edgemem.data.samplers import StreamingBatchSampler
+from edgemem.errors import UnsupportedError
+from edgemem.precision import Precision, of_export_record
+from edgemem.train.evaluate import DEFAULT_VIEWS, _Tally
+
+_OPENVINO = ("openvino", "openvino-stateful")
+
+
+def _session_options(runtime: str, precision: str | None) -> dict[str, Any]:
+    """``--precision`` is OpenVINO's inference precision (f32|bf16); other runtimes run the graph as
+    exported (its own precision: f32, fp16 or int8), so asking them for another one is an error."""
+    if precision is None:
+        return {"precision": Precision.F32.value} if runtime in _OPENVINO else {}
+    p = Precision.parse(precision)
+    if runtime in _OPENVINO:
+        return {"precision": p.value}
+    if p != Precision.F32:
+        raise UnsupportedError(
+            f"--precision {p}: runtime {runtime} runs the graph in its exported precision; "
+            "export a graph in that precision (--precision fp16, --precision int8) or use OpenVINO for bf16"
+        )
+    return {}
+
+
+def _stream(session: Any, ds: StreamingDataset, tally: _Tally) -> None:
+    readable = ds.readable_videos
+    if not readable:
+        return
+    sampler = StreamingBatchSampler(ds.clips_per_video, session.batch, shuffle=False, videos=readable)
+    for batch in DataLoader(ds, batch_sampler=sampler, num_workers=0, collate_fn=stack_batch):
+        frames = np.ascontiguousarray(batch["frames"].numpy(), dtype=np.float32)
+        logits = torch.from_numpy(session.step(frames, batch["first"].numpy().astype(bool)))
+        for j in torch.nonzero(batch["valid"]).flatten().tolist():
+            lab = int(batch["label"][j])
+            tally.add_clip(int(batch["clip"][j]), int(logits[j].argmax()) == lab)
+            if bool(batch["last"][j]):
+                tally.add_video(int(batch["video"][j]), lab, logits[j])
+
+
+def _views(session: Any, ds: ClipDataset, tally: _Tally, skips: SkipTally) -> None:
+    b = session.batch
+    for batch in DataLoader(ds, batch_size=b, num_workers=0, collate_fn=stack_batch):
+        skips.update(batch)
+        frames = np.ascontiguousarray(batch["frames"].numpy(), dtype=np.float32)
+        n = frames.shape[0]
+        if n < b:  # the graph's batch is static: pad the last batch, ignore the padding
+            frames = np.concatenate([frames, np.zeros((b - n, *frames.shape[1:]), np.float32)])
+        logits = torch.from_numpy(session.step(frames, np.ones(b, dtype=bool)))[:n]
+        probs = logits.softmax(-1)
+        for j in torch.nonzero(batch["valid"]).flatten().tolist():
+            lab = int(batch["label"][j])
+            tally.add_video(int(batch["video"][j]), lab, probs[j])
+            tally.add_clip(int(batch["clip"][j]), int(logits[j].argmax()) == lab)
+
+
+def evaluate_graph(
+    graph: str | os.PathLike[str],
+    data: str | os.PathLike[str],
+    runtime: str = "ort-cpu",
+    precision: str | None = None,
+    split: str = "val",
+    views: int | None = None,
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """Score ``graph`` on ``split`` of ``data`` through ``runtime`` (see the module docstring)."""
+    from edgemem.contract import read_contract
+    from edgemem.runtimes import open_session
+
+    contract = read_contract(graph)
+    options = _session_options(runtime, precision)
+    with open_session(graph, runtime, threads=threads, **options) as session:
+        records = VideoDir(data, num_classes=session.num_classes).split(split)
+        geometry = session.model_card.clip
+        if contract.state:
+            ds = StreamingDataset(records, geometry, train=False)
+            tally = _Tally(session.num_classes, max(ds.clips_per_video, default=1))
+            _stream(session, ds, tally)
+            skipped, scheme = len(ds.skipped), "streamed in order, last clip's logits"
+        else:
+            n = views or DEFAULT_VIEWS
+            cds, skips = ClipDataset(records, geometry, train=False, temporal_views=n), SkipTally()
+            tally = _Tally(session.num_classes, n)
+            _views(session, cds, tally, skips)
+            skipped, scheme = len(skips.skipped), f"{n}x1 views, softmax averaged"
+    metrics = tally.result(None, skipped, scheme)
+    return metrics | {
+        "graph": str(graph),
+        "runtime": runtime,
+        "graph_precision": of_export_record(contract.export).value,
+        "runtime_precision": options.get("precision", of_export_record(contract.export).value),
+        "split": split,
+    }

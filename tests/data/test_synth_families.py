@@ -1,0 +1,130 @@
+"""Relation task families: cue distance, labels from the decoded cues, ceilings, all-intra encoding."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import av
+import numpy as np
+import pytest
+
+from edgemem.cli import main
+from edgemem.data.synth import TaskOptions, generate
+from edgemem.data.synth_families import PALETTE, ceilings, make_task
+from edgemem.data.video import VideoReader
+
+
+def _window_colour(frame: np.ndarray, colours: tuple[str, ...]) -> int | None:
+    """The task colour covering >= 3 % of the frame (None when none does)."""
+    px = frame.reshape(-1, 3).astype(int)
+    counts = [int((np.abs(px - PALETTE[c]).sum(1) < 90).sum()) for c in colours]
+    best = int(np.argmax(counts))
+    return best if counts[best] >= 0.03 * len(px) else None
+
+
+@pytest.mark.parametrize(
+    ("task", "opts"),
+    [
+        ("rel-match", TaskOptions(distance=5)),
+        ("rel-sum", TaskOptions(distance=2, classes=4)),
+        ("rel-order", TaskOptions(distance=2)),
+        ("rel-count", TaskOptions(distance=4, cues=3, distractors=4)),
+    ],
+)
+def test_cues_at_distance_decode_to_the_label(tmp_path, task, opts):
+    meta = generate(task, tmp_path / "d", videos=6, val=2, size=32, seed=3, options=opts)
+    t = make_task(task[4:], opts.distance, opts.classes, opts.cues, opts.distractors)
+    w = meta["clip_span_frames"]
+    assert meta["distance_clips"] == opts.distance == max(t.cue_windows) - min(t.cue_windows)
+    assert meta["frames_per_video"] == meta["clips_per_video"] * w == t.clips * w
+    assert json.loads((tmp_path / "d" / "task.json").read_text()) == meta
+    for line in (tmp_path / "d" / "train.csv").read_text().splitlines():
+        rel, label = line.split(" ")
+        with VideoReader(tmp_path / "d" / rel) as r:
+            assert r.info.num_frames == meta["frames_per_video"]
+            frames = r.read_all()
+        seen = []
+        for win in range(t.clips):
+            colours = {_window_colour(f, t.colours) for f in frames[win * w + 2 : (win + 1) * w - 2]}
+            if win in t.cue_windows:
+                assert len(colours) == 1 and None not in colours, (rel, win, colours)
+                seen.append(colours.pop())
+            else:
+                assert colours == {None}, (rel, win, colours)  # distractor events use other colours
+        assert t.label_of(tuple(seen)) == int(label)
+
+
+@pytest.mark.parametrize("relation", ["match", "sum", "order", "count"])
+def test_label_is_independent_of_any_single_cue(relation):
+    t = make_task(relation, 4)
+    rng = np.random.default_rng(0)
+    draws = [t.sample_cues(rng) for _ in range(6000)]
+    labels = [t.label_of(c) for c in draws]
+    prior = 1 / t.num_classes
+    assert all(abs(n / len(draws) - prior) < 0.03 for n in Counter(labels).values())
+    # rel-order: a cue's position is the label's other half, and a clip cannot tell the position (lead
+    # and tail windows), so the check is over a cue at either position.
+    positions = [(0, 1)] if relation == "order" else [(p,) for p in range(len(draws[0]))]
+    for pos in positions:
+        for colour in range(len(t.colours)):
+            sub = Counter(lab for c, lab in zip(draws, labels, strict=True) for p in pos if c[p] == colour)
+            total = sum(sub.values())
+            assert all(abs(sub[k] / total - prior) < 0.06 for k in range(t.num_classes)), (pos, colour, sub)
+
+
+def test_ceilings_by_model_kind():
+    c = ceilings((0, 3), 4, 2)  # cue-match geometry: cues 3 clips apart in a 4-clip video
+    assert c["single_clip"] == c["multi_view_of_single_clip_model"] == 0.5
+    assert c["frame_scaled"] == {"1": 0.5, "2": 0.5, "3": "partial", "4": 1.0}
+    assert c["memory_reach_needed_clips"] == 3
+    assert c["memory_direct_reach"]["2"] == 0.5 and c["memory_direct_reach"]["3"] == 1.0
+    assert ceilings((0, 1), 2, 3)["single_clip"] == 1.0  # adjacent cues: a straddling clip sees both
+    order = make_task("order", 12)  # lead and tail windows: the classifying clip is 13 clips after cue 1
+    c = ceilings(order.cue_windows, order.clips, 2)
+    assert order.clips == 15 and c["memory_reach_needed_clips"] == 13
+    assert c["memory_direct_reach"]["12"] == 0.5 and c["memory_direct_reach"]["16"] == 1.0
+    assert c["frame_scaled"]["13"] == 1.0 and c["frame_scaled"]["12"] == "partial"
+    long = make_task("match", 16)
+    assert long.clips == 17 and ceilings(long.cue_windows, long.clips, 2)["memory_direct_reach"]["16"] == 1.0
+
+
+def test_all_intra_every_frame_is_a_keyframe(tmp_path):
+    def keyframes(path):
+        with av.open(str(path)) as c:
+            flags = [p.is_keyframe for p in c.demux(video=0) if p.size]
+        return sum(flags), len(flags)
+
+    generate("rel-match", tmp_path / "i", 1, 0, size=32, options=TaskOptions(all_intra=True))
+    generate("rel-match", tmp_path / "p", 1, 0, size=32)
+    k, n = keyframes(tmp_path / "i" / "videos/train/000000.mp4")
+    assert k == n == 64
+    k, n = keyframes(tmp_path / "p" / "videos/train/000000.mp4")
+    assert n == 64 and k < n
+    meta = json.loads((tmp_path / "i" / "task.json").read_text())
+    assert meta["keyframe_interval"] == 1
+    with VideoReader(tmp_path / "i" / "videos/train/000000.mp4") as r:
+        assert len(r.get_frames([5, 40, 63])) == 3
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--task", "rel-match", "--classes", "3"],
+        ["--task", "rel-sum", "--distance", "0"],
+        ["--task", "rel-sum", "--classes", "9"],
+        ["--task", "rel-count", "--distance", "1", "--cues", "3"],
+        ["--task", "cue-match", "--distractors", "2"],
+        ["--task", "rel-nope"],
+    ],
+)
+def test_bad_options_exit_2(tmp_path, capsys, args):
+    assert main(["data", "synth", *args, "--out", str(tmp_path / "x"), "--videos", "2"]) == 2
+    assert "error" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_legacy_task_takes_a_distance(tmp_path):
+    meta = generate("cue-sum", tmp_path / "d", 2, 1, size=32, options=TaskOptions(distance=6))
+    assert meta["clips_per_video"] == 7 and meta["cue_windows"] == [0, 6]
+    assert meta["ceilings"]["memory_reach_needed_clips"] == 6

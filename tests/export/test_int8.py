@@ -1,0 +1,144 @@
+"""Calibrated static int8: real-clip calibration with memory, OpenVINO int8 kernels, ORT QDQ agreement,
+``edgemem eval GRAPH.onnx``, and the errors of bad calibration input."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from edgemem.cli import main
+from edgemem.contract import read_contract
+from edgemem.export.calibration import as_stream, collect_feeds, load_calibration, synthetic_calibration
+from edgemem.export.onnx import to_onnx
+from edgemem.export.verify import verify_graph
+from edgemem.models.registry import create_model
+from edgemem.runtimes import open_session
+from edgemem.runtimes.availability import check
+from edgemem.train.evaluate import evaluate_model
+from edgemem.train.evaluate_graph import evaluate_graph
+
+pytest.importorskip("nncf", reason="int8 export needs nncf: pip install 'edgemem[int8]'")
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    return set(next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), []))
+
+
+def _model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return create_model("memvit_tiny", num_classes=2).eval()
+
+
+@pytest.fixture(scope="module")
+def graphs(data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("int8")
+    model = _model()
+    cal = load_calibration(data, model.model_card(), videos=4)
+    out = {"f32": d / "f32.onnx", "nncf": d / "nncf.onnx", "ort": d / "ort.onnx"}
+    to_onnx(model, out["f32"], verify=False)
+    for q in ("nncf", "ort"):
+        to_onnx(model, out[q], precision="int8", calibration=cal, quantizer=q, verify=False)
+    return out
+
+
+def test_calibration_streams_clips_with_memory(data: Path, graphs: dict[str, Path]) -> None:
+    cal = load_calibration(data, _model().model_card(), videos=2)
+    assert len(cal.videos) == 2 and all(len(v) == 4 for v in cal.videos)  # 4 clips per cue-match video
+    feeds = collect_feeds(graphs["f32"], cal, batch=1)
+    assert len(feeds) == 8 and [bool(f["reset"][0]) for f in feeds] == [True, False, False, False] * 2
+    valid = [float(f["state_in.mem.valid"].sum()) for f in feeds]
+    assert valid[0] == 0 and valid[3] > 0  # later clips see a filled memory, as in deployment
+    assert np.abs(feeds[2]["state_in.mem.0.k"]).max() > 0
+
+
+def test_int8_graph_keeps_contract_and_records_calibration(graphs: dict[str, Path]) -> None:
+    for q in ("nncf", "ort"):
+        c = read_contract(graphs[q])
+        assert c.export["precision"] == "int8" and c.export["quantizer"] == q
+        assert c.export["calibration"]["videos"] == 4 and c.export["calibration"]["clips"] == 16
+        assert c.frames.dtype == "float32" and all(s.dtype == "float32" for s in c.state)
+        ops = {n.op_type for n in onnx.load(str(graphs[q])).graph.node}
+        assert {"QuantizeLinear", "DequantizeLinear"} <= ops and "MatMulInteger" not in ops
+
+
+@pytest.mark.parametrize("runtime", ["openvino", "openvino-stateful"])
+def test_openvino_runs_int8_kernels(graphs: dict[str, Path], runtime: str) -> None:
+    if not check(runtime).available:
+        pytest.skip(check(runtime).detail)
+    if "avx2" not in _cpu_flags():
+        pytest.skip("OpenVINO's CPU int8 kernels need AVX2 (VNNI/AVX-512 only make them faster)")
+    with open_session(graphs["nncf"], runtime) as s:
+        kernels = s.kernel_precisions()
+    fc = kernels["FullyConnected"]
+    assert fc.get("i8", 0) + fc.get("u8", 0) >= 20  # every Linear of the 4 blocks runs an int8 kernel
+    with open_session(graphs["f32"], runtime) as s:
+        assert set(s.kernel_precisions()["FullyConnected"]) == {"f32"}
+
+
+def test_ort_static_int8_agrees_with_f32_over_a_stream(data: Path, graphs: dict[str, Path]) -> None:
+    model = _model()
+    stream = as_stream(load_calibration(data, model.model_card(), videos=4), batch=1, clips=24)
+    report = verify_graph(graphs["ort"], model, runtimes=("ort-cpu",), stream=stream)
+    logits = report.runtimes[0].outputs[0]
+    assert report.steps == 16 and logits.top1_agreement >= 0.9
+    assert 0 < logits.max_abs < 0.5
+
+
+def test_eval_graph_matches_the_checkpoint_protocol(data: Path, graphs: dict[str, Path], capsys) -> None:
+    from edgemem.data.datasets import VideoDir
+
+    ref = evaluate_model(_model(), "memvit", VideoDir(data, num_classes=2).split("val"))
+    got = evaluate_graph(graphs["f32"], data, runtime="ort-cpu")
+    assert got["videos"] == ref["videos"] == 2 and got["top1"] == ref["top1"] and got["top5"] == ref["top5"]
+    assert got["clip_top1_by_position"] == ref["clip_top1_by_position"]
+    assert main(["eval", str(graphs["nncf"]), "--data", str(data), "--runtime", "ort-cpu", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["graph_precision"] == "int8" and out["videos"] == 2 and out["scheme"].startswith("streamed")
+    assert main(["eval", str(graphs["f32"]), "--data", str(data), "--runtime", "ort-cpu", "--precision", "bf16"]) == 2
+    assert main(["eval", str(data), "--data", str(data), "--runtime", "openvino"]) == 2  # not a graph
+    assert "only apply to an exported GRAPH.onnx" in capsys.readouterr().err
+
+
+def test_bad_calibration_input_exits_2(data: Path, tmp_path: Path, capsys) -> None:
+    out = str(tmp_path / "x.onnx")
+    (tmp_path / "list.txt").write_text("not-a-video\n")
+    (tmp_path / "broken.mp4").write_bytes(b"garbage")
+    (tmp_path / "empty").mkdir()
+    cases = [
+        ["--precision", "int8"],  # no --calib
+        ["--precision", "int8", "--calib", str(tmp_path / "missing")],
+        ["--precision", "int8", "--calib", str(tmp_path / "list.txt")],
+        ["--precision", "int8", "--calib", str(tmp_path / "broken.mp4")],
+        ["--precision", "int8", "--calib", str(tmp_path / "empty")],
+        ["--precision", "int8", "--calib", str(data), "--calib-videos", "0"],
+        ["--calib", str(data)],  # calibration without --precision int8 is not silently ignored
+    ]
+    for extra in cases:
+        assert main(["export", "memvit_tiny", "--out", out, *extra]) == 2, extra
+        assert capsys.readouterr().err.strip().splitlines()[-1].startswith("edgemem export: error:")
+    assert not list(tmp_path.glob("x.onnx*")) and not list(tmp_path.glob(".x.onnx*"))
+
+
+def test_missing_nncf_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    monkeypatch.setitem(sys.modules, "nncf", None)  # import nncf -> ImportError
+    assert main(["export", "memvit_tiny", "--out", str(tmp_path / "x.onnx"), "--precision", "int8", "--calib",
+                 "random", "--no-verify"]) == 2  # fmt: skip
+    assert (
+        capsys.readouterr().err.strip() == "edgemem export: error: nncf is not installed: pip install 'edgemem[int8]'"
+    )
+    assert not list(tmp_path.iterdir())
+
+
+def test_random_calibration_is_labelled(tmp_path: Path) -> None:
+    cal = synthetic_calibration((3, 8, 32, 32), videos=2, clips=3)
+    assert cal.describe() == {"source": "random", "videos": 2, "clips": 6}
