@@ -19,7 +19,10 @@ if TYPE_CHECKING:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="export a model as a stateful ONNX graph, verified against PyTorch")
+    # no abbreviations: the old `--quantize int8` must not read as `--quantizer int8`
+    p = sub.add_parser(
+        "export", help="export a model as a stateful ONNX graph, verified against PyTorch", allow_abbrev=False
+    )
     p.add_argument("model", help="preset name (see `edgemem models`) or PySlowFast/MeMViT YAML")
     p.add_argument("--checkpoint", help="PySlowFast .pyth checkpoint (loaded all-or-nothing)")
     p.add_argument("--out", required=True, help="output .onnx file (written atomically)")
