@@ -109,6 +109,6 @@ def export(model: TinyMem, path: Path, batch: int | None = None) -> Path:
     prog.save(str(path), external_data=False)
     graph = onnx.load(str(path))
     specs = model.state_specs(batch if batch is not None else C.BATCH_DIM)
-    C.write_contract(graph, specs, model.model_card(), {"precision": "fp32", "by": "tests/runtime_models.py"})
+    C.write_contract(graph, specs, model.model_card(), {"precision": "f32", "by": "tests/runtime_models.py"})
     onnx.save(graph, str(path))
     return path

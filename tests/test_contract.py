@@ -38,7 +38,7 @@ def test_read_contract_names_shapes_dtypes(toy_graph: str) -> None:
     assert c.reset == TensorSpec("reset", (1,), "bool")
     assert c.logits == TensorSpec("logits", (1, 5), "float32")
     assert c.state == (TensorSpec("mem", (1, 3, 8)), TensorSpec("valid", (1, 3)))
-    assert c.card.family == "test_toy" and c.export["precision"] == "fp32"
+    assert c.card.family == "test_toy" and c.export["precision"] == "f32"
     assert c.card.cost is not None and c.card.cost.state_bytes == (3 * 8 + 3) * 4
     model = onnx.load(toy_graph)
     assert [i.name for i in model.graph.input] == c.input_names

@@ -167,7 +167,7 @@ def test_verify_refuses_an_int8_graph_where_the_runtime_has_no_int8(
 
     path = tmp_path / "toy_int8.onnx"
     toy = make_model(seed=0)
-    to_onnx(toy, path, quantize="int8", calibration=synthetic_calibration(toy.input_shape), verify=False)
+    to_onnx(toy, path, precision="int8", calibration=synthetic_calibration(toy.input_shape), verify=False)
     monkeypatch.setattr(hardware, "openvino_capabilities", lambda device="CPU": frozenset({"FP32"}))
     assert main(["verify", str(path), "--runtimes", "ort-cpu,openvino"]) == 2
     err = capsys.readouterr().err.strip()

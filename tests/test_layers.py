@@ -11,13 +11,15 @@ import pytest
 import edgemem
 
 ROOT = Path(edgemem.__file__).parent
-BOTTOM = {"errors", "contract", "hardware", "optional", "finite"}
+BOTTOM = {"errors", "contract", "hardware", "optional", "finite", "atomic", "precision"}
 # package (or top-level module) -> the edgemem packages it may import besides itself and the root.
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "contract": {"errors"},
     "optional": {"errors"},
     "finite": {"errors"},
+    "atomic": {"errors"},
+    "precision": {"errors"},
     "hardware": {"errors", "optional"},
     "runtimes": BOTTOM,
     "data": BOTTOM,
@@ -106,4 +108,4 @@ def test_torch_runtime_comes_from_export() -> None:
 
     assert "torch" in RUNTIMES and check("torch").available
     with pytest.raises(ValueError, match="already registered"):
-        register_runtime("torch", RUNTIMES["torch"][0], "again", lambda: "x")
+        register_runtime("torch", RUNTIMES["torch"].factory, "again", lambda: "x")

@@ -32,10 +32,12 @@ from typing import Any
 import numpy as np
 
 import edgemem.export  # noqa: F401  (registers the PyTorch reference runtime "torch")
-from edgemem.bench.precisions import session_options
-from edgemem.bench.schema import GPU_RUNTIMES, Cell, empty_result, machine_info, write_json_atomic
+from edgemem.atomic import write_json
+from edgemem.bench.schema import Cell, empty_result, machine_info
 from edgemem.bench.stats import cpu_summary, derive_rates, latency_summary
 from edgemem.errors import NonFiniteError, UnsupportedError
+from edgemem.runtimes.precisions import session_options
+from edgemem.runtimes.registry import runs_on_gpu
 
 RESET_STEPS = 3
 
@@ -173,7 +175,7 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
     result["session_open_s"] = round(time.perf_counter() - t0, 3)
     try:
         result.update(measure_session(session, spec["clips"], spec["warmup"]))
-        if cell.runtime in GPU_RUNTIMES:
+        if runs_on_gpu(cell.runtime):
             result["peak_device_mb"] = _gpu_used_mb()
         result["peak_rss_mb"] = round(peak_rss_mb(), 1)  # before the accuracy pass loads decoders
         if spec.get("data"):
@@ -204,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         traceback.print_exc(file=sys.stderr)
         result = empty_result(Cell(**spec["cell"]), spec.get("machine") or machine_info(), "failed", _error(e))
         result["peak_rss_mb"] = round(peak_rss_mb(), 1)
-    write_json_atomic(Path(args.out), result)
+    write_json(Path(args.out), result)
     return 0
 
 

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from edgemem.errors import EdgememError
+from edgemem.precision import choices
 
 
 def _csv_list(text: str) -> list[str]:
@@ -38,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     b.add_argument("--models", type=_csv_list, required=True, help="comma-separated presets")
     b.add_argument("--runtimes", type=_csv_list, default=["ort-cpu"], help="comma-separated (see `edgemem runtimes`)")
-    b.add_argument("--precision", type=_csv_list, default=["f32"], help="comma-separated: f32,bf16,fp16,int8")
+    b.add_argument("--precision", type=_csv_list, default=["f32"], help=f"comma-separated: {','.join(choices())}")
     b.add_argument(
         "--frame-scale", type=_int_list, default=[1], help="comma-separated k: memory-less baseline fed k x frames"
     )
@@ -144,7 +145,8 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from edgemem.bench.report import build_markdown, csv_text, dedupe, flat_row, table_groups, write_text_atomic
+    from edgemem.atomic import write_text
+    from edgemem.bench.report import build_markdown, csv_text, dedupe, flat_row, table_groups
     from edgemem.bench.schema import read_results
 
     results = dedupe(read_results(args.dirs))
@@ -158,10 +160,10 @@ def _report(args: argparse.Namespace) -> int:
         plots = fig3_plots(results, args.plots, pairs) + support_plots(results, args.plots)
         plots += accuracy_plots(results, args.plots)
     if args.csv is not None:
-        write_text_atomic(args.csv, csv_text([flat_row(r) for r in results]))
+        write_text(args.csv, csv_text([flat_row(r) for r in results]))
     if args.tables is not None:
         for name, rs in table_groups(results).items():
-            write_text_atomic(args.tables / f"{name}.csv", csv_text([flat_row(r) for r in rs]))
+            write_text(args.tables / f"{name}.csv", csv_text([flat_row(r) for r in rs]))
     links = plots
     if args.md is not None:  # links relative to the Markdown file
         import os
@@ -169,7 +171,7 @@ def _report(args: argparse.Namespace) -> int:
         links = [Path(os.path.relpath(p.resolve(), args.md.resolve().parent)) for p in plots]
     text = build_markdown(results, pairs, links)
     if args.md is not None:
-        write_text_atomic(args.md, text)
+        write_text(args.md, text)
         print(f"{len(results)} results -> {args.md}" + (f", {len(plots)} plots in {args.plots}" if plots else ""))
     else:
         print(text)

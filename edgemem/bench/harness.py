@@ -23,12 +23,14 @@ from pathlib import Path
 from typing import Any
 
 import edgemem.export  # noqa: F401  (registers the PyTorch reference runtime "torch")
-from edgemem.bench.precisions import PRECISIONS, graph_precision, session_options
-from edgemem.bench.schema import Cell, empty_result, machine_info, model_slug, write_json_atomic, write_result
+from edgemem.atomic import write_json
+from edgemem.bench.schema import Cell, empty_result, machine_info, write_result
 from edgemem.bench.stats import derive_rates, merge_repeats
 from edgemem.contract import ModelCard, read_contract
 from edgemem.errors import EdgememError, UnsupportedError
 from edgemem.hardware import resolve_threads
+from edgemem.precision import choices
+from edgemem.runtimes.precisions import graph_precision, session_options
 
 
 @dataclass
@@ -58,9 +60,9 @@ class BenchConfig:
         unknown = [r for r in self.runtimes if r not in list_runtimes()]
         if unknown:
             raise EdgememError(f"unknown runtime {unknown}; choose from {', '.join(list_runtimes())}")
-        bad = [p for p in self.precisions if p not in PRECISIONS]
+        bad = [p for p in self.precisions if p not in choices()]
         if bad:
-            raise EdgememError(f"unknown precision {bad}; choose from {', '.join(PRECISIONS)}")
+            raise EdgememError(f"unknown precision {bad}; choose from {', '.join(choices())}")
         if any(k < 1 for k in self.frame_scales):
             raise EdgememError(f"frame scales must be >= 1, got {self.frame_scales}")
         for name, n, low in (("batch", self.batch, 1), ("clips", self.clips, 1), ("warmup", self.warmup, 0)):
@@ -181,11 +183,16 @@ def _last_error_line(stderr: str) -> str:
 
 
 def graph_file(config: BenchConfig, cell: Cell) -> Path:
-    """Where the exported graph of a cell is cached."""
-    gp = graph_precision(cell.runtime, cell.precision)
-    ckpt = "-ckpt" if cell.model in config.checkpoints else ""
+    """Where the exported graph of a cell is cached (the one graph cache's key: the checkpoint's content,
+    not its name; bench graphs of presets without --checkpoint have random weights, for timing)."""
+    from edgemem.export.graph_cache import GraphKey, weights_id
+
     assert config.cache is not None
-    return config.cache / f"{model_slug(cell.model)}-fs{cell.frame_scale}-b{cell.batch}-{gp}{ckpt}.onnx"
+    key = GraphKey.of(
+        cell.model, weights_id(config.checkpoints.get(cell.model)), batch=cell.batch,
+        precision=graph_precision(cell.runtime, cell.precision), frame_scale=cell.frame_scale,
+    )  # fmt: skip
+    return config.cache / key.filename()
 
 
 def prepare_graph(config: BenchConfig, cell: Cell) -> Path:
@@ -291,7 +298,7 @@ def run_bench(config: BenchConfig, progress: Any = None) -> list[dict[str, Any]]
             session_options(cell.runtime, cell.precision)
         except UnsupportedError as e:
             row.planned.skip = str(e)
-    write_json_atomic(config.out / "bench_config.json", _config_json(config, machine))
+    write_json(config.out / "bench_config.json", _config_json(config, machine))
     for row in rows:  # skipped and failed cells are on disk before anything is measured
         if row.planned.skip or row.error:
             _write_row(config, row, machine)

@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 
 from edgemem.bench.cell import check_step
-from edgemem.bench.precisions import session_options
 from edgemem.errors import EdgememError
+from edgemem.runtimes.precisions import session_options
 from edgemem.runtimes.registry import open_session
 
 

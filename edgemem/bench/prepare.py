@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from edgemem.precision import GRAPH_PRECISIONS, choices
+
 
 def export_graph(
     model_name: str,
@@ -35,13 +37,13 @@ def export_graph(
     overrides: dict[str, Any] = {"frame_scale": frame_scale} if frame_scale != 1 else {}
     torch.manual_seed(0)
     model = resolve_model(model_name, checkpoint, **overrides).eval()
-    options: dict[str, Any] = {"fp16": {"precision": "fp16"}}.get(precision, {})
+    calibration = None
     if precision == "int8":  # random-frame calibration: these graphs are for speed (see docs/BENCHMARKS.md)
         from edgemem.export.calibration import synthetic_calibration
 
-        options = {"quantize": "int8", "calibration": synthetic_calibration(model.input_shape)}
+        calibration = synthetic_calibration(model.input_shape)
     out.parent.mkdir(parents=True, exist_ok=True)
-    to_onnx(model, out, batch=batch, verify=verify, **options)
+    to_onnx(model, out, batch=batch, verify=verify, precision=precision, calibration=calibration)
     return out
 
 
@@ -50,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", required=True)
     p.add_argument("--frame-scale", type=int, default=1)
     p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--precision", default="f32", choices=("f32", "fp16", "int8"))
+    p.add_argument("--precision", default="f32", choices=choices(GRAPH_PRECISIONS))
     p.add_argument("--checkpoint", default=None)
     p.add_argument("--verify", action="store_true", help="verify the graph against PyTorch")
     p.add_argument("--out", required=True, type=Path)

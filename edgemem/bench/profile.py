@@ -21,6 +21,7 @@ import numpy as np
 from edgemem import contract as C
 from edgemem.errors import EdgememError
 from edgemem.hardware import resolve_threads
+from edgemem.precision import Precision, choices
 
 
 def profile_ort(graph: str | Path, steps: int = 3, threads: int | None = None) -> dict[str, Any]:
@@ -99,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--top", type=int, default=12)
     p.add_argument("--runtime", choices=("ort-cpu", "openvino"), default="ort-cpu")
-    p.add_argument("--precision", default="f32", help="OpenVINO inference precision (f32, bf16)")
+    p.add_argument("--precision", default="f32", choices=choices((Precision.F32, Precision.BF16, Precision.FP16)),
+                   help="OpenVINO inference precision")
     args = p.parse_args(argv)
     try:
         if args.runtime == "openvino":

@@ -13,14 +13,16 @@ import platform
 import re
 import shutil
 import subprocess
-import tempfile
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from edgemem import hardware
-from edgemem.errors import EdgememError
+from edgemem.atomic import write_json
+from edgemem.errors import EdgememError, UnsupportedError
+from edgemem.precision import Precision
+from edgemem.runtimes.registry import runs_on_gpu
 
 SCHEMA_VERSION = 1
 
@@ -46,7 +48,6 @@ REQUIRED_KEYS = (
     "machine",
 )
 # Runtimes whose latency and memory belong to a GPU rather than to the host CPU.
-GPU_RUNTIMES = ("ort-cuda", "ort-tensorrt", "tensorrt", "torch-cuda")
 _LIBRARIES = ("edgemem", "torch", "numpy", "onnx", "onnxruntime", "onnxruntime-gpu", "openvino", "tensorrt")
 
 
@@ -147,7 +148,7 @@ def _slug(text: str) -> str:
 def device_tag(runtime: str, machine: dict[str, Any]) -> str:
     """Short name of the device a cell ran on, for file names: ``cpu-amd-epyc-2c`` or ``nvidia-h100``."""
     gpus = machine.get("gpus") or []
-    if runtime in GPU_RUNTIMES and gpus:
+    if runs_on_gpu(runtime) and gpus:
         return _slug(gpus[0]["name"])
     cpu = _slug(str(machine.get("cpu", "cpu")))
     cpu = re.sub(r"-(\d+-core-processor|processor|cpu)$", "", cpu)
@@ -206,25 +207,12 @@ def result_filename(result: dict[str, Any]) -> str:
     return f"{cell.key}-{result.get('device') or device_tag(cell.runtime, result['machine'])}.json"
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to a temp file in the same folder, then rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, allow_nan=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
 
 def write_result(out_dir: Path, result: dict[str, Any]) -> Path:
     """Validate and write one cell's results under ``out_dir``; returns the file."""
     validate_result(result)
     path = Path(out_dir) / result_filename(result)
-    write_json_atomic(path, result)
+    write_json(path, result)
     return path
 
 
@@ -246,5 +234,10 @@ def read_results(paths: list[str | Path]) -> list[dict[str, Any]]:
             raise EdgememError(f"{f}: unreadable results file: {e}") from None
         if isinstance(d, dict) and "schema_version" not in d:
             continue  # other JSON that lives beside results (graph info, caches)
+        if isinstance(d, dict) and isinstance(d.get("precision"), str):  # an older spelling reads as today's
+            try:
+                d["precision"] = Precision.parse(d["precision"]).value
+            except UnsupportedError as e:
+                raise EdgememError(f"{f}: {e}") from None
         results.append(validate_result(d, str(f)))
     return results

@@ -15,6 +15,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from edgemem.atomic import atomic_path
 from edgemem.errors import InputError
 
 
@@ -231,9 +232,8 @@ def write_video(
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise InputError(f"frames must be uint8 [T, H, W, 3], got {frames.dtype} {list(frames.shape)}")
     t, h, w, _ = frames.shape
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     options = {"movflags": "faststart"} if path.suffix.lower() in (".mp4", ".mov", ".m4v") else {}
-    with av.open(str(tmp), mode="w", options=options) as out:
+    with atomic_path(path) as tmp, av.open(str(tmp), mode="w", options=options) as out:
         stream = out.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
         stream.codec_context.gop_size = gop
@@ -245,7 +245,6 @@ def write_video(
                 out.mux(packet)
         for packet in stream.encode():
             out.mux(packet)
-    os.replace(tmp, path)
 
 
 def _reason(e: BaseException) -> str:

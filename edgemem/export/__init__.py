@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from edgemem.runtimes.base import Session
+from edgemem.runtimes.precisions import f32_only
 from edgemem.runtimes.registry import register_runtime
 
 _LAZY = {
@@ -56,4 +57,5 @@ register_runtime(
     _torch_session,
     "PyTorch reference (StreamingModel.step); batch, threads, checkpoint, device",
     _torch_probe,
+    precisions=f32_only("the torch runtime (the PyTorch model)"),
 )

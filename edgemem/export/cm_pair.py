@@ -19,7 +19,6 @@ import io
 import json
 import logging
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ import onnx
 import torch
 from torch import Tensor, nn
 
+from edgemem.atomic import atomic_path
 from edgemem.contract import BATCH_DIM, ModelCard, write_contract
 from edgemem.errors import EdgememError, UnsupportedError
 from edgemem.models.cm_model import CMModel
@@ -87,13 +87,8 @@ def _save(proto: onnx.ModelProto, card: ModelCard, role: str, info: dict[str, An
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     onnx.checker.check_model(proto, full_check=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        onnx.save_model(proto, tmp)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    with atomic_path(path) as tmp:
+        onnx.save_model(proto, str(tmp))
 
 
 def export_cm_pair(model: CMModel, stem: str | os.PathLike[str], *, opset: int = 18) -> tuple[Path, Path]:

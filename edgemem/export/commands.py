@@ -8,6 +8,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from edgemem.errors import InputError
+from edgemem.precision import GRAPH_PRECISIONS, Precision, choices
 
 if TYPE_CHECKING:
     import torch
@@ -20,14 +21,19 @@ if TYPE_CHECKING:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="export a model as a stateful ONNX graph, verified against PyTorch")
+    # no abbreviations: the old `--quantize int8` must not read as `--quantizer int8`
+    p = sub.add_parser(
+        "export", help="export a model as a stateful ONNX graph, verified against PyTorch", allow_abbrev=False
+    )
     p.add_argument("model", help="preset name (see `edgemem models`) or PySlowFast/MeMViT YAML")
     p.add_argument("--checkpoint", help="PySlowFast .pyth checkpoint (loaded all-or-nothing)")
     p.add_argument("--out", required=True, help="output .onnx file (written atomically)")
     p.add_argument("--batch", default="1", help="batch size, or 'dynamic' (default 1)")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 18)")
-    p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32", help="compute precision")
-    p.add_argument("--quantize", choices=("int8",), default=None, help="static int8 (QDQ), calibrated with --calib")
+    p.add_argument(
+        "--precision", choices=choices(GRAPH_PRECISIONS), default="f32",
+        help="the graph's precision: f32, fp16 compute behind f32 I/O, int8 (static QDQ, calibrated with --calib)",
+    )  # fmt: skip
     p.add_argument(
         "--calib", metavar="DATA", default=None,
         help="int8 calibration: an edgemem dataset (its train split), a folder of videos, a video, a .txt "
@@ -72,11 +78,12 @@ def _stream_args(p: argparse.ArgumentParser) -> None:
 
 
 def _tolerance(args: argparse.Namespace, precision: str) -> Tolerance:
+    """The default tolerance of ``precision`` with --atol/--state-atol applied."""
     from dataclasses import replace
 
     from edgemem.export.verify import TOLERANCES
 
-    tol = TOLERANCES[precision]
+    tol = TOLERANCES[Precision.parse(precision)]
     if args.atol is not None:
         tol = replace(tol, logits_atol=args.atol)
     if args.state_atol is not None:
@@ -96,12 +103,11 @@ def _export(args: argparse.Namespace) -> int:
         raise InputError(f"--batch must be a positive integer or 'dynamic', got {args.batch!r}")
     model = resolve_model(args.model, args.checkpoint, view=args.view)
     calibration = _calibration(args, model)
-    key = "int8" if args.quantize else args.precision
     try:
         result = to_onnx(
             model, args.out, batch=batch, opset=args.opset or DEFAULT_OPSET, precision=args.precision,
-            quantize=args.quantize, verify=not args.no_verify, clips=args.clips, boundaries=args.boundaries,
-            tolerance=_tolerance(args, key), calibration=calibration, quantizer=args.quantizer or "nncf",
+            verify=not args.no_verify, clips=args.clips, boundaries=args.boundaries,
+            tolerance=_tolerance(args, args.precision), calibration=calibration, quantizer=args.quantizer or "nncf",
         )  # fmt: skip
     except VerificationError as e:
         print(e.report.format(), file=sys.stderr)
@@ -118,19 +124,17 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _calibration(args: argparse.Namespace, model: StreamingModel) -> Calibration | None:
-    """The calibration set of ``--quantize int8``; calibration options without it are an error."""
+    """The calibration set of ``--precision int8``; calibration options without it are an error."""
     from edgemem.export.calibration import DEFAULT_VIDEOS, load_calibration, synthetic_calibration
 
-    if not args.quantize:
+    if args.precision != Precision.INT8:
         given = [o for o, v in (("--calib", args.calib), ("--calib-videos", args.calib_videos),
                                 ("--quantizer", args.quantizer)) if v is not None]  # fmt: skip
         if given:
-            raise InputError(f"{', '.join(given)}: only with --quantize int8")
+            raise InputError(f"{', '.join(given)}: only with --precision int8")
         return None
-    if args.precision != "fp32":
-        raise InputError("int8 quantization applies to fp32 graphs; drop --precision fp16")
     if args.calib is None:
-        raise InputError("--quantize int8 needs --calib DATA (a dataset, videos, or 'random')")
+        raise InputError("--precision int8 needs --calib DATA (a dataset, videos, or 'random')")
     videos = DEFAULT_VIDEOS if args.calib_videos is None else args.calib_videos
     if args.calib == "random":
         return synthetic_calibration(model.input_shape, videos=args.calib_videos or 4)
@@ -139,9 +143,14 @@ def _calibration(args: argparse.Namespace, model: StreamingModel) -> Calibration
 
 def _verify(args: argparse.Namespace) -> int:
     from edgemem.contract import read_contract
-    from edgemem.export.verify import precision_key, verify_graph
+    from edgemem.export.graph import load_graph_proto
+    from edgemem.export.verify import verify_graph
+    from edgemem.precision import of_export_record
+    from edgemem.runtimes.graph import read_graph
 
-    contract = read_contract(args.graph)
+    proto = load_graph_proto(args.graph)  # parsed once: the contract, the reference's weights, the checker
+    contract = read_contract(proto)
+    info = read_graph(args.graph, contract)
     runtimes = tuple(r.strip() for r in args.runtimes.split(",") if r.strip())
     if not runtimes:
         raise InputError("--runtimes is empty")
@@ -162,11 +171,11 @@ def _verify(args: argparse.Namespace) -> int:
     else:
         from edgemem.export.reference import reference_model
 
-        reference = reference_model(args.graph, args.checkpoint)
+        reference = reference_model(info, args.checkpoint, proto=proto)
     report = verify_graph(
-        args.graph, reference, runtimes=runtimes, clips=16 if args.clips is None else args.clips,
+        info, reference, proto=proto, runtimes=runtimes, clips=16 if args.clips is None else args.clips,
         boundaries=2 if args.boundaries is None else args.boundaries, batch=args.batch,
-        tolerance=_tolerance(args, precision_key(contract.export)), save_reference=args.save_reference,
+        tolerance=_tolerance(args, of_export_record(contract.export)), save_reference=args.save_reference,
         stream=stream,
     )  # fmt: skip
     print(json.dumps(report.to_json(), indent=2) if args.json else report.format())

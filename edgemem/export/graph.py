@@ -10,15 +10,28 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from edgemem.errors import UnsupportedError
+from edgemem.errors import InputError, UnsupportedError
 
 FORBIDDEN_OPS = ("If", "Loop", "Scan", "SequenceConstruct", "SequenceInsert", "ConcatFromSequence")
 TRANSPOSED = ":T"
+
+
+def load_graph_proto(path: str | Path) -> onnx.ModelProto:
+    """The whole graph (weights and external data included), loaded once for everything that needs
+    it (its contract via ``read_contract(proto)``, weights, the checker); InputError when unreadable."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"graph not found: {p}")
+    try:
+        return onnx.load(str(p))
+    except Exception as e:  # protobuf raises several unrelated types
+        raise InputError(f"{p} is not an ONNX model: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
 
 
 def rename_initializers(model: onnx.ModelProto, prefix: str) -> None:

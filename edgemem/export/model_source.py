@@ -1,44 +1,78 @@
 """Turn the MODEL a user gives ``edgemem stream`` into what ``open_session`` takes.
 
-An ``.onnx`` path is used as is. A preset name or YAML config is built (with its checkpoint, if
-given) and, for every runtime but ``torch``, exported once into a cache directory keyed by the
-model, checkpoint and batch, then reused.
+An ``.onnx`` path is used as is. A preset name, shipped-weights name or YAML config is built and, for
+every runtime but ``torch``, exported once into the graph cache (``graph_cache``: keyed on the model,
+the weights' content, the export options and the edgemem version), then reused.
+
+Weights, never silently random: ``--checkpoint`` when given; else a shipped-weights name's own
+weights, or the preset's shipped default weights (``edgemem/zoo``); a preset or config without either
+is refused unless ``random_weights`` is asked for (its classes then mean nothing, and ``note`` says so).
 """
 
 from __future__ import annotations
 
-import hashlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from edgemem.errors import InputError
+from edgemem.export.graph_cache import DEFAULT_CACHE, GraphKey, cached_graph, weights_id
 
-DEFAULT_CACHE = Path("~/.cache/edgemem/graphs")
+
+def _build(model: str, checkpoint: str | None, random_weights: bool, note: Callable[[str], None]) -> tuple[Any, str]:
+    """The model and its ``weights_id``."""
+    from edgemem.models.pretrained import zoo_cards
+    from edgemem.models.registry import create_model, is_model
+    from edgemem.models.resolve import resolve_model
+
+    if checkpoint is not None:
+        if random_weights:
+            raise InputError("--random-weights and --checkpoint exclude each other")
+        return resolve_model(model, checkpoint), weights_id(checkpoint)
+    cards = zoo_cards()
+    if not (model in cards or is_model(model) or model.lower().endswith((".yaml", ".yml"))):
+        create_model(model)  # raises "unknown model", listing the presets
+    if model in cards:  # a shipped-weights name: its own weights
+        return create_model(model), weights_id(shipped=cards[model])
+    shipped = [c for c in cards.values() if c["preset"] == model] if is_model(model) else []
+    if shipped and not random_weights:
+        entry = next((c for c in shipped if c.get("default")), shipped[0])
+        note(f"{model}: the shipped weights {entry['name']} ({Path(entry['path']).name})")
+        return create_model(model, pretrained=True), weights_id(shipped=entry)
+    if not random_weights:
+        raise InputError(
+            f"{model} has no shipped weights: pass --checkpoint, or --random-weights to stream an untrained "
+            "model (its classes mean nothing)"
+        )
+    note(f"{model}: RANDOM weights (--random-weights): the classes it prints mean nothing")
+    return resolve_model(model, None), weights_id()
 
 
 def resolve_graph(
-    model: str, runtime: str, *, batch: int, checkpoint: str | None = None, cache_dir: Path | None = None
+    model: str,
+    runtime: str,
+    *,
+    batch: int,
+    checkpoint: str | None = None,
+    cache_dir: Path | None = None,
+    random_weights: bool = False,
+    note: Callable[[str], None] = lambda line: None,
 ) -> Any:
     """An ONNX path for ``open_session`` (a model object for ``torch``)."""
     path = Path(model)
     if path.suffix.lower() == ".onnx":
         if not path.is_file():
             raise InputError(f"model file not found: {path}")
-        if checkpoint:
-            raise InputError("--checkpoint applies to presets and configs, not to ONNX graphs")
+        if checkpoint or random_weights:
+            raise InputError("--checkpoint and --random-weights apply to presets and configs, not to ONNX graphs")
         return path
-    from edgemem.models.resolve import resolve_model
-
-    built = resolve_model(model, checkpoint)
+    built, weights = _build(model, checkpoint, random_weights, note)
     if runtime == "torch":
         return built
-    key = hashlib.sha256(f"{model}|{checkpoint}|{batch}".encode())
-    if checkpoint:
-        key.update(str(Path(checkpoint).stat().st_mtime_ns).encode())
-    out = (cache_dir or DEFAULT_CACHE).expanduser() / f"{path.stem}-b{batch}-{key.hexdigest()[:12]}.onnx"
-    if not out.is_file():
+
+    def export(out: Path) -> None:
         from edgemem.export.onnx import to_onnx
 
-        out.parent.mkdir(parents=True, exist_ok=True)
         to_onnx(built, out, batch=batch)
-    return out
+
+    return cached_graph(GraphKey.of(model, weights, batch=batch), cache_dir or DEFAULT_CACHE, export)

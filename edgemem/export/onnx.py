@@ -6,7 +6,6 @@ import contextlib
 import io
 import logging
 import os
-import tempfile
 import time
 import warnings
 from collections.abc import Iterator
@@ -18,7 +17,8 @@ import onnx
 import torch
 
 import edgemem
-from edgemem.contract import BATCH_DIM, write_contract
+from edgemem.atomic import atomic_path
+from edgemem.contract import BATCH_DIM, read_contract, write_contract
 from edgemem.errors import EdgememError, InputError, UnsupportedError
 from edgemem.export.calibration import Calibration
 from edgemem.export.graph import (
@@ -34,11 +34,11 @@ from edgemem.export.verify import Tolerance, VerifyReport, run_checker, verify_g
 from edgemem.export.wrapper import PREFIX, StepGraph
 from edgemem.models.info import model_cost
 from edgemem.models.streaming import StreamingModel
+from edgemem.precision import GRAPH_PRECISIONS, Precision, choices
+from edgemem.runtimes.graph import read_graph
 
 DEFAULT_OPSET = 18
 MIN_OPSET = 18  # the dynamo exporter's lowest native opset
-PRECISIONS = ("fp32", "fp16")
-QUANTIZE = (None, "int8")
 SINGLE_FILE_LIMIT = 2**31 - 2**26  # protobuf's 2 GB limit, with room for the graph itself
 
 
@@ -57,8 +57,7 @@ def to_onnx(
     *,
     batch: int | None = 1,
     opset: int = DEFAULT_OPSET,
-    precision: str = "fp32",
-    quantize: str | None = None,
+    precision: Precision | str = Precision.F32,
     verify: bool = True,
     clips: int = 16,
     boundaries: int = 2,
@@ -69,43 +68,38 @@ def to_onnx(
 ) -> ExportResult:
     """Export ``model.step`` as a stateful graph at ``path`` (see docs/CONTRACT.md).
 
-    ``batch`` fixes the batch size (None: a dynamic ``batch`` dimension). ``precision="fp16"``
-    computes in fp16 behind fp32 inputs/outputs; ``quantize="int8"`` quantizes statically (QDQ,
-    ``quantizer`` "nncf" or "ort", see ``export.quantize``) with scales from ``calibration``
-    streamed through the f32 graph with its memory. With ``verify`` (default) the graph is checked
+    ``batch`` fixes the batch size (None: a dynamic ``batch`` dimension). ``precision`` (one of
+    ``GRAPH_PRECISIONS``): ``fp16`` computes in fp16 behind f32 inputs/outputs; ``int8`` quantizes
+    statically (QDQ, ``quantizer`` "nncf" or "ort", see ``export.quantize``) with scales from
+    ``calibration`` streamed through the f32 graph with its memory. With ``verify`` (default) the graph is checked
     and a stream of ``clips`` steps with ``boundaries`` video boundaries is compared against the
     model on ``runtimes`` (default ort-cpu; int8 also openvino); on failure (or any error)
     nothing is left at ``path``.
     """
     start = time.perf_counter()
-    out = _check_args(model, Path(path), batch, opset, precision, quantize)
-    if quantize and calibration is None:
+    out, precision = _check_args(model, Path(path), batch, opset, precision)
+    int8 = precision == Precision.INT8
+    if int8 and calibration is None:
         raise InputError("int8 needs calibration data: --calib DATA (a dataset, videos, or 'random')")
-    if quantize and quantizer not in QUANTIZERS:
+    if int8 and quantizer not in QUANTIZERS:
         raise UnsupportedError(f"unknown quantizer '{quantizer}'; choose from {', '.join(QUANTIZERS)}")
-    if quantize and quantizer == "nncf":
+    if int8 and quantizer == "nncf":
         require("nncf", "int8")  # before the export, not after it
     if runtimes is None:
-        runtimes = ("ort-cpu", "openvino") if quantize else ("ort-cpu",)
-    try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    except OSError as e:
-        raise InputError(f"cannot write to {out.parent}: {e.strerror}") from None
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+        runtimes = ("ort-cpu", "openvino") if int8 else ("ort-cpu",)
+    with atomic_path(out) as tmp:
         card = model.model_card().with_(cost=model_cost(model))  # measured here, carried by the graph
         proto = _export_proto(model, batch, opset)
-        if precision == "fp16":
+        if precision == Precision.FP16:
             from edgemem.export.precision import to_fp16
 
             proto = to_fp16(proto)
         _, unused = weights_from_graph(proto, list(model.state_dict()))  # parameters the step never reads
-        export_info: dict[str, Any] = {"precision": precision, "quantize": quantize, "opset": opset, "torch": torch.__version__,
+        export_info: dict[str, Any] = {"precision": precision.value, "opset": opset, "torch": torch.__version__,
                        "edgemem": edgemem.__version__, "unused_weights": unused}  # fmt: skip
         specs = model.state_specs(BATCH_DIM if batch is None else batch)
         write_contract(proto, specs, card, export_info)
-        if quantize == "int8" and calibration is not None:
+        if int8 and calibration is not None:
             proto = _quantize(proto, tmp, calibration, quantizer, batch or 1, set(model.state_dict()))
             export_info |= {"quantizer": quantizer, "calibration": calibration.describe()}
             write_contract(proto, specs, card, export_info)
@@ -113,24 +107,21 @@ def to_onnx(
         if proto.ByteSize() > SINGLE_FILE_LIMIT:
             raise UnsupportedError("graphs over 2 GB (external data) are not supported yet")
         onnx.save_model(proto, str(tmp))
-        checker = run_checker(tmp)
+        checker = run_checker(proto)  # the proto just saved: not read back
         if checker != "PASS":
             raise UnsupportedError(f"the exporter did not produce a valid opset {opset} graph: {checker}")
         report = None
         if verify:
             stream = None
-            if quantize and calibration is not None and calibration.source != "random":
+            if int8 and calibration is not None and calibration.source != "random":
                 from edgemem.export.calibration import as_stream
 
                 stream = as_stream(calibration, batch or 2, clips)  # int8 is checked on real clips
-            report = verify_graph(tmp, model, runtimes=runtimes, clips=clips, boundaries=boundaries,
+            info = read_graph(tmp, read_contract(proto))  # parsed once, from memory
+            report = verify_graph(info, model, runtimes=runtimes, clips=clips, boundaries=boundaries,
                                   tolerance=tolerance, name=out.name, check=False, stream=stream)  # fmt: skip
             if not report.passed:
                 raise VerificationError(report)
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return ExportResult(out, time.perf_counter() - start, out.stat().st_size, stats, report)
 
 
@@ -157,17 +148,13 @@ class VerificationError(EdgememError):
         self.report = report
 
 
-def _check_args(model: Any, out: Path, batch: int | None, opset: int, precision: str, quantize: str | None) -> Path:
+def _check_args(model: Any, out: Path, batch: int | None, opset: int, precision: Precision | str) -> tuple[Path, Precision]:
     if not isinstance(model, StreamingModel):
         raise InputError(f"to_onnx needs a StreamingModel, got {type(model).__name__}")
     if batch is not None and (not isinstance(batch, int) or batch < 1):
         raise InputError(f"batch must be a positive integer or None (dynamic), got {batch!r}")
-    if precision not in PRECISIONS:
-        raise UnsupportedError(f"unknown precision '{precision}'; choose from {', '.join(PRECISIONS)}")
-    if quantize not in QUANTIZE:
-        raise UnsupportedError(f"unknown quantization '{quantize}'; choose int8")
-    if quantize and precision != "fp32":
-        raise UnsupportedError("int8 quantization applies to fp32 graphs; drop --precision fp16")
+    if str(precision) not in choices(GRAPH_PRECISIONS):
+        raise UnsupportedError(f"a graph cannot be exported in '{precision}'; choose from {', '.join(choices(GRAPH_PRECISIONS))}")
     newest = onnx.defs.onnx_opset_version()
     if not MIN_OPSET <= opset <= newest:
         raise UnsupportedError(f"opset {opset} cannot be produced: the exporter writes opsets {MIN_OPSET}..{newest}")
@@ -180,7 +167,7 @@ def _check_args(model: Any, out: Path, batch: int | None, opset: int, precision:
         raise InputError(f"output directory is not writable: {parent}")
     if out.is_dir():
         raise InputError(f"output is a directory: {out}")
-    return out
+    return out, Precision(str(precision))
 
 
 def _export_proto(model: StreamingModel, batch: int | None, opset: int) -> onnx.ModelProto:

@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from edgemem.atomic import atomic_path
 from edgemem.contract import LOGITS, GraphContract, state_out_name
 from edgemem.errors import InputError
 from edgemem.export.stream import Stream
@@ -107,19 +106,8 @@ def save_reference(
     }
     arrays = {"frames": np.stack(stream.frames), "reset": np.stack(stream.reset)}
     arrays.update({_PREFIX + n: np.stack([step[n] for step in outputs]) for n in names})
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
-    except OSError as e:
-        raise InputError(f"cannot write reference file {path}: {e.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays, **{_META: np.array(json.dumps(meta))})  # type: ignore[arg-type]
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays, **{_META: np.array(json.dumps(meta))})  # type: ignore[arg-type]
     return path
 
 

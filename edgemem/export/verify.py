@@ -22,6 +22,8 @@ import numpy as np
 from edgemem.contract import LOGITS, state_out_name
 from edgemem.errors import EdgememError, UnsupportedError
 from edgemem.export.stream import Stream, make_stream
+from edgemem.precision import Precision, of_export_record
+from edgemem.runtimes.graph import GraphInfo, read_graph
 
 
 @dataclass(frozen=True)
@@ -38,10 +40,10 @@ class Tolerance:
 
 
 # Defaults per graph precision (see docs/EXPORT.md for the measurements behind them).
-TOLERANCES: dict[str, Tolerance] = {
-    "fp32": Tolerance(1e-4, 0.0, 1e-4, 1e-4),
-    "fp16": Tolerance(5e-2, 5e-2, 5e-2, 5e-2),
-    "int8": Tolerance(0.5, 0.2, 0.5, 0.2),
+TOLERANCES: dict[Precision, Tolerance] = {
+    Precision.F32: Tolerance(1e-4, 0.0, 1e-4, 1e-4),
+    Precision.FP16: Tolerance(5e-2, 5e-2, 5e-2, 5e-2),
+    Precision.INT8: Tolerance(0.5, 0.2, 0.5, 0.2),
 }
 
 
@@ -137,12 +139,13 @@ class VerifyReport:
         return "\n".join(lines)
 
 
-def run_checker(path: Path) -> str:
-    """``onnx.checker.check_model(full_check=True)``: "PASS" or the first line of the failure."""
+def run_checker(graph: Path | Any) -> str:
+    """``onnx.checker.check_model(full_check=True)`` of a path or a loaded ``onnx.ModelProto``: "PASS"
+    or the first line of the failure."""
     import onnx
 
     try:
-        onnx.checker.check_model(str(path), full_check=True)
+        onnx.checker.check_model(graph if isinstance(graph, onnx.ModelProto) else str(graph), full_check=True)
     except Exception as e:  # ValidationError, InferenceError, ...
         return f"FAIL: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}"
     return "PASS"
@@ -200,7 +203,7 @@ def compare(ref: list[dict[str, np.ndarray]], got: list[dict[str, np.ndarray]], 
 
 
 def verify_graph(
-    path: str | Path,
+    path: str | Path | GraphInfo,
     reference: Any,
     *,
     runtimes: tuple[str, ...] = ("ort-cpu",),
@@ -212,6 +215,7 @@ def verify_graph(
     name: str | None = None,
     check: bool = True,
     save_reference: str | Path | None = None,
+    proto: Any = None,
     stream: Stream | None = None,
 ) -> VerifyReport:
     """Check ``path`` (full onnx.checker), then stream through ``reference`` and each runtime and
@@ -220,16 +224,18 @@ def verify_graph(
     ``batch`` defaults to the graph's static batch, or 2 if dynamic; ``name`` is the graph's name in
     the report (default: the file name); ``check=False`` skips the checker (the caller ran it);
     ``save_reference`` writes the model's stream and outputs there (see ``saved_reference``);
-    ``stream`` replaces the generated stream (real clips)."""
-    from edgemem.contract import read_contract
+    ``stream`` replaces the generated stream (real clips). ``path`` may be a parsed ``GraphInfo``
+    (``runtimes.graph.read_graph``) and ``proto`` the loaded ``onnx.ModelProto`` (checked instead of
+    reading the file again): every session opens that ``GraphInfo``, so the graph is parsed once here,
+    besides each runtime's own load."""
     from edgemem.export.saved_reference import SavedReference
     from edgemem.runtimes import open_session
 
-    path = Path(path)
-    contract = read_contract(path)
-    precision = precision_key(contract.export)
+    info = read_graph(path)
+    path, contract = info.path, info.contract
+    precision = of_export_record(contract.export)
     tol = tolerance or TOLERANCES[precision]
-    if precision == "int8":  # a quantised graph needs an int8 path; refuse before any streaming
+    if precision == Precision.INT8:  # a quantised graph needs an int8 path; refuse before any streaming
         from edgemem.runtimes.precisions import check_precision
 
         for rt in runtimes:
@@ -238,7 +244,7 @@ def verify_graph(
     b = contract.batch if isinstance(contract.batch, int) else (saved.stream.batch if saved else batch or 2)
     if batch is not None and batch != b:
         raise UnsupportedError(f"{path.name} was exported for batch {b}, cannot verify batch {batch}")
-    checker = run_checker(path) if check else "PASS"
+    checker = run_checker(path if proto is None else proto) if check else "PASS"
     names = [s.name for s in contract.state]
     if saved is not None:
         stream, ref, against = saved.stream, saved.outputs, saved.describe()
@@ -251,23 +257,17 @@ def verify_graph(
         if save_reference is not None:
             from edgemem.export.saved_reference import save_reference as save
 
-            save(save_reference, path, contract, precision, stream, ref, seed=seed, boundaries=boundaries,
+            save(save_reference, path, contract, precision.value, stream, ref, seed=seed, boundaries=boundaries,
                  made_by="torch")  # fmt: skip
     results = []
     for rt in runtimes:
         start = time.perf_counter()
         try:
-            with open_session(path, rt, batch=b) as session:
+            with open_session(info, rt, batch=b) as session:
                 got = _run_stream(session, stream, names)
         except EdgememError as e:
             results.append(RuntimeResult(rt, error=str(e)))
             continue
         results.append(RuntimeResult(rt, compare(ref, got, tol), time.perf_counter() - start))
-    return VerifyReport(name or path.name, precision, b, stream.steps, stream.boundaries, checker, results, against)
+    return VerifyReport(name or path.name, precision.value, b, stream.steps, stream.boundaries, checker, results, against)
 
-
-def precision_key(export: dict[str, Any]) -> str:
-    """The tolerance key of a graph from its ``edgemem.export`` record: fp32, fp16 or int8."""
-    if export.get("quantize") == "int8":
-        return "int8"
-    return "fp16" if export.get("precision") == "fp16" else "fp32"

@@ -1,19 +1,28 @@
-"""Reading PySlowFast-layout checkpoints and loading state dicts all-or-nothing."""
+"""The one checkpoint reader: PySlowFast-layout ``.pyth`` files (``read_pyth``), the edgemem card they may
+carry (``card_of``), the model such a card describes with its weights (``model_from_checkpoint``), and
+all-or-nothing state dict loading (``load_state_strict``). Every other loader (zoo, training runs,
+``--checkpoint``, official configs, Caffe2/PyTorchVideo clip weights) goes through these."""
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import torch
 from torch import Tensor, nn
 
-from edgemem.errors import CheckpointError
+from edgemem.atomic import atomic_path
+from edgemem.contract import ModelCard, stored_card
+from edgemem.errors import CheckpointError, StateError
 from edgemem.finite import check_finite
+
+if TYPE_CHECKING:
+    from edgemem.models.streaming import StreamingModel
 
 
 def read_pyth(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -45,6 +54,44 @@ def read_pyth(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise CheckpointError(f"{p}: 'model_state' is not a state dict")
     check_finite(ckpt["model_state"], f"checkpoint {p}")
     return ckpt
+
+
+@overload
+def card_of(ckpt: Mapping[str, Any], where: str | os.PathLike[str]) -> ModelCard: ...
+@overload
+def card_of(ckpt: Mapping[str, Any], where: str | os.PathLike[str], *, required: Literal[True]) -> ModelCard: ...
+@overload
+def card_of(ckpt: Mapping[str, Any], where: str | os.PathLike[str], *, required: bool) -> ModelCard | None: ...
+def card_of(ckpt: Mapping[str, Any], where: str | os.PathLike[str], *, required: bool = True) -> ModelCard | None:
+    """The edgemem model card stored in a checkpoint, typed (``contract.stored_card``: the flat card of
+    checkpoints written before contract 2 is read too); a checkpoint without one (official, foreign)
+    is a CheckpointError, or None when not ``required``. A malformed card is always an error."""
+    text = ckpt.get("edgemem_card")
+    if not isinstance(text, str):
+        if required:
+            raise CheckpointError(f"{where} is not an edgemem checkpoint (no model card)")
+        return None
+    try:
+        card = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{where}: malformed edgemem model card: {e}") from None
+    try:
+        return stored_card(card)
+    except StateError as e:
+        raise CheckpointError(f"{where}: malformed edgemem model card: {e}") from None
+
+
+def model_from_checkpoint(
+    ckpt: Mapping[str, Any], where: str | os.PathLike[str], card: ModelCard | None = None
+) -> StreamingModel:
+    """The model an edgemem checkpoint's card (or ``card``) describes, with the checkpoint's weights and
+    class names."""
+    from edgemem.models.registry import from_card
+
+    card = card if card is not None else card_of(ckpt, where)
+    model: StreamingModel = from_card(card)  # class names included
+    load_state_strict(model, ckpt["model_state"])
+    return model
 
 
 def _unsafe_reason(message: str) -> str:
@@ -84,10 +131,5 @@ def load_state_strict(model: nn.Module, state: Mapping[str, Tensor], *, ignore: 
 
 def save_pyth(path: str | os.PathLike[str], payload: dict[str, Any]) -> None:
     """Write a ``.pyth`` atomically (temp file in the same folder, then rename)."""
-    p = Path(path)
-    tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
-    try:
+    with atomic_path(path, error=CheckpointError) as tmp:
         torch.save(payload, tmp)
-        os.replace(tmp, p)
-    finally:
-        tmp.unlink(missing_ok=True)

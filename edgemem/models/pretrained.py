@@ -17,7 +17,6 @@ from typing import Any
 
 import yaml
 
-from edgemem.contract import ModelCard, stored_card
 from edgemem.errors import CheckpointError, EdgememError
 
 
@@ -70,8 +69,7 @@ def sha256_of(path: str | os.PathLike[str]) -> str:
 
 def load_zoo(entry: dict[str, Any], **overrides: Any) -> Any:
     """Build the zoo entry's model with its weights (checksum verified), in eval mode."""
-    from edgemem.models.checkpoint import load_state_strict, read_pyth
-    from edgemem.models.registry import from_card
+    from edgemem.models.checkpoint import card_of, model_from_checkpoint, read_pyth
 
     path = Path(entry["path"])
     if not path.is_file():
@@ -80,27 +78,17 @@ def load_zoo(entry: dict[str, Any], **overrides: Any) -> Any:
     if want and sha256_of(path) != want:
         raise CheckpointError(f"zoo weights {path} do not match the sha256 of {entry['name']}.yaml")
     ckpt = read_pyth(path)
-    card = _card_from_ckpt(ckpt, path)
+    card = card_of(ckpt, path)
+    assert card is not None
     if overrides:
         trained = {**card.config, **card.clip.to_json(), "frame_scale": card.frame_scale, "num_classes": card.num_classes}
         bad = {k: v for k, v in overrides.items() if trained.get(k) != v}
         if bad:
             raise EdgememError(f"shipped weights '{entry['name']}' were trained with other settings than {bad}")
-    model = from_card(card)
-    load_state_strict(model, ckpt["model_state"])
+    model = model_from_checkpoint(ckpt, path, card)
     # The zoo entry names the shipped memory-less model it is compared with (its card predates contract 2).
     model.backbone_preset = entry.get("backbone") or card.backbone
-    names = card.class_names or (entry.get("dataset") or {}).get("class_names")
-    if names:
+    if not card.class_names and (names := (entry.get("dataset") or {}).get("class_names")):
         model.class_names = list(names)
-    model.eval()
-    return model
+    return model.eval()
 
-
-def _card_from_ckpt(ckpt: dict[str, Any], path: Path) -> ModelCard:
-    import json
-
-    text = ckpt.get("edgemem_card")
-    if not isinstance(text, str):
-        raise CheckpointError(f"{path} carries no edgemem model card")
-    return stored_card(json.loads(text))

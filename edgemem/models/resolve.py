@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from edgemem.contract import stored_card
-from edgemem.errors import CheckpointError, EdgememError, StateError
+from edgemem.errors import CheckpointError, EdgememError
 from edgemem.models.registry import create_model, is_model
 
 _YAML = (".yaml", ".yml")
@@ -61,19 +59,14 @@ def _edgemem_checkpoint(preset: str, checkpoint: str, overrides: dict[str, Any])
     model its card describes (head size, class names, frame scale), or with ``overrides`` (e.g. a
     frame-scaled baseline of the same weights) the preset at the card's head size. None for a
     checkpoint without an edgemem card (official and foreign files load as they are)."""
-    from edgemem.models.checkpoint import load_state_strict, read_pyth
-    from edgemem.models.registry import from_card
+    from edgemem.models.checkpoint import card_of, load_state_strict, model_from_checkpoint, read_pyth
 
     if Path(checkpoint).suffix.lower() == ".pkl":
         return None
     ckpt = read_pyth(checkpoint)
-    text = ckpt.get("edgemem_card")
-    if not isinstance(text, str):
+    card = card_of(ckpt, checkpoint, required=False)
+    if card is None:
         return None
-    try:
-        card = stored_card(json.loads(text))
-    except (json.JSONDecodeError, StateError) as e:
-        raise CheckpointError(f"{checkpoint}: malformed edgemem model card: {e}") from None
     trained_as = card.name or card.source
     if trained_as != preset:
         zoo = _zoo_name_of(checkpoint)
@@ -82,10 +75,9 @@ def _edgemem_checkpoint(preset: str, checkpoint: str, overrides: dict[str, Any])
             f"{checkpoint} holds a '{trained_as}' model ({card.num_classes} classes), not '{preset}': "
             f"use MODEL {hint}"
         )
-    if overrides:
-        model = create_model(preset, **({"num_classes": card.num_classes} | overrides))
-    else:
-        model = from_card(card)
+    if not overrides:
+        return model_from_checkpoint(ckpt, checkpoint, card)
+    model = create_model(preset, **({"num_classes": card.num_classes} | overrides))
     load_state_strict(model, ckpt["model_state"])
     if card.class_names:
         model.class_names = list(card.class_names)

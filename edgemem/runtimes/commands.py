@@ -25,7 +25,7 @@ def _runtimes(args: argparse.Namespace) -> int:
     rows = availability()
     machine = hardware.summary()
     if args.json:
-        rows_json = [r.to_json() | {"description": RUNTIMES[r.runtime][1], "machine": machine} for r in rows]
+        rows_json = [r.to_json() | {"description": RUNTIMES[r.runtime].description, "device": RUNTIMES[r.runtime].device, "machine": machine} for r in rows]
         print(json.dumps(rows_json, indent=2))
         return 0
     quota, omp = machine["cpu_quota"], machine["omp_num_threads"]

@@ -1,7 +1,9 @@
 """What a session needs from an ONNX graph, read through the contract (``edgemem.contract.read_contract``).
 
-Only the graph's metadata and I/O signature are read (no weights); a graph that does not follow
-the contract is refused with the contract's one-line error.
+A graph that does not follow the contract is refused with the contract's one-line error. The file is
+parsed once: ``read_graph`` returns a ``GraphInfo`` (with the parsed ``GraphContract``), and every
+session, ``verify_graph`` and ``reference_model`` take that ``GraphInfo`` in place of the path
+(``read_graph(info)`` returns it as it is), so a 138 MiB graph is not parsed again per consumer.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgemem.contract import ModelCard, TensorSpec, read_contract
+from edgemem.contract import GraphContract, ModelCard, TensorSpec, read_contract
 from edgemem.errors import InputError
 
 
@@ -20,6 +22,7 @@ class GraphInfo:
     card: ModelCard
     input_shape: tuple[int, int, int, int]  # (C, T, H, W)
     static_batch: int | None  # the batch a static graph was exported for, None if dynamic
+    contract: GraphContract  # the parsed contract (export record, card, state, I/O specs)
 
     def resolve_batch(self, batch: int | None) -> int:
         """The session batch: the requested one, or the graph's static batch (1 if dynamic)."""
@@ -32,12 +35,18 @@ class GraphInfo:
         return int(batch)
 
 
-def read_graph(path: str | Path) -> GraphInfo:
-    """Validate ``path`` against the contract and return its state specs, card and clip shape."""
+def read_graph(path: str | Path | GraphInfo, contract: GraphContract | None = None) -> GraphInfo:
+    """Validate ``path`` against the contract and return its state specs, card and clip shape.
+
+    A ``GraphInfo`` is returned as it is (already parsed); ``contract``, when the caller has parsed
+    the graph already (``read_contract(proto)``), is used instead of reading the file again."""
+    if isinstance(path, GraphInfo):
+        return path
     path = Path(path)
-    contract = read_contract(path)
+    contract = contract if contract is not None else read_contract(path)
     c, t, h, w = contract.frames.shape[1:]
     if not all(isinstance(d, int) and d > 0 for d in (c, t, h, w)):
         raise InputError(f"{path.name}: 'frames' must have static C, T, H, W, got {list(contract.frames.shape)}")
     b = contract.batch
-    return GraphInfo(path, list(contract.state), contract.card, (int(c), int(t), int(h), int(w)), b if isinstance(b, int) else None)
+    static = b if isinstance(b, int) else None
+    return GraphInfo(path, list(contract.state), contract.card, (int(c), int(t), int(h), int(w)), static, contract)

@@ -22,22 +22,25 @@ from edgemem import contract as C
 from edgemem.errors import UnsupportedError
 from edgemem.hardware import resolve_threads, shared_core
 from edgemem.optional import require
+from edgemem.precision import Precision
 from edgemem.runtimes.base import Session, State
 from edgemem.runtimes.graph import GraphInfo, read_graph
 from edgemem.runtimes.precisions import check_precision
 
-PRECISIONS = {"f32": "f32", "fp32": "f32", "bf16": "bf16", "f16": "f16", "fp16": "f16"}
+# edgemem precision -> OpenVINO's INFERENCE_PRECISION_HINT (int8 is the graph's, computed at f32 hints).
+_HINTS = {Precision.F32: "f32", Precision.BF16: "bf16", Precision.FP16: "f16"}
 
 
 def _import_ov() -> Any:
     return require("openvino", extra="openvino", purpose="runtime openvino")
 
 
-def _compile_config(precision: str, threads: int | None, device: str = "CPU") -> dict[str, str]:
-    if precision not in PRECISIONS:
-        raise UnsupportedError(f"unknown OpenVINO precision '{precision}'; use one of {sorted(set(PRECISIONS))}")
-    check_precision("openvino", precision, device)
-    config = {"INFERENCE_PRECISION_HINT": PRECISIONS[precision]}
+def _compile_config(precision: str | Precision, threads: int | None, device: str = "CPU") -> dict[str, str]:
+    p = Precision.parse(precision)
+    if p not in _HINTS:
+        raise UnsupportedError(f"OpenVINO has no {p} inference mode; use one of {', '.join(map(str, _HINTS))}")
+    check_precision("openvino", p, device)
+    config = {"INFERENCE_PRECISION_HINT": _HINTS[p]}
     if device == "CPU" or threads:
         config["INFERENCE_NUM_THREADS"] = str(resolve_threads(threads))
     return config
@@ -86,7 +89,7 @@ class _OpenVinoBase(Session):
 
     def __init__(
         self,
-        model_path: str | Path,
+        model_path: str | Path | GraphInfo,
         *,
         batch: int | None = None,
         precision: str = "f32",
@@ -107,8 +110,8 @@ class _OpenVinoBase(Session):
 
     @property
     def precision(self) -> str:
-        """The inference precision the compiled model reports (``f32``, ``bf16``, ``f16``)."""
-        return str(self._compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name())
+        """The inference precision the compiled model reports, in edgemem's spelling (``f32``, ``bf16``, ``fp16``)."""
+        return Precision.parse(str(self._compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name())).value
 
     def kernel_precisions(self) -> dict[str, dict[str, int]]:
         """Per compute layer type of the compiled model (FullyConnected, Convolution, MatMul): how many
@@ -140,7 +143,7 @@ class OpenVinoSession(_OpenVinoBase):
 
     runtime = "openvino"
 
-    def __init__(self, model_path: str | Path, **options: Any) -> None:
+    def __init__(self, model_path: str | Path | GraphInfo, **options: Any) -> None:
         super().__init__(model_path, **options)
         self._outs = {s.name: _output(self._compiled, C.state_out_name(s.name)) for s in self._specs}
         self._state = self.zeros_state()

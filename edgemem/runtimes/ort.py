@@ -18,7 +18,7 @@ from edgemem.errors import UnsupportedError
 from edgemem.hardware import resolve_threads
 from edgemem.optional import install_hint
 from edgemem.runtimes.base import Session, State
-from edgemem.runtimes.graph import read_graph
+from edgemem.runtimes.graph import GraphInfo, read_graph
 
 PROVIDERS = {
     "cpu": "CPUExecutionProvider",
@@ -89,7 +89,7 @@ class OrtSession(Session):
 
     def __init__(
         self,
-        model_path: str | Path,
+        model_path: str | Path | GraphInfo,
         *,
         batch: int | None = None,
         threads: int | None = None,
@@ -126,7 +126,7 @@ class OrtDeviceSession(Session):
 
     def __init__(
         self,
-        model_path: str | Path,
+        model_path: str | Path | GraphInfo,
         *,
         device: str = "cuda",
         batch: int | None = None,

@@ -1,70 +1,65 @@
-"""Which precisions each runtime really runs on this machine, and why not.
+"""Which precisions each runtime really runs on this machine, why not, and how it runs them.
 
-One function per runtime returns ``{precision: None if it runs here, else the reason}``; add a
-precision (or a runtime) by extending its function. ``check_precision`` turns a reason into a
-one-line ``UnsupportedError`` naming the missing capability: asking for a precision the device
-cannot run is never a silent fallback. Precision names: f32, bf16, fp16, int8 (aliases fp32, f16).
+A runtime's support function (its registry entry's ``precisions``) returns ``{precision: None if it
+runs here, else the reason}``; add a precision (or a runtime) by extending its function.
+``check_precision`` turns a reason into a one-line ``UnsupportedError`` naming the missing capability:
+asking for a precision the device cannot run is never a silent fallback. Precisions are
+``edgemem.precision.Precision`` (f32, bf16, fp16, int8).
+
+How a precision is run: bf16 is an inference hint on the f32 graph (OpenVINO); fp16 is ONNX Runtime's
+TensorRT fp16 option on the f32 graph for ort-tensorrt and the exported fp16 graph elsewhere (native
+TensorRT builds it strongly typed); int8 is its own (statically quantised, QDQ) graph, which OpenVINO
+compiles with an explicit f32 hint: the int8 kernels come from the graph (``graph_precision`` and
+``session_options``, used by bench; ``precision_options`` for ``open_session(precision=)`` on a given graph).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Any
 
 from edgemem import hardware
 from edgemem.errors import UnsupportedError
+from edgemem.precision import Precision
 
-PRECISIONS = ("f32", "bf16", "fp16", "int8")
-_ALIASES = {"fp32": "f32", "f16": "fp16"}
-
-Support = dict[str, str | None]
-
-
-def canonical(precision: str) -> str:
-    """``f32``/``bf16``/``fp16``/``int8`` for any accepted spelling; UnsupportedError otherwise."""
-    p = _ALIASES.get(precision, precision)
-    if p not in PRECISIONS:
-        raise UnsupportedError(f"unknown precision '{precision}'; use one of {', '.join(PRECISIONS)}")
-    return p
+F32, BF16, FP16, INT8 = Precision.F32, Precision.BF16, Precision.FP16, Precision.INT8
+Support = dict[Precision, str | None]
+_NO_BF16_ORT = "ONNX Runtime has no bf16 mode (OpenVINO has, on CPUs with AVX512-BF16 or AMX)"
 
 
-def _torch(device: str) -> Support:
-    only = "the torch runtime runs the PyTorch model in f32 only"
-    return {"f32": None, "bf16": only, "fp16": only, "int8": only}
+def f32_only(name: str) -> Any:
+    """The support function of a runtime that runs f32 only (``name`` says which)."""
+
+    def support(device: str) -> Support:
+        only = f"{name} runs in f32 only"
+        return {F32: None, BF16: only, FP16: only, INT8: only}
+
+    return support
 
 
-def _ort_cpu(device: str) -> Support:
+def ort_cpu(device: str) -> Support:
+    # fp16: an fp16-compute graph behind f32 I/O (`export --precision fp16`); int8: the quantised graph.
+    return {F32: None, BF16: _NO_BF16_ORT, FP16: None, INT8: None}
+
+
+def ort_gpu(device: str) -> Support:
+    return {F32: None, BF16: _NO_BF16_ORT, FP16: None, INT8: "no int8 path on the CUDA/TensorRT providers in edgemem"}
+
+
+def tensorrt(device: str) -> Support:
     return {
-        "f32": None,
-        "bf16": "ONNX Runtime has no bf16 mode (OpenVINO has, on CPUs with AVX512-BF16 or AMX)",
-        "fp16": None,  # an fp16-compute graph behind fp32 I/O (`export --precision fp16`)
-        "int8": None,  # the dynamically quantised graph (`export --quantize int8`)
-    }
-
-
-def _ort_gpu(device: str) -> Support:
-    return {
-        "f32": None,
-        "bf16": "ONNX Runtime has no bf16 mode (OpenVINO has, on CPUs with AVX512-BF16 or AMX)",
-        "fp16": None,
-        "int8": "no int8 path on the CUDA/TensorRT providers in edgemem",
-    }
-
-
-def _tensorrt(device: str) -> Support:
-    return {
-        "f32": None,
-        "bf16": "edgemem builds TensorRT engines in f32 or fp16 only",
-        "fp16": None,
-        "int8": "no int8 path for TensorRT in edgemem",
+        F32: None,
+        BF16: "edgemem builds TensorRT engines in f32 or fp16 only",
+        FP16: None,
+        INT8: "no int8 path for TensorRT in edgemem",
     }
 
 
 # OpenVINO precision -> the OPTIMIZATION_CAPABILITIES entry it needs, and what provides it on a CPU.
 _OV_NEEDS = {
-    "f32": ("FP32", ""),
-    "bf16": ("BF16", " (a CPU with AVX512-BF16 or AMX)"),
-    "fp16": ("FP16", " (a CPU with AVX512-FP16 or AMX-FP16)"),
-    "int8": ("INT8", ""),
+    F32: ("FP32", ""),
+    BF16: ("BF16", " (a CPU with AVX512-BF16 or AMX)"),
+    FP16: ("FP16", " (a CPU with AVX512-FP16 or AMX-FP16)"),
+    INT8: ("INT8", ""),
 }
 
 
@@ -72,57 +67,67 @@ def openvino_support(device: str = "CPU", caps: frozenset[str] | None = None) ->
     """From OpenVINO's ``OPTIMIZATION_CAPABILITIES`` of ``device`` (``caps`` to simulate a device)."""
     caps = hardware.openvino_capabilities(device) if caps is None else caps
     if caps is None:
-        return dict.fromkeys(PRECISIONS, f"OpenVINO has no {device} device here")
+        return dict.fromkeys(Precision, f"OpenVINO has no {device} device here")
     return {
         p: None if cap in caps else f"OpenVINO's {device} plugin lacks {cap} in OPTIMIZATION_CAPABILITIES{why}"
         for p, (cap, why) in _OV_NEEDS.items()
     }
 
 
-def _openvino(device: str) -> Support:
-    return openvino_support(device)
-
-
-_SUPPORT: dict[str, Callable[[str], Support]] = {
-    "torch": _torch,
-    "ort-cpu": _ort_cpu,
-    "ort-cuda": _ort_gpu,
-    "ort-tensorrt": _ort_gpu,
-    "openvino": _openvino,
-    "openvino-stateful": _openvino,
-    "tensorrt": _tensorrt,
-}
-
-
 def support(runtime: str, device: str = "CPU") -> Support:
     """Every precision of ``runtime``: None where it runs here, else the reason."""
-    if runtime not in _SUPPORT:
-        raise UnsupportedError(f"unknown runtime '{runtime}'")
-    return _SUPPORT[runtime](device)
+    from edgemem.runtimes.registry import entry  # the registry holds each runtime's support function
+
+    return entry(runtime).precisions(device)
 
 
 def supported_precisions(runtime: str, device: str = "CPU") -> list[str]:
     """The precisions ``runtime`` really runs on this machine."""
-    return [p for p, why in support(runtime, device).items() if why is None]
+    return [p.value for p, why in support(runtime, device).items() if why is None]
 
 
-def check_precision(runtime: str, precision: str, device: str = "CPU") -> str:
-    """The canonical precision if ``runtime`` runs it here; else UnsupportedError with the reason."""
-    p = canonical(precision)
+def check_precision(runtime: str, precision: str | Precision, device: str = "CPU") -> Precision:
+    """The precision if ``runtime`` runs it here; else UnsupportedError with the reason."""
+    p = Precision.parse(precision)
     why = support(runtime, device).get(p, f"no {p} mode")
     if why is not None:
         raise UnsupportedError(f"{runtime} cannot run {p} here: {why}")
     return p
 
 
-def precision_options(runtime: str, precision: str, device: str = "CPU") -> dict[str, object]:
-    """The session options that make ``runtime`` run ``precision`` (``open_session(precision=)``);
-    UnsupportedError when it cannot here, or when the precision is the graph's to choose."""
+def _openvino(runtime: str) -> bool:
+    return runtime.startswith("openvino")
+
+
+def precision_options(runtime: str, precision: str | Precision, device: str = "CPU") -> dict[str, object]:
+    """The session options that make ``runtime`` run ``precision`` on a given graph
+    (``open_session(precision=)``); UnsupportedError when it cannot here, or when the precision is the
+    graph's to choose."""
     p = check_precision(runtime, precision, device)
-    if runtime.startswith("openvino") and p != "int8":
-        return {"precision": p}
-    if p == "fp16" and runtime in ("tensorrt", "ort-tensorrt"):
+    if _openvino(runtime) and p != INT8:
+        return {"precision": p.value}
+    if p == FP16 and runtime in ("tensorrt", "ort-tensorrt"):
         return {"fp16": True}
-    if p != "f32":
+    if p != F32:
         raise UnsupportedError(f"{p} on {runtime} comes from the graph: export it with that precision")
+    return {}
+
+
+def graph_precision(runtime: str, precision: str | Precision) -> Precision:
+    """The precision of the exported graph that runs ``precision`` on ``runtime`` (f32, fp16 or int8)."""
+    p = Precision.parse(precision)
+    if p == BF16 or (p == FP16 and runtime == "ort-tensorrt"):
+        return F32
+    return p
+
+
+def session_options(runtime: str, precision: str | Precision) -> dict[str, Any]:
+    """Options for ``open_session`` on the ``graph_precision`` graph; UnsupportedError when the runtime
+    cannot run ``precision`` here (the reason names the missing capability). OpenVINO always gets an
+    explicit inference precision (never its device default)."""
+    p = check_precision(runtime, precision)
+    if _openvino(runtime):
+        return {"precision": BF16.value if p == BF16 else F32.value}
+    if p == FP16 and runtime == "ort-tensorrt":
+        return {"fp16": True}
     return {}

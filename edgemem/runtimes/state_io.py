@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from edgemem import contract as C
+from edgemem.atomic import atomic_path
 from edgemem.errors import StateError, UnsupportedError
 from edgemem.finite import check_finite
 
@@ -60,13 +60,7 @@ def save_state(
     check_finite(arrays, f"state to save in {path.name}")
     spec_json = C.specs_to_json(list(specs))
     card_json = json.dumps(card.to_json()) if card is not None else ""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=fmt)
-    except OSError as e:
-        raise StateError(f"cannot write state file {path}: {e.strerror}") from None
-    os.close(fd)
-    try:
+    with atomic_path(path, error=StateError) as tmp:
         if fmt == ".npz":
             with open(tmp, "wb") as f:
                 np.savez(f, **arrays, **{_SPEC_KEY: np.array(spec_json), _CARD_KEY: np.array(card_json)})  # type: ignore[arg-type]
@@ -74,12 +68,7 @@ def save_state(
             _safetensors()
             from safetensors.numpy import save_file
 
-            save_file(arrays, tmp, metadata={C.META_STATE: spec_json, C.META_MODEL: card_json})
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+            save_file(arrays, str(tmp), metadata={C.META_STATE: spec_json, C.META_MODEL: card_json})
     return path
 
 

@@ -13,8 +13,6 @@ Not verifiable on machines without an NVIDIA GPU (see docs/RUNTIMES.md).
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,9 +20,10 @@ from typing import Any
 import numpy as np
 
 from edgemem import contract as C
-from edgemem.contract import read_contract
+from edgemem.atomic import write_bytes
 from edgemem.errors import UnsupportedError
 from edgemem.optional import require
+from edgemem.precision import Precision, of_export_record
 from edgemem.runtimes.base import Session, State
 from edgemem.runtimes.graph import GraphInfo, read_graph
 
@@ -101,8 +100,7 @@ def build_plan(trt: Any, graph_fp16: bool, fp16: bool) -> BuildPlan:
 
 def graph_is_fp16(info: GraphInfo) -> bool:
     """Whether the graph was exported with fp16 compute (its ``edgemem.export`` record)."""
-    export = read_contract(info.path).export
-    return export.get("precision") == "fp16" and export.get("quantize") is None
+    return of_export_record(info.contract.export) == Precision.FP16
 
 
 def engine_path(info: GraphInfo, shapes: dict[str, list[int]], plan: BuildPlan, trt_version: str) -> Path:
@@ -165,10 +163,7 @@ def load_or_build(trt: Any, info: GraphInfo, shapes: dict[str, list[int]], plan:
     if path.is_file():
         return path.read_bytes()
     blob = build_engine(trt, info, shapes, plan)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "wb") as f:
-        f.write(blob)
-    os.replace(tmp, path)
+    write_bytes(path, blob)
     return blob
 
 
@@ -178,7 +173,7 @@ class TensorRTSession(Session):
     runtime = "tensorrt"
 
     def __init__(
-        self, model_path: str | Path, *, batch: int | None = None, device_id: int = 0, fp16: bool = False
+        self, model_path: str | Path | GraphInfo, *, batch: int | None = None, device_id: int = 0, fp16: bool = False
     ) -> None:
         info = read_graph(model_path)
         super().__init__(info.specs, info.card, info.input_shape, info.resolve_batch(batch))
@@ -188,7 +183,7 @@ class TensorRTSession(Session):
         self._trt, self._cudart = trt, cudart
         graph_fp16 = graph_is_fp16(info)
         plan = build_plan(trt, graph_fp16, fp16)
-        self.precision = "fp16" if (plan.fp16_flag or graph_fp16) else "fp32"  # what the engine computes in
+        self.precision = Precision.FP16 if (plan.fp16_flag or graph_fp16) else Precision.F32  # what the engine computes in
         _check(cudart.cudaSetDevice(device_id))
         shapes = {C.FRAMES: [self.batch, *self.input_shape], C.RESET: [self.batch]}
         shapes.update({C.state_in_name(s.name): list(s.concrete().shape) for s in self._specs})

@@ -7,7 +7,6 @@ dependency of the plots); the file is written to a temp name and renamed when co
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,8 @@ import av
 import numpy as np
 from av.video.stream import VideoStream
 
-from edgemem.errors import InputError, UnsupportedError
+from edgemem.atomic import AtomicFile
+from edgemem.errors import UnsupportedError
 
 _CODECS = ("libx264", "h264", "mpeg4")
 
@@ -47,14 +47,8 @@ class AnnotatedWriter:
 
     def __init__(self, path: str | os.PathLike[str], fps: float, width: int, height: int) -> None:
         self.path = Path(path)
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, self._tmp = tempfile.mkstemp(
-                dir=self.path.parent, prefix=f".{self.path.stem}.", suffix=self.path.suffix
-            )
-        except OSError as e:
-            raise InputError(f"cannot write {self.path}: {e.strerror}") from None
-        os.close(fd)
+        self._file = AtomicFile(self.path)
+        self._tmp = str(self._file.tmp)
         self.width, self.height = width - width % 2, height - height % 2  # yuv420p needs even sizes
         try:
             self._out: Any = av.open(self._tmp, "w")
@@ -63,7 +57,7 @@ class AnnotatedWriter:
                 raise ValueError(f"{type(stream).__name__} is not a video stream")
             self._stream = stream
         except (av.FFmpegError, ValueError) as e:
-            os.unlink(self._tmp)
+            self._file.discard()
             raise UnsupportedError(f"cannot write {self.path.name}: {e}") from None
         self._stream.width, self._stream.height, self._stream.pix_fmt = self.width, self.height, "yuv420p"
         self.frames = 0
@@ -83,11 +77,9 @@ class AnnotatedWriter:
                     self._out.mux(packet)
             self._out.close()
             if keep and self.frames:
-                os.chmod(self._tmp, 0o644)
-                os.replace(self._tmp, self.path)
+                self._file.commit()
         finally:
-            if os.path.exists(self._tmp):
-                os.unlink(self._tmp)
+            self._file.discard()
 
 
 class AnnotationSink:

@@ -129,7 +129,7 @@ def run_remote_streams(
 
 _NOT_REMOTE = {
     "checkpoint": "--checkpoint", "precision": "--precision", "threads": "--threads", "out": "--out",
-    "cache_dir": "--cache-dir", "resume": "--resume", "save_state": "--save-state",
+    "cache_dir": "--cache-dir", "resume": "--resume", "save_state": "--save-state", "random_weights": "--random-weights",
 }  # fmt: skip
 
 

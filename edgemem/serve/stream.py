@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -27,6 +26,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from edgemem.atomic import AtomicFile
 from edgemem.data.reader import Frame, FrameReader, StreamError
 from edgemem.data.transforms import ClipTransform, stack_clips
 from edgemem.errors import InputError, NonFiniteError
@@ -103,12 +103,8 @@ class JsonlWriter:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self.records = 0
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, self._tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
-        except OSError as e:
-            raise InputError(f"cannot write {path}: {e.strerror}") from None
-        self._f: IO[str] = os.fdopen(fd, "w", encoding="utf-8")
+        self._file = AtomicFile(self.path)
+        self._f: IO[str] = open(self._file.tmp, "w", encoding="utf-8")
 
     def __call__(self, record: ClipRecord, stats: StreamStats | None = None) -> None:
         try:
@@ -123,11 +119,9 @@ class JsonlWriter:
         try:
             self._f.close()
             if keep and self.records:
-                os.chmod(self._tmp, 0o644)
-                os.replace(self._tmp, self.path)
+                self._file.commit()
         finally:
-            if os.path.exists(self._tmp):
-                os.unlink(self._tmp)
+            self._file.discard()
 
 
 class SourceStream:

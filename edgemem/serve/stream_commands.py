@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from edgemem.precision import choices
+
 
 def register(sub: Any) -> None:
     s = sub.add_parser(
@@ -23,10 +25,17 @@ def register(sub: Any) -> None:
     )
     s.add_argument("sources", nargs="+", metavar="SOURCE")
     s.add_argument("--model", required=True, help="an edgemem ONNX graph, a preset name or a YAML config")
-    s.add_argument("--checkpoint", help="weights for a preset/config (.pyth)")
+    s.add_argument(
+        "--checkpoint", help="weights for a preset/config (.pyth); default: the preset's shipped weights"
+    )
+    s.add_argument(
+        "--random-weights", action="store_true",
+        help="stream a preset/config without trained weights (timing only: its classes mean nothing)",
+    )  # fmt: skip
     s.add_argument("--runtime", default="ort-cpu", help="see `edgemem runtimes` (default: ort-cpu)")
     s.add_argument(
         "--precision",
+        choices=choices(),
         help="openvino: f32 (default), bf16, fp16 where the CPU has them; tensorrt/ort-tensorrt: fp16 "
         "(see `edgemem runtimes`)",
     )
@@ -37,7 +46,11 @@ def register(sub: Any) -> None:
     s.add_argument("--realtime", action="store_true", help="decode at the video's pace, skip frames when behind")
     s.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for a network source (default 10)")
     s.add_argument("--topk", type=int, default=5, help="classes per record (default 5)")
-    s.add_argument("--cache-dir", type=Path, help="where presets are exported (default ~/.cache/edgemem/graphs)")
+    s.add_argument(
+        "--cache-dir", type=Path,
+        help="where presets are exported (default ~/.cache/edgemem/graphs; keyed on model, weights content, "
+        "export options and edgemem version)",
+    )  # fmt: skip
     s.add_argument("--resume", type=Path, help="continue from a state file (.npz/.safetensors) of an earlier run")
     s.add_argument("--save-state", type=Path, help="write the state after the last clip (.npz or .safetensors)")
     s.add_argument("--quiet", action="store_true", help="no live view, only the summary")
@@ -80,7 +93,10 @@ def _stream(args: argparse.Namespace) -> int:
         raise InputError(f"runtime {args.runtime} is not available here: {avail.detail}")
     batch = len(args.sources) if args.batch else 1
     options = _session_options(args, batch)  # a precision this machine cannot run fails before any export
-    model = resolve_graph(args.model, args.runtime, batch=batch, checkpoint=args.checkpoint, cache_dir=args.cache_dir)
+    model = resolve_graph(
+        args.model, args.runtime, batch=batch, checkpoint=args.checkpoint, cache_dir=args.cache_dir,
+        random_weights=args.random_weights, note=lambda line: print(f"edgemem stream: weights: {line}", file=sys.stderr),
+    )  # fmt: skip
     saved = load_state(args.resume) if args.resume else None
     if args.save_state:
         check_suffix(args.save_state)  # refuse a bad suffix before streaming, not after

@@ -20,8 +20,8 @@ import yaml
 from torch import nn
 
 from edgemem.contract import ModelCard, stored_card
-from edgemem.errors import CheckpointError, StateError
-from edgemem.models.checkpoint import load_state_strict, read_pyth, save_pyth
+from edgemem.errors import CheckpointError
+from edgemem.models.checkpoint import card_of, load_state_strict, model_from_checkpoint, read_pyth, save_pyth
 from edgemem.models.streaming import StreamingModel
 
 CKPT_DIR = "checkpoints"
@@ -84,22 +84,6 @@ def resolve_checkpoint(path: str | os.PathLike[str], prefer: str = BEST) -> Path
     return epochs[-1]
 
 
-def card_of(ckpt: dict[str, Any], where: str | os.PathLike[str]) -> ModelCard:
-    """The edgemem model card stored in a checkpoint (CheckpointError for a foreign checkpoint; the
-    flat card of checkpoints written before contract 2 is read too)."""
-    text = ckpt.get("edgemem_card")
-    if not isinstance(text, str):
-        raise CheckpointError(f"{where} is not an edgemem training checkpoint (no model card)")
-    try:
-        card = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{where}: malformed model card: {e}") from None
-    try:
-        return stored_card(card)
-    except StateError as e:
-        raise CheckpointError(f"{where}: malformed model card: {e}") from None
-
-
 def train_state_of(ckpt: dict[str, Any]) -> dict[str, Any]:
     text = ckpt.get("edgemem_train")
     return json.loads(text) if isinstance(text, str) else {}
@@ -107,15 +91,9 @@ def train_state_of(ckpt: dict[str, Any]) -> dict[str, Any]:
 
 def load_trained(path: str | os.PathLike[str]) -> tuple[StreamingModel, dict[str, Any]]:
     """Rebuild the model of a training checkpoint (file or run folder) with its weights, in eval mode."""
-    from edgemem.models.registry import from_card
-
     file = resolve_checkpoint(path)
     ckpt = read_pyth(file)
-    card = card_of(ckpt, file)
-    model = from_card(card)
-    load_state_strict(model, ckpt["model_state"])
-    model.eval()
-    return model, ckpt
+    return model_from_checkpoint(ckpt, file).eval(), ckpt
 
 
 def read_checkpoint_for_resume(run: Path, model: StreamingModel, optimizer: torch.optim.Optimizer) -> dict[str, Any]:

@@ -7,6 +7,7 @@ import json
 import sys
 
 from edgemem.errors import InputError
+from edgemem.precision import Precision, choices
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -76,9 +77,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=0, help="data loading processes per training process")
     p.add_argument(
         "--precision",
-        choices=("auto", "fp32", "bf16", "fp16"),
+        choices=("auto", *choices((Precision.F32, Precision.BF16, Precision.FP16))),
         default="auto",
-        help="bf16: autocast on CPU (or GPU); fp16: AMP on GPU; auto: fp16 AMP on GPU, fp32 on CPU",
+        help="bf16: autocast on CPU (or GPU); fp16: AMP on GPU; auto: fp16 AMP on GPU, f32 on CPU",
     )
     p.add_argument("--clip-grad", type=float, default=1.0, help="max gradient norm (0: off)")
     p.add_argument("--eval-every", type=int, default=5, help="validate every E epochs (and after the last)")
@@ -113,7 +114,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: usable CPUs)")
     e.add_argument("--json", action="store_true", help="print the metrics as JSON")
     e.add_argument("--runtime", default=None, help="GRAPH.onnx: the runtime to score it on (default ort-cpu)")
-    e.add_argument("--precision", default=None, help="GRAPH.onnx on OpenVINO: inference precision f32|bf16")
+    e.add_argument(
+        "--precision", default=None, choices=choices(),
+        help="GRAPH.onnx: the runtime's inference precision (OpenVINO f32|bf16; others run the graph's own)",
+    )  # fmt: skip
     e.set_defaults(func=_eval)
 
 

@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader
 from edgemem.data.datasets import ClipDataset, SkipTally, StreamingDataset, VideoDir, stack_batch
 from edgemem.data.samplers import StreamingBatchSampler
 from edgemem.errors import UnsupportedError
+from edgemem.precision import Precision, of_export_record
 from edgemem.train.evaluate import DEFAULT_VIEWS, _Tally
 
 _OPENVINO = ("openvino", "openvino-stateful")
@@ -34,13 +35,14 @@ def _session_options(runtime: str, precision: str | None) -> dict[str, Any]:
     """``--precision`` is OpenVINO's inference precision (f32|bf16); other runtimes run the graph as
     exported (its own precision: f32, fp16 or int8), so asking them for another one is an error."""
     if precision is None:
-        return {"precision": "f32"} if runtime in _OPENVINO else {}
+        return {"precision": Precision.F32.value} if runtime in _OPENVINO else {}
+    p = Precision.parse(precision)
     if runtime in _OPENVINO:
-        return {"precision": precision}
-    if precision not in ("f32", "fp32"):
+        return {"precision": p.value}
+    if p != Precision.F32:
         raise UnsupportedError(
-            f"--precision {precision}: runtime {runtime} runs the graph in its exported precision; "
-            "export a graph in that precision (--precision fp16, --quantize int8) or use OpenVINO for bf16"
+            f"--precision {p}: runtime {runtime} runs the graph in its exported precision; "
+            "export a graph in that precision (--precision fp16, --precision int8) or use OpenVINO for bf16"
         )
     return {}
 
@@ -87,7 +89,6 @@ def evaluate_graph(
 ) -> dict[str, Any]:
     """Score ``graph`` on ``split`` of ``data`` through ``runtime`` (see the module docstring)."""
     from edgemem.contract import read_contract
-    from edgemem.export.verify import precision_key
     from edgemem.runtimes import open_session
 
     contract = read_contract(graph)
@@ -110,7 +111,7 @@ def evaluate_graph(
     return metrics | {
         "graph": str(graph),
         "runtime": runtime,
-        "graph_precision": precision_key(contract.export),
-        "runtime_precision": options.get("precision", precision_key(contract.export)),
+        "graph_precision": of_export_record(contract.export).value,
+        "runtime_precision": options.get("precision", of_export_record(contract.export).value),
         "split": split,
     }

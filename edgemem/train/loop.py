@@ -20,8 +20,9 @@ import torch
 from torch import Tensor, nn
 
 from edgemem.contract import ModelCard
-from edgemem.errors import EdgememError
+from edgemem.errors import EdgememError, UnsupportedError
 from edgemem.models.streaming import StreamingModel
+from edgemem.precision import Precision
 from edgemem.train import checkpoints as ckpts
 from edgemem.train.distributed import DistInfo, all_sum, average_gradients, barrier
 from edgemem.train.optim import CosineSchedule, set_lr
@@ -78,7 +79,7 @@ class LoopConfig:
     base_lr: float
     warmup_epochs: float
     clip_grad: float | None
-    precision: str  # "fp32" | "bf16" | "fp16"
+    precision: str  # "f32" | "bf16" | "fp16"
     eval_every: int
     seed: int = 0
     log_every: int = 10
@@ -93,10 +94,13 @@ class LoopState:
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
-    """bf16 autocast on CPU, fp16/bf16 AMP on GPU, nothing for fp32."""
-    if precision == "fp32":
+    """bf16 autocast on CPU, fp16/bf16 AMP on GPU, nothing for f32 (a run's old "fp32" reads as f32)."""
+    p = Precision.parse(precision)
+    if p == Precision.F32:
         return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    if p == Precision.INT8:
+        raise UnsupportedError("training runs in f32, bf16 or fp16, not int8")
+    dtype = torch.bfloat16 if p == Precision.BF16 else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 

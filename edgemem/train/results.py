@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,12 +19,13 @@ from typing import Any
 import torch
 import yaml
 
+from edgemem.atomic import write_text
 from edgemem.contract import ModelCard
 from edgemem.errors import EdgememError
-from edgemem.models.checkpoint import read_pyth, save_pyth
+from edgemem.models.checkpoint import card_of, read_pyth, save_pyth
 from edgemem.models.info import count_gflops
 from edgemem.models.pretrained import sha256_of, zoo_cards, zoo_dir
-from edgemem.train.checkpoints import card_of, resolve_checkpoint, train_state_of
+from edgemem.train.checkpoints import resolve_checkpoint, train_state_of
 
 
 def compute_cost(card: ModelCard, clips_per_video: int) -> dict[str, float]:
@@ -68,6 +68,7 @@ def ship(
     src = resolve_checkpoint(run, prefer="last.pyth")
     ckpt = read_pyth(src)
     card = card_of(ckpt, src)
+    assert card is not None  # required: a foreign checkpoint raised
     metrics = evaluate_checkpoint(src, data, "val", views=views)
     task = json.loads((data / "task.json").read_text()) if (data / "task.json").is_file() else {}
     zoo.mkdir(parents=True, exist_ok=True)
@@ -113,9 +114,7 @@ def ship(
         },
         "load": f"create_model('{name}')",
     }
-    tmp = zoo / f".{name}.yaml.tmp{os.getpid()}"
-    tmp.write_text(yaml.safe_dump(entry, sort_keys=False))
-    os.replace(tmp, zoo / f"{name}.yaml")
+    write_text(zoo / f"{name}.yaml", yaml.safe_dump(entry, sort_keys=False))
     return entry
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -12,6 +11,7 @@ from typing import Any
 
 import torch
 
+from edgemem.atomic import write_json
 from edgemem.errors import CheckpointError, EdgememError, InputError
 from edgemem.hardware import resolve_threads
 from edgemem.models.streaming import StreamingModel
@@ -113,19 +113,13 @@ def _build_model(opts: TrainOptions, num_classes: int, extra: dict[str, Any]) ->
     return model
 
 
-def _write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
 def _precision(opts: TrainOptions, device: torch.device) -> str:
     if opts.precision != "auto":
         if opts.precision == "fp16" and device.type != "cuda":
             raise InputError("--precision fp16 needs a GPU (use bf16 on CPU)")
         return opts.precision
     # On CPU, bf16 autocast made the tiny presets slower (casts dominate tiny kernels; docs/TRAINING.md).
-    return "fp16" if device.type == "cuda" else "fp32"
+    return "fp16" if device.type == "cuda" else "f32"
 
 
 def run_training(opts: TrainOptions) -> dict[str, Any] | None:
@@ -238,7 +232,7 @@ def _train(
     if info.main:
         run.mkdir(parents=True, exist_ok=True)
         config = {"options": resolved, "model_card": card.to_json(), "init": init_note, "dataset": str(Path(opts.data))}
-        _write_json_atomic(run / "config.json", config)
+        write_json(run / "config.json", config)
     loop_cfg = LoopConfig(
         epochs=opts.epochs,
         base_lr=lr,

@@ -7,7 +7,6 @@ import json
 import pytest
 
 from edgemem import hardware
-from edgemem.bench.precisions import graph_precision, session_options
 from edgemem.bench.schema import (
     SCHEMA_VERSION,
     Cell,
@@ -21,6 +20,7 @@ from edgemem.bench.schema import (
 )
 from edgemem.bench.stats import derive_rates, latency_summary, merge_repeats
 from edgemem.errors import EdgememError, UnsupportedError
+from edgemem.runtimes.precisions import graph_precision, session_options
 
 CPU = {"cpu": "AMD EPYC 7B13 64-Core Processor", "cores": 2, "cores_usable": 2, "gpus": [], "hostname": "a"}
 GPU = {**CPU, "gpus": [{"name": "NVIDIA H100 80GB HBM3", "memory_mb": 81559.0, "driver": "550"}], "hostname": "b"}
@@ -70,6 +70,20 @@ def test_validate_rejects_foreign_or_broken_results():
         validate_result({**good, "latency_ms": {**good["latency_ms"], "p50": None}})
 
 
+def test_old_precision_spelling_reads_as_today(tmp_path):
+    """A results file written with an old spelling (``fp32``) reads as ``f32``; nonsense is refused."""
+    import json
+
+    old = ok_result(runtime="ort-cpu")
+    old["precision"] = "fp32"
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    assert [r["precision"] for r in read_results([tmp_path])] == ["f32"]
+    old["precision"] = "fp64"
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    with pytest.raises(EdgememError, match="old.json: unknown precision 'fp64'"):
+        read_results([tmp_path])
+
+
 def test_write_and_read_back_skipping_other_json(tmp_path):
     a = write_result(tmp_path / "x", ok_result(runtime="ort-cpu"))
     b = write_result(tmp_path / "y", empty_result(Cell("m", "openvino"), CPU, "failed", "boom"))
@@ -111,6 +125,8 @@ def test_merge_repeats_takes_medians_and_counts_failures():
 
 
 def test_precision_mapping(monkeypatch):
+    import edgemem.export  # noqa: F401  (registers the torch runtime, whose precisions are asked below)
+
     # A CPU whose OpenVINO plugin has bf16 and int8 (simulated: the mapping, not this machine, is tested).
     monkeypatch.setattr(hardware, "openvino_capabilities", lambda device="CPU": frozenset({"FP32", "BF16", "INT8"}))
     assert graph_precision("openvino", "bf16") == "f32"

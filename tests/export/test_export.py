@@ -81,21 +81,23 @@ def test_dynamic_batch_without_state(tmp_path) -> None:
     assert _session(path).run(None, feeds)[0].shape == (3, 5)
 
 
-@pytest.mark.parametrize("kw", [{"precision": "fp16"}, {"quantize": "int8"}])
-def test_reduced_precision_keeps_contract_dtypes(tmp_path, kw) -> None:
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+def test_reduced_precision_keeps_contract_dtypes(tmp_path, precision) -> None:
     path = tmp_path / "low.onnx"
-    if "quantize" in kw:
+    kw: dict = {}
+    if precision == "int8":
         pytest.importorskip("nncf", reason="int8 export needs nncf: pip install 'edgemem[int8]'")
-        kw = kw | {"calibration": synthetic_calibration(make_toy().input_shape), "runtimes": ("ort-cpu",)}
-    result = to_onnx(make_toy(), path, **kw)
-    assert result.report.passed and result.report.precision == kw.get("precision", kw.get("quantize"))
+        kw = {"calibration": synthetic_calibration(make_toy().input_shape), "runtimes": ("ort-cpu",)}
+    result = to_onnx(make_toy(), path, precision=precision, **kw)
+    assert result.report.passed and result.report.precision == precision
+    assert read_contract(path).export["precision"] == precision and "quantize" not in read_contract(path).export
     logits = result.report.runtimes[0].outputs[0]
     # Not bit-exact, but within the verifier's own bound for this precision (not a number from one CPU).
     assert 0 < logits.max_abs <= logits.atol + logits.rtol * logits.max_ref
     c = read_contract(path)
     assert c.frames.dtype == "float32" and all(s.dtype == "float32" for s in c.state)
     ops = result.stats.ops
-    assert "QuantizeLinear" in ops if "quantize" in kw else "Cast" in ops
+    assert "QuantizeLinear" in ops if precision == "int8" else "Cast" in ops
 
 
 def test_failed_verification_leaves_no_file(tmp_path) -> None:
@@ -128,8 +130,8 @@ def test_bad_arguments(tmp_path) -> None:
         to_onnx(make_toy(), tmp_path / "no" / "x.onnx")
     with pytest.raises(InputError, match=".onnx"):
         to_onnx(make_toy(), tmp_path / "x.txt")
-    with pytest.raises(UnsupportedError, match="fp32"):
-        to_onnx(make_toy(), tmp_path / "x.onnx", precision="fp16", quantize="int8")
+    with pytest.raises(UnsupportedError, match="cannot be exported in 'bf16'; choose from f32, fp16, int8"):
+        to_onnx(make_toy(), tmp_path / "x.onnx", precision="bf16")
     with pytest.raises(InputError, match="StreamingModel"):
         to_onnx(torch.nn.Linear(2, 2), tmp_path / "x.onnx")
     assert list(tmp_path.iterdir()) == []
@@ -149,7 +151,6 @@ def test_cli_bad_inputs_one_line_errors(tmp_path, capsys) -> None:
         (["export", "mvit_tiny", "--out", "/proc/x.onnx"], "cannot write"),
         (["export", "mvit_tiny", "--out", out, "--opset", "9"], "opset 9"),
         (["export", "mvit_tiny", "--out", out, "--batch", "zero"], "--batch"),
-        (["export", "mvit_tiny", "--out", out, "--precision", "fp16", "--quantize", "int8"], "fp32"),
     ]
     for argv, msg in cases:
         rc, err = _cli(argv, capsys)

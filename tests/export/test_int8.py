@@ -47,7 +47,7 @@ def graphs(data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Pa
     out = {"f32": d / "f32.onnx", "nncf": d / "nncf.onnx", "ort": d / "ort.onnx"}
     to_onnx(model, out["f32"], verify=False)
     for q in ("nncf", "ort"):
-        to_onnx(model, out[q], quantize="int8", calibration=cal, quantizer=q, verify=False)
+        to_onnx(model, out[q], precision="int8", calibration=cal, quantizer=q, verify=False)
     return out
 
 
@@ -64,7 +64,7 @@ def test_calibration_streams_clips_with_memory(data: Path, graphs: dict[str, Pat
 def test_int8_graph_keeps_contract_and_records_calibration(graphs: dict[str, Path]) -> None:
     for q in ("nncf", "ort"):
         c = read_contract(graphs[q])
-        assert c.export["quantize"] == "int8" and c.export["quantizer"] == q
+        assert c.export["precision"] == "int8" and c.export["quantizer"] == q
         assert c.export["calibration"]["videos"] == 4 and c.export["calibration"]["clips"] == 16
         assert c.frames.dtype == "float32" and all(s.dtype == "float32" for s in c.state)
         ops = {n.op_type for n in onnx.load(str(graphs[q])).graph.node}
@@ -115,13 +115,13 @@ def test_bad_calibration_input_exits_2(data: Path, tmp_path: Path, capsys) -> No
     (tmp_path / "broken.mp4").write_bytes(b"garbage")
     (tmp_path / "empty").mkdir()
     cases = [
-        ["--quantize", "int8"],  # no --calib
-        ["--quantize", "int8", "--calib", str(tmp_path / "missing")],
-        ["--quantize", "int8", "--calib", str(tmp_path / "list.txt")],
-        ["--quantize", "int8", "--calib", str(tmp_path / "broken.mp4")],
-        ["--quantize", "int8", "--calib", str(tmp_path / "empty")],
-        ["--quantize", "int8", "--calib", str(data), "--calib-videos", "0"],
-        ["--calib", str(data)],  # calibration without --quantize is not silently ignored
+        ["--precision", "int8"],  # no --calib
+        ["--precision", "int8", "--calib", str(tmp_path / "missing")],
+        ["--precision", "int8", "--calib", str(tmp_path / "list.txt")],
+        ["--precision", "int8", "--calib", str(tmp_path / "broken.mp4")],
+        ["--precision", "int8", "--calib", str(tmp_path / "empty")],
+        ["--precision", "int8", "--calib", str(data), "--calib-videos", "0"],
+        ["--calib", str(data)],  # calibration without --precision int8 is not silently ignored
     ]
     for extra in cases:
         assert main(["export", "memvit_tiny", "--out", out, *extra]) == 2, extra
@@ -131,7 +131,7 @@ def test_bad_calibration_input_exits_2(data: Path, tmp_path: Path, capsys) -> No
 
 def test_missing_nncf_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     monkeypatch.setitem(sys.modules, "nncf", None)  # import nncf -> ImportError
-    assert main(["export", "memvit_tiny", "--out", str(tmp_path / "x.onnx"), "--quantize", "int8", "--calib",
+    assert main(["export", "memvit_tiny", "--out", str(tmp_path / "x.onnx"), "--precision", "int8", "--calib",
                  "random", "--no-verify"]) == 2  # fmt: skip
     assert (
         capsys.readouterr().err.strip() == "edgemem export: error: nncf is not installed: pip install 'edgemem[int8]'"

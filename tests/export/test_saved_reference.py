@@ -57,7 +57,7 @@ def test_saved_file_holds_stream_outputs_and_record(saved: dict[str, Path]) -> N
     assert set(ref.outputs[0]) == {"logits", "state_out.mem", "state_out.valid"}
     assert ref.outputs[0]["logits"].shape == (2, 5)
     m = ref.meta
-    assert m["clips"] == 12 and m["boundaries"] == 3 and m["seed"] == 0 and m["precision"] == "fp32"
+    assert m["clips"] == 12 and m["boundaries"] == 3 and m["seed"] == 0 and m["precision"] == "f32"
     assert len(m["graph_sha256"]) == 64 and m["machine"]["arch"] and "edgemem" in m and "torch" in m
 
 
@@ -131,7 +131,7 @@ def test_non_finite_reference_is_not_saved(saved: dict[str, Path], tmp_path: Pat
     steps = [dict(s) for s in steps]
     steps[1]["logits"] = np.full((2, 5), np.inf, np.float32)
     with pytest.raises(NonFiniteError, match=r"step 1 \(not saved\): NaN or infinite values in 'logits'"):
-        save_reference(tmp_path / "r.npz", saved["graph"], contract, "fp32", stream, steps, seed=0, boundaries=1,
+        save_reference(tmp_path / "r.npz", saved["graph"], contract, "f32", stream, steps, seed=0, boundaries=1,
                        made_by="torch")  # fmt: skip
     assert list(tmp_path.iterdir()) == []
 

@@ -15,6 +15,7 @@ from edgemem.export.onnx import to_onnx
 from edgemem.export.reference import reference_model
 from edgemem.export.stream import boundary_steps, make_stream
 from edgemem.export.verify import TOLERANCES, compare, verify_graph
+from edgemem.precision import Precision
 
 
 def test_stream_has_boundaries_at_different_steps_per_slot() -> None:
@@ -40,13 +41,13 @@ def test_compare_locates_drift() -> None:
     got = [{k: v.copy() for k, v in step.items()} for step in ref]
     for t in range(3, 6):  # an error that appears at step 3 and grows
         got[t]["state_out.m"] += 1e-3 * (t - 2)
-    res = {o.name: o for o in compare(ref, got, TOLERANCES["fp32"])}
+    res = {o.name: o for o in compare(ref, got, TOLERANCES[Precision.F32])}
     assert res["logits"].passed and res["logits"].max_abs == 0
     m = res["state_out.m"]
     assert not m.passed and m.worst_step == 5 and m.violations == 12
     assert m.per_step_max[:3] == [0, 0, 0] and m.per_step_max[5] == pytest.approx(3e-3)
     got[0]["logits"][0, 0] = np.nan
-    assert not next(o for o in compare(ref, got, TOLERANCES["fp32"]) if o.name == "logits").passed
+    assert not next(o for o in compare(ref, got, TOLERANCES[Precision.F32]) if o.name == "logits").passed
 
 
 @pytest.fixture(scope="module")
@@ -54,38 +55,48 @@ def graphs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     d = tmp_path_factory.mktemp("verify")
     out = {}
     cal = synthetic_calibration(make_toy().input_shape)
-    for key, kw in {
-        "fp32": {},
-        "fp16": {"precision": "fp16"},
-        "int8": {"quantize": "int8", "calibration": cal},
-    }.items():
+    for key, kw in {"f32": {}, "fp16": {}, "int8": {"calibration": cal}}.items():
         out[key] = str(d / f"toy_{key}.onnx")
-        to_onnx(make_toy(), out[key], verify=False, **kw)
+        to_onnx(make_toy(), out[key], verify=False, precision=key, **kw)
     return out
 
 
-@pytest.mark.parametrize("key", ["fp32", "fp16", "int8"])
+@pytest.mark.parametrize("key", ["f32", "fp16", "int8"])
 def test_reference_weights_come_from_the_graph(graphs: dict[str, str], key: str) -> None:
     original = make_toy().state_dict()
     rebuilt = reference_model(graphs[key]).state_dict()
     assert sorted(rebuilt) == sorted(original)
     worst = max(float((rebuilt[k] - original[k]).abs().max()) for k in original)
-    assert worst == 0 if key == "fp32" else 0 < worst < (1e-2 if key == "fp16" else 5e-2)
+    assert worst == 0 if key == "f32" else 0 < worst < (1e-2 if key == "fp16" else 5e-2)
 
 
 def test_cli_verify_report_and_exit_codes(graphs: dict[str, str], capsys) -> None:
-    assert main(["verify", graphs["fp32"], "--runtimes", "ort-cpu,openvino"]) == 0
+    assert main(["verify", graphs["f32"], "--runtimes", "ort-cpu,openvino"]) == 0
     text = capsys.readouterr().out
     assert "PASSED" in text and "drift logits" in text and text.count(": PASS") == 3  # checker + 2 runtimes
-    assert main(["verify", graphs["fp32"], "--json", "--clips", "20", "--boundaries", "3"]) == 0
+    assert main(["verify", graphs["f32"], "--json", "--clips", "20", "--boundaries", "3"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["passed"] and report["steps"] == 20 and len(report["boundaries"][0]) == 3
     outputs = {o["name"]: o for o in report["runtimes"][0]["outputs"]}
     assert set(outputs) == {"logits", "state_out.mem", "state_out.valid"}
     assert {"max_abs", "mean_abs", "p99_abs", "per_step_max"} <= set(outputs["logits"])
     # A tolerance nothing can meet fails, with exit code 1.
-    assert main(["verify", graphs["fp32"], "--atol", "0", "--state-atol", "0"]) == 1
+    assert main(["verify", graphs["f32"], "--atol", "0", "--state-atol", "0"]) == 1
     assert "FAILED" in capsys.readouterr().out
+
+
+def test_cli_verify_parses_the_graph_once(
+    graphs: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One ``edgemem verify`` on two runtimes: edgemem parses the file once (contract, reference
+    weights, checker and sessions share the parsed graph); each runtime's own load is its own."""
+    import onnx
+
+    real, loads = onnx.load, []
+    monkeypatch.setattr(onnx, "load", lambda *a, **k: loads.append(a[0]) or real(*a, **k))
+    assert main(["verify", graphs["f32"], "--runtimes", "ort-cpu,openvino", "--clips", "3"]) == 0
+    assert "PASSED" in capsys.readouterr().out
+    assert loads == [graphs["f32"]]
 
 
 def test_cli_verify_reduced_precision_uses_its_tolerance(graphs: dict[str, str], capsys) -> None:

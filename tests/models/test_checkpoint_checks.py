@@ -97,6 +97,19 @@ def test_nan_weights_in_a_caffe2_pkl_are_refused(tmp_path: Path) -> None:
         load_clip_checkpoint(model, path)
 
 
+def test_one_card_reader(tmp_path: Path) -> None:
+    """``card_of``: an official checkpoint has no card (None or an error), a malformed card is an error."""
+    from edgemem.models.checkpoint import card_of, read_pyth, save_pyth
+
+    save_pyth(tmp_path / "a.pyth", {"model_state": {"w": torch.zeros(2)}, "edgemem_card": "{not json"})
+    save_pyth(tmp_path / "b.pyth", {"model_state": {"w": torch.zeros(2)}})
+    assert card_of(read_pyth(tmp_path / "b.pyth"), "b", required=False) is None
+    with pytest.raises(CheckpointError, match="no model card"):
+        card_of(read_pyth(tmp_path / "b.pyth"), "b")
+    with pytest.raises(CheckpointError, match="malformed"):
+        card_of(read_pyth(tmp_path / "a.pyth"), "a", required=False)
+
+
 def test_models_zoo_lists_each_shipped_file_with_its_preset_and_frame_scale(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["models", "--zoo"]) == 0
     rows = {line.split("\t")[0]: line.split("\t") for line in capsys.readouterr().out.splitlines()}

@@ -15,6 +15,7 @@ from edgemem.contract import read_contract
 from edgemem.export.onnx import to_onnx
 from edgemem.export.saved_reference import SavedReference, load_reference
 from edgemem.export.verify import TOLERANCES, _run_stream, compare, verify_graph
+from edgemem.precision import Precision
 from edgemem.runtimes import open_session
 from edgemem.runtimes.availability import check
 
@@ -31,7 +32,7 @@ def saved(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Sav
     """fp32 and fp16 toy graphs, each with a reference made by PyTorch on the CPU."""
     d = tmp_path_factory.mktemp("gpu")
     out = {}
-    for key, kw in {"fp32": {}, "fp16": {"precision": "fp16"}}.items():
+    for key, kw in {"f32": {}, "fp16": {"precision": "fp16"}}.items():
         graph, ref = d / f"toy_{key}.onnx", d / f"ref_{key}.npz"
         to_onnx(make_toy(), graph, batch=2, verify=False, **kw)
         verify_graph(graph, make_toy(), runtimes=(), clips=12, boundaries=3, save_reference=ref)
@@ -41,16 +42,16 @@ def saved(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Sav
 
 @pytest.mark.skipif(not CUDA, reason="torch has no CUDA device here")
 def test_torch_cuda_matches_the_cpu_reference(saved: dict[str, tuple[Path, SavedReference]]) -> None:
-    graph, ref = saved["fp32"]
+    graph, ref = saved["f32"]
     names = [s.name for s in read_contract(graph).state]
     with open_session(graph, "torch", batch=2, device="cuda") as s:
         got = _run_stream(s, ref.stream, names)
-    results = compare(ref.outputs, got, TOLERANCES["fp32"])
+    results = compare(ref.outputs, got, TOLERANCES[Precision.F32])
     assert all(o.passed for o in results), [(o.name, o.max_abs) for o in results]
 
 
 @pytest.mark.parametrize("rt", [gpu_param(r) for r in ("ort-cuda", "ort-tensorrt", "tensorrt")])
-@pytest.mark.parametrize("key", ["fp32", "fp16"])
+@pytest.mark.parametrize("key", ["f32", "fp16"])
 def test_gpu_runtime_matches_the_cpu_reference(
     saved: dict[str, tuple[Path, SavedReference]], rt: str, key: str
 ) -> None:

@@ -177,4 +177,4 @@ def test_real_tensorrt_session_reports_its_precision(graphs: dict[str, Path]) ->
     with open_session(graphs["fp16"], "tensorrt") as s:
         assert s.precision == "fp16"
     with open_session(graphs["fp32"], "tensorrt") as s:
-        assert s.precision == "fp32"
+        assert s.precision == "f32"

@@ -172,12 +172,32 @@ def test_preset_is_exported_into_the_cache(
     monkeypatch.setitem(registry._PRESETS, "tinymem_preset", tinymem_preset)
     cache, out = tmp_path / "cache", tmp_path / "p.jsonl"
     args = [str(videos["mpeg4"]), "--model", "tinymem_preset", "--cache-dir", str(cache), "--jsonl", str(out)]
-    assert run(args, capsys)[0] == 0
-    graphs = list(cache.glob("tinymem_preset-b1-*.onnx"))
+    # No checkpoint and no shipped weights: refused, never a silently random model.
+    one_line_error(*run(args, capsys), "no shipped weights", "--random-weights")
+    assert not cache.exists() and not out.exists()
+    rc, err = run([*args, "--random-weights"], capsys)
+    assert rc == 0 and "RANDOM weights" in err
+    graphs = list(cache.glob("tinymem_preset-b1-f32-fs1-*.onnx"))
     assert len(graphs) == 1 and len(records(out)) == 7
     mtime = graphs[0].stat().st_mtime_ns
-    assert run([*args, "--runtime", "openvino"], capsys)[0] == 0
+    assert run([*args, "--random-weights", "--runtime", "openvino"], capsys)[0] == 0
     assert graphs[0].stat().st_mtime_ns == mtime  # reused, not exported again
+
+
+def test_graph_cache_keys_on_checkpoint_content(tmp_path: Path) -> None:
+    """The key changes when a checkpoint file is rewritten in place (same name), and with the options."""
+    from edgemem.export.graph_cache import GraphKey, weights_id
+
+    ckpt = tmp_path / "w.pyth"
+    ckpt.write_bytes(b"one")
+    first = GraphKey.of("mvit_tiny", weights_id(ckpt), batch=1)
+    ckpt.write_bytes(b"two")
+    second = GraphKey.of("mvit_tiny", weights_id(ckpt), batch=1)
+    assert first.filename() != second.filename() and first.filename().startswith("mvit_tiny-b1-f32-fs1-")
+    assert GraphKey.of("mvit_tiny", "random", batch=1, precision="fp16").filename() != GraphKey.of(
+        "mvit_tiny", "random", batch=1
+    ).filename()
+    assert GraphKey.of("mvit_tiny", "random", batch=1).edgemem and weights_id() == "random"
 
 
 def one_line_error(rc: int, err: str, *needles: str) -> None:
@@ -268,3 +288,19 @@ def test_cli_process_has_no_traceback(graph: Path, videos: dict[str, Path]) -> N
     )  # fmt: skip
     assert p.returncode == 2 and "Traceback" not in p.stderr
     assert p.stderr.strip().startswith("edgemem stream: error:") and len(p.stderr.strip().splitlines()) == 1
+
+
+def test_preset_without_checkpoint_uses_its_shipped_weights() -> None:
+    """``--model mvit_tiny`` without --checkpoint streams the shipped default weights (and says so)."""
+    import torch
+
+    from edgemem.export.model_source import _build
+    from edgemem.models.checkpoint import read_pyth
+    from edgemem.models.pretrained import default_entry
+
+    notes: list[str] = []
+    model, weights = _build("mvit_tiny", None, False, notes.append)
+    entry = default_entry("mvit_tiny")
+    assert weights == f"sha256:{entry['sha256']}" and entry["name"] in notes[0]
+    shipped = read_pyth(entry["path"])["model_state"]
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in shipped.items())
