@@ -31,7 +31,10 @@ def clip_of(d: dict[str, Any], default: ClipSpec) -> ClipSpec:
     """Pop the clip out of the stored config ``d``: its ``clip`` object, or the flat fields of a config
     written before (missing ones are ``default``'s, frames times ``d["frame_scale"]``)."""
     if "clip" in d:
-        return ClipSpec.from_json(d.pop("clip"), ".config.clip")
+        clip = d.pop("clip")
+        if isinstance(clip, dict):  # asdict() keeps tuples where JSON has lists
+            clip = {k: list(v) if isinstance(v, tuple) else v for k, v in clip.items()}
+        return ClipSpec.from_json(clip, ".config.clip")
     flat = {k: d.pop(k) for k in FLAT_KEYS if k in d}
     frames = flat.pop("frames", flat.pop("num_frames", default.frames))
     flat = {k: tuple(v) if k in ("mean", "std") else v for k, v in flat.items()}
