@@ -2,7 +2,8 @@
 
 A clip backbone splits into ``forward_features`` (frames -> last-stage feature map ``[B, D, t, h, w]``)
 and ``forward_head`` (feature map -> logits), so Collaborative Memory can sit between the two.
-``frame_scale=k`` builds the baseline fed k x more frames per clip (same weights, longer clip).
+``frame_scale=k`` builds the baseline fed k x more frames per clip (same weights, longer clip): its
+config's ``clip`` is the longer clip, which is what the card and the data read.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ def init_conv_bn(module: nn.Module, zero_init_final_bn: bool = False) -> None:
 
 
 class ClipBackbone(StreamingModel):
-    """Base of the clip backbones. Subclasses set ``self.cfg`` (a dataclass with the card fields),
+    """Base of the clip backbones. Subclasses set ``self.cfg`` (a dataclass with ``clip`` and the card fields),
     ``self.family``, ``self.preset`` and implement ``forward_features``/``forward_head``/``feature_dim``."""
 
     cfg: Any
@@ -101,8 +102,7 @@ class ClipBackbone(StreamingModel):
 
     @property
     def input_shape(self) -> tuple[int, int, int, int]:
-        c = self.cfg
-        return (3, c.frames * c.frame_scale, c.crop_size, c.crop_size)
+        return self.cfg.clip.shape
 
     @property
     def num_classes(self) -> int:
@@ -120,11 +120,10 @@ class ClipBackbone(StreamingModel):
         return self.preset, self.preset or "config"
 
     def card_config(self) -> dict[str, Any]:
-        return _jsonable(asdict(self.cfg))
+        return _jsonable({**asdict(self.cfg), "clip": self.cfg.clip.to_json()})
 
     def clip_spec(self) -> ClipSpec:
-        c = self.cfg
-        return ClipSpec(c.frames * c.frame_scale, c.sampling_rate, c.crop_size, c.target_fps, tuple(c.mean), tuple(c.std))
+        return self.cfg.clip
 
     def card_view(self) -> tuple[int, str, str]:
         c = self.cfg

@@ -19,7 +19,7 @@ from typing import Any
 
 from edgemem.errors import UnsupportedError
 from edgemem.models.clip_base import ClipBackbone
-from edgemem.models.pyslowfast_keys import Lookup, read_tree
+from edgemem.models.pyslowfast_keys import Lookup, read_clip, read_tree
 from edgemem.models.resnet3d import (
     KINETICS_MEAN,
     KINETICS_STD,
@@ -110,16 +110,10 @@ def _common(c: Lookup, view: str) -> dict[str, Any]:
     c.refuse_unless("RESNET.WIDTH_PER_GROUP", c("RESNET.WIDTH_PER_GROUP") > 0, "must be positive")
     c.refuse_unless("RESNET.WIDTH_PER_GROUP", c("RESNET.WIDTH_PER_GROUP") % c("RESNET.NUM_GROUPS") == 0,
                     "must be a multiple of RESNET.NUM_GROUPS")  # fmt: skip
-    crop = "DATA.TEST_CROP_SIZE" if view == "test" else "DATA.TRAIN_CROP_SIZE"
     return dict(
         num_classes=int(c("MODEL.NUM_CLASSES")),
         dropout=float(c("MODEL.DROPOUT_RATE")),
-        frames=int(c("DATA.NUM_FRAMES")),
-        sampling_rate=int(c("DATA.SAMPLING_RATE")),
-        crop_size=int(c(crop)),
-        target_fps=int(c("DATA.TARGET_FPS")),
-        mean=tuple(float(x) for x in c("DATA.MEAN")),
-        std=tuple(float(x) for x in c("DATA.STD")),
+        clip=read_clip(c, view),
         zero_init_final_bn=bool(c("RESNET.ZERO_INIT_FINAL_BN")),
         head_act=str(c("MODEL.HEAD_ACT")),
         view=view,
@@ -157,7 +151,8 @@ def resnet_config(tree: Mapping[str, Any], view: str = "train") -> ResNetConfig:
     c.refuse_unless("NONLOCAL.INSTANTIATION", c("NONLOCAL.INSTANTIATION") in ("dot_product", "softmax"))
     # Geometry at the view's input: frames per stage (for NONLOCAL.GROUP) and the last-stage map.
     pool_t = POOL1_T[arch]
-    frames = common["frames"]
+    clip = common["clip"]
+    frames = clip.frames
     stage_t = (frames, frames // pool_t, frames // pool_t, frames // pool_t)
     for s in range(4):
         if locations[s] and stage_t[s] % groups[s]:
@@ -165,12 +160,12 @@ def resnet_config(tree: Mapping[str, Any], view: str = "train") -> ResNetConfig:
                 f"not supported: NONLOCAL.GROUP={[[g] for g in groups]}: res{s + 2} has {stage_t[s]} frames, "
                 f"not divisible into {groups[s]} groups (the official reshape fails)"
             )
-    side = _conv_out(_conv_out(common["crop_size"], 7, 2, 3), 3, 2, 1)
+    side = _conv_out(_conv_out(clip.crop_size, 7, 2, 3), 3, 2, 1)
     for s in strides:
         side = _conv_out(side, 1, s, 0)
     train_side = int(c("DATA.TRAIN_CROP_SIZE")) // 32
     head_pool = None if c("MULTIGRID.SHORT_CYCLE") else (frames // pool_t, train_side, train_side)
-    _check_head_fits(c, head_pool, (stage_t[3], side, side), common["crop_size"])
+    _check_head_fits(c, head_pool, (stage_t[3], side, side), clip.crop_size)
     return ResNetConfig(
         arch=arch,
         depth=int(c("RESNET.DEPTH")),
@@ -199,11 +194,12 @@ def x3d_config(tree: Mapping[str, Any], view: str = "train") -> X3DConfig:
     c.refuse_unless("NONLOCAL.LOCATION", all(not s[0] for s in c("NONLOCAL.LOCATION")), "non-local blocks in X3D")
     c.refuse_unless("RESNET.SPATIAL_DILATIONS", set(_per_stage(c, "RESNET.SPATIAL_DILATIONS")) == {1}, "X3D")
     train_side = math.ceil(int(c("DATA.TRAIN_CROP_SIZE")) / 32)
-    head_pool = (common["frames"], train_side, train_side)
-    side = _conv_out(common["crop_size"], 3, 2, 1)
+    clip = common["clip"]
+    head_pool = (clip.frames, train_side, train_side)
+    side = _conv_out(clip.crop_size, 3, 2, 1)
     for _ in range(4):
         side = _conv_out(side, 3, 2, 1)
-    _check_head_fits(c, head_pool, (common["frames"], side, side), common["crop_size"])
+    _check_head_fits(c, head_pool, (clip.frames, side, side), clip.crop_size)
     return X3DConfig(
         width_factor=float(c("X3D.WIDTH_FACTOR")),
         depth_factor=float(c("X3D.DEPTH_FACTOR")),

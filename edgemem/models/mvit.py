@@ -112,7 +112,7 @@ class MViT(StreamingModel):
     # ----------------------------------------------------------------- StreamingModel API
     @property
     def input_shape(self) -> tuple[int, int, int, int]:
-        return (self.cfg.in_chans, self.cfg.frames, self.cfg.crop_size, self.cfg.crop_size)
+        return (self.cfg.in_chans, *self.cfg.clip.shape[1:])
 
     @property
     def num_classes(self) -> int:
@@ -219,8 +219,7 @@ class MViT(StreamingModel):
         return self.cfg.to_dict()
 
     def clip_spec(self) -> ClipSpec:
-        c = self.cfg
-        return ClipSpec(c.frames, c.sampling_rate, c.crop_size, c.target_fps, tuple(c.mean), tuple(c.std))
+        return self.cfg.clip
 
     def card_view(self) -> tuple[int, str, str]:
         return self.cfg.frame_scale, self.cfg.head_act, self.cfg.view

@@ -13,7 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from edgemem.contract import ClipSpec
 from edgemem.errors import UnsupportedError
+from edgemem.models.clip_field import check_frame_scale, clip_of
 
 Triple = tuple[int, int, int]
 
@@ -61,10 +63,11 @@ class MemoryConfig:
 
 @dataclass(frozen=True)
 class MViTConfig:
-    """MViTv2 architecture (``MVIT.*``), input (``DATA.*``), head and optional MeMViT memory."""
+    """MViTv2 architecture (``MVIT.*``), input clip (``DATA.*``), head and optional MeMViT memory.
 
-    num_frames: int = 16
-    crop_size: int = 224
+    ``clip`` is the whole input clip (a frame-scaled baseline's ``frame_scale`` times longer)."""
+
+    clip: ClipSpec = ClipSpec(frames=16, sampling_rate=4, crop_size=224, target_fps=30)
     in_chans: int = 3
     num_classes: int = 400
     embed_dim: int = 96
@@ -99,11 +102,6 @@ class MViTConfig:
     init_std: float | None = 0.02
     frame_scale: int = 1
     memory: MemoryConfig | None = None
-    # Data (not architecture): how clips are sampled and normalised.
-    sampling_rate: int = 4
-    target_fps: int = 30
-    mean: tuple[float, ...] = (0.45, 0.45, 0.45)
-    std: tuple[float, ...] = (0.225, 0.225, 0.225)
     head_act: str = "softmax"  # MODEL.HEAD_ACT: what the logits mean (softmax/sigmoid scores, or none)
     view: str = "train"  # the official test view is the same network for MViT (TEST_CROP_SIZE == TRAIN_CROP_SIZE)
 
@@ -112,25 +110,21 @@ class MViTConfig:
             raise UnsupportedError(f"not supported: MVIT.MODE '{self.mode}'")
         if not self.pool_first:
             raise UnsupportedError("not supported: MVIT.POOL_FIRST false (MeMViT's memory needs pool-first)")
-        if self.frame_scale < 1:
-            raise UnsupportedError(f"not supported: frame_scale {self.frame_scale} (needs >= 1)")
+        check_frame_scale(self.clip, self.frame_scale)
         if self.memory is not None and self.frame_scale != 1:
             raise UnsupportedError("not supported: frame_scale on a model with memory (a memory-less baseline)")
         if self.memory is not None and self.rel_pos_spatial and not self.memory.compress:
             # The official code has no memory spatial tables without compression (it crashes).
             raise UnsupportedError("not supported: MEMVIT without COMPRESS together with REL_POS_SPATIAL")
 
-    @property
-    def frames(self) -> int:
-        """Frames of one input clip (``num_frames * frame_scale``)."""
-        return self.num_frames * self.frame_scale
-
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "clip": self.clip.to_json()}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> MViTConfig:
+        """A stored config: ``to_dict``'s form, or the flat clip fields of configs written before."""
         d = dict(d)
+        clip = clip_of(d, cls.clip)
         mem = d.pop("memory", None)
         nested = ("dim_mul", "head_mul", "pool_q_stride", "pool_kv_stride")
         for k in nested:
@@ -142,8 +136,6 @@ class MViTConfig:
             "patch_padding",
             "pool_kv_stride_adaptive",
             "pool_kvq_kernel",
-            "mean",
-            "std",
         ):
             if k in d:
                 d[k] = tuple(d[k])
@@ -154,7 +146,7 @@ class MViTConfig:
                     mem[k] = tuple(mem[k])
             mem = MemoryConfig(**mem)
         try:
-            return cls(**d, memory=mem)
+            return cls(**d, clip=clip, memory=mem)
         except TypeError as e:
             raise UnsupportedError(f"not supported: model config ({e})") from None
 
@@ -215,7 +207,7 @@ def pooled_thw(thw: Triple, kernel: tuple[int, ...], stride: tuple[int, ...]) ->
 
 def patch_grid(cfg: MViTConfig) -> Triple:
     """Token grid after the patch embedding (the official model assumes input // stride)."""
-    sizes = (cfg.frames, cfg.crop_size, cfg.crop_size)
+    sizes = (cfg.clip.frames, cfg.clip.crop_size, cfg.clip.crop_size)
     grid = tuple(n // s for n, s in zip(sizes, cfg.patch_stride, strict=False))
     real = tuple(
         conv_out(n, k, s, p)

@@ -4,24 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from edgemem.errors import UnsupportedError
+from edgemem.contract import ClipSpec
+from edgemem.models.clip_field import preset_config
 from edgemem.models.mvit import MViT
 from edgemem.models.mvit_config import MemoryConfig, MViTConfig
 from edgemem.models.registry import register_model
 
 
 def _config(base: dict[str, Any], overrides: dict[str, Any]) -> MViTConfig:
-    """Preset fields updated with user overrides (any ``MViTConfig`` field, e.g. ``num_classes``)."""
-    unknown = sorted(set(overrides) - set(MViTConfig.__dataclass_fields__))
-    if unknown:
-        raise UnsupportedError(f"not supported: option(s) {unknown} for an MViT preset")
-    return MViTConfig(**{**base, **overrides})
+    """Preset fields updated with user overrides (any ``MViTConfig`` field, e.g. ``num_classes``,
+    ``clip=ClipSpec(...)``; ``frame_scale=k`` makes the clip k times longer)."""
+    return preset_config(MViTConfig, base, overrides, "MViT")
 
 
 def _tiny(memory: MemoryConfig | None, kw: dict[str, Any]) -> MViTConfig:
     base = dict(
-        num_frames=8,
-        crop_size=32,
+        clip=ClipSpec(frames=8, sampling_rate=2, crop_size=32, target_fps=30),
         num_classes=10,
         embed_dim=16,
         num_heads=1,
@@ -32,8 +30,6 @@ def _tiny(memory: MemoryConfig | None, kw: dict[str, Any]) -> MViTConfig:
         pool_kv_stride_adaptive=(1, 2, 2),
         pool_kvq_kernel=(3, 3, 3),
         init_std=None,
-        sampling_rate=2,
-        target_fps=30,
         memory=memory,
     )
     return _config(base, kw)
@@ -46,9 +42,7 @@ def _q_strides(depth: int, stage_starts: tuple[int, ...]) -> tuple[tuple[int, ..
 def _mvit16(memory: MemoryConfig | None, kw: dict[str, Any]) -> MViTConfig:
     """MViTv2-S-like depth 16 (configs/AVA/MeMViT_16_K400.yaml backbone), 16x4 at 224^2."""
     base = dict(
-        num_frames=16,
-        crop_size=224,
-        sampling_rate=4,
+        clip=ClipSpec(frames=16, sampling_rate=4, crop_size=224, target_fps=30),
         num_classes=400,
         embed_dim=96,
         num_heads=1,
@@ -67,9 +61,7 @@ def _mvit16(memory: MemoryConfig | None, kw: dict[str, Any]) -> MViTConfig:
 def _mvit24(memory: MemoryConfig | None, kw: dict[str, Any]) -> MViTConfig:
     """Depth 24 (configs/AVA/MeMViT_24_K600.yaml backbone), 32x3 at 224^2."""
     base = dict(
-        num_frames=32,
-        crop_size=224,
-        sampling_rate=3,
+        clip=ClipSpec(frames=32, sampling_rate=3, crop_size=224, target_fps=30),
         num_classes=400,
         embed_dim=96,
         num_heads=1,

@@ -81,7 +81,7 @@ def load_zoo(entry: dict[str, Any], **overrides: Any) -> Any:
     card = card_of(ckpt, path)
     assert card is not None
     if overrides:
-        trained = {**card.config, **card.clip.to_json(), "frame_scale": card.frame_scale, "num_classes": card.num_classes}
+        trained = {**card.config, "clip": card.clip, "frame_scale": card.frame_scale, "num_classes": card.num_classes}
         bad = {k: v for k, v in overrides.items() if trained.get(k) != v}
         if bad:
             raise EdgememError(f"shipped weights '{entry['name']}' were trained with other settings than {bad}")

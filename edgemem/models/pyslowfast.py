@@ -16,7 +16,7 @@ from typing import Any
 from edgemem.errors import CheckpointError, UnsupportedError
 from edgemem.models.mvit import MViT
 from edgemem.models.mvit_config import MemoryConfig, MViTConfig
-from edgemem.models.pyslowfast_keys import Lookup, malformed_values, read_tree
+from edgemem.models.pyslowfast_keys import Lookup, malformed_values, read_clip, read_tree
 from edgemem.models.streaming import StreamingModel
 
 # Official defaults (memvit/config/defaults.py) for every option read here.
@@ -145,8 +145,7 @@ def config_from_pyslowfast(config: str | os.PathLike[str] | Mapping[str, Any], v
         )
     kv = c("MVIT.POOL_KV_STRIDE")
     return MViTConfig(
-        num_frames=int(c("DATA.NUM_FRAMES")),
-        crop_size=int(c("DATA.TRAIN_CROP_SIZE")),
+        clip=read_clip(c, "train"),  # the test view is refused above unless its crop is the same
         in_chans=int(c("DATA.INPUT_CHANNEL_NUM")[0]),
         num_classes=int(c("MODEL.NUM_CLASSES")),
         embed_dim=int(c("MVIT.EMBED_DIM")),
@@ -176,10 +175,6 @@ def config_from_pyslowfast(config: str | os.PathLike[str] | Mapping[str, Any], v
         drop_path_rate=float(c("MVIT.DROPPATH_RATE")),
         head_dropout=float(c("MODEL.DROPOUT_RATE")),
         memory=mem,
-        sampling_rate=int(c("DATA.SAMPLING_RATE")),
-        target_fps=int(c("DATA.TARGET_FPS")),
-        mean=tuple(float(x) for x in c("DATA.MEAN")),
-        std=tuple(float(x) for x in c("DATA.STD")),
         head_act=str(c("MODEL.HEAD_ACT")),
         view=view,
     )

@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from edgemem.contract import ClipSpec
 from edgemem.errors import EdgememError, UnsupportedError
 
 # Section -> leaf option names ("" holds the top-level options).
@@ -208,6 +209,20 @@ class Lookup:
         """``not supported: KEY=VALUE`` (with ``why``) unless ``ok``."""
         if not ok:
             raise UnsupportedError(f"not supported: {key}={self(key)!r}" + (f" ({why})" if why else ""))
+
+
+def read_clip(c: Lookup, view: str) -> ClipSpec:
+    """The input clip (``DATA.*``) of ``view``: ``train`` at ``DATA.TRAIN_CROP_SIZE``, ``test`` at
+    ``DATA.TEST_CROP_SIZE`` (the official test-time input)."""
+    crop = "DATA.TEST_CROP_SIZE" if view == "test" else "DATA.TRAIN_CROP_SIZE"
+    return ClipSpec(
+        frames=int(c("DATA.NUM_FRAMES")),
+        sampling_rate=int(c("DATA.SAMPLING_RATE")),
+        crop_size=int(c(crop)),
+        target_fps=int(c("DATA.TARGET_FPS")),
+        mean=tuple(float(x) for x in c("DATA.MEAN")),
+        std=tuple(float(x) for x in c("DATA.STD")),
+    )
 
 
 @contextmanager

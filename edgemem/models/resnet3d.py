@@ -17,9 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from edgemem.contract import ModelCard
+from edgemem.contract import ClipSpec, ModelCard
 from edgemem.errors import UnsupportedError
 from edgemem.models.clip_base import HEAD_ACTS, ClipBackbone, init_conv_bn, official_eval_scores
+from edgemem.models.clip_field import check_frame_scale, clip_of, preset_config
 from edgemem.models.registry import register_family, register_model
 
 STAGE_DEPTH = {18: (2, 2, 2, 2), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
@@ -42,7 +43,8 @@ KINETICS_STD = (0.225, 0.225, 0.225)
 
 @dataclass(frozen=True)
 class ResNetConfig:
-    """Architecture and input of a ResNet3D (PySlowFast ``MODEL.ARCH`` / ``RESNET.*`` / ``NONLOCAL.*``)."""
+    """Architecture and input of a ResNet3D (PySlowFast ``MODEL.ARCH`` / ``RESNET.*`` / ``NONLOCAL.*``);
+    ``clip`` is the whole input clip (a frame-scaled baseline's ``frame_scale`` times longer)."""
 
     arch: str = "slow"
     depth: int = 50
@@ -66,12 +68,7 @@ class ResNetConfig:
     view: str = "train"  # "train": input at DATA.TRAIN_CROP_SIZE, "test": at DATA.TEST_CROP_SIZE
     num_classes: int = 400
     dropout: float = 0.5
-    frames: int = 8
-    sampling_rate: int = 8
-    crop_size: int = 224
-    target_fps: int = 30
-    mean: tuple[float, float, float] = KINETICS_MEAN
-    std: tuple[float, float, float] = KINETICS_STD
+    clip: ClipSpec = ClipSpec(8, 8, 224, 30, KINETICS_MEAN, KINETICS_STD)
     frame_scale: int = 1
     zero_init_final_bn: bool = False  # RESNET.ZERO_INIT_FINAL_BN (initialisation only)
 
@@ -86,8 +83,7 @@ class ResNetConfig:
             raise UnsupportedError("nonlocal_location needs one tuple of block indices per stage res2..res5")
         if self.nonlocal_instantiation not in ("dot_product", "softmax"):
             raise UnsupportedError(f"non-local instantiation '{self.nonlocal_instantiation}' unsupported")
-        if self.frame_scale < 1:
-            raise UnsupportedError(f"frame_scale must be >= 1, got {self.frame_scale}")
+        check_frame_scale(self.clip, self.frame_scale)
         if self.head_act not in HEAD_ACTS:
             raise UnsupportedError(f"not supported: MODEL.HEAD_ACT={self.head_act!r} (one of {list(HEAD_ACTS)})")
         blocks = STAGE_DEPTH[self.depth]
@@ -99,10 +95,10 @@ class ResNetConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ResNetConfig:
+        """A stored config: the ``clip`` object, or the flat clip fields of configs written before."""
         d = dict(d)
+        clip = clip_of(d, cls.clip)
         for k in (
-            "mean",
-            "std",
             "nonlocal_pool",
             "temp_kernel_blocks",
             "spatial_strides",
@@ -114,7 +110,7 @@ class ResNetConfig:
                 d[k] = tuple(d[k])
         if "nonlocal_location" in d:
             d["nonlocal_location"] = tuple(tuple(s) for s in d["nonlocal_location"])
-        return cls(**d)
+        return cls(**d, clip=clip)
 
 
 def _conv(cin: int, cout: int, k: tuple[int, int, int], s: tuple[int, int, int] = (1, 1, 1), **kw: Any) -> nn.Conv3d:
@@ -342,13 +338,13 @@ def _from_card(card: ModelCard) -> ResNet3D:
 
 
 def _build(name: str, defaults: dict[str, Any], overrides: dict[str, Any]) -> ResNet3D:
-    return ResNet3D(ResNetConfig(**{**defaults, **overrides}), preset=name)
+    return ResNet3D(preset_config(ResNetConfig, defaults, overrides, "ResNet3D"), preset=name)
 
 
 # The official Kinetics configs set RESNET.ZERO_INIT_FINAL_BN: True; the tiny presets keep PySlowFast's
 # default (False): at 32x32 the last stage's strided shortcut reads one position of a 2x2 map.
 SLOW_R50_8X8: dict[str, Any] = dict(
-    arch="slow", depth=50, frames=8, sampling_rate=8, crop_size=224, zero_init_final_bn=True
+    arch="slow", depth=50, clip=ClipSpec(frames=8, sampling_rate=8, crop_size=224, target_fps=30), zero_init_final_bn=True
 )
 SLOW_TINY: dict[str, Any] = dict(
     arch="slow",
@@ -358,9 +354,7 @@ SLOW_TINY: dict[str, Any] = dict(
     expansion=1,
     num_classes=10,
     dropout=0.0,
-    frames=8,
-    sampling_rate=2,
-    crop_size=32,
+    clip=ClipSpec(frames=8, sampling_rate=2, crop_size=32, target_fps=30),
 )
 
 

@@ -17,9 +17,10 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from edgemem.contract import ModelCard
+from edgemem.contract import ClipSpec, ModelCard
 from edgemem.errors import UnsupportedError
 from edgemem.models.clip_base import ClipBackbone, init_conv_bn, official_eval_scores
+from edgemem.models.clip_field import check_frame_scale, clip_of, preset_config
 from edgemem.models.registry import register_family, register_model
 from edgemem.models.resnet3d import KINETICS_MEAN, KINETICS_STD, Stem
 
@@ -35,7 +36,8 @@ def round_width(width: float, multiplier: float, divisor: int = 8) -> int:
 
 @dataclass(frozen=True)
 class X3DConfig:
-    """X3D expansion factors and input (PySlowFast ``X3D.*`` / ``DATA.*``)."""
+    """X3D expansion factors and input (PySlowFast ``X3D.*`` / ``DATA.*``); ``clip`` is the whole
+    input clip (a frame-scaled baseline's ``frame_scale`` times longer)."""
 
     width_factor: float = 2.0
     depth_factor: float = 2.2
@@ -45,12 +47,7 @@ class X3DConfig:
     se_ratio: float = 0.0625
     num_classes: int = 400
     dropout: float = 0.5
-    frames: int = 13
-    sampling_rate: int = 6
-    crop_size: int = 160
-    target_fps: int = 30
-    mean: tuple[float, float, float] = KINETICS_MEAN
-    std: tuple[float, float, float] = KINETICS_STD
+    clip: ClipSpec = ClipSpec(13, 6, 160, 30, KINETICS_MEAN, KINETICS_STD)
     frame_scale: int = 1
     zero_init_final_bn: bool = False  # RESNET.ZERO_INIT_FINAL_BN (initialisation only)
     scale_res2: bool = False  # X3D.SCALE_RES2: res2 width 2 x DIM_C1 (rounded)
@@ -61,8 +58,7 @@ class X3DConfig:
     view: str = "train"  # "train": input at DATA.TRAIN_CROP_SIZE, "test": at DATA.TEST_CROP_SIZE
 
     def __post_init__(self) -> None:
-        if self.frame_scale < 1:
-            raise UnsupportedError(f"frame_scale must be >= 1, got {self.frame_scale}")
+        check_frame_scale(self.clip, self.frame_scale)
         if self.head_act not in ("softmax", "sigmoid"):
             raise UnsupportedError(
                 f"not supported: MODEL.HEAD_ACT={self.head_act!r} for X3D (the official X3DHead has softmax, sigmoid)"
@@ -70,11 +66,12 @@ class X3DConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> X3DConfig:
+        """A stored config: the ``clip`` object, or the flat clip fields of configs written before."""
         d = dict(d)
-        for k in ("mean", "std", "head_pool"):
-            if d.get(k) is not None:
-                d[k] = tuple(d[k])
-        return cls(**d)
+        clip = clip_of(d, cls.clip)
+        if d.get("head_pool") is not None:
+            d["head_pool"] = tuple(d["head_pool"])
+        return cls(**d, clip=clip)
 
 
 class Swish(nn.Module):
@@ -243,15 +240,15 @@ def _from_card(card: ModelCard) -> X3D:
 
 
 X3D_PRESETS: dict[str, dict[str, Any]] = {
-    "x3d_xs": dict(frames=4, sampling_rate=12, crop_size=160),
-    "x3d_s": dict(frames=13, sampling_rate=6, crop_size=160),
-    "x3d_m": dict(frames=16, sampling_rate=5, crop_size=224),
+    "x3d_xs": dict(clip=ClipSpec(frames=4, sampling_rate=12, crop_size=160, target_fps=30)),
+    "x3d_s": dict(clip=ClipSpec(frames=13, sampling_rate=6, crop_size=160, target_fps=30)),
+    "x3d_m": dict(clip=ClipSpec(frames=16, sampling_rate=5, crop_size=224, target_fps=30)),
 }
 
 
 def _build(name: str, kw: dict[str, Any]) -> X3D:
     # The official X3D configs set RESNET.ZERO_INIT_FINAL_BN: True.
-    return X3D(X3DConfig(**{**X3D_PRESETS[name], "zero_init_final_bn": True, **kw}), preset=name)
+    return X3D(preset_config(X3DConfig, {**X3D_PRESETS[name], "zero_init_final_bn": True}, kw, "X3D"), preset=name)
 
 
 @register_model

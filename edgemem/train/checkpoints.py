@@ -98,10 +98,13 @@ def load_trained(path: str | os.PathLike[str]) -> tuple[StreamingModel, dict[str
 
 def read_checkpoint_for_resume(run: Path, model: StreamingModel, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     """Load ``run``'s ``last.pyth`` into ``model`` and ``optimizer``; the model must be the same one."""
+    from edgemem.models.registry import from_card
+
     file = run / CKPT_DIR / LAST
     ckpt = read_pyth(file)
-    card = card_of(ckpt, file)
-    own = stored_card(json.loads(json.dumps(model.model_card().to_json())))  # tuples as lists, as stored
+    with torch.device("meta"):  # the stored config as this edgemem writes it (older files hold older forms)
+        card = from_card(card_of(ckpt, file)).model_card()
+    own = model.model_card()
     if card.family != own.family or card.config != own.config:
         raise CheckpointError(
             f"--resume: {file} holds a different model ({card.display_name}, frames {card.clip.frames}, "

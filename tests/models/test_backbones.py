@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 import torch
 
+from edgemem.contract import ClipSpec
 from edgemem.errors import InputError, UnsupportedError
 from edgemem.models import create_model, from_card
 from edgemem.models.info import count_gflops
@@ -60,7 +61,7 @@ def test_pyslowfast_module_names() -> None:
 
 @pytest.mark.parametrize("name", ["slow_tiny", "x3d_xs"])
 def test_memoryless_streaming_contract(name: str) -> None:
-    kw = {"crop_size": 32, "num_classes": 6} if name == "x3d_xs" else {}
+    kw = {"clip": ClipSpec(frames=4, sampling_rate=12, crop_size=32), "num_classes": 6} if name == "x3d_xs" else {}
     m = create_model(name, **kw).eval()
     assert m.state_specs(2) == [] and m.init_state(2) == {} and m.model_card().memory is None
     x = torch.randn(2, *m.input_shape)
@@ -81,7 +82,7 @@ def test_frame_scale_feeds_k_times_more_frames() -> None:
     scaled = create_model("slow_tiny", frame_scale=3).eval()
     assert scaled.input_shape == (3, 24, 32, 32)
     card = scaled.model_card()
-    assert card.frame_scale == 3 and card.clip.frames == 24 and card.clip.sampling_rate == base.cfg.sampling_rate
+    assert card.frame_scale == 3 and card.clip.frames == 24 and card.clip.sampling_rate == base.cfg.clip.sampling_rate
     scaled.load_state_dict(base.state_dict())  # same weights, longer clip
     assert scaled(torch.randn(1, 3, 24, 32, 32)).shape == (1, 10)
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from edgemem.contract import ClipSpec
 from edgemem.errors import CheckpointError
 from edgemem.models import create_model
 from edgemem.models.caffe2_import import caffe2_name, read_caffe2_pkl
@@ -24,7 +25,7 @@ torch.set_num_threads(1)
 def _tiny_i3d_nln() -> ResNet3D:
     cfg = ResNetConfig(
         arch="i3d", depth=50, width_per_group=2, nonlocal_location=((), (1,), (0, 2), ()),
-        num_classes=5, frames=4, crop_size=32,
+        num_classes=5, clip=ClipSpec(frames=4, sampling_rate=8, crop_size=32),
     )  # fmt: skip
     return ResNet3D(cfg)
 
@@ -163,7 +164,7 @@ def _to_ptv(name: str, stage_blocks: dict[int, int], head: int, x3d: bool = Fals
 
 
 def _tiny_x3d() -> X3D:
-    return X3D(X3DConfig(dim_c1=4, dim_c5=32, depth_factor=1.0, num_classes=5, frames=4, crop_size=32))
+    return X3D(X3DConfig(dim_c1=4, dim_c5=32, depth_factor=1.0, num_classes=5, clip=ClipSpec(4, 6, 32)))
 
 
 def test_pytorchvideo_x3d_pyth(tmp_path: Path) -> None:
@@ -208,7 +209,7 @@ def test_pyslowfast_pyth_round_trip(tmp_path: Path) -> None:
 
     src = create_model("x3d_xs", num_classes=7)
     save_pyth(tmp_path / "x3d.pyth", {"model_state": src.state_dict(), "epoch": 1})
-    dst = create_model("cm_x3d_s", num_classes=7, frames=4)
+    dst = create_model("cm_x3d_s", num_classes=7, clip=ClipSpec(frames=4, sampling_rate=6, crop_size=160))
     assert load_clip_checkpoint(dst, tmp_path / "x3d.pyth") == "pyslowfast"
     for k, v in src.state_dict().items():
         torch.testing.assert_close(dst.backbone.state_dict()[k], v)

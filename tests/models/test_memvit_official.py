@@ -133,8 +133,7 @@ def test_matches_eager_reference_on_other_config(memory):
     cfg = dataclasses.replace(
         base,
         memory=memory,
-        crop_size=40,
-        num_frames=8,
+        clip=dataclasses.replace(base.clip, crop_size=40, frames=8),
         depth=5,
         dim_mul=((1, 2.0), (3, 2.0)),
         head_mul=((1, 2.0), (3, 2.0)),

@@ -11,6 +11,7 @@ import torch
 import yaml
 from conftest import OFFICIAL_TINY as FIX
 
+from edgemem.contract import ClipSpec
 from edgemem.errors import CheckpointError, UnsupportedError
 from edgemem.models import load_pyslowfast
 from edgemem.models.checkpoint import save_pyth
@@ -24,8 +25,8 @@ def tree():
 
 def test_config_fields(tree):
     cfg = config_from_pyslowfast(FIX / "tiny_config_sampler_gap2.yaml")
-    assert (cfg.num_frames, cfg.crop_size, cfg.num_classes, cfg.embed_dim, cfg.depth) == (8, 32, 10, 16, 4)
-    assert (cfg.sampling_rate, cfg.target_fps, cfg.mean, cfg.std) == (8, 30, (0.45,) * 3, (0.225,) * 3)
+    assert cfg.clip == ClipSpec(frames=8, sampling_rate=8, crop_size=32, target_fps=30)
+    assert (cfg.num_classes, cfg.embed_dim, cfg.depth) == (10, 16, 4)
     mem = cfg.memory
     assert (mem.attn_max_len, mem.sampler, mem.exclude_layers) == (3, "gap2", (1, 3))
     assert (mem.compress_kernel, mem.compress_stride, mem.slots) == ((3, 3, 3), (2, 2, 2), 4)
@@ -104,7 +105,7 @@ def test_official_defaults_fill_missing_keys():
     }
     cfg = config_from_pyslowfast(tiny)
     # Official defaults: absolute position embedding on, relative off, no memory.
-    assert cfg.use_abs_pos and not cfg.rel_pos_spatial and cfg.memory is None and cfg.sampling_rate == 8
+    assert cfg.use_abs_pos and not cfg.rel_pos_spatial and cfg.memory is None and cfg.clip.sampling_rate == 8
     m = load_pyslowfast(tiny)
     assert "pos_embed" in m.state_dict()
     assert m(torch.zeros(1, 3, 4, 32, 32)).shape == (1, 5)
