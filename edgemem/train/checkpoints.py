@@ -19,7 +19,7 @@ import torch
 import yaml
 from torch import nn
 
-from edgemem.contract import ModelCard, stored_card
+from edgemem.contract import ModelCard
 from edgemem.errors import CheckpointError
 from edgemem.models.checkpoint import card_of, load_state_strict, model_from_checkpoint, read_pyth, save_pyth
 from edgemem.models.streaming import StreamingModel
