@@ -184,3 +184,20 @@ def test_state_of_another_model_is_refused(
     assert_one_line_error(*stream(args, capsys), "other.npz", "num_classes")
     assert_nothing_written(out)
     assert stream([str(video), "--model", str(graph), "--resume", str(good)], capsys)[0] == 0  # its own: resumed
+
+
+def test_a_precision_the_graph_would_not_honour_is_refused(
+    video: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An fp16 graph computes in fp16 whatever ``--precision`` says: asking f32 of it is an error."""
+    from edgemem.export.onnx import to_onnx
+
+    fp16 = tmp_path / "tiny_fp16.onnx"
+    to_onnx(make_model(seed=0), fp16, precision="fp16", verify=False)
+    out = tmp_path / "out"
+    out.mkdir()
+    args = [str(video), "--model", str(fp16), "--precision", "f32", "--jsonl", str(out / "c.jsonl")]
+    assert_one_line_error(*stream(args, capsys), "fp16 graph", "--precision f32")
+    assert_nothing_written(out)
+    assert stream([str(video), "--model", str(fp16), "--precision", "fp16"], capsys)[0] == 0  # what the graph computes
+    assert stream([str(video), "--model", str(fp16)], capsys)[0] == 0
