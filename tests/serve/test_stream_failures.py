@@ -59,18 +59,27 @@ def assert_nothing_written(folder: Path) -> None:
     assert sorted(p.name for p in folder.iterdir()) == [], "an output or temp file was left"
 
 
-def test_nan_state_file_is_refused(
-    graph: Path, video: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def saved_state(graph: Path, video: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, np.ndarray]:
+    """The arrays of a state file the stream really wrote (to alter and write back)."""
     good = tmp_path / "good.npz"
     assert stream([str(video), "--model", str(graph), "--save-state", str(good)], capsys)[0] == 0
     with np.load(good) as z:
-        arrays = {k: z[k] for k in z.files}
+        return {k: z[k] for k in z.files}
+
+
+def write_state(path: Path, arrays: dict[str, np.ndarray]) -> Path:
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+    return path
+
+
+def test_nan_state_file_is_refused(
+    graph: Path, video: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    arrays = saved_state(graph, video, tmp_path, capsys)
     arrays["mem"] = arrays["mem"].copy()
     arrays["mem"][0, 1, 3] = np.nan
-    bad = tmp_path / "bad.npz"
-    with open(bad, "wb") as f:
-        np.savez(f, **arrays)
+    bad = write_state(tmp_path / "bad.npz", arrays)
     out = tmp_path / "out"
     out.mkdir()
     args = [str(video), "--model", str(graph), "--resume", str(bad), "--jsonl", str(out / "c.jsonl")]
@@ -167,23 +176,20 @@ def test_state_of_another_model_is_refused(
     graph: Path, video: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A state saved by a model with another head (same state spec) is refused, not resumed into."""
-    good = tmp_path / "good.npz"
-    assert stream([str(video), "--model", str(graph), "--save-state", str(good)], capsys)[0] == 0
-    with np.load(good) as z:
-        arrays = {k: z[k] for k in z.files}
+    arrays = saved_state(graph, video, tmp_path, capsys)
     card = json.loads(str(arrays["__edgemem_model_card__"]))
     n = card["num_classes"] + 3
     other_card = {**card, "num_classes": n, "class_names": [f"c{i}" for i in range(n)] if card["class_names"] else None}
     arrays["__edgemem_model_card__"] = np.array(json.dumps(other_card))
-    other = tmp_path / "other.npz"
-    with open(other, "wb") as f:
-        np.savez(f, **arrays)
+    other = write_state(tmp_path / "other.npz", arrays)
     out = tmp_path / "out"
     out.mkdir()
     args = [str(video), "--model", str(graph), "--resume", str(other), "--jsonl", str(out / "c.jsonl")]
     assert_one_line_error(*stream(args, capsys), "other.npz", "num_classes")
     assert_nothing_written(out)
-    assert stream([str(video), "--model", str(graph), "--resume", str(good)], capsys)[0] == 0  # its own: resumed
+    assert (
+        stream([str(video), "--model", str(graph), "--resume", str(tmp_path / "good.npz")], capsys)[0] == 0
+    )  # its own: resumed
 
 
 def test_a_precision_the_graph_would_not_honour_is_refused(
