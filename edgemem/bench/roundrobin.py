@@ -9,6 +9,14 @@ order rotated by one each round, so a noisy neighbour spreads over all of them. 
 contender the median wall and CPU ms per step and the per-round wall times; per pair with the
 baseline the median of the per-round ratios (contender / baseline); the machine's ISA flags and
 the load average before and after. ``bench.pair`` is the two-graph special case.
+
+ISA caps: run with ``ONEDNN_MAX_CPU_ISA=AVX2`` (OpenVINO's oneDNN and snippets kernels, PyTorch's
+oneDNN), ``ATEN_CPU_CAPABILITY=avx2`` (PyTorch's own kernels) and ``MKL_ENABLE_INSTRUCTIONS=AVX2``
+(PyTorch's BLAS) to time AVX2 kernels on an AVX-512 CPU. The result records the caps
+(``machine.isa_caps``), the kernel ISA each OpenVINO contender really compiled to
+(``openvino_kernel_isa``: OpenVINO's MVN/Reduce/RMS kernels ignore the cap) and PyTorch's CPU
+capability; ONNX Runtime has no such cap (MLAS picks kernels by CPUID), so its rows keep the CPU's
+full ISA.
 """
 
 from __future__ import annotations
@@ -28,6 +36,13 @@ import numpy as np
 from edgemem.errors import EdgememError, InputError
 
 ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_int8", "amx_bf16")
+ISA_CAPS = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS")
+
+
+def isa_caps() -> dict[str, str]:
+    """The kernel-ISA caps set in the environment (``ISA_CAPS``): the CPU's flags are then not the
+    ISA the kernels ran."""
+    return {k: os.environ[k] for k in ISA_CAPS if os.environ.get(k)}
 
 
 def cpu_info() -> dict[str, Any]:
@@ -99,12 +114,20 @@ def roundrobin(
             times[label].append(_timed(step))
     kernels = {lab: s.kernel_precisions() for lab, s in zip(labels[: len(sessions)], sessions, strict=True)
                if hasattr(s, "kernel_precisions")}  # fmt: skip
+    kernel_isa = {lab: s.kernel_isas() for lab, s in zip(labels[: len(sessions)], sessions, strict=True)
+                  if hasattr(s, "kernel_isas")}  # fmt: skip
     for s in sessions:
         s.close()
+    machine = cpu_info()
+    caps = isa_caps()
+    if caps:
+        machine["isa_caps"] = caps
+        machine["isa_note"] = ("kernels capped by isa_caps: 'isa' lists the CPU's flags, not the kernels' ISA; "
+                               "see openvino_kernel_isa (ONNX Runtime has no cap)")  # fmt: skip
     result: dict[str, Any] = {
         "rounds": rounds,
         "threads": threads,
-        "machine": cpu_info(),
+        "machine": machine,
         "load_avg_1min": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
         "contenders": {
             lab: {
@@ -116,6 +139,11 @@ def roundrobin(
         },
     }
     result["openvino_kernel_precisions"] = kernels
+    result["openvino_kernel_isa"] = kernel_isa
+    if official:
+        import torch
+
+        result["official_torch_cpu_capability"] = torch.backends.cpu.get_cpu_capability()
     if baseline is not None:
         base = [w for w, _ in times[baseline]]
         result["baseline"] = baseline

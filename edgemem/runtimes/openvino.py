@@ -101,6 +101,7 @@ class _OpenVinoBase(Session):
         self._ov = _import_ov()
         model = _read_static(self._ov, info, self.batch)
         self._prepare(model)
+        self._matmuls = {op.get_friendly_name() for op in model.get_ops() if op.get_type_name() == "MatMul"}
         self._compiled = compile_model(model, device, precision, threads)
         self._request = self._compiled.create_infer_request()
         self._logits = _output(self._compiled, C.LOGITS)
@@ -114,27 +115,55 @@ class _OpenVinoBase(Session):
         return Precision.parse(str(self._compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name())).value
 
     def kernel_precisions(self) -> dict[str, dict[str, int]]:
-        """Per compute layer type of the compiled model (FullyConnected, Convolution, MatMul): how many
-        layers run at each runtime precision (``i8``/``u8`` = int8 kernels, ``f32``, ``bf16``)."""
-        return kernel_precisions(self._compiled)
+        """Per compute layer type of the compiled model (FullyConnected, Convolution, MatMul, MHA): how
+        many layers run at each runtime precision (``i8``/``u8`` = int8 kernels, ``f32``, ``bf16``)."""
+        return kernel_precisions(self._compiled, self._matmuls)
+
+    def kernel_isas(self) -> dict[str, int]:
+        """Executed nodes per kernel ISA (``kernel_isas``)."""
+        return kernel_isas(self._compiled)
 
     def _close(self) -> None:
         del self._request, self._compiled
 
 
 COMPUTE_LAYERS = ("FullyConnected", "Convolution", "MatMul")
+MHA = "MHA"  # a fused snippets Subgraph holding MatMuls: the attention's q.k, softmax, softmax.V
 
 
-def kernel_precisions(compiled: Any) -> dict[str, dict[str, int]]:
-    """``{layer type: {runtimePrecision: count}}`` of a compiled model's execution graph."""
+def kernel_precisions(compiled: Any, matmuls: set[str] = frozenset()) -> dict[str, dict[str, int]]:
+    """``{layer type: {runtimePrecision: count}}`` of a compiled model's execution graph; a
+    ``Subgraph`` that fused any of the model's ``matmuls`` (names) counts as ``MHA`` (``i8``: a
+    quantized GEMM inside it runs int8)."""
     out: dict[str, dict[str, int]] = {}
     for op in compiled.get_runtime_model().get_ordered_ops():
         info = op.get_rt_info()
         kind = str(info["layerType"].astype(str))
-        if kind in COMPUTE_LAYERS:
+        if kind == "Subgraph" and matmuls & set(str(info["originalLayersNames"].astype(str)).split(",")):
+            kind = MHA
+        if kind in (*COMPUTE_LAYERS, MHA):
             prec = str(info["runtimePrecision"].astype(str))
             out.setdefault(kind, {})
             out[kind][prec] = out[kind].get(prec, 0) + 1
+    return out
+
+
+_ISAS = ("amx", "avx512", "avx2", "sse41")
+
+
+def kernel_isas(compiled: Any) -> dict[str, int]:
+    """How many executed nodes of a compiled model run a kernel named after each ISA (its
+    ``primitiveType``: ``brgemm_avx512_i8``, ``jit_avx2_f32``, ...); ``other`` for ISA-neutral
+    names (``ref``, ``jit_uni``, ``gemm_mlas``, ``unknown``). Shows what an ISA cap such as
+    ``ONEDNN_MAX_CPU_ISA`` really changed."""
+    out: dict[str, int] = {}
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        info = op.get_rt_info()
+        if str(info["layerType"].astype(str)) in ("Input", "Output", "Const"):
+            continue
+        prim = str(info["primitiveType"].astype(str)).lower()
+        isa = next((i for i in _ISAS if i in prim), "other")
+        out[isa] = out.get(isa, 0) + 1
     return out
 
 
