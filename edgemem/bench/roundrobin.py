@@ -14,9 +14,9 @@ ISA caps: run with ``ONEDNN_MAX_CPU_ISA=AVX2`` (OpenVINO's oneDNN and snippets k
 oneDNN), ``ATEN_CPU_CAPABILITY=avx2`` (PyTorch's own kernels) and ``MKL_ENABLE_INSTRUCTIONS=AVX2``
 (PyTorch's BLAS) to time AVX2 kernels on an AVX-512 CPU. The result records the caps
 (``machine.isa_caps``), the kernel ISA each OpenVINO contender really compiled to
-(``openvino_kernel_isa``: OpenVINO's MVN/Reduce/RMS kernels ignore the cap) and PyTorch's CPU
-capability; ONNX Runtime has no such cap (MLAS picks kernels by CPUID), so its rows keep the CPU's
-full ISA.
+(``openvino_kernel_isa``: OpenVINO's MVN/Reduce/RMS kernels and its MLAS f32 GEMMs ignore the cap)
+and PyTorch's CPU capability; ONNX Runtime has no such cap (MLAS picks kernels by CPUID), so its
+rows keep the CPU's full ISA.
 """
 
 from __future__ import annotations

@@ -148,14 +148,15 @@ def kernel_precisions(compiled: Any, matmuls: set[str] = frozenset()) -> dict[st
     return out
 
 
-_ISAS = ("amx", "avx512", "avx2", "sse41")
+_ISAS = ("mlas", "amx", "avx512", "avx2", "sse41")
 
 
 def kernel_isas(compiled: Any) -> dict[str, int]:
     """How many executed nodes of a compiled model run a kernel named after each ISA (its
-    ``primitiveType``: ``brgemm_avx512_i8``, ``jit_avx2_f32``, ...); ``other`` for ISA-neutral
-    names (``ref``, ``jit_uni``, ``gemm_mlas``, ``unknown``). Shows what an ISA cap such as
-    ``ONEDNN_MAX_CPU_ISA`` really changed."""
+    ``primitiveType``: ``brgemm_avx512_i8``, ``jit_avx2_f32``, ...); ``mlas`` for MLAS GEMMs
+    (they pick their ISA by CPUID: no cap applies), ``other`` for ISA-neutral names (``ref``,
+    ``jit_uni``, ``jit_gemm``, ``unknown``). Shows what an ISA cap such as ``ONEDNN_MAX_CPU_ISA``
+    really changed."""
     out: dict[str, int] = {}
     for op in compiled.get_runtime_model().get_ordered_ops():
         info = op.get_rt_info()
