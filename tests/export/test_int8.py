@@ -11,6 +11,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from qdq import rounded_state_reads
 
 from edgemem.cli import main
 from edgemem.contract import read_contract
@@ -67,8 +68,10 @@ def test_int8_graph_keeps_contract_and_records_calibration(graphs: dict[str, Pat
         assert c.export["precision"] == "int8" and c.export["quantizer"] == q
         assert c.export["calibration"]["videos"] == 4 and c.export["calibration"]["clips"] == 16
         assert c.frames.dtype == "float32" and all(s.dtype == "float32" for s in c.state)
-        ops = {n.op_type for n in onnx.load(str(graphs[q])).graph.node}
+        proto = onnx.load(str(graphs[q]))
+        ops = {n.op_type for n in proto.graph.node}
         assert {"QuantizeLinear", "DequantizeLinear"} <= ops and "MatMulInteger" not in ops
+        assert rounded_state_reads(proto) == []  # the memory is the f32 output of its compression
 
 
 @pytest.mark.parametrize("runtime", ["openvino", "openvino-stateful"])
