@@ -164,6 +164,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _eval_graph(args: argparse.Namespace) -> int:
+    from edgemem.runtimes.openvino import format_kernels, int8_kernel_count
     from edgemem.train.evaluate import format_report
     from edgemem.train.evaluate_graph import evaluate_graph
 
@@ -178,4 +179,10 @@ def _eval_graph(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(f"{metrics['graph']} on {metrics['runtime']} ({metrics['graph_precision']} graph)\n")
         sys.stdout.write(format_report(metrics))
+        if metrics["kernel_precisions"] is not None:
+            sys.stdout.write(f"  compiled kernels: {format_kernels(metrics['kernel_precisions'])}\n")
+    if metrics["graph_precision"] == "int8" and metrics["kernel_precisions"] is not None:
+        if int8_kernel_count(metrics["kernel_precisions"]) == 0:
+            print(f"edgemem eval: warning: {metrics['runtime']} compiled this int8 graph without any int8 kernel "
+                  "(computed in float: slower, not wrong)", file=sys.stderr)  # fmt: skip
     return 0

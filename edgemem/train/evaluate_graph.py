@@ -10,7 +10,8 @@ The protocol of ``evaluate.py`` for checkpoints, run through the session instead
   scores averaged.
 
 So a user checks an int8 (or any) graph on their own data, with the number belonging to that
-runtime and precision.
+runtime and precision. On OpenVINO the result also says which kernels the compiled model runs
+(``kernel_precisions``: per layer type, how many layers at ``i8``/``u8``/``f32``/``bf16``).
 """
 
 from __future__ import annotations
@@ -107,11 +108,14 @@ def evaluate_graph(
             tally = _Tally(session.num_classes, n)
             _views(session, cds, tally, skips)
             skipped, scheme = len(skips.skipped), f"{n}x1 views, softmax averaged"
+        # OpenVINO: the runtime precision of each compiled GEMM/convolution (an int8 graph's i8/u8 kernels)
+        kernels = session.kernel_precisions() if hasattr(session, "kernel_precisions") else None
     metrics = tally.result(None, skipped, scheme)
     return metrics | {
         "graph": str(graph),
         "runtime": runtime,
         "graph_precision": of_export_record(contract.export).value,
         "runtime_precision": options.get("precision", of_export_record(contract.export).value),
+        "kernel_precisions": kernels,
         "split": split,
     }

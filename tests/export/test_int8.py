@@ -88,6 +88,29 @@ def test_openvino_runs_int8_kernels(graphs: dict[str, Path], runtime: str) -> No
         assert set(s.kernel_precisions()["FullyConnected"]) == {"f32"}
 
 
+def test_eval_and_verify_show_the_compiled_kernels(data: Path, graphs: dict[str, Path], capsys, monkeypatch) -> None:
+    if not check("openvino").available:
+        pytest.skip(check("openvino").detail)
+    if "avx2" not in _cpu_flags():
+        pytest.skip("OpenVINO's CPU int8 kernels need AVX2 (VNNI/AVX-512 only make them faster)")
+    assert main(["eval", str(graphs["ort"]), "--data", str(data), "--runtime", "openvino", "--json"]) == 0
+    fc = json.loads(capsys.readouterr().out)["kernel_precisions"]["FullyConnected"]
+    assert fc.get("i8", 0) + fc.get("u8", 0) >= 20
+    assert main(["eval", str(graphs["ort"]), "--data", str(data), "--runtime", "ort-cpu", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["kernel_precisions"] is None  # ONNX Runtime does not say
+    report = verify_graph(graphs["ort"], _model(), runtimes=("openvino-stateful",), clips=2, boundaries=0)
+    assert report.runtimes[0].kernels["FullyConnected"] == fc and "[I]   compiled kernels: " in report.format()
+    # an int8 graph compiled without a single int8 kernel is said so, not passed over
+    from edgemem.runtimes.openvino import OpenVinoSession
+
+    monkeypatch.setattr(OpenVinoSession, "kernel_precisions", lambda self: {"FullyConnected": {"f32": 26}})
+    assert main(["eval", str(graphs["ort"]), "--data", str(data), "--runtime", "openvino"]) == 0
+    out, err = capsys.readouterr()
+    assert "compiled kernels: FullyConnected f32 26" in out and "without any int8 kernel" in err
+    report = verify_graph(graphs["ort"], _model(), runtimes=("openvino",), clips=2, boundaries=0)
+    assert "[W]   compiled kernels: FullyConnected f32 26 (no int8 kernel)" in report.format()
+
+
 def test_ort_static_int8_agrees_with_f32_over_a_stream(data: Path, graphs: dict[str, Path]) -> None:
     model = _model()
     stream = as_stream(load_calibration(data, model.model_card(), videos=4), batch=1, clips=24)
