@@ -116,7 +116,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--runtime", default=None, help="GRAPH.onnx: the runtime to score it on (default ort-cpu)")
     e.add_argument(
         "--precision", default=None, choices=choices(),
-        help="GRAPH.onnx: the runtime's inference precision (OpenVINO f32|bf16; others run the graph's own)",
+        help="GRAPH.onnx: the precision to run (default the graph's own; bf16: OpenVINO on an f32 graph); "
+        "one the graph does not compute in is refused",
     )  # fmt: skip
     e.set_defaults(func=_eval)
 

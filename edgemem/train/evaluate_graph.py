@@ -25,27 +25,8 @@ from torch.utils.data import DataLoader
 
 from edgemem.data.datasets import ClipDataset, SkipTally, StreamingDataset, VideoDir, stack_batch
 from edgemem.data.samplers import StreamingBatchSampler
-from edgemem.errors import UnsupportedError
-from edgemem.precision import Precision, of_export_record
+from edgemem.precision import of_export_record
 from edgemem.train.evaluate import DEFAULT_VIEWS, _Tally
-
-_OPENVINO = ("openvino", "openvino-stateful")
-
-
-def _session_options(runtime: str, precision: str | None) -> dict[str, Any]:
-    """``--precision`` is OpenVINO's inference precision (f32|bf16); other runtimes run the graph as
-    exported (its own precision: f32, fp16 or int8), so asking them for another one is an error."""
-    if precision is None:
-        return {"precision": Precision.F32.value} if runtime in _OPENVINO else {}
-    p = Precision.parse(precision)
-    if runtime in _OPENVINO:
-        return {"precision": p.value}
-    if p != Precision.F32:
-        raise UnsupportedError(
-            f"--precision {p}: runtime {runtime} runs the graph in its exported precision; "
-            "export a graph in that precision (--precision fp16, --precision int8) or use OpenVINO for bf16"
-        )
-    return {}
 
 
 def _stream(session: Any, ds: StreamingDataset, tally: _Tally) -> None:
@@ -91,9 +72,11 @@ def evaluate_graph(
     """Score ``graph`` on ``split`` of ``data`` through ``runtime`` (see the module docstring)."""
     from edgemem.contract import read_contract
     from edgemem.runtimes import open_session
+    from edgemem.runtimes.precisions import run_graph_options
 
     contract = read_contract(graph)
-    options = _session_options(runtime, precision)
+    have = of_export_record(contract.export)
+    run, options = run_graph_options(runtime, have, precision)
     with open_session(graph, runtime, threads=threads, **options) as session:
         records = VideoDir(data, num_classes=session.num_classes).split(split)
         geometry = session.model_card.clip
@@ -114,8 +97,8 @@ def evaluate_graph(
     return metrics | {
         "graph": str(graph),
         "runtime": runtime,
-        "graph_precision": of_export_record(contract.export).value,
-        "runtime_precision": options.get("precision", of_export_record(contract.export).value),
+        "graph_precision": have.value,
+        "runtime_precision": run.value,
         "kernel_precisions": kernels,
         "split": split,
     }

@@ -131,6 +131,15 @@ def test_eval_graph_matches_the_checkpoint_protocol(data: Path, graphs: dict[str
     out = json.loads(capsys.readouterr().out)
     assert out["graph_precision"] == "int8" and out["videos"] == 2 and out["scheme"].startswith("streamed")
     assert main(["eval", str(graphs["f32"]), "--data", str(data), "--runtime", "ort-cpu", "--precision", "bf16"]) == 2
+    # --precision names what runs: the int8 graph's own is accepted, another one is refused, not ignored
+    assert main(["eval", str(graphs["ort"]), "--data", str(data), "--precision", "int8", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["runtime_precision"] == "int8"
+    assert main(["eval", str(graphs["ort"]), "--data", str(data), "--runtime", "ort-cpu", "--precision", "f32"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "edgemem eval: error: --precision f32 on ort-cpu needs a graph exported in f32, this one is int8"
+    )
+    assert main(["eval", str(graphs["f32"]), "--data", str(data), "--precision", "int8"]) == 2
+    assert "export one with --precision int8" in capsys.readouterr().err
     assert main(["eval", str(data), "--data", str(data), "--runtime", "openvino"]) == 2  # not a graph
     assert "only apply to an exported GRAPH.onnx" in capsys.readouterr().err
 
