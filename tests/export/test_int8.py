@@ -111,6 +111,14 @@ def test_eval_and_verify_show_the_compiled_kernels(data: Path, graphs: dict[str,
     assert "[W]   compiled kernels: FullyConnected f32 26 (no int8 kernel)" in report.format()
 
 
+def test_verify_takes_shipped_weights_by_name(graphs: dict[str, Path], capsys) -> None:
+    args = ["verify", str(graphs["f32"]), "--clips", "2", "--boundaries", "0"]
+    assert main(args) == 0  # the graph's own (random) weights
+    assert main([*args, "--checkpoint", "memvit_tiny_cuematch"]) == 1  # the trained ones: another model
+    assert "[E] FAILED" in capsys.readouterr().out
+    assert main([*args, "--checkpoint", "no_such_weights"]) == 2
+
+
 def test_ort_static_int8_agrees_with_f32_over_a_stream(data: Path, graphs: dict[str, Path]) -> None:
     model = _model()
     stream = as_stream(load_calibration(data, model.model_card(), videos=4), batch=1, clips=24)
