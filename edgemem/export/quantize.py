@@ -226,16 +226,20 @@ def _unround_output(model: onnx.ModelProto, dq: onnx.NodeProto, src: str) -> Non
 
 
 def _drop_unread_qdq(model: onnx.ModelProto) -> None:
-    """Remove Q/DQ nodes whose outputs nobody reads, then the initializers nobody reads."""
+    """Remove the Q/DQ nodes whose outputs nobody reads, and their scales and zero points."""
     g = model.graph
     outputs = {o.name for o in g.output}
+    dropped: set[str] = set()
     for op in ("DequantizeLinear", "QuantizeLinear"):
         read = {t for n in g.node for t in n.input} | outputs
-        keep = [n for n in g.node if n.op_type != op or n.output[0] in read]
+        unread = [n for n in g.node if n.op_type == op and n.output[0] not in read]
+        dropped.update(t for n in unread for t in n.input[1:])
+        gone = {id(n) for n in unread}
+        keep = [n for n in g.node if id(n) not in gone]
         del g.node[:]
         g.node.extend(keep)
     read = {t for n in g.node for t in n.input}
-    inits = [i for i in g.initializer if i.name in read]
+    inits = [i for i in g.initializer if i.name in read or i.name not in dropped]
     del g.initializer[:]
     g.initializer.extend(inits)
 
