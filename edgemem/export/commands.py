@@ -55,7 +55,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     v = sub.add_parser("verify", help="compare an edgemem ONNX graph with its PyTorch reference over a stream")
     v.add_argument("graph", help="edgemem .onnx graph")
     v.add_argument("--runtimes", default="ort-cpu", help="comma-separated runtimes (see `edgemem runtimes`)")
-    v.add_argument("--checkpoint", help="reference weights from this .pyth instead of the graph's initializers")
+    v.add_argument(
+        "--checkpoint",
+        help="reference weights from this .pyth, or shipped weights by name (`edgemem models --zoo`), "
+        "instead of the graph's initializers",
+    )
     v.add_argument("--batch", type=int, default=None, help="batch for graphs with a dynamic batch (default 2)")
     v.add_argument("--json", action="store_true", help="print the report as JSON")
     v.add_argument("--save-reference", metavar="REF.npz", help="also write the stream and PyTorch outputs there")

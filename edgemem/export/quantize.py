@@ -20,7 +20,10 @@ stays float, and why:
 - the memory concatenation and the state tensors: the graph's ``state_in``/``state_out`` stay f32
   (the contract), and the GEMM after the concatenation quantizes its input once, with one scale
   for memory and current tokens (quantizing each concat input separately gave two scales that
-  OpenVINO's low-precision pass could not merge).
+  OpenVINO's low-precision pass could not merge);
+- the state arithmetic (``keep_state_float``): no value on the way from the last quantized GEMMs to
+  a ``state_out`` is rounded to int8, whichever quantizer ran (CM's running sum adds each clip's
+  contribution in f32; MeMViT's memory is the f32 output of its compression).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from edgemem.contract import STATE_OUT
 from edgemem.errors import UnsupportedError
 
 QUANTIZERS = ("nncf", "ort")
@@ -122,6 +126,7 @@ def quantize_nncf(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]]) ->
     except Exception as e:  # NNCF raises plain exceptions on graphs it cannot handle
         raise UnsupportedError(f"NNCF int8 quantization failed: {_first_line(e)}") from None
     name_weight_quantizers(quantized, model)
+    keep_state_float(quantized, int8_nodes(model)[0])
     return quantized
 
 
@@ -158,7 +163,88 @@ def quantize_ort(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]]) -> 
                 )  # fmt: skip
         except Exception as e:  # the quantizer raises plain exceptions on graphs it cannot handle
             raise UnsupportedError(f"ONNX Runtime int8 quantization failed: {_first_line(e)}") from None
-        return onnx.load(str(dst))
+        quantized = onnx.load(str(dst))
+    keep_state_float(quantized, int8_nodes(model)[0])
+    return quantized
+
+
+def keep_state_float(model: onnx.ModelProto, quantized: list[str]) -> int:
+    """Make every node between the ``quantized`` GEMMs and the ``state_out`` outputs read f32 values.
+
+    A QDQ quantizer puts one ``QuantizeLinear``/``DequantizeLinear`` pair on an activation and points
+    *every* reader at the pair: ONNX Runtime's does so for the outputs of the GEMMs it quantizes and
+    for inputs shared with float nodes, so CM's contribution ``k^T v`` (which feeds the running sum)
+    was computed from int8-rounded ``k`` and ``v``, and MeMViT's memory from int8-rounded
+    compression outputs. Walking back from each state output through the nodes that are not
+    quantized GEMMs, each read of an activation pair is pointed back at the f32 tensor (the
+    quantized readers keep the pair); pairs nobody reads any more are removed. Returns the reads
+    changed."""
+    g = model.graph
+    inits = {i.name for i in g.initializer}
+    producer = {o: n for n in g.node for o in n.output}
+    stop = set(quantized)
+
+    def float_source(t: str) -> str | None:  # the f32 tensor behind an activation Q -> DQ pair
+        dq = producer.get(t)
+        if dq is None or dq.op_type != "DequantizeLinear" or dq.input[0] in inits:
+            return None
+        q = producer.get(dq.input[0])
+        return q.input[0] if q is not None and q.op_type == "QuantizeLinear" else None
+
+    stack = [o.name for o in g.output if o.name.startswith(STATE_OUT)]
+    seen: set[str] = set()
+    changed = 0
+    while stack:
+        node = producer.get(stack.pop())
+        if node is None or node.name in stop or id(node) in seen:
+            continue
+        seen.add(id(node))
+        src = float_source(node.output[0])
+        if src is not None:  # the state output itself is a pair's output (a quantized GEMM reads it)
+            out = node.output[0]
+            _unround_output(model, node, src)
+            producer = {o: n for n in g.node for o in n.output}
+            stack.append(out)
+            changed += 1
+            continue
+        for i, t in enumerate(node.input):
+            src = float_source(t)
+            if src is not None:
+                node.input[i] = t = src
+                changed += 1
+            stack.append(t)
+    if changed:
+        _drop_unread_qdq(model)
+    return changed
+
+
+def _unround_output(model: onnx.ModelProto, dq: onnx.NodeProto, src: str) -> None:
+    """Graph output ``out`` = DQ(Q(src)): the node making ``src`` makes ``out`` again, the pair quantizes
+    ``out`` and its readers read the pair's output under a new name."""
+    out, rounded = dq.output[0], dq.output[0] + "_DequantizeLinear_Output"
+    for n in model.graph.node:
+        n.input[:] = [rounded if t == out else out if t == src else t for t in n.input]
+        n.output[:] = [out if t == src else t for t in n.output]
+    dq.output[0] = rounded
+
+
+def _drop_unread_qdq(model: onnx.ModelProto) -> None:
+    """Remove the Q/DQ nodes whose outputs nobody reads, and their scales and zero points."""
+    g = model.graph
+    outputs = {o.name for o in g.output}
+    dropped: set[str] = set()
+    for op in ("DequantizeLinear", "QuantizeLinear"):
+        read = {t for n in g.node for t in n.input} | outputs
+        unread = [n for n in g.node if n.op_type == op and n.output[0] not in read]
+        dropped.update(t for n in unread for t in n.input[1:])
+        gone = {id(n) for n in unread}
+        keep = [n for n in g.node if id(n) not in gone]
+        del g.node[:]
+        g.node.extend(keep)
+    read = {t for n in g.node for t in n.input}
+    inits = [i for i in g.initializer if i.name in read or i.name not in dropped]
+    del g.initializer[:]
+    g.initializer.extend(inits)
 
 
 def name_weight_quantizers(quantized: onnx.ModelProto, original: onnx.ModelProto) -> int:

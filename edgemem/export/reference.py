@@ -13,12 +13,14 @@ from edgemem.runtimes.graph import GraphInfo, read_graph
 
 def reference_model(graph: str | Path | GraphInfo, checkpoint: str | None = None, proto: Any = None) -> torch.nn.Module:
     """``from_card(card)`` with the weights read back from the graph's initializers (fp16 widened,
-    int8 dequantized; see ``graph.weights_from_graph``) or, when given, from ``checkpoint``.
+    int8 dequantized; see ``graph.weights_from_graph``) or, when given, from ``checkpoint`` (a .pyth, or
+    the name of shipped weights: ``edgemem models --zoo``).
     ``graph`` may be a parsed ``GraphInfo`` and ``proto`` the loaded ``onnx.ModelProto`` (not read again)."""
     import onnx
 
     from edgemem.export.graph import weights_from_graph
     from edgemem.models.checkpoint import load_state_strict
+    from edgemem.models.pretrained import is_zoo_name, zoo_cards
     from edgemem.models.registry import from_card
     from edgemem.models.resolve import load_checkpoint
 
@@ -26,6 +28,8 @@ def reference_model(graph: str | Path | GraphInfo, checkpoint: str | None = None
     contract = info.contract
     model = from_card(contract.card)
     if checkpoint is not None:
+        if not Path(checkpoint).exists() and is_zoo_name(str(checkpoint)):  # shipped weights by name
+            checkpoint = zoo_cards()[str(checkpoint)]["path"]
         load_checkpoint(model, str(checkpoint))
         return model.eval()
     own = model.state_dict()

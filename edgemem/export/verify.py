@@ -74,6 +74,7 @@ class RuntimeResult:
     outputs: list[OutputResult] = field(default_factory=list)
     seconds: float = 0.0
     error: str | None = None
+    kernels: dict[str, dict[str, int]] | None = None  # OpenVINO: compiled layers per runtime precision
 
     @property
     def passed(self) -> bool:
@@ -134,6 +135,12 @@ class VerifyReport:
             for key, curve in r.drift().items():
                 if curve:
                     lines.append(f"[I]   drift {key:<6} max|Δ| per step: " + " ".join(f"{v:.1e}" for v in curve))
+            if r.kernels is not None:
+                from edgemem.runtimes.openvino import format_kernels, int8_kernel_count
+
+                none = self.precision == Precision.INT8 and int8_kernel_count(r.kernels) == 0
+                lines.append(f"[{'W' if none else 'I'}]   compiled kernels: {format_kernels(r.kernels)}"
+                             + (" (no int8 kernel)" if none else ""))  # fmt: skip
             lines.append(f"[{'I' if r.passed else 'E'}]   {r.runtime}: {'PASS' if r.passed else 'FAIL'}")
         lines.append("[I] PASSED" if self.passed else "[E] FAILED")
         return "\n".join(lines)
@@ -265,9 +272,9 @@ def verify_graph(
         try:
             with open_session(info, rt, batch=b) as session:
                 got = _run_stream(session, stream, names)
+                kernels = session.kernel_precisions() if hasattr(session, "kernel_precisions") else None
         except EdgememError as e:
             results.append(RuntimeResult(rt, error=str(e)))
             continue
-        results.append(RuntimeResult(rt, compare(ref, got, tol), time.perf_counter() - start))
+        results.append(RuntimeResult(rt, compare(ref, got, tol), time.perf_counter() - start, kernels=kernels))
     return VerifyReport(name or path.name, precision.value, b, stream.steps, stream.boundaries, checker, results, against)
-

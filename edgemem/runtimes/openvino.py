@@ -168,6 +168,19 @@ def kernel_isas(compiled: Any) -> dict[str, int]:
     return out
 
 
+INT8_KERNELS = ("i8", "u8")
+
+
+def format_kernels(kernels: dict[str, dict[str, int]]) -> str:
+    """``Convolution u8 20, FullyConnected i8 5, MatMul f32 2`` (``i8``/``u8``: int8 kernels)."""
+    return ", ".join(f"{kind} {prec} {n}" for kind, precs in kernels.items() for prec, n in precs.items())
+
+
+def int8_kernel_count(kernels: dict[str, dict[str, int]]) -> int:
+    """How many compute layers run an int8 kernel."""
+    return sum(n for precs in kernels.values() for prec, n in precs.items() if prec in INT8_KERNELS)
+
+
 class OpenVinoSession(_OpenVinoBase):
     """OpenVINO with the state as explicit inputs/outputs, held as host arrays."""
 

@@ -131,3 +131,18 @@ def session_options(runtime: str, precision: str | Precision) -> dict[str, Any]:
     if p == FP16 and runtime == "ort-tensorrt":
         return {"fp16": True}
     return {}
+
+
+def run_graph_options(runtime: str, have: Precision, asked: str | Precision | None) -> tuple[Precision, dict[str, Any]]:
+    """(the precision run, the ``open_session`` options) for a ``have`` graph on ``runtime`` when the
+    user asks for ``asked`` (None: the graph's own). A graph computes in its exported precision (bf16:
+    an OpenVINO hint on an f32 graph), so asking for another one is refused, never ignored; so is
+    one this machine cannot run."""
+    p = have if asked is None else Precision.parse(asked)
+    want = graph_precision(runtime, p)
+    if want != have:
+        raise UnsupportedError(
+            f"--precision {p} on {runtime} needs a graph exported in {want}, this one is {have}"
+            + ("" if want == F32 else f" (export one with --precision {want})")
+        )
+    return p, session_options(runtime, p)

@@ -116,7 +116,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--runtime", default=None, help="GRAPH.onnx: the runtime to score it on (default ort-cpu)")
     e.add_argument(
         "--precision", default=None, choices=choices(),
-        help="GRAPH.onnx: the runtime's inference precision (OpenVINO f32|bf16; others run the graph's own)",
+        help="GRAPH.onnx: the precision to run (default the graph's own; bf16: OpenVINO on an f32 graph); "
+        "one the graph does not compute in is refused",
     )  # fmt: skip
     e.set_defaults(func=_eval)
 
@@ -164,6 +165,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _eval_graph(args: argparse.Namespace) -> int:
+    from edgemem.runtimes.openvino import format_kernels, int8_kernel_count
     from edgemem.train.evaluate import format_report
     from edgemem.train.evaluate_graph import evaluate_graph
 
@@ -178,4 +180,10 @@ def _eval_graph(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(f"{metrics['graph']} on {metrics['runtime']} ({metrics['graph_precision']} graph)\n")
         sys.stdout.write(format_report(metrics))
+        if metrics["kernel_precisions"] is not None:
+            sys.stdout.write(f"  compiled kernels: {format_kernels(metrics['kernel_precisions'])}\n")
+    if metrics["graph_precision"] == "int8" and metrics["kernel_precisions"] is not None:
+        if int8_kernel_count(metrics["kernel_precisions"]) == 0:
+            print(f"edgemem eval: warning: {metrics['runtime']} compiled this int8 graph without any int8 kernel "
+                  "(computed in float: slower, not wrong)", file=sys.stderr)  # fmt: skip
     return 0

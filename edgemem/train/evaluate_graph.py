@@ -10,7 +10,8 @@ The protocol of ``evaluate.py`` for checkpoints, run through the session instead
   scores averaged.
 
 So a user checks an int8 (or any) graph on their own data, with the number belonging to that
-runtime and precision.
+runtime and precision. On OpenVINO the result also says which kernels the compiled model runs
+(``kernel_precisions``: per layer type, how many layers at ``i8``/``u8``/``f32``/``bf16``).
 """
 
 from __future__ import annotations
@@ -24,27 +25,8 @@ from torch.utils.data import DataLoader
 
 from edgemem.data.datasets import ClipDataset, SkipTally, StreamingDataset, VideoDir, stack_batch
 from edgemem.data.samplers import StreamingBatchSampler
-from edgemem.errors import UnsupportedError
-from edgemem.precision import Precision, of_export_record
+from edgemem.precision import of_export_record
 from edgemem.train.evaluate import DEFAULT_VIEWS, _Tally
-
-_OPENVINO = ("openvino", "openvino-stateful")
-
-
-def _session_options(runtime: str, precision: str | None) -> dict[str, Any]:
-    """``--precision`` is OpenVINO's inference precision (f32|bf16); other runtimes run the graph as
-    exported (its own precision: f32, fp16 or int8), so asking them for another one is an error."""
-    if precision is None:
-        return {"precision": Precision.F32.value} if runtime in _OPENVINO else {}
-    p = Precision.parse(precision)
-    if runtime in _OPENVINO:
-        return {"precision": p.value}
-    if p != Precision.F32:
-        raise UnsupportedError(
-            f"--precision {p}: runtime {runtime} runs the graph in its exported precision; "
-            "export a graph in that precision (--precision fp16, --precision int8) or use OpenVINO for bf16"
-        )
-    return {}
 
 
 def _stream(session: Any, ds: StreamingDataset, tally: _Tally) -> None:
@@ -90,9 +72,11 @@ def evaluate_graph(
     """Score ``graph`` on ``split`` of ``data`` through ``runtime`` (see the module docstring)."""
     from edgemem.contract import read_contract
     from edgemem.runtimes import open_session
+    from edgemem.runtimes.precisions import run_graph_options
 
     contract = read_contract(graph)
-    options = _session_options(runtime, precision)
+    have = of_export_record(contract.export)
+    run, options = run_graph_options(runtime, have, precision)
     with open_session(graph, runtime, threads=threads, **options) as session:
         records = VideoDir(data, num_classes=session.num_classes).split(split)
         geometry = session.model_card.clip
@@ -107,11 +91,14 @@ def evaluate_graph(
             tally = _Tally(session.num_classes, n)
             _views(session, cds, tally, skips)
             skipped, scheme = len(skips.skipped), f"{n}x1 views, softmax averaged"
+        # OpenVINO: the runtime precision of each compiled GEMM/convolution (an int8 graph's i8/u8 kernels)
+        kernels = session.kernel_precisions() if hasattr(session, "kernel_precisions") else None
     metrics = tally.result(None, skipped, scheme)
     return metrics | {
         "graph": str(graph),
         "runtime": runtime,
-        "graph_precision": of_export_record(contract.export).value,
-        "runtime_precision": options.get("precision", of_export_record(contract.export).value),
+        "graph_precision": have.value,
+        "runtime_precision": run.value,
+        "kernel_precisions": kernels,
         "split": split,
     }

@@ -11,6 +11,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from qdq import rounded_state_reads
 
 from edgemem.cli import main
 from edgemem.contract import read_contract
@@ -67,8 +68,10 @@ def test_int8_graph_keeps_contract_and_records_calibration(graphs: dict[str, Pat
         assert c.export["precision"] == "int8" and c.export["quantizer"] == q
         assert c.export["calibration"]["videos"] == 4 and c.export["calibration"]["clips"] == 16
         assert c.frames.dtype == "float32" and all(s.dtype == "float32" for s in c.state)
-        ops = {n.op_type for n in onnx.load(str(graphs[q])).graph.node}
+        proto = onnx.load(str(graphs[q]))
+        ops = {n.op_type for n in proto.graph.node}
         assert {"QuantizeLinear", "DequantizeLinear"} <= ops and "MatMulInteger" not in ops
+        assert rounded_state_reads(proto) == []  # the memory is the f32 output of its compression
 
 
 @pytest.mark.parametrize("runtime", ["openvino", "openvino-stateful"])
@@ -85,6 +88,37 @@ def test_openvino_runs_int8_kernels(graphs: dict[str, Path], runtime: str) -> No
     assert set(kernels.get("MHA", {"f32": 1})) <= {"f32", "bf16"}
     with open_session(graphs["f32"], runtime) as s:
         assert set(s.kernel_precisions()["FullyConnected"]) == {"f32"}
+
+
+def test_eval_and_verify_show_the_compiled_kernels(data: Path, graphs: dict[str, Path], capsys, monkeypatch) -> None:
+    if not check("openvino").available:
+        pytest.skip(check("openvino").detail)
+    if "avx2" not in _cpu_flags():
+        pytest.skip("OpenVINO's CPU int8 kernels need AVX2 (VNNI/AVX-512 only make them faster)")
+    assert main(["eval", str(graphs["ort"]), "--data", str(data), "--runtime", "openvino", "--json"]) == 0
+    fc = json.loads(capsys.readouterr().out)["kernel_precisions"]["FullyConnected"]
+    assert fc.get("i8", 0) + fc.get("u8", 0) >= 20
+    assert main(["eval", str(graphs["ort"]), "--data", str(data), "--runtime", "ort-cpu", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["kernel_precisions"] is None  # ONNX Runtime does not say
+    report = verify_graph(graphs["ort"], _model(), runtimes=("openvino-stateful",), clips=2, boundaries=0)
+    assert report.runtimes[0].kernels["FullyConnected"] == fc and "[I]   compiled kernels: " in report.format()
+    # an int8 graph compiled without a single int8 kernel is said so, not passed over
+    from edgemem.runtimes.openvino import OpenVinoSession
+
+    monkeypatch.setattr(OpenVinoSession, "kernel_precisions", lambda self: {"FullyConnected": {"f32": 26}})
+    assert main(["eval", str(graphs["ort"]), "--data", str(data), "--runtime", "openvino"]) == 0
+    out, err = capsys.readouterr()
+    assert "compiled kernels: FullyConnected f32 26" in out and "without any int8 kernel" in err
+    report = verify_graph(graphs["ort"], _model(), runtimes=("openvino",), clips=2, boundaries=0)
+    assert "[W]   compiled kernels: FullyConnected f32 26 (no int8 kernel)" in report.format()
+
+
+def test_verify_takes_shipped_weights_by_name(graphs: dict[str, Path], capsys) -> None:
+    args = ["verify", str(graphs["f32"]), "--clips", "2", "--boundaries", "0"]
+    assert main(args) == 0  # the graph's own (random) weights
+    assert main([*args, "--checkpoint", "memvit_tiny_cuematch"]) == 1  # the trained ones: another model
+    assert "[E] FAILED" in capsys.readouterr().out
+    assert main([*args, "--checkpoint", "no_such_weights"]) == 2
 
 
 def test_ort_static_int8_agrees_with_f32_over_a_stream(data: Path, graphs: dict[str, Path]) -> None:
@@ -107,6 +141,15 @@ def test_eval_graph_matches_the_checkpoint_protocol(data: Path, graphs: dict[str
     out = json.loads(capsys.readouterr().out)
     assert out["graph_precision"] == "int8" and out["videos"] == 2 and out["scheme"].startswith("streamed")
     assert main(["eval", str(graphs["f32"]), "--data", str(data), "--runtime", "ort-cpu", "--precision", "bf16"]) == 2
+    # --precision names what runs: the int8 graph's own is accepted, another one is refused, not ignored
+    assert main(["eval", str(graphs["ort"]), "--data", str(data), "--precision", "int8", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["runtime_precision"] == "int8"
+    assert main(["eval", str(graphs["ort"]), "--data", str(data), "--runtime", "ort-cpu", "--precision", "f32"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "edgemem eval: error: --precision f32 on ort-cpu needs a graph exported in f32, this one is int8"
+    )
+    assert main(["eval", str(graphs["f32"]), "--data", str(data), "--precision", "int8"]) == 2
+    assert "export one with --precision int8" in capsys.readouterr().err
     assert main(["eval", str(data), "--data", str(data), "--runtime", "openvino"]) == 2  # not a graph
     assert "only apply to an exported GRAPH.onnx" in capsys.readouterr().err
 
