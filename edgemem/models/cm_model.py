@@ -4,7 +4,7 @@ Paths (all share one set of weights):
 
 - ``forward(x [B, N, 3, T, H, W]) -> [B, N, classes]``: the paper's training/inference over N clips of
   each video; in training mode with ``batch_reduction`` every batch-norm batch holds one clip from each
-  of the B *different* videos (the backbone runs once per clip index).
+  of the B *different* videos (the backbone runs N times; each video's clips in a random order).
 - ``two_scan(x)``: multi-iteration inference (scan 1 builds the memory clip by clip, scan 2 classifies);
   ``multi_iteration_backward`` trains that way with one clip's activations alive at a time.
 - ``predict_views(views [B, S, N, 3, T, H, W])``: 3 spatial x 10 temporal crops, memory from the N centre
