@@ -198,7 +198,7 @@ def render_relation(task: RelationTask, cues: tuple[int, ...], size: int, rng: n
     return frames
 
 
-def ceilings(cue_windows: tuple[int, ...], clips: int, num_classes: int) -> dict:
+def ceilings(cue_windows: tuple[int, ...], clips: int, num_classes: int, ordered: bool = False) -> dict:
     """Top-1 a model can reach when the label needs every cue window (docs/DATA.md explains each).
 
     - a clip model's clip spans one window and, jittered, parts of two neighbours: it sees every cue
@@ -206,7 +206,10 @@ def ceilings(cue_windows: tuple[int, ...], clips: int, num_classes: int) -> dict
       combine cues seen in different views;
     - a frame-scaled clip of k windows: every cue window whole once k >= span + 1, parts of them only
       at straddling positions when k = span ("partial"), chance below;
-    - memory classifying at the last clip with direct reach R clips back: the first cue must be within R.
+    - memory classifying at the last clip with direct reach R clips back: the first cue must be within R;
+    - CM: its memory is a mean over clips and every clip is classified alike, so its output is a function
+      of the *set* of clips: 1.0 when the clips include every cue window, chance when the label is the
+      cues' order (``ordered``: swapping the cues gives the same set of clips).
     """
     chance = 1.0 / num_classes
     span = max(cue_windows) - min(cue_windows)
@@ -224,7 +227,7 @@ def ceilings(cue_windows: tuple[int, ...], clips: int, num_classes: int) -> dict
         "frame_scaled": {str(k): fs(k) for k in range(1, clips + 1)},
         "memory_reach_needed_clips": needed,
         "memory_direct_reach": {str(r): (1.0 if r >= needed else chance) for r in range(1, max(needed, 16) + 1)},
-        "cm_covering_cue_windows": 1.0,
+        "cm_covering_cue_windows": chance if ordered else 1.0,
     }
 
 
@@ -250,5 +253,5 @@ def relation_meta(task: RelationTask) -> dict:
         "cue_gap_frames": (task.distance - 1) * w if task.cues == 2 else None,
         "distractor_events": task.distractors,
         "chance": 1.0 / task.num_classes,
-        "ceilings": ceilings(task.cue_windows, task.clips, task.num_classes),
+        "ceilings": ceilings(task.cue_windows, task.clips, task.num_classes, ordered=task.relation == "order"),
     }

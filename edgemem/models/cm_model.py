@@ -4,7 +4,7 @@ Paths (all share one set of weights):
 
 - ``forward(x [B, N, 3, T, H, W]) -> [B, N, classes]``: the paper's training/inference over N clips of
   each video; in training mode with ``batch_reduction`` every batch-norm batch holds one clip from each
-  of the B *different* videos (the backbone runs once per clip index).
+  of the B *different* videos (the backbone runs N times; each video's clips in a random order).
 - ``two_scan(x)``: multi-iteration inference (scan 1 builds the memory clip by clip, scan 2 classifies);
   ``multi_iteration_backward`` trains that way with one clip's activations alive at a time.
 - ``predict_views(views [B, S, N, 3, T, H, W])``: 3 spatial x 10 temporal crops, memory from the N centre
@@ -154,9 +154,17 @@ class CMModel(StreamingModel):
         """Backbone features of ``[B, N, ...]`` clips, flattened video-major to ``[B*N, ...]``."""
         b, n = x.shape[:2]
         if self.training and self.batch_reduction and n > 1:
-            # Batch reduction: each backbone call (hence each BN batch) sees clip i of all B videos.
-            per_clip = [self.backbone.forward_features(x[:, i]) for i in range(n)]
-            return torch.stack(per_clip, dim=1).flatten(0, 1)
+            # Batch reduction: each backbone call (hence each BN batch) holds one clip of each of the B
+            # videos. Each video's clips are taken in its own random order, so a BN batch mixes clip
+            # positions as the running statistics (used at inference) do; where a clip's content
+            # depends on its position (cue clips vs distractors), a batch of one position would be
+            # normalised with statistics inference never sees. The memory (a mean over clips) and
+            # eq. 1 are symmetric in the clips: only which clips share a BN batch changes.
+            order = torch.argsort(torch.rand(b, n, device=x.device), dim=1)
+            rows = torch.arange(b, device=x.device)[:, None]
+            shuffled = x[rows, order]
+            feat = torch.stack([self.backbone.forward_features(shuffled[:, i]) for i in range(n)], dim=1)
+            return feat[rows, torch.argsort(order, dim=1)].flatten(0, 1)  # back to each video's clip order
         return self.backbone.forward_features(x.flatten(0, 1))
 
     # ------------------------------------------------------------------ paper paths

@@ -3,8 +3,9 @@
 A batch holds B videos x N clips covering each video in order (``MultiClipDataset``: clips jittered
 within their segments, one spatial augmentation per video). Two implementations, as the paper:
 
-- batch reduction (default): all B*N clips in one forward; in training mode the backbone runs once
-  per clip index, so every batch-norm batch holds clips of B *different* videos;
+- batch reduction (default): all B*N clips in one forward; in training mode the backbone runs N
+  times, each on one clip of each of the B *different* videos, each video's clips taken in a random
+  order (so a batch-norm batch mixes clip positions, as the running statistics do);
 - multi-iteration (``multi_iteration``): two scans, one clip's activations alive at a time
   (``CMModel.multi_iteration_backward``), for memory-bound settings.
 

@@ -37,7 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--no-batch-reduction",
         action="store_true",
-        help="CM: batch-norm over all clips of the batch together (default: one clip index per BN batch)",
+        help="CM: batch-norm over all clips of the batch together (default: each BN batch holds one clip of "
+        "every video, each video's clips in a random order)",
     )
     p.add_argument(
         "--infusion",

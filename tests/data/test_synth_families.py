@@ -11,7 +11,7 @@ import pytest
 
 from edgemem.cli import main
 from edgemem.data.synth import TaskOptions, generate
-from edgemem.data.synth_families import PALETTE, ceilings, make_task
+from edgemem.data.synth_families import PALETTE, ceilings, make_task, relation_meta
 from edgemem.data.video import VideoReader
 
 
@@ -85,6 +85,9 @@ def test_ceilings_by_model_kind():
     assert order.clips == 15 and c["memory_reach_needed_clips"] == 13
     assert c["memory_direct_reach"]["12"] == 0.5 and c["memory_direct_reach"]["16"] == 1.0
     assert c["frame_scaled"]["13"] == 1.0 and c["frame_scaled"]["12"] == "partial"
+    assert c["cm_covering_cue_windows"] == 1.0  # a set of clips: blind to order
+    assert relation_meta(order)["ceilings"]["cm_covering_cue_windows"] == 0.5  # written as chance
+    assert relation_meta(make_task("sum", 3))["ceilings"]["cm_covering_cue_windows"] == 1.0
     long = make_task("match", 16)
     assert long.clips == 17 and ceilings(long.cue_windows, long.clips, 2)["memory_direct_reach"]["16"] == 1.0
 

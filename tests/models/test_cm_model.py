@@ -113,14 +113,17 @@ def test_batch_reduction_bn_batches_hold_clips_of_different_videos() -> None:
     m(x)
     handle.remove()
     assert len(seen) == n
-    for i, batch in enumerate(seen):
-        assert sorted(batch) == [(v, i) for v in range(b)]  # every video once, one clip index
+    for batch in seen:
+        assert sorted(v for v, _ in batch) == list(range(b))  # one clip of every video
+    for v in range(b):  # every clip of every video exactly once over the calls
+        assert sorted(c for batch in seen for w, c in batch if w == v) == list(range(n))
     # running stats were updated from each of those sub-batches, not from one batch of all B*N clips
     stem = m.backbone.s1.pathway0_stem.conv
     with torch.no_grad():
         expect = mean_before.clone()
-        for i in range(n):
-            expect = 0.9 * expect + 0.1 * stem(x[:, i]).mean(dim=(0, 2, 3, 4))
+        for batch in seen:
+            sub = torch.stack([x[v, c] for v, c in batch])
+            expect = 0.9 * expect + 0.1 * stem(sub).mean(dim=(0, 2, 3, 4))
     torch.testing.assert_close(bn.running_mean, expect, rtol=1e-4, atol=1e-5)
     # without batch reduction: a single BN batch of all clips
     seen.clear()
@@ -129,6 +132,41 @@ def test_batch_reduction_bn_batches_hold_clips_of_different_videos() -> None:
     m2(x)
     handle.remove()
     assert len(seen) == 1 and len(seen[0]) == b * n
+
+
+def test_batch_reduction_mixes_clip_positions_and_keeps_clip_order() -> None:
+    """Each BN batch mixes clip positions (a position-dependent content is normalised as at inference)."""
+    m = _model().train()
+    b, n = 8, 4
+    x = torch.zeros(b, n, 3, 8, 32, 32)
+    for v in range(b):
+        for c in range(n):
+            x[v, c] = 100 * v + c
+    seen: list[list[int]] = []
+    handle = m.backbone.s1.register_forward_pre_hook(
+        lambda _mod, args: seen.append((args[0][:, 0, 0, 0, 0].round().long() % 100).tolist())
+    )
+    torch.manual_seed(3)
+    for _ in range(4):
+        m(x)
+    handle.remove()
+    assert len(seen) == 4 * n
+    # without the per-video shuffle every call would hold a single clip position
+    assert sum(len(set(calls)) > 1 for calls in seen) >= 3 * n
+    # features come back in each video's clip order: with BN frozen, batch reduction = one batch of all clips
+    for mod in m.modules():
+        if isinstance(mod, torch.nn.BatchNorm3d):
+            mod.eval()
+    x = _clips(3, 4)
+    with torch.no_grad():
+        reduced = m(x)
+        m.batch_reduction = False
+        torch.testing.assert_close(reduced, m(x), rtol=1e-5, atol=1e-5)
+        m.batch_reduction = True
+        # eval mode is untouched: no shuffle, the same output twice
+        m.eval()
+        torch.testing.assert_close(m(x), m(x))
+        torch.testing.assert_close(m(x), m.two_scan(x), rtol=1e-5, atol=1e-5)
 
 
 def test_video_loss_ce_and_multilabel_bce() -> None:
