@@ -102,3 +102,18 @@ def test_uniform_per_block_entry_changes_nothing():
 def test_bad_per_block_is_refused(per_block, what):
     with pytest.raises(UnsupportedError, match=what):
         create_model("memvit_tiny", memory=dataclasses.replace(GAP4, per_block=per_block))
+
+
+def test_per_block_layout_exports_and_ort_equals_pytorch_over_the_whole_memory(tmp_path):
+    """18 clips with a reset fill block 2's 16 slots (block 0 keeps 3): the graph matches PyTorch."""
+    from edgemem.contract import LOGITS, read_contract
+    from edgemem.export.onnx import to_onnx
+
+    torch.manual_seed(0)
+    model = create_model("memvit_tiny_long").eval()
+    res = to_onnx(model, tmp_path / "long.onnx", batch=2, clips=18, boundaries=1)
+    assert res.report is not None and res.report.passed and res.report.steps == 18
+    logits = next(o for o in res.report.runtimes[0].outputs if o.name == LOGITS)
+    assert logits.max_abs <= 1e-4 + 1e-4 * logits.max_ref
+    shapes = {s.name: s.shape for s in read_contract(res.path).state}
+    assert shapes["mem.0.k"][1] == 3 and shapes["mem.2.k"][1] == 16 and shapes["mem.valid"][1] == 16
