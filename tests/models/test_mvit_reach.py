@@ -67,6 +67,7 @@ def test_gap4_layout_misses_the_ages_between():
 
 def test_reach_rule():
     assert memory_reach([(1, 2, 3), (1, 2, 3)]) == set(range(1, 7))  # memvit_tiny: 2 layers x 3
+    assert memory_reach([(4, 8, 12, 16), (1, 2, 3)]) == set(range(1, 20))  # memvit_tiny_long
     assert memory_reach([(1, 2, 3), (4, 8, 12, 16)]) == set(range(1, 20))
     assert memory_reach([(2, 4)] * 8) == set(range(2, 33, 2))  # MeMViT-16's gap2
 
@@ -74,10 +75,10 @@ def test_reach_rule():
 def test_per_block_state_shapes_and_card_round_trip():
     model = create_model("memvit_tiny_long")
     shapes = {s.name: s.shape for s in model.state_specs(2)}
-    assert shapes["mem.0.k"][:2] == (2, 3) and shapes["mem.2.k"][:2] == (2, 16) and shapes["mem.valid"] == (2, 16)
+    assert shapes["mem.0.k"][:2] == (2, 16) and shapes["mem.2.k"][:2] == (2, 3) and shapes["mem.valid"] == (2, 16)
     rebuilt = from_card(model.model_card())
-    assert rebuilt.cfg == model.cfg and rebuilt.cfg.memory.per_block == ((0, 4, "all"),)
-    assert rebuilt._attention(0).mem_clips == 3 and rebuilt._attention(2).mem_clips == 4
+    assert rebuilt.cfg == model.cfg and rebuilt.cfg.memory.per_block == ((2, 4, "all"),)
+    assert rebuilt._attention(0).mem_clips == 4 and rebuilt._attention(2).mem_clips == 3
 
 
 def test_uniform_per_block_entry_changes_nothing():
@@ -105,7 +106,7 @@ def test_bad_per_block_is_refused(per_block, what):
 
 
 def test_per_block_layout_exports_and_ort_equals_pytorch_over_the_whole_memory(tmp_path):
-    """18 clips with a reset fill block 2's 16 slots (block 0 keeps 3): the graph matches PyTorch."""
+    """18 clips with a reset fill block 0's 16 slots (block 2 keeps 3): the graph matches PyTorch."""
     from edgemem.contract import LOGITS, read_contract
     from edgemem.export.onnx import to_onnx
 
@@ -116,4 +117,4 @@ def test_per_block_layout_exports_and_ort_equals_pytorch_over_the_whole_memory(t
     logits = next(o for o in res.report.runtimes[0].outputs if o.name == LOGITS)
     assert logits.max_abs <= 1e-4 + 1e-4 * logits.max_ref
     shapes = {s.name: s.shape for s in read_contract(res.path).state}
-    assert shapes["mem.0.k"][1] == 3 and shapes["mem.2.k"][1] == 16 and shapes["mem.valid"][1] == 16
+    assert shapes["mem.0.k"][1] == 16 and shapes["mem.2.k"][1] == 3 and shapes["mem.valid"][1] == 16
