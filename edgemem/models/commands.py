@@ -50,6 +50,15 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _support_text(support: dict) -> str:
+    if not support["clips"]:
+        return "whole video"
+    text = f"{support['clips']} clips, {support['seconds']} s"
+    if support["contiguous_clips"] == support["clips"]:
+        return text + " (every clip in between)"
+    return text + f" (every clip only up to {support['contiguous_clips']} back)"
+
+
 def _print_table(info: dict) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -66,10 +75,7 @@ def _print_table(info: dict) -> None:
         ("GFLOPs / step (full memory)", f"{info['gflops_step']:.2f}"),
         ("GFLOPs / first step", f"{info['gflops_first_step']:.2f}"),
         ("memory", "none" if not mem else ", ".join(f"{k}={v}" for k, v in mem.items())),
-        (
-            "temporal support",
-            f"{support['clips']} clips, {support['seconds']} s" if support["clips"] else "whole video",
-        ),
+        ("temporal support", _support_text(support)),
         ("state / stream", f"{info['state_bytes']['total'] / 2**20:.3f} MiB"),
     ]
     if "overhead" in info:

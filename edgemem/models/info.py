@@ -38,15 +38,27 @@ def count_gflops(fn: Any, *args: Any) -> float:
 
 
 def temporal_support(card: ModelCard) -> dict[str, Any]:
-    """The paper's temporal support: memory layers x memory length x clip duration.
+    """The paper's temporal support (memory layers x memory length x clip duration for MeMViT with one
+    layout in every block): the farthest clip back whose input reaches a step's output, and
+    ``contiguous_clips``, how far back *every* clip does (a ``gapN`` memory skips the ages between).
 
     A memory-less model sees one clip (k base clips for a frame-scaled baseline, whose clip is
-    already k times longer). A model whose memory spans the whole video (CM) reports ``clips: None``.
+    already k times longer), all of it. A model whose memory spans the whole video (CM) reports
+    ``clips: None``, as does a card whose memory does not say how far it reaches without gaps.
     """
     base_clip = card.clip.seconds / card.frame_scale
-    clips = card.frame_scale if card.memory is None else card.memory.temporal_support_clips
-    seconds = None if clips is None else round(clips * base_clip, 3)
-    return {"clips": clips, "seconds": seconds}
+    if card.memory is None:
+        clips: int | None = card.frame_scale
+        contiguous: int | None = clips
+    else:
+        clips = card.memory.temporal_support_clips
+        contiguous = card.memory.details.get("contiguous_clips") if clips is not None else None
+    return {
+        "clips": clips,
+        "seconds": None if clips is None else round(clips * base_clip, 3),
+        "contiguous_clips": contiguous,
+        "contiguous_seconds": None if contiguous is None else round(contiguous * base_clip, 3),
+    }
 
 
 def state_bytes(model: StreamingModel) -> dict[str, Any]:

@@ -1,12 +1,14 @@
 """MViTv2 and MeMViT as streaming models with explicit, fixed-shape memory state.
 
 State (MeMViT only; a memory-less MViT has none), for each memory block ``i`` (blocks not in
-``MEMVIT.EXCLUDE_LAYERS``) and ``S = memory.slots`` (M for sampler ``all``, M*N for ``gapN``):
+``MEMVIT.EXCLUDE_LAYERS``) and its ``S_i = memory.block_slots(i)`` (M for sampler ``all``, M*N for
+``gapN``; one layout for every block unless ``memory.per_block`` gives a block its own):
 
-- ``mem.<i>.k`` / ``mem.<i>.v``  float32 ``[B, S, N_mem, C_in]``: compressed K-bar / V-bar of the
+- ``mem.<i>.k`` / ``mem.<i>.v``  float32 ``[B, S_i, N_mem, C_in]``: compressed K-bar / V-bar of the
   previous clips (pooled + normalised, before the k/v Linear, cls token first), slot 0 = the
   previous clip, slot j = the clip j+1 steps back.
-- ``mem.valid`` float32 ``[B, S]``: 1.0 where the slot holds a clip of the current stream.
+- ``mem.valid`` float32 ``[B, max_i S_i]``: 1.0 where the slot holds a clip of the current stream
+  (the same ages in every block: block i reads its first S_i entries).
 
 ``step`` attends, in every memory block, the slots of age N, 2N, ... (all slots for ``all``),
 masking invalid ones out of the softmax (each batch slot behaves as an official batch-1 run),
@@ -26,7 +28,7 @@ from torch.nn.init import trunc_normal_
 from edgemem.contract import ClipSpec, MemorySpec, ModelCard, TensorSpec
 from edgemem.models.mvit_attention import MultiScaleAttention, pool_tokens
 from edgemem.models.mvit_block import MultiScaleBlock
-from edgemem.models.mvit_config import MemoryConfig, MViTConfig, block_specs, patch_grid
+from edgemem.models.mvit_config import MemoryConfig, MViTConfig, block_specs, memory_reach, patch_grid
 from edgemem.models.registry import register_family
 from edgemem.models.streaming import State, StreamingModel
 
@@ -133,6 +135,12 @@ class MViT(StreamingModel):
         s = self.specs[block]
         return s.kv_thw[0] * s.kv_thw[1] * s.kv_thw[2] + int(self.cfg.cls_embed), s.dim
 
+    @property
+    def valid_slots(self) -> int:
+        """Length of ``mem.valid``: the most slots any memory block keeps."""
+        mem = self.cfg.memory
+        return max((mem.block_slots(i) for i in self.memory_blocks), default=0) if mem is not None else 0
+
     def state_specs(self, batch_size: int | str = 1) -> list[TensorSpec]:
         mem = self.cfg.memory
         if mem is None:
@@ -140,11 +148,12 @@ class MViT(StreamingModel):
         specs = []
         for i in self.memory_blocks:
             n, c = self.memory_shape(i)
+            slots = mem.block_slots(i)
             specs += [
-                TensorSpec(f"mem.{i}.k", (batch_size, mem.slots, n, c)),
-                TensorSpec(f"mem.{i}.v", (batch_size, mem.slots, n, c)),
+                TensorSpec(f"mem.{i}.k", (batch_size, slots, n, c)),
+                TensorSpec(f"mem.{i}.v", (batch_size, slots, n, c)),
             ]
-        specs.append(TensorSpec(VALID, (batch_size, mem.slots)))
+        specs.append(TensorSpec(VALID, (batch_size, self.valid_slots)))
         return specs
 
     def train_state_specs(self, batch_size: int | str = 1) -> list[TensorSpec]:
@@ -171,7 +180,7 @@ class MViT(StreamingModel):
     def forward_features(self, frames: Tensor) -> Tensor:
         """Tokens ``[B, 1 + T'H'W', D]`` after the final norm (cls token first when the model has
         one), with empty memory."""
-        x, _ = self._backbone(frames, None, None)
+        x, _ = self._backbone(frames, None)
         return self.norm(x)
 
     def forward_head(self, tokens: Tensor) -> Tensor:
@@ -183,7 +192,7 @@ class MViT(StreamingModel):
         """One clip per stream: ``(logits [B, classes], new state)``; eager compression (inference)."""
         self.check_step_inputs(frames, state, reset)
         if self.cfg.memory is None:
-            return self.forward_head(self.norm(self._backbone(frames, None, None)[0])), {}
+            return self.forward_head(self.norm(self._backbone(frames, None)[0])), {}
         logits, new, _ = self._memory_step(frames, state, reset, pipelined=False)
         return logits, new
 
@@ -201,7 +210,7 @@ class MViT(StreamingModel):
         """
         self.check_frames(frames)
         if self.cfg.memory is None:
-            return self.forward_head(self.norm(self._backbone(frames, None, None)[0])), {}
+            return self.forward_head(self.norm(self._backbone(frames, None)[0])), {}
         b = frames.shape[0]
         from edgemem.contract import check_state
 
@@ -228,20 +237,30 @@ class MViT(StreamingModel):
         mem = self.cfg.memory
         if mem is None:
             return None
+        ages = [mem.ages(i) for i in self.memory_blocks]
+        reach = memory_reach(ages)
+        farthest = max(reach, default=0)
+        contiguous = next(d for d in range(1, farthest + 2) if d not in reach) - 1
         details = {
+            # slots / sampler / gap: the layout of blocks without a per_block entry (MEMVIT.*);
+            # attended_ages: every memory block's own (ages in clips back).
             "layers": list(self.memory_blocks),
             "slots": mem.num_attended,
-            "stored_slots": mem.slots,
+            "stored_slots": self.valid_slots,
             "sampler": mem.sampler,
             "gap": mem.gap,
+            "attended_ages": {str(i): list(a) for i, a in zip(self.memory_blocks, ages, strict=True)},
+            "contiguous_clips": contiguous,
+            "unreachable_clips": [d for d in range(1, farthest) if d not in reach],
             "compression": {
                 "enabled": mem.compress,
                 "kernel": list(mem.compress_kernel),
                 "stride": list(mem.compress_stride),
             },
         }
-        # Oldest clip a memory layer can reach, times the memory layers (the paper's support).
-        return MemorySpec("memvit", len(self.memory_blocks) * mem.num_attended * mem.gap, details)
+        # The farthest clip whose input reaches this step's output through memory (and memory of memory):
+        # the paper's support, layers x M x N for one layout in every block.
+        return MemorySpec("memvit", farthest, details)
 
     # ----------------------------------------------------------------- internals
     def _embed(self, frames: Tensor) -> Tensor:
@@ -271,15 +290,15 @@ class MViT(StreamingModel):
         return block.attn
 
     def _backbone(
-        self, frames: Tensor, mems: dict[int, tuple[Tensor, Tensor]] | None, ok: Tensor | None
+        self, frames: Tensor, mems: dict[int, tuple[Tensor, Tensor, Tensor]] | None
     ) -> tuple[Tensor, dict[int, tuple[Tensor, Tensor]]]:
-        """Blocks over one clip; returns tokens (before the final norm) and each memory block's
-        raw K-bar/V-bar."""
+        """Blocks over one clip (``mems``: each memory block's attended K-bar, V-bar and validity);
+        returns tokens (before the final norm) and each memory block's raw K-bar/V-bar."""
         x = self._embed(frames)
         raws: dict[int, tuple[Tensor, Tensor]] = {}
         for i, blk in enumerate(self.blocks):
             if mems is not None and i in mems:
-                mk, mv = mems[i]
+                mk, mv, ok = mems[i]
                 x, kr, vr = blk(x, mk, mv, ok)
                 raws[i] = (kr, vr)
             else:
@@ -294,7 +313,6 @@ class MViT(StreamingModel):
         mem = self.cfg.memory
         cut = Tensor.detach if detach else _keep
         assert mem is not None
-        s, g = mem.slots, mem.gap
         valid = state[VALID]
         if reset is not None:
             valid = valid * (~reset).to(valid.dtype)[:, None]
@@ -309,23 +327,32 @@ class MViT(StreamingModel):
                 v = torch.cat((v0, v[:, 1:].detach()), dim=1)
             full[i] = (k, v)
         # Attended slots: ages M*g, ..., 2g, g (slot index = age - 1), oldest first as the official
-        # concatenation order (same softmax/matmul summation order).
-        sel = slice(g - 1, None, g)
-        ok = valid[:, sel].flip(1) > 0.5
-        if self.training and mem.mem_drop > 0:
-            ok = ok & (torch.rand(ok.shape, device=ok.device) >= mem.mem_drop)
-        mems = {i: (k[:, sel].flip(1), v[:, sel].flip(1)) for i, (k, v) in full.items()}
-        x, raws = self._backbone(frames, mems, ok)
+        # concatenation order (same softmax/matmul summation order). One validity (and one memory-drop
+        # draw) per layout: blocks attending the same ages drop the same clips.
+        oks: dict[tuple[int, ...], Tensor] = {}
+        mems: dict[int, tuple[Tensor, Tensor, Tensor]] = {}
+        for i, (k, v) in full.items():
+            ages = mem.ages(i)
+            sel = slice(ages[0] - 1, ages[-1], ages[0])
+            if ages not in oks:
+                ok = valid[:, sel].flip(1) > 0.5
+                if self.training and mem.mem_drop > 0:
+                    ok = ok & (torch.rand(ok.shape, device=ok.device) >= mem.mem_drop)
+                oks[ages] = ok
+            mems[i] = (k[:, sel].flip(1), v[:, sel].flip(1), oks[ages])
+        x, raws = self._backbone(frames, mems)
         logits = self.forward_head(self.norm(x))
         new: State = {}
         for i in self.memory_blocks:
             attn = self._attention(i)
             kr, vr = raws[i]
             k, v = full[i]
+            s = mem.block_slots(i)
             kc = attn.compress(cut(kr), "k")[:, None]
             vc = attn.compress(cut(vr), "v")[:, None]
             new[f"mem.{i}.k"] = cut(torch.cat((kc, k[:, : s - 1]), dim=1))
             new[f"mem.{i}.v"] = cut(torch.cat((vc, v[:, : s - 1]), dim=1))
+        s = self.valid_slots
         new[VALID] = torch.cat((valid.new_ones((valid.shape[0], 1)), valid[:, : s - 1]), dim=1)
         return logits, new, raws
 

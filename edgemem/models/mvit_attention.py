@@ -129,7 +129,9 @@ class MultiScaleAttention(nn.Module):
 
         mem: MemoryConfig | None = cfg.memory
         self.uses_memory = spec.uses_memory
-        self.mem_clips = mem.num_attended if mem is not None else 0
+        # This block's memory layout (``MemoryConfig.per_block`` may give blocks their own).
+        max_len = mem.layout(spec.index)[0] if mem is not None else 0
+        self.mem_clips = max(max_len - 1, 0)
         if mem is not None and mem.compress:
             kk, ks = mem.compress_kernel, mem.compress_stride
             pad = _triple([k // 2 for k in kk], "MEMVIT.COMPRESS padding")
@@ -165,12 +167,12 @@ class MultiScaleAttention(nn.Module):
             self.rel_pos_t = nn.Parameter(torch.zeros(2 * tab[0] - 1, head_dim))
             self.register_buffer("idx_t", temporal_indices(q_thw[0], kv_thw[0], 2 * tab[0] - 1), persistent=False)
             if mem is not None:
-                n_mem_t = 2 * tab[0] + (mem.attn_max_len - 2) * tab[0] - 1
+                n_mem_t = 2 * tab[0] + (max_len - 2) * tab[0] - 1
                 self.rel_pos_mem_t = nn.Parameter(torch.zeros(n_mem_t, head_dim))
                 if self.uses_memory:
                     assert spec.mem_thw is not None
                     stride = mem.compress_stride[0] if mem.compress else 1
-                    idx = memory_temporal_indices(q_thw[0], spec.mem_thw[0], mem.num_attended, stride, n_mem_t)
+                    idx = memory_temporal_indices(q_thw[0], spec.mem_thw[0], self.mem_clips, stride, n_mem_t)
                     self.register_buffer("idx_mt", idx, persistent=False)
         if self.rel_sp or self.rel_t:
             self.register_buffer("key_codes", self._key_codes(False), persistent=False)

@@ -26,6 +26,8 @@ class MemoryConfig:
 
     ``attn_max_len`` counts the current clip: ``attn_max_len - 1`` memory clips are attended.
     ``sampler`` is ``"all"`` (the newest clips) or ``"gapN"`` (the clips of age N, 2N, ...).
+    ``per_block``: ``(block, attn_max_len, sampler)`` entries that replace the two for those memory
+    blocks (an edgemem extension; the official code has one layout for every block).
     ``mem_drop`` is the training-only probability of dropping an attended memory clip.
     """
 
@@ -35,30 +37,73 @@ class MemoryConfig:
     compress: bool = True
     compress_kernel: Triple = (3, 3, 3)
     compress_stride: Triple = (2, 2, 2)
+    per_block: tuple[tuple[int, int, str], ...] = ()
     mem_drop: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.attn_max_len < 2:
-            raise UnsupportedError(f"not supported: MEMVIT.ATTN_MAX_LEN {self.attn_max_len} (needs >= 2)")
-        if self.sampler != "all" and not (self.sampler.startswith("gap") and self.sampler[3:].isdigit()):
-            raise UnsupportedError(f"not supported: MEMVIT.SAMPLER '{self.sampler}' (use 'all' or 'gapN')")
-        if self.sampler.startswith("gap") and int(self.sampler[3:]) < 1:
-            raise UnsupportedError(f"not supported: MEMVIT.SAMPLER '{self.sampler}'")
+        _check_layout(self.attn_max_len, self.sampler)
+        blocks = [b for b, _, _ in self.per_block]
+        if len(set(blocks)) != len(blocks):
+            raise UnsupportedError(f"not supported: memory per_block names a block twice ({blocks})")
+        for _, n, sampler in self.per_block:
+            _check_layout(n, sampler)
 
     @property
     def num_attended(self) -> int:
-        """Memory clips attended per step (M)."""
+        """Memory clips attended per step (M) in a block without a ``per_block`` entry."""
         return self.attn_max_len - 1
 
     @property
     def gap(self) -> int:
-        # The official code reads the gap as the sampler's last character.
-        return int(self.sampler[-1]) if self.sampler.startswith("gap") else 1
+        """The sampler's gap (1 for ``all``) in a block without a ``per_block`` entry."""
+        return _gap(self.sampler)
 
     @property
     def slots(self) -> int:
-        """Memory clips kept per stream: M for 'all', M*N for 'gapN' (all ages up to the oldest)."""
+        """Memory clips kept per stream in a block without a ``per_block`` entry: M for 'all', M*N for
+        'gapN' (all ages up to the oldest)."""
         return self.num_attended * self.gap
+
+    def layout(self, block: int) -> tuple[int, str]:
+        """``(attn_max_len, sampler)`` of ``block``."""
+        for b, n, sampler in self.per_block:
+            if b == block:
+                return n, sampler
+        return self.attn_max_len, self.sampler
+
+    def ages(self, block: int) -> tuple[int, ...]:
+        """Ages (clips back) of the memory clips ``block`` attends, newest first: N, 2N, ..., M*N."""
+        n, sampler = self.layout(block)
+        g = _gap(sampler)
+        return tuple(g * j for j in range(1, n))
+
+    def block_slots(self, block: int) -> int:
+        """Memory clips ``block`` keeps per stream (its oldest attended age)."""
+        return self.ages(block)[-1]
+
+
+def _gap(sampler: str) -> int:
+    # The official code reads the gap as the sampler's last character.
+    return int(sampler[-1]) if sampler.startswith("gap") else 1
+
+
+def _check_layout(attn_max_len: int, sampler: str) -> None:
+    if attn_max_len < 2:
+        raise UnsupportedError(f"not supported: MEMVIT.ATTN_MAX_LEN {attn_max_len} (needs >= 2)")
+    if sampler != "all" and not (sampler.startswith("gap") and sampler[3:].isdigit()):
+        raise UnsupportedError(f"not supported: MEMVIT.SAMPLER '{sampler}' (use 'all' or 'gapN')")
+    if sampler.startswith("gap") and int(sampler[3:]) < 1:
+        raise UnsupportedError(f"not supported: MEMVIT.SAMPLER '{sampler}'")
+
+
+def memory_reach(ages: list[tuple[int, ...]]) -> set[int]:
+    """Distances (clips back, >= 1) whose input can change the current clip's output, for memory blocks
+    in depth order attending clips of these ``ages``: a block's memory of a past clip holds that clip's
+    input to the block, which already mixed in what the earlier memory blocks attended then."""
+    seen = {0}
+    for block_ages in ages:
+        seen |= {a + d for a in block_ages for d in seen}
+    return seen - {0}
 
 
 @dataclass(frozen=True)
@@ -116,6 +161,11 @@ class MViTConfig:
         if self.memory is not None and self.rel_pos_spatial and not self.memory.compress:
             # The official code has no memory spatial tables without compression (it crashes).
             raise UnsupportedError("not supported: MEMVIT without COMPRESS together with REL_POS_SPATIAL")
+        if self.memory is not None:
+            users = set(range(self.depth)) - set(self.memory.exclude_layers)
+            stray = sorted({b for b, _, _ in self.memory.per_block} - users)
+            if stray:
+                raise UnsupportedError(f"not supported: memory per_block for blocks {stray} (not memory blocks)")
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "clip": self.clip.to_json()}
@@ -144,6 +194,8 @@ class MViTConfig:
             for k in ("exclude_layers", "compress_kernel", "compress_stride"):
                 if k in mem:
                     mem[k] = tuple(mem[k])
+            if "per_block" in mem:
+                mem["per_block"] = tuple((int(b), int(n), str(s)) for b, n, s in mem["per_block"])
             mem = MemoryConfig(**mem)
         try:
             return cls(**d, clip=clip, memory=mem)

@@ -100,10 +100,17 @@ def memvit_tiny(**kw: Any) -> MViT:
 
 @register_model
 def memvit_tiny_long(**kw: Any) -> MViT:
-    """``memvit_tiny`` whose blocks 0 and 2 attend 4 memory clips 4, 8, 12 and 16 clips back (``gap4``;
-    temporal support 32 clips, 17 s), compressed as ``memvit_tiny``'s (1.07x the memory-less step)."""
+    """``memvit_tiny`` whose block 0 attends the clips 4, 8, 12 and 16 back (``gap4``) and block 2 the 3
+    previous clips (as ``memvit_tiny``): block 2's memory of a clip already holds what that clip's block 0
+    attended, so every clip 1..19 back reaches the output (temporal support 19 clips, 10 s, no gaps);
+    compressed as ``memvit_tiny``'s."""
     mem = MemoryConfig(
-        attn_max_len=5, sampler="gap4", exclude_layers=(1, 3), compress_kernel=(5, 3, 3), compress_stride=(4, 2, 2)
+        attn_max_len=5,
+        sampler="gap4",
+        per_block=((2, 4, "all"),),
+        exclude_layers=(1, 3),
+        compress_kernel=(5, 3, 3),
+        compress_stride=(4, 2, 2),
     )
     return _build("memvit_tiny_long", _tiny(mem, kw), backbone="mvit_tiny")
 

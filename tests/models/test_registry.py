@@ -17,7 +17,7 @@ from edgemem.models.registry import register_family
 
 torch.set_num_threads(1)
 MODELS = list_models()
-TINY = [n for n in MODELS if n.endswith("_tiny")]
+TINY = [n for n in MODELS if "_tiny" in n]  # memvit_tiny_long too
 
 
 def _meta(name: str) -> Any:
