@@ -192,7 +192,7 @@ def keep_state_float(model: onnx.ModelProto, quantized: list[str]) -> int:
         return q.input[0] if q is not None and q.op_type == "QuantizeLinear" else None
 
     stack = [o.name for o in g.output if o.name.startswith(STATE_OUT)]
-    seen: set[str] = set()
+    seen: set[int] = set()
     changed = 0
     while stack:
         node = producer.get(stack.pop())

@@ -13,6 +13,7 @@ every ReadValue an explicit zero initial value and fixes all shapes, so ``reset_
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import Any
 
@@ -131,7 +132,7 @@ COMPUTE_LAYERS = ("FullyConnected", "Convolution", "MatMul")
 MHA = "MHA"  # a fused snippets Subgraph holding MatMuls: the attention's q.k, softmax, softmax.V
 
 
-def kernel_precisions(compiled: Any, matmuls: set[str] = frozenset()) -> dict[str, dict[str, int]]:
+def kernel_precisions(compiled: Any, matmuls: AbstractSet[str] = frozenset()) -> dict[str, dict[str, int]]:
     """``{layer type: {runtimePrecision: count}}`` of a compiled model's execution graph; a
     ``Subgraph`` that fused any of the model's ``matmuls`` (names) counts as ``MHA`` (``i8``: a
     quantized GEMM inside it runs int8)."""
