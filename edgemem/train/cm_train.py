@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
@@ -65,7 +66,9 @@ class CMRecipe(ShuffledRecipe):
         cm.infusion = want
         if want == "residual":
             return {"infusion": want, "warmup_epochs": self.warmup}
-        cm.o.reset_parameters()
+        with torch.random.fork_rng():  # the same fresh o on every rank (the loop seeds per rank)
+            torch.manual_seed(self.seed * 100_003 + epoch)
+            cm.o.reset_parameters()
         for p in cm.o.parameters():
             optimizer.state.pop(p, None)
         return {"infusion": want, "o": "re-initialised, optimizer state reset"}

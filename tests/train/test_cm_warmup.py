@@ -48,6 +48,12 @@ def test_switch_happens_at_the_warmup_epoch(data: Path) -> None:
     kept = {id(p) for p in opt.state}
     assert not kept & o_ids and kept  # o's state dropped, the rest kept
     assert recipe.start_epoch(3, opt) is None and model.cm.infusion == "gating"
+    # Another rank (another global RNG state) re-initialises o to the same weights (DDP keeps them equal).
+    fresh = model.cm.o.weight.detach().clone()
+    model.cm.infusion = "residual"
+    torch.manual_seed(12345)
+    recipe.start_epoch(2, opt)
+    assert torch.equal(model.cm.o.weight, fresh)
 
 
 def test_warmup_run_checkpoints_card_and_resume(data: Path, tmp_path: Path, capsys) -> None:
