@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -96,12 +97,20 @@ def load_trained(path: str | os.PathLike[str]) -> tuple[StreamingModel, dict[str
     return model_from_checkpoint(ckpt, file).eval(), ckpt
 
 
-def read_checkpoint_for_resume(run: Path, model: StreamingModel, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-    """Load ``run``'s ``last.pyth`` into ``model`` and ``optimizer``; the model must be the same one."""
+def read_checkpoint_for_resume(
+    run: Path,
+    model: StreamingModel,
+    optimizer: torch.optim.Optimizer,
+    prepare: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Load ``run``'s ``last.pyth`` into ``model`` and ``optimizer``; the model must be the same one
+    (after ``prepare(checkpoint)``, which may set it to the phase of training the checkpoint is in)."""
     from edgemem.models.registry import from_card
 
     file = run / CKPT_DIR / LAST
     ckpt = read_pyth(file)
+    if prepare is not None:
+        prepare(ckpt)
     with torch.device("meta"):  # the stored config as this edgemem writes it (older files hold older forms)
         card = from_card(card_of(ckpt, file)).model_card()
     own = model.model_card()

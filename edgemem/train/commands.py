@@ -47,6 +47,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="CM: context infusion, feature gating (eq. 4) or the residual variant (default: the preset's)",
     )
     p.add_argument(
+        "--infusion-warmup",
+        type=int,
+        default=None,
+        metavar="W",
+        help="CM gating: train the first W epochs with the residual infusion, then gating with a fresh "
+        "output projection (default: a third of --epochs; 0: gating throughout)",
+    )
+    p.add_argument(
         "--curriculum",
         type=float,
         default=None,

@@ -72,6 +72,10 @@ class Recipe(Protocol):
     def skipped(self) -> int:
         """Unreadable videos skipped so far."""
 
+    def start_epoch(self, epoch: int, optimizer: torch.optim.Optimizer) -> dict[str, Any] | None:
+        """Prepare the model for ``epoch`` before its first step; a note when the model changed
+        (logged; the best score restarts and checkpoints take the model's new card), else None."""
+
 
 @dataclass
 class LoopConfig:
@@ -190,6 +194,13 @@ def train(
             model.train()
             # Reseeded per epoch and rank: a resumed run draws the same numbers as an uninterrupted one.
             torch.manual_seed(cfg.seed * 100_003 + epoch * 1_009 + info.rank)
+            change = recipe.start_epoch(epoch, optimizer)
+            if change is not None:
+                # Scores of the model before the change do not rank the one after it (CM infusion warm-up).
+                state.best_top1 = -1.0
+                card = bare_model.model_card().with_(class_names=card.class_names)
+                log.write({"kind": "change", "epoch": epoch + 1, **change})
+                progress.line(f"epoch {epoch + 1}: " + ", ".join(f"{k} {v}" for k, v in change.items()))
             task = progress.epoch(epoch, cfg.epochs, steps)
             t0, c0 = time.perf_counter(), time.process_time()
             sums: dict[str, float] = {}

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.optim import Optimizer
 from torch.utils.data import DataLoader, DistributedSampler
 
 from edgemem.data.datasets import ClipDataset, SkipTally, VideoRecord, stack_batch
@@ -72,6 +73,9 @@ class RecipeBase(ABC):
 
     def skipped(self) -> int:
         return len(self.tally.skipped)
+
+    def start_epoch(self, epoch: int, optimizer: Optimizer) -> dict[str, Any] | None:
+        return None
 
     def _sampler(self, ds: Any, epoch: int) -> DistributedSampler:
         s: DistributedSampler = DistributedSampler(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ DEFAULT_WARMUP = 2.0
 DEFAULT_CURRICULUM = 0.0
 DEFAULT_MEMORY_DROP = 0.0
 DEFAULT_MEMORY_GRAD = "bptt"
+DEFAULT_INFUSION_WARMUP_DIV = 3  # CM gating: residual infusion for epochs // 3 first (docs/CM.md)
 
 
 @dataclass
@@ -48,6 +50,7 @@ class TrainOptions:
     multi_iteration: bool = False
     no_batch_reduction: bool = False
     infusion: str | None = None
+    infusion_warmup: int | None = None  # CM: residual-infusion epochs before gating (default: epochs // 3)
     curriculum: float | None = None
     memory_drop: float | None = None
     stream_loss: str = "last"
@@ -83,6 +86,8 @@ class TrainOptions:
             raise InputError(f"--memory-drop must be in [0, 1], got {self.memory_drop}")
         if self.memory_grad not in (None, "bptt", "pipelined"):
             raise InputError(f"--memory-grad must be bptt or pipelined, got {self.memory_grad}")
+        if self.infusion_warmup is not None and self.infusion_warmup < 0:
+            raise InputError(f"--infusion-warmup must be >= 0, got {self.infusion_warmup}")
         if self.workers < 0:
             raise InputError(f"--workers must be >= 0, got {self.workers}")
 
@@ -122,6 +127,31 @@ def _precision(opts: TrainOptions, device: torch.device) -> str:
     return "fp16" if device.type == "cuda" else "f32"
 
 
+def _infusion_warmup(opts: TrainOptions, infusion: str) -> int:
+    """Epochs of residual infusion before gating: the option, or by default a third of the epochs."""
+    if opts.infusion_warmup is not None:
+        return opts.infusion_warmup
+    return opts.epochs // DEFAULT_INFUSION_WARMUP_DIV if infusion == "gating" else 0
+
+
+def _resume_phase(model: StreamingModel, resolved: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
+    """For --resume of a CM run: the same warm-up, and the model in the infusion of its last epoch."""
+
+    def prepare(ckpt: dict[str, Any]) -> None:
+        if resolved["family"] != "cm":
+            return
+        from edgemem.train.cm_train import infusion_at
+
+        was = ckpts.train_state_of(ckpt).get("options", {}).get("infusion_warmup", 0)
+        if was != resolved["infusion_warmup"]:
+            raise InputError(
+                f"--resume: the run was trained with --infusion-warmup {was}, not {resolved['infusion_warmup']}"
+            )
+        model.cm.infusion = infusion_at(int(ckpt["epoch"]) - 1, was, resolved["infusion"])
+
+    return prepare
+
+
 def run_training(opts: TrainOptions) -> dict[str, Any] | None:
     """Train as ``opts`` says; returns a summary on rank 0 (None on other ranks)."""
     from edgemem.data.datasets import VideoDir
@@ -157,6 +187,12 @@ def run_training(opts: TrainOptions) -> dict[str, Any] | None:
         raise InputError("--no-batch-reduction applies to CM models only")
     if opts.infusion and family != "cm":
         raise InputError("--infusion applies to CM models only")
+    if opts.infusion_warmup is not None and family != "cm":
+        raise InputError("--infusion-warmup applies to CM models only")
+    if opts.infusion_warmup and family == "cm" and model.cm.infusion != "gating":
+        raise InputError("--infusion-warmup warms up a gating model with the residual infusion; this one is residual")
+    if opts.infusion_warmup is not None and opts.infusion_warmup >= opts.epochs:
+        raise InputError(f"--infusion-warmup {opts.infusion_warmup} leaves no gating epoch of --epochs {opts.epochs}")
     if opts.clips_per_video is not None and family != "cm":
         raise InputError("--clips-per-video applies to CM models only")
     if opts.memory_grad is not None and family != "memvit":
@@ -209,11 +245,14 @@ def _train(
         "memory_grad": (opts.memory_grad or DEFAULT_MEMORY_GRAD) if family == "memvit" else None,
         "num_classes": len(classes),
     }
+    if family == "cm":
+        resolved["infusion"] = model.cm.infusion
+        resolved["infusion_warmup"] = _infusion_warmup(opts, model.cm.infusion)
     model.to(info.device)
     optimizer = build_optimizer(model, opts.optimizer, lr, wd)
     state = LoopState()
     if opts.resume:
-        ckpt = ckpts.read_checkpoint_for_resume(run, model, optimizer)
+        ckpt = ckpts.read_checkpoint_for_resume(run, model, optimizer, prepare=_resume_phase(model, resolved))
         ts = ckpts.train_state_of(ckpt)
         state = LoopState(
             epoch=int(ckpt["epoch"]),
