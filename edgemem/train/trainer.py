@@ -15,6 +15,7 @@ import torch
 from edgemem.atomic import write_json
 from edgemem.errors import CheckpointError, EdgememError, InputError
 from edgemem.hardware import resolve_threads
+from edgemem.models.cm import CollaborativeMemory
 from edgemem.models.streaming import StreamingModel
 from edgemem.train import checkpoints as ckpts
 from edgemem.train.distributed import DistInfo, init_distributed, shutdown, wrap_ddp
@@ -134,6 +135,14 @@ def _infusion_warmup(opts: TrainOptions, infusion: str) -> int:
     return opts.epochs // DEFAULT_INFUSION_WARMUP_DIV if infusion == "gating" else 0
 
 
+def _cm_of(model: StreamingModel) -> CollaborativeMemory:
+    """The CM module of a CM-family model."""
+    cm = getattr(model, "cm", None)
+    if not isinstance(cm, CollaborativeMemory):
+        raise TypeError(f"{type(model).__name__} has no CollaborativeMemory")
+    return cm
+
+
 def _resume_phase(model: StreamingModel, resolved: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
     """For --resume of a CM run: the same warm-up, and the model in the infusion of its last epoch."""
 
@@ -147,7 +156,7 @@ def _resume_phase(model: StreamingModel, resolved: dict[str, Any]) -> Callable[[
             raise InputError(
                 f"--resume: the run was trained with --infusion-warmup {was}, not {resolved['infusion_warmup']}"
             )
-        model.cm.infusion = infusion_at(int(ckpt["epoch"]) - 1, was, resolved["infusion"])
+        _cm_of(model).infusion = infusion_at(int(ckpt["epoch"]) - 1, was, resolved["infusion"])
 
     return prepare
 
@@ -189,7 +198,7 @@ def run_training(opts: TrainOptions) -> dict[str, Any] | None:
         raise InputError("--infusion applies to CM models only")
     if opts.infusion_warmup is not None and family != "cm":
         raise InputError("--infusion-warmup applies to CM models only")
-    if opts.infusion_warmup and family == "cm" and model.cm.infusion != "gating":
+    if opts.infusion_warmup and family == "cm" and _cm_of(model).infusion != "gating":
         raise InputError("--infusion-warmup warms up a gating model with the residual infusion; this one is residual")
     if opts.infusion_warmup is not None and opts.infusion_warmup >= opts.epochs:
         raise InputError(f"--infusion-warmup {opts.infusion_warmup} leaves no gating epoch of --epochs {opts.epochs}")
@@ -246,8 +255,8 @@ def _train(
         "num_classes": len(classes),
     }
     if family == "cm":
-        resolved["infusion"] = model.cm.infusion
-        resolved["infusion_warmup"] = _infusion_warmup(opts, model.cm.infusion)
+        resolved["infusion"] = _cm_of(model).infusion
+        resolved["infusion_warmup"] = _infusion_warmup(opts, _cm_of(model).infusion)
     model.to(info.device)
     optimizer = build_optimizer(model, opts.optimizer, lr, wd)
     state = LoopState()
