@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from edgemem.precision import Precision, choices
+from edgemem.precision import choices, of_export_record
 
 
 def register(sub: Any) -> None:
@@ -60,34 +60,20 @@ def register(sub: Any) -> None:
 
 
 def _session_options(args: argparse.Namespace, batch: int) -> dict[str, Any]:
-    from edgemem.runtimes.precisions import check_precision, precision_options
+    from edgemem.contract import read_contract
+    from edgemem.errors import InputError, UnsupportedError
+    from edgemem.runtimes.precisions import precision_options, run_graph_options
 
     opts: dict[str, Any] = {"batch": batch, "threads": args.threads}
-    if args.precision:
-        if str(args.model).endswith(".onnx") and Path(args.model).is_file():
-            have = _check_graph_precision(args.model, args.runtime, args.precision)
-            if have == Precision.parse(args.precision):  # the graph carries it: nothing to set, if this machine runs it
-                check_precision(args.runtime, have)
-                return opts
-        opts.update(precision_options(args.runtime, args.precision))  # names what this machine lacks
-    return opts
-
-
-def _check_graph_precision(graph: str | Path, runtime: str, asked: str) -> Precision:
-    """A graph computes in the precision it was exported in: refuse a ``--precision`` it would not honour;
-    the graph's precision otherwise."""
-    from edgemem.contract import read_contract
-    from edgemem.errors import InputError
-    from edgemem.precision import of_export_record
-    from edgemem.runtimes.precisions import graph_precision
-
-    have, want = of_export_record(read_contract(graph).export), graph_precision(runtime, asked)
-    if have != want:
-        raise InputError(
-            f"{Path(graph).name} is a {have.value} graph: --precision {asked} on {runtime} needs a {want.value} "
-            f"graph (export one with --precision {want.value})"
-        )
-    return have
+    if not args.precision:
+        return opts
+    if str(args.model).endswith(".onnx") and Path(args.model).is_file():  # the graph computes in its own precision
+        have = of_export_record(read_contract(args.model).export)
+        try:
+            return opts | run_graph_options(args.runtime, have, args.precision)[1]
+        except UnsupportedError as e:
+            raise InputError(f"{Path(args.model).name} is a {have.value} graph: {e}") from None
+    return opts | precision_options(args.runtime, args.precision)  # names what this machine lacks
 
 
 def _stream(args: argparse.Namespace) -> int:
