@@ -7,7 +7,7 @@ import json
 import numpy as np
 import onnx
 import pytest
-from test_export_toys import make_toy
+from export_toys import make_toy
 
 from edgemem.contract import (
     META_CONTRACT,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_export_toys import make_toy
+from export_toys import make_toy
 
 from edgemem.contract import ClipSpec, ConcreteSpec, Cost, ModelCard, TensorSpec, parse_card, stored_card
 from edgemem.errors import StateError

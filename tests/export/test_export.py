@@ -7,7 +7,7 @@ import onnxruntime as ort
 import pytest
 import torch
 from conftest import OFFICIAL_TINY
-from test_export_toys import ToyMemory, make_toy
+from export_toys import ToyMemory, make_toy
 
 from edgemem.cli import main
 from edgemem.contract import read_contract

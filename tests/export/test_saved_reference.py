@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_export_toys import make_toy
+from export_toys import make_toy
 
 import edgemem.export.reference
 from edgemem.cli import main

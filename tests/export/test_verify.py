@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from test_export_toys import ToyMemory, make_toy
+from export_toys import ToyMemory, make_toy
 
 from edgemem.cli import main
 from edgemem.errors import InputError

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_export_toys import make_toy
+from export_toys import make_toy
 
 from edgemem.contract import read_contract
 from edgemem.export.onnx import to_onnx

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_export_toys import make_toy
+from export_toys import make_toy
 
 from edgemem.errors import UnsupportedError
 from edgemem.export.onnx import to_onnx
