@@ -166,7 +166,7 @@ def _verify(args: argparse.Namespace) -> int:
 
         videos = load_calibration(args.data, contract.card, args.data_videos or DEFAULT_VIDEOS, option="--data")
         b = contract.batch if isinstance(contract.batch, int) else (args.batch or 2)
-        stream = as_stream(videos, b, args.clips)
+        stream = as_stream(videos, b, 16 if args.clips is None else args.clips)
     elif args.data_videos is not None:
         raise InputError("--data-videos only applies with --data")
     reference: SavedReference | torch.nn.Module

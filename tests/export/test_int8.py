@@ -121,6 +121,12 @@ def test_verify_takes_shipped_weights_by_name(graphs: dict[str, Path], capsys) -
     assert main([*args, "--checkpoint", "no_such_weights"]) == 2
 
 
+def test_verify_streams_real_clips_with_the_default_length(data: Path, graphs: dict[str, Path], capsys) -> None:
+    # --data without --clips: 16 steps at most, as without --data (it raised a TypeError)
+    assert main(["verify", str(graphs["f32"]), "--data", str(data), "--runtimes", "ort-cpu", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["steps"] == 16
+
+
 def test_ort_static_int8_agrees_with_f32_over_a_stream(data: Path, graphs: dict[str, Path]) -> None:
     model = _model()
     stream = as_stream(load_calibration(data, model.model_card(), videos=4), batch=1, clips=24)
