@@ -3,18 +3,22 @@
 Both quantizers produce one ONNX graph with ``QuantizeLinear``/``DequantizeLinear`` pairs (weights
 int8 per output channel, activations per tensor with scales from the calibration feeds), which
 ONNX Runtime and OpenVINO turn into int8 kernels. What is quantized (``int8_nodes``): every GEMM or
-convolution with a weight (Linear, patch embedding, pooling and compression convolutions). What
-stays float, and why:
+convolution with a weight (Linear, patch embedding, pooling and compression convolutions), and the
+attention's ``q . k`` (``attention_logit_gemms``): its operands are the scaled queries extended with
+their relative-position terms and the keys extended with their one-hot position codes, all O(1),
+so one scale each holds them (the memory mask is an add after the GEMM, not a column of it).
+Measured on MeMViT-16: OpenVINO runs the fused attention's first GEMM in int8 and the step takes
+0.82x the time of the int8 graph with a float ``q . k``; ``memvit_tiny_cuematch``'s logits over a
+256-step real stream move 0.02-0.03 mean / 0.37-0.65 max from f32 (0.22-0.41 max with a float
+``q . k``), top-1 unchanged (docs/EXPORT.md, "int8"). What stays float, and why:
 
-- the ``q . k`` GEMM: its operands carry the relative-position one-hot codes and the memory mask
-  column (-1e9 for an empty memory slot): one int8 scale cannot hold both -1e9 and O(1) logits;
 - the ``softmax @ V`` GEMM: attention over hundreds of keys is mostly below one step of an 8-bit
   probability (1/255 unsigned, 1/127 signed). Measured with NNCF's u8 probabilities: MeMViT-16's
   OpenVINO int8 step 11% faster (the fused attention's second GEMM in int8), but
   ``memvit_tiny_cuematch``'s logits 2.1 max |Δ| from f32 instead of 0.14, beyond the int8
   verification tolerance (docs/BENCHMARKS.md, "int8"). NNCF's transformer type keeps this GEMM
   float by itself (its ``MULTIHEAD_ATTENTION_OUTPUT`` ignored pattern);
-- the relative-position table products (small, feed that GEMM);
+- the relative-position table products (small; quantized, OpenVINO still ran them in f32);
 - softmax, layer norm, GELU and every elementwise op (quantizers leave them float; OpenVINO/ORT
   run them in f32 between int8 GEMMs);
 - the memory concatenation and the state tensors: the graph's ``state_in``/``state_out`` stay f32
@@ -56,16 +60,35 @@ def require(module: str, extra: str) -> Any:
         raise UnsupportedError(f"{module} is not installed: pip install 'edgemem[{extra}]'") from None
 
 
+def attention_logit_gemms(model: onnx.ModelProto) -> set[str]:
+    """Names of the attention's ``q . k`` GEMMs: MatMuls whose output reaches a ``Softmax`` directly
+    or through one ``Add`` (the memory mask)."""
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+
+    def to_softmax(tensor: str, adds: int) -> bool:
+        for r in readers.get(tensor, []):
+            if r.op_type == "Softmax" or (r.op_type == "Add" and adds and to_softmax(r.output[0], adds - 1)):
+                return True
+        return False
+
+    return {n.name for n in model.graph.node if n.op_type == "MatMul" and to_softmax(n.output[0], 1)}
+
+
 def int8_nodes(model: onnx.ModelProto) -> tuple[list[str], list[str]]:
-    """(quantized, float) names of the GEMM/convolution nodes: those with a weight, and those
-    without (attention products, see the module docstring); every other node stays float too
-    (``float_nodes``)."""
+    """(quantized, float) names of the GEMM/convolution nodes: those with a weight and the attention's
+    ``q . k``, and the other GEMMs without a weight (``softmax @ V``, the relative-position table
+    products; see the module docstring); every other node stays float too (``float_nodes``)."""
     inits = {i.name for i in model.graph.initializer}
+    logits = attention_logit_gemms(model)
     quantized: list[str] = []
     kept: list[str] = []
     for n in model.graph.node:
         if n.op_type in _GEMMS:
-            (quantized if len(n.input) > 1 and n.input[1] in inits else kept).append(n.name)
+            weighted = len(n.input) > 1 and n.input[1] in inits
+            (quantized if weighted or n.name in logits else kept).append(n.name)
     return quantized, kept
 
 
@@ -164,6 +187,7 @@ def quantize_ort(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]]) -> 
         except Exception as e:  # the quantizer raises plain exceptions on graphs it cannot handle
             raise UnsupportedError(f"ONNX Runtime int8 quantization failed: {_first_line(e)}") from None
         quantized = onnx.load(str(dst))
+    keep_logits_float(quantized, attention_logit_gemms(model))
     keep_state_float(quantized, int8_nodes(model)[0])
     return quantized
 
@@ -184,12 +208,8 @@ def keep_state_float(model: onnx.ModelProto, quantized: list[str]) -> int:
     producer = {o: n for n in g.node for o in n.output}
     stop = set(quantized)
 
-    def float_source(t: str) -> str | None:  # the f32 tensor behind an activation Q -> DQ pair
-        dq = producer.get(t)
-        if dq is None or dq.op_type != "DequantizeLinear" or dq.input[0] in inits:
-            return None
-        q = producer.get(dq.input[0])
-        return q.input[0] if q is not None and q.op_type == "QuantizeLinear" else None
+    def float_source(t: str) -> str | None:
+        return _float_source(producer, inits, t)
 
     stack = [o.name for o in g.output if o.name.startswith(STATE_OUT)]
     seen: set[int] = set()
@@ -213,6 +233,35 @@ def keep_state_float(model: onnx.ModelProto, quantized: list[str]) -> int:
                 node.input[i] = t = src
                 changed += 1
             stack.append(t)
+    if changed:
+        _drop_unread_qdq(model)
+    return changed
+
+
+def _float_source(producer: dict[str, onnx.NodeProto], inits: set[str], t: str) -> str | None:
+    """The f32 tensor behind an activation Q -> DQ pair whose output is ``t``, else None."""
+    dq = producer.get(t)
+    if dq is None or dq.op_type != "DequantizeLinear" or dq.input[0] in inits:
+        return None
+    q = producer.get(dq.input[0])
+    return q.input[0] if q is not None and q.op_type == "QuantizeLinear" else None
+
+
+def keep_logits_float(model: onnx.ModelProto, gemms: set[str]) -> int:
+    """Point every read of an int8-rounded attention logit (a Q/DQ pair on the output of one of the
+    ``q . k`` ``gemms``) back at the f32 logits: ONNX Runtime's quantizer puts one there, before the mask add and the softmax, and
+    an 8-bit logit step shifts every probability. Returns the reads changed."""
+    g = model.graph
+    inits = {i.name for i in g.initializer}
+    producer = {o: n for n in g.node for o in n.output}
+    logits = {n.output[0] for n in g.node if n.name in gemms}
+    changed = 0
+    for node in g.node:
+        for i, t in enumerate(node.input):
+            src = _float_source(producer, inits, t)
+            if src in logits:
+                node.input[i] = src
+                changed += 1
     if changed:
         _drop_unread_qdq(model)
     return changed

@@ -25,7 +25,10 @@ def layer_norm(dim: int) -> nn.LayerNorm:
     return nn.LayerNorm(dim, eps=_EPS)
 
 
-_MASKED = 1e9  # logit offset of an invalid memory key: exp underflows to exactly 0
+# Logit offset of an invalid memory key: exp(-1e4) underflows to exactly 0 in f32 and fp16, and the
+# value stays finite and small enough for int8 graphs (with -1e9 OpenVINO's low-precision passes
+# miscomputed the masked softmax of an int8 q.k: logits 9.4 off).
+_MASKED = 1e4
 
 
 def _valid_keys(mem_ok: Tensor, n_keys: int, n_kv: int) -> Tensor:
@@ -231,50 +234,51 @@ class MultiScaleAttention(nn.Module):
     def _key_codes(self, with_memory: bool) -> Tensor:
         """Constant ``[N_keys, U]`` one-hot codes of each key's position: with the per-query terms of
         :meth:`_query_terms` (same column order), ``terms @ codes.T`` is the decomposed
-        relative-position bias of every (query, key) pair; cls keys have no code."""
-        blocks = [(1, *self.spec.kv_thw)]  # (clips, t, h, w) in column order: current keys, then memory
+        relative-position bias of every (query, key) pair; cls keys have no code. Columns by axis
+        (h, w, t), within an axis the current keys' then the memory's."""
+        blocks = [(1, *self.spec.kv_thw)]  # (clips, t, h, w): current keys, then memory
         if with_memory:
             assert self.spec.mem_thw is not None
             blocks.append((self.mem_clips, *self.spec.mem_thw))
-        widths = [(h + w if self.rel_sp else 0) + (n * t if self.rel_t else 0) for n, t, h, w in blocks]
-        codes, col = [], 0
-        for (n, t, h, w), width in zip(blocks, widths, strict=True):
-            c = torch.zeros(n, int(self.cls) + t * h * w, sum(widths))
+        axes = (["h", "w"] if self.rel_sp else []) + (["t"] if self.rel_t else [])
+        width = {"h": lambda n, t, h, w: h, "w": lambda n, t, h, w: w, "t": lambda n, t, h, w: n * t}
+        start, col = {}, 0
+        for axis in axes:
+            for i, blk in enumerate(blocks):
+                start[axis, i] = col
+                col += width[axis](*blk)
+        codes = []
+        for i, (n, t, h, w) in enumerate(blocks):
+            c = torch.zeros(n, int(self.cls) + t * h * w, col)
             ci, ti, hi, wi = (x.reshape(n, -1) for x in torch.meshgrid(*map(torch.arange, (n, t, h, w)), indexing="ij"))
             rows = torch.arange(int(self.cls), int(self.cls) + t * h * w).expand(n, -1)
-            at = col
-            if self.rel_sp:
-                c[ci, rows, at + hi] = 1.0
-                c[ci, rows, at + h + wi] = 1.0
-                at += h + w
-            if self.rel_t:
-                c[ci, rows, at + ci * t + ti] = 1.0
-            codes.append(c.reshape(-1, c.shape[-1]))
-            col += width
+            for axis, pos in (("h", hi), ("w", wi), ("t", ci * t + ti)):
+                if axis in axes:
+                    c[ci, rows, start[axis, i] + pos] = 1.0
+            codes.append(c.reshape(-1, col))
         return torch.cat(codes[::-1], dim=0)  # memory keys first, as the keys are concatenated
 
     def _query_terms(self, q: Tensor, with_memory: bool) -> Tensor:
         """``[B, heads, N_q, U]``: each query's dot products with the relative-position table rows its
-        keys use (zero for the cls query), the column order of :meth:`_key_codes`."""
+        keys use (zero for the cls query), the column order of :meth:`_key_codes`: one GEMM per axis,
+        over the current keys' table rows and the memory's together."""
         b, nh, _, d = q.shape
         qt, qh, qw = self.spec.q_thw
         s = 1 if self.cls else 0
         rq = q[:, :, s:].reshape(b, nh, qt, qh, qw, d)
-        terms = []
-        tables = [("sp", "rel_pos_h", "rel_pos_w", "rel_pos_t", "idx_t")]
-        if with_memory:
-            tables.append(("msp", "rel_pos_mem_h", "rel_pos_mem_w", "rel_pos_mem_t", "idx_mt"))
-        for prefix, th, tw, tt, it in tables:
-            if self.rel_sp:
-                rh = self._table(
-                    getattr(self, th), getattr(self, f"interp_{prefix}_h"), getattr(self, f"idx_{prefix}_h")
-                )
-                rw = self._table(
-                    getattr(self, tw), getattr(self, f"interp_{prefix}_w"), getattr(self, f"idx_{prefix}_w")
-                )
-                terms += [_rel_dot(rq, rh, 3), _rel_dot(rq, rw, 4)]
-            if self.rel_t:
-                terms.append(_rel_dot(rq, getattr(self, tt)[getattr(self, it)], 2))
+        prefixes = ["sp", "msp"] if with_memory else ["sp"]
+        tables: list[tuple[list[Tensor], int]] = []
+        if self.rel_sp:
+            for axis, cur, mem, dim in (("h", "rel_pos_h", "rel_pos_mem_h", 3), ("w", "rel_pos_w", "rel_pos_mem_w", 4)):
+                rows = [
+                    self._table(getattr(self, name), getattr(self, f"interp_{p}_{axis}"), getattr(self, f"idx_{p}_{axis}"))
+                    for p, name in zip(prefixes, (cur, mem), strict=False)
+                ]
+                tables.append((rows, dim))
+        if self.rel_t:
+            rows = [self.rel_pos_t[self.idx_t]] + ([self.rel_pos_mem_t[self.idx_mt]] if with_memory else [])
+            tables.append((rows, 2))
+        terms = [_rel_dot(rq, torch.cat(rows, dim=1) if len(rows) > 1 else rows[0], dim) for rows, dim in tables]
         out = torch.cat(terms, dim=-1).reshape(b, nh, qt * qh * qw, -1)
         return F.pad(out, (0, 0, 1, 0)) if s else out
 
@@ -320,24 +324,22 @@ class MultiScaleAttention(nn.Module):
         return bias
 
     def _logits(self, q: Tensor, k: Tensor, mem_ok: Tensor | None, n_kv: int) -> Tensor:
-        """Attention logits: one GEMM for q.k, the relative-position bias and the memory mask. Queries
-        are extended with their table terms (and a 1), keys with their position codes (and 0 / -1e9
-        for invalid memory), so no [N_q, N_k] bias tensor is ever built."""
+        """Attention logits: one GEMM for q.k and the relative-position bias, then the memory mask.
+        Queries are extended with their table terms, keys with their position codes, so no
+        [N_q, N_k] bias tensor is ever built; the mask (0 / -1e4 per key) is a broadcast add after
+        the GEMM, so both GEMM operands stay O(1) and each quantizes to int8 with one scale."""
         b, nh = q.shape[:2]
         with_memory = mem_ok is not None
-        q_parts = [q * self.scale]
-        k_parts = [k]
         if self.rel_sp or self.rel_t:
             codes = self.key_codes_mem if with_memory else self.key_codes
-            q_parts.append(self._query_terms(q, with_memory).to(q.dtype))
-            k_parts.append(codes.to(k.dtype).expand(b, nh, -1, -1))
+            q_ext = torch.cat((q * self.scale, self._query_terms(q, with_memory).to(q.dtype)), dim=-1)
+            logits = q_ext @ torch.cat((k, codes.to(k.dtype).expand(b, nh, -1, -1)), dim=-1).transpose(-2, -1)
+        else:
+            logits = (q * self.scale) @ k.transpose(-2, -1)
         if mem_ok is not None:
             ok = _valid_keys(mem_ok, k.shape[2], n_kv)
-            q_parts.append(q.new_ones((*q.shape[:3], 1)))
-            k_parts.append(((ok.to(k.dtype) - 1.0) * _MASKED)[:, None, :, None].expand(b, nh, -1, 1))
-        if len(q_parts) == 1:
-            return q_parts[0] @ k.transpose(-2, -1)
-        return torch.cat(q_parts, dim=-1) @ torch.cat(k_parts, dim=-1).transpose(-2, -1)
+            logits = logits + ((ok.to(logits.dtype) - 1.0) * _MASKED)[:, None, None, :]
+        return logits
 
     def _logits_reference(self, q: Tensor, k: Tensor, mem_ok: Tensor | None, n_kv: int) -> Tensor:
         """The same logits as the official code builds them: scaled q.k, plus a materialised bias

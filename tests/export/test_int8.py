@@ -17,6 +17,7 @@ from edgemem.cli import main
 from edgemem.contract import read_contract
 from edgemem.export.calibration import as_stream, collect_feeds, load_calibration, synthetic_calibration
 from edgemem.export.onnx import to_onnx
+from edgemem.export.quantize import attention_logit_gemms
 from edgemem.export.verify import verify_graph
 from edgemem.models.registry import create_model
 from edgemem.runtimes import open_session
@@ -62,8 +63,25 @@ def test_calibration_streams_clips_with_memory(data: Path, graphs: dict[str, Pat
     assert np.abs(feeds[2]["state_in.mem.0.k"]).max() > 0
 
 
+def _dequantized_operands(proto: onnx.ModelProto) -> tuple[list[int], list[int]]:
+    """How many operands come from a DequantizeLinear: of each ``q . k`` GEMM, of each MatMul
+    reading a Softmax (``softmax . V``)."""
+    producer = {o: n.op_type for n in proto.graph.node for o in n.output}
+    qk = attention_logit_gemms(proto)
+    nodes = [n for n in proto.graph.node if n.op_type == "MatMul"]
+    count = [sum(producer.get(i) == "DequantizeLinear" for i in n.input) for n in nodes]
+    return (
+        [c for n, c in zip(nodes, count, strict=True) if n.name in qk],
+        [c for n, c in zip(nodes, count, strict=True) if any(producer.get(i) == "Softmax" for i in n.input)],
+    )
+
+
 def test_int8_graph_keeps_contract_and_records_calibration(graphs: dict[str, Path]) -> None:
     for q in ("nncf", "ort"):
+        # q.k reads int8 operands and writes f32 logits (found only where its output reaches the
+        # softmax unrounded: 4 blocks); softmax.V reads the f32 probabilities (8-bit probabilities
+        # cost accuracy)
+        assert _dequantized_operands(onnx.load(str(graphs[q]))) == ([2] * 4, [0] * 4)
         c = read_contract(graphs[q])
         assert c.export["precision"] == "int8" and c.export["quantizer"] == q
         assert c.export["calibration"]["videos"] == 4 and c.export["calibration"]["clips"] == 16
@@ -84,8 +102,8 @@ def test_openvino_runs_int8_kernels(graphs: dict[str, Path], runtime: str) -> No
         kernels = s.kernel_precisions()
     fc = kernels["FullyConnected"]
     assert fc.get("i8", 0) + fc.get("u8", 0) >= 20  # every Linear of the 4 blocks runs an int8 kernel
-    # the fused attention (q.k, softmax, softmax.V) stays float: 8-bit probabilities cost accuracy
-    assert set(kernels.get("MHA", {"f32": 1})) <= {"f32", "bf16"}
+    # the fused attention runs its q.k in int8 (softmax.V stays float in the graph, below)
+    assert set(kernels["MHA"]) == {"i8"}
     with open_session(graphs["f32"], runtime) as s:
         assert set(s.kernel_precisions()["FullyConnected"]) == {"f32"}
 
