@@ -9,7 +9,7 @@ their relative-position terms and the keys extended with their one-hot position 
 so one scale each holds them (the memory mask is an add after the GEMM, not a column of it).
 Measured on MeMViT-16: OpenVINO runs the fused attention's first GEMM in int8 and the step takes
 0.82x the time of the int8 graph with a float ``q . k``; ``memvit_tiny_cuematch``'s logits over a
-256-step real stream move 0.02-0.03 mean / 0.37-0.65 max from f32 (0.22-0.41 max with a float
+256-step real stream move 0.02-0.03 mean / 0.35-0.49 max from f32 (0.22-0.41 max with a float
 ``q . k``), top-1 unchanged (docs/EXPORT.md, "int8"). What stays float, and why:
 
 - the ``softmax @ V`` GEMM: attention over hundreds of keys is mostly below one step of an 8-bit
@@ -26,8 +26,10 @@ Measured on MeMViT-16: OpenVINO runs the fused attention's first GEMM in int8 an
   for memory and current tokens (quantizing each concat input separately gave two scales that
   OpenVINO's low-precision pass could not merge);
 - the state arithmetic (``keep_state_float``): no value on the way from the last quantized GEMMs to
-  a ``state_out`` is rounded to int8, whichever quantizer ran (CM's running sum adds each clip's
-  contribution in f32; MeMViT's memory is the f32 output of its compression).
+  an accumulating ``state_out`` is rounded to int8, whichever quantizer ran (CM's running sum adds
+  each clip's contribution in f32). MeMViT's memory, written afresh from one clip's compression,
+  is that compression's output as the quantizer left it (ONNX Runtime: on the int8 grid of its
+  fused int8 convolution; NNCF: f32).
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from edgemem.contract import STATE_OUT
+from edgemem.contract import STATE_IN, STATE_OUT
 from edgemem.errors import UnsupportedError
 
 QUANTIZERS = ("nncf", "ort")
@@ -193,16 +195,18 @@ def quantize_ort(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]]) -> 
 
 
 def keep_state_float(model: onnx.ModelProto, quantized: list[str]) -> int:
-    """Make every node between the ``quantized`` GEMMs and the ``state_out`` outputs read f32 values.
+    """Make every node between the ``quantized`` GEMMs and the accumulating ``state_out`` outputs
+    (``accumulating_states``) read f32 values.
 
     A QDQ quantizer puts one ``QuantizeLinear``/``DequantizeLinear`` pair on an activation and points
     *every* reader at the pair: ONNX Runtime's does so for the outputs of the GEMMs it quantizes and
     for inputs shared with float nodes, so CM's contribution ``k^T v`` (which feeds the running sum)
-    was computed from int8-rounded ``k`` and ``v``, and MeMViT's memory from int8-rounded
-    compression outputs. Walking back from each state output through the nodes that are not
-    quantized GEMMs, each read of an activation pair is pointed back at the f32 tensor (the
-    quantized readers keep the pair); pairs nobody reads any more are removed. Returns the reads
-    changed."""
+    was computed from int8-rounded ``k`` and ``v``, an error the sum keeps adding up. Walking back
+    from each accumulating state output through the nodes that are not quantized GEMMs, each read of
+    an activation pair is pointed back at the f32 tensor (the quantized readers keep the pair); pairs
+    nobody reads any more are removed. A state written afresh each step (MeMViT's memory: the
+    compression of one clip) keeps its pair: its rounding does not add up, and un-rounding it costs
+    ONNX Runtime its fused int8 convolutions. Returns the reads changed."""
     g = model.graph
     inits = {i.name for i in g.initializer}
     producer = {o: n for n in g.node for o in n.output}
@@ -211,7 +215,7 @@ def keep_state_float(model: onnx.ModelProto, quantized: list[str]) -> int:
     def float_source(t: str) -> str | None:
         return _float_source(producer, inits, t)
 
-    stack = [o.name for o in g.output if o.name.startswith(STATE_OUT)]
+    stack = accumulating_states(model)
     seen: set[int] = set()
     changed = 0
     while stack:
@@ -236,6 +240,35 @@ def keep_state_float(model: onnx.ModelProto, quantized: list[str]) -> int:
     if changed:
         _drop_unread_qdq(model)
     return changed
+
+
+_ACCUMULATE = ("Add", "Sub", "Sum")
+
+
+def accumulating_states(model: onnx.ModelProto) -> list[str]:
+    """The ``state_out`` outputs that add to their own previous value: on the way back from the
+    output (through anything but a GEMM or convolution) an ``Add``/``Sub``/``Sum`` reads a value made
+    from the matching ``state_in`` without a GEMM in between (CM's running sum and count; not
+    MeMViT's memory, which a step shifts and overwrites)."""
+    g = model.graph
+    producer = {o: n for n in g.node for o in n.output}
+    found = []
+    for out in (o.name for o in g.output if o.name.startswith(STATE_OUT)):
+        derived = {STATE_IN + out[len(STATE_OUT) :]}
+        for n in g.node:  # ONNX graphs are topologically sorted
+            if n.op_type not in _GEMMS and any(i in derived for i in n.input):
+                derived.update(n.output)
+        stack, seen = [out], set()
+        while stack:
+            node = producer.get(stack.pop())
+            if node is None or node.op_type in _GEMMS or id(node) in seen:
+                continue
+            seen.add(id(node))
+            if node.op_type in _ACCUMULATE and any(i in derived for i in node.input):
+                found.append(out)
+                break
+            stack.extend(node.input)
+    return found
 
 
 def _float_source(producer: dict[str, onnx.NodeProto], inits: set[str], t: str) -> str | None:

@@ -14,7 +14,7 @@ from qdq import rounded_state_reads
 
 from edgemem.export.calibration import load_calibration
 from edgemem.export.onnx import to_onnx
-from edgemem.export.quantize import keep_state_float, quantize_ort
+from edgemem.export.quantize import accumulating_states, keep_state_float, quantize_ort
 from edgemem.models.registry import create_model
 
 pytest.importorskip("onnxruntime.quantization", reason="int8 export needs onnxruntime's quantization tools")
@@ -83,4 +83,5 @@ def test_cm_int8_graph_adds_f32_contributions(data: Path, tmp_path: Path, quanti
     to_onnx(model, out, precision="int8", calibration=cal, quantizer=quantizer, verify=False)
     q = onnx.load(str(out))
     assert "QuantizeLinear" in {n.op_type for n in q.graph.node}
+    assert sorted(accumulating_states(q)) == ["state_out.cm.count", "state_out.cm.sum"]
     assert rounded_state_reads(q) == []
