@@ -19,7 +19,7 @@ matters.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -187,6 +187,11 @@ class MViT(StreamingModel):
         """Logits from normalised tokens: the cls token (or the token mean without cls)."""
         x = tokens[:, 0] if self.cfg.cls_embed else tokens.mean(1)
         return self.head(x)
+
+    def memory_parameters(self) -> list[nn.Parameter]:
+        """The parameters only the memory uses (each block's compression and memory position tables):
+        MeMViT trains them at a higher learning rate (``edgemem train --memory-lr-scale``)."""
+        return [p for blk in self.blocks for p in cast(MultiScaleAttention, blk.attn).memory_parameters()]
 
     def step(self, frames: Tensor, state: State, reset: Tensor | None = None) -> tuple[Tensor, State]:
         """One clip per stream: ``(logits [B, classes], new state)``; eager compression (inference)."""

@@ -146,7 +146,7 @@ class MultiScaleAttention(nn.Module):
         else:
             self.compress_k = self.compress_v = self.norm_compress_k = self.norm_compress_v = None
 
-        # True: one GEMM for logits + bias + mask (what runs and exports); False: the reference
+        # True: one GEMM for logits + bias, then the mask add (what runs and exports); False: the reference
         # formulation (model GFLOPs are counted on it, see ``models.info``).
         self.fused = True
         self.rel_sp = cfg.rel_pos_spatial
@@ -222,6 +222,14 @@ class MultiScaleAttention(nn.Module):
         if interp is not None:
             table = interp @ table
         return table[idx]
+
+    def memory_parameters(self) -> list[nn.Parameter]:
+        """The parameters only the memory uses: the compression convolutions and their norms, and the
+        memory's relative-position tables (empty without memory)."""
+        mods = (self.compress_k, self.compress_v, self.norm_compress_k, self.norm_compress_v)
+        params = [p for m in mods if m is not None for p in m.parameters()]
+        tables = [getattr(self, n) for n in ("rel_pos_mem_h", "rel_pos_mem_w", "rel_pos_mem_t") if hasattr(self, n)]
+        return params + tables
 
     def compress(self, raw: Tensor, which: str) -> Tensor:
         """Compress one clip's raw memory ``[B, N_kv, C]`` into ``[B, N_mem, C]`` (identity if disabled)."""

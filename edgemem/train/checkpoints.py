@@ -100,11 +100,12 @@ def load_trained(path: str | os.PathLike[str]) -> tuple[StreamingModel, dict[str
 def read_checkpoint_for_resume(
     run: Path,
     model: StreamingModel,
-    optimizer: torch.optim.Optimizer,
+    make_optimizer: Callable[[], torch.optim.Optimizer],
     prepare: Callable[[dict[str, Any]], None] | None = None,
-) -> dict[str, Any]:
-    """Load ``run``'s ``last.pyth`` into ``model`` and ``optimizer``; the model must be the same one
-    (after ``prepare(checkpoint)``, which may set it to the phase of training the checkpoint is in)."""
+) -> tuple[dict[str, Any], torch.optim.Optimizer]:
+    """Load ``run``'s ``last.pyth`` into ``model`` and a new optimizer; the model must be the same one
+    (after ``prepare(checkpoint)``, which may set it to the phase of training the checkpoint is in and
+    settle options the optimizer is made with, e.g. its parameter groups)."""
     from edgemem.models.registry import from_card
 
     file = run / CKPT_DIR / LAST
@@ -121,6 +122,7 @@ def read_checkpoint_for_resume(
             f"{own.num_classes} classes)"
         )
     load_state_strict(model, ckpt["model_state"])
+    optimizer = make_optimizer()
     if ckpt.get("optimizer_state") is not None:
         optimizer.load_state_dict(ckpt["optimizer_state"])
-    return ckpt
+    return ckpt, optimizer

@@ -29,6 +29,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--optimizer", choices=("sgd", "adamw"), default="adamw")
     p.add_argument("--weight-decay", type=float, default=None)
     p.add_argument("--warmup-epochs", type=float, default=None)
+    p.add_argument(
+        "--lr-hold",
+        type=float,
+        default=None,
+        metavar="F",
+        help="hold the peak learning rate for the first F of the epochs, then the cosine decay (default 0: "
+        "cosine from the end of the warm-up)",
+    )
     p.add_argument("--frame-scale", type=int, default=1, metavar="K", help="k x more frames per clip (baseline)")
     p.add_argument("--init", default=None, metavar="CKPT", help="initialise from a checkpoint (CM: clip-level)")
     p.add_argument("--clips-per-video", type=int, default=None, metavar="N", help="CM: clips per video")
@@ -81,6 +89,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="MeMViT: back-propagate through the memory over each video (default), or the paper's "
         "pipelined compression (older memory detached)",
+    )
+    p.add_argument(
+        "--memory-lr-scale",
+        type=float,
+        default=None,
+        metavar="X",
+        help="MeMViT: learning rate of the memory's own parameters (compression, memory position tables) "
+        "as a multiple of the schedule's (default 10)",
     )
     p.add_argument("--resume", action="store_true", help="continue RUN from its last checkpoint")
     p.add_argument("--workers", type=int, default=0, help="data loading processes per training process")

@@ -82,6 +82,7 @@ class LoopConfig:
     epochs: int
     base_lr: float
     warmup_epochs: float
+    hold_epochs: float
     clip_grad: float | None
     precision: str  # "f32" | "bf16" | "fp16"
     eval_every: int
@@ -181,7 +182,9 @@ def train(
     bare_model: StreamingModel,
 ) -> LoopState:
     """Train from ``state.epoch`` to ``cfg.epochs``; checkpoint each epoch (rank 0 writes)."""
-    schedule = CosineSchedule(base_lr=cfg.base_lr, total_epochs=cfg.epochs, warmup_epochs=cfg.warmup_epochs)
+    schedule = CosineSchedule(
+        base_lr=cfg.base_lr, total_epochs=cfg.epochs, warmup_epochs=cfg.warmup_epochs, hold_epochs=cfg.hold_epochs
+    )
     use_scaler = cfg.precision == "fp16" and info.device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda") if use_scaler else None
     log = MetricsLog(run / "metrics.jsonl", info.main)

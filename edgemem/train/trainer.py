@@ -16,6 +16,7 @@ from edgemem.atomic import write_json
 from edgemem.errors import CheckpointError, EdgememError, InputError
 from edgemem.hardware import resolve_threads
 from edgemem.models.cm import CollaborativeMemory
+from edgemem.models.mvit import MViT
 from edgemem.models.streaming import StreamingModel
 from edgemem.train import checkpoints as ckpts
 from edgemem.train.distributed import DistInfo, init_distributed, shutdown, wrap_ddp
@@ -27,9 +28,11 @@ DEFAULT_LR = {"adamw": 2e-3, "sgd": 0.1}
 DEFAULT_WD = {"adamw": 0.05, "sgd": 1e-4}
 DEFAULT_BATCH = {"clip": 16, "memvit": 8, "cm": 8}
 DEFAULT_WARMUP = 2.0
+DEFAULT_LR_HOLD = 0.0  # fraction of the epochs at the peak lr before the cosine (docs/TRAINING.md)
 DEFAULT_CURRICULUM = 0.0
 DEFAULT_MEMORY_DROP = 0.0
 DEFAULT_MEMORY_GRAD = "bptt"
+DEFAULT_MEMORY_LR_SCALE = 10.0  # MeMViT: learning rate of the memory's own parameters (docs/TRAINING.md)
 DEFAULT_INFUSION_WARMUP_DIV = 3  # CM gating: residual infusion for epochs // 3 first (docs/CM.md)
 
 
@@ -44,6 +47,7 @@ class TrainOptions:
     optimizer: str = "adamw"
     weight_decay: float | None = None
     warmup_epochs: float | None = None
+    lr_hold: float | None = None  # fraction of the epochs at the peak lr (default DEFAULT_LR_HOLD)
     frame_scale: int = 1
     init: str | None = None
     clips_per_video: int | None = None
@@ -56,6 +60,7 @@ class TrainOptions:
     memory_drop: float | None = None
     stream_loss: str = "last"
     memory_grad: str | None = None  # MeMViT: "bptt" (default) or "pipelined"
+    memory_lr_scale: float | None = None  # MeMViT: x the lr for memory_parameters() (default 10)
     resume: bool = False
     workers: int = 0
     precision: str = "auto"
@@ -87,6 +92,10 @@ class TrainOptions:
             raise InputError(f"--memory-drop must be in [0, 1], got {self.memory_drop}")
         if self.memory_grad not in (None, "bptt", "pipelined"):
             raise InputError(f"--memory-grad must be bptt or pipelined, got {self.memory_grad}")
+        if self.memory_lr_scale is not None and not self.memory_lr_scale > 0:
+            raise InputError(f"--memory-lr-scale must be > 0, got {self.memory_lr_scale}")
+        if self.lr_hold is not None and not 0 <= self.lr_hold < 1:
+            raise InputError(f"--lr-hold must be in [0, 1), got {self.lr_hold}")
         if self.infusion_warmup is not None and self.infusion_warmup < 0:
             raise InputError(f"--infusion-warmup must be >= 0, got {self.infusion_warmup}")
         if self.workers < 0:
@@ -143,10 +152,25 @@ def _cm_of(model: StreamingModel) -> CollaborativeMemory:
     return cm
 
 
-def _resume_phase(model: StreamingModel, resolved: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
-    """For --resume of a CM run: the same warm-up, and the model in the infusion of its last epoch."""
+def _resume_phase(
+    model: StreamingModel, resolved: dict[str, Any], opts: TrainOptions
+) -> Callable[[dict[str, Any]], None]:
+    """For --resume: the run's learning-rate hold and memory learning-rate scale (an option given must
+    be the run's; runs from before an option had none), and for a CM run the same warm-up and the
+    model in the infusion of its last epoch."""
 
     def prepare(ckpt: dict[str, Any]) -> None:
+        was = ckpts.train_state_of(ckpt).get("options", {})
+        memory_scale = 1.0 if resolved["family"] == "memvit" else None
+        for key, given, before in (
+            ("lr_hold", opts.lr_hold, 0.0),
+            ("memory_lr_scale", opts.memory_lr_scale, memory_scale),
+        ):
+            held = was.get(key, before)
+            if given is not None and given != held:
+                flag = "--" + key.replace("_", "-")
+                raise InputError(f"--resume: the run was trained with {flag} {held}, not {given}")
+            resolved[key] = held
         if resolved["family"] != "cm":
             return
         from edgemem.train.cm_train import infusion_at
@@ -206,6 +230,8 @@ def run_training(opts: TrainOptions) -> dict[str, Any] | None:
         raise InputError("--clips-per-video applies to CM models only")
     if opts.memory_grad is not None and family != "memvit":
         raise InputError("--memory-grad applies to MeMViT models only")
+    if opts.memory_lr_scale is not None and family != "memvit":
+        raise InputError("--memory-lr-scale applies to MeMViT models only")
     if family == "memvit" and opts.memory_grad in (None, "bptt") and opts.stream_loss == "all":
         raise InputError("--stream-loss all needs --memory-grad pipelined (BPTT steps once per video)")
     if family == "cm" and opts.frame_scale != 1:
@@ -247,21 +273,33 @@ def _train(
         "lr": lr,
         "weight_decay": wd,
         "warmup_epochs": warmup,
+        "lr_hold": opts.lr_hold if opts.lr_hold is not None else DEFAULT_LR_HOLD,
         "precision": precision,
         "world_size": info.world,
         "curriculum": opts.curriculum if opts.curriculum is not None else DEFAULT_CURRICULUM,
         "memory_drop": opts.memory_drop if opts.memory_drop is not None else DEFAULT_MEMORY_DROP,
         "memory_grad": (opts.memory_grad or DEFAULT_MEMORY_GRAD) if family == "memvit" else None,
+        "memory_lr_scale": (opts.memory_lr_scale or DEFAULT_MEMORY_LR_SCALE) if family == "memvit" else None,
         "num_classes": len(classes),
     }
     if family == "cm":
         resolved["infusion"] = _cm_of(model).infusion
         resolved["infusion_warmup"] = _infusion_warmup(opts, _cm_of(model).infusion)
     model.to(info.device)
-    optimizer = build_optimizer(model, opts.optimizer, lr, wd)
+
+    def make_optimizer() -> torch.optim.Optimizer:
+        memory = model.memory_parameters() if isinstance(model, MViT) else []
+        return build_optimizer(
+            model, opts.optimizer, lr, wd, memory=memory, memory_lr_scale=resolved["memory_lr_scale"] or 1.0
+        )
+
     state = LoopState()
-    if opts.resume:
-        ckpt = ckpts.read_checkpoint_for_resume(run, model, optimizer, prepare=_resume_phase(model, resolved))
+    if not opts.resume:
+        optimizer = make_optimizer()
+    else:
+        ckpt, optimizer = ckpts.read_checkpoint_for_resume(
+            run, model, make_optimizer, prepare=_resume_phase(model, resolved, opts)
+        )
         ts = ckpts.train_state_of(ckpt)
         state = LoopState(
             epoch=int(ckpt["epoch"]),
@@ -285,6 +323,7 @@ def _train(
         epochs=opts.epochs,
         base_lr=lr,
         warmup_epochs=warmup,
+        hold_epochs=resolved["lr_hold"] * opts.epochs,
         clip_grad=opts.clip_grad or None,
         precision=precision,
         eval_every=opts.eval_every,

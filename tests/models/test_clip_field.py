@@ -43,7 +43,11 @@ def test_every_preset_card_takes_its_config_clip(name: str) -> None:
 
 @pytest.mark.parametrize(
     ("name", "cls", "frames_key", "scale"),
-    [("mvit_tiny", MViTConfig, "num_frames", 4), ("slow_tiny", ResNetConfig, "frames", 3), ("x3d_xs", X3DConfig, "frames", 1)],
+    [
+        ("mvit_tiny", MViTConfig, "num_frames", 4),
+        ("slow_tiny", ResNetConfig, "frames", 3),
+        ("x3d_xs", X3DConfig, "frames", 1),
+    ],
 )
 def test_flat_stored_configs_still_read(name: str, cls: Any, frames_key: str, scale: int) -> None:
     with torch.device("meta"):
@@ -69,7 +73,7 @@ def test_run_started_with_a_flat_card_resumes(tmp_path: Path) -> None:
     (tmp_path / CKPT_DIR).mkdir()
     shutil.copy(zoo_dir() / "mvit_tiny_fs4_cuematch.pyth", tmp_path / CKPT_DIR / LAST)
     model = create_model("mvit_tiny", num_classes=2, frame_scale=4)
-    read_checkpoint_for_resume(tmp_path, model, torch.optim.SGD(model.parameters(), lr=0.1))
+    read_checkpoint_for_resume(tmp_path, model, lambda: torch.optim.SGD(model.parameters(), lr=0.1))
     other = create_model("mvit_tiny", num_classes=2, frame_scale=2)
     with pytest.raises(CheckpointError, match="different model"):
-        read_checkpoint_for_resume(tmp_path, other, torch.optim.SGD(other.parameters(), lr=0.1))
+        read_checkpoint_for_resume(tmp_path, other, lambda: torch.optim.SGD(other.parameters(), lr=0.1))

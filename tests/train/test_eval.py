@@ -15,7 +15,7 @@ from edgemem.models import pretrained
 from edgemem.models.registry import create_model
 from edgemem.train import checkpoints as ckpts
 from edgemem.train.evaluate import eval_clip_model, eval_streaming, evaluate_model
-from edgemem.train.optim import CosineSchedule, param_groups
+from edgemem.train.optim import CosineSchedule, build_optimizer, param_groups, set_lr
 
 
 @pytest.fixture(scope="module")
@@ -116,6 +116,20 @@ def test_cosine_schedule_and_no_decay_groups() -> None:
     assert math.isclose(s.lr_at(0), 0.1)
     assert s.lr_at(1) < s.lr_at(2)
     assert math.isclose(s.lr_at(5), 0.5) and math.isclose(s.lr_at(10), 0.0, abs_tol=1e-12)
+    held = CosineSchedule(base_lr=1.0, total_epochs=10, warmup_epochs=2, final_ratio=0.0, hold_epochs=4)
+    assert held.lr_at(2) == held.lr_at(3.5) == held.lr_at(4) == 1.0  # the peak until the hold ends
+    assert math.isclose(held.lr_at(7), 0.5) and math.isclose(held.lr_at(10), 0.0, abs_tol=1e-12)
+    assert held.lr_at(1) < 1.0  # the warm-up is unchanged
+    memvit = create_model("memvit_tiny")
+    memory = memvit.memory_parameters()  # compression convolutions and norms, memory position tables
+    assert len(memory) == 36 and {id(p) for p in memory} == {
+        id(p) for n, p in memvit.named_parameters() if "compress" in n or "rel_pos_mem" in n
+    }
+    opt = build_optimizer(memvit, "adamw", 1e-3, 0.05, memory=memory, memory_lr_scale=10)
+    set_lr(opt, 2e-3)
+    lr_of = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    assert all(lr_of[id(p)] == 2e-2 for p in memory) and sorted(set(lr_of.values())) == [2e-3, 2e-2]
+    assert len(opt.param_groups) == 4 and len(build_optimizer(memvit, "adamw", 1e-3, 0.05).param_groups) == 2
     groups = param_groups(create_model("mvit_tiny"), 0.05)
     no_decay = {id(p) for p in groups[1]["params"]}
     named = dict(create_model("mvit_tiny").named_parameters())

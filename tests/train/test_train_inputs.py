@@ -33,6 +33,10 @@ def test_missing_csv_and_unknown_model(tmp_path: Path, data: Path, capsys) -> No
     _fails(
         ["train", "memvit_tiny", "--data", str(data), "--out", str(run), "--stream-loss", "all"], capsys, "pipelined"
     )
+    for hold in ("1", "-0.1"):
+        _fails(["train", "mvit_tiny", "--data", str(data), "--out", str(run), "--lr-hold", hold], capsys, "[0, 1)")
+    _fails(["train", "mvit_tiny", "--data", str(data), "--out", str(run), "--memory-lr-scale", "10"], capsys, "MeMViT")
+    _fails(["train", "memvit_tiny", "--data", str(data), "--out", str(run), "--memory-lr-scale", "0"], capsys, "> 0")
     assert not run.exists()
 
 
