@@ -160,13 +160,13 @@ def _resume_phase(
     model in the infusion of its last epoch."""
 
     def prepare(ckpt: dict[str, Any]) -> None:
-        was = ckpts.train_state_of(ckpt).get("options", {})
+        trained = ckpts.train_state_of(ckpt).get("options", {})
         memory_scale = 1.0 if resolved["family"] == "memvit" else None
         for key, given, before in (
             ("lr_hold", opts.lr_hold, 0.0),
             ("memory_lr_scale", opts.memory_lr_scale, memory_scale),
         ):
-            held = was.get(key, before)
+            held = trained.get(key, before)
             if given is not None and given != held:
                 flag = "--" + key.replace("_", "-")
                 raise InputError(f"--resume: the run was trained with {flag} {held}, not {given}")
@@ -175,7 +175,7 @@ def _resume_phase(
             return
         from edgemem.train.cm_train import infusion_at
 
-        was = ckpts.train_state_of(ckpt).get("options", {}).get("infusion_warmup", 0)
+        was = trained.get("infusion_warmup", 0)
         if was != resolved["infusion_warmup"]:
             raise InputError(
                 f"--resume: the run was trained with --infusion-warmup {was}, not {resolved['infusion_warmup']}"
