@@ -173,7 +173,7 @@ def quantize_ort(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]]) -> 
 
     # softmax . V stays float (module docstring): with symmetric int8 probabilities (steps of 1/127)
     # memvit_tiny's logits were 3.4 max |Δ| from f32, 0.18 without
-    _, kept = int8_nodes(model)
+    gemms, kept = int8_nodes(model)
     with tempfile.TemporaryDirectory(prefix="edgemem-int8-") as tmp:
         src, dst = Path(tmp) / "f32.onnx", Path(tmp) / "int8.onnx"
         onnx.save_model(model, str(src))
@@ -190,7 +190,7 @@ def quantize_ort(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]]) -> 
             raise UnsupportedError(f"ONNX Runtime int8 quantization failed: {_first_line(e)}") from None
         quantized = onnx.load(str(dst))
     keep_logits_float(quantized, attention_logit_gemms(model))
-    keep_state_float(quantized, int8_nodes(model)[0])
+    keep_state_float(quantized, gemms)
     return quantized
 
 

@@ -94,13 +94,19 @@ def test_wrong_clip_layouts_are_clear_errors() -> None:
         create_model("cm_slow_tiny", frame_scale=2)
 
 
-def test_batch_reduction_bn_batches_hold_clips_of_different_videos() -> None:
-    m = _model().train()
-    b, n = 3, 4
+def _tagged(b: int, n: int) -> torch.Tensor:
+    """``[b, n, 3, 8, 32, 32]`` clips whose every value is the tag ``100 * video + clip``."""
     x = torch.zeros(b, n, 3, 8, 32, 32)
     for v in range(b):
         for c in range(n):
-            x[v, c] = 100 * v + c  # a tag: video v, clip c
+            x[v, c] = 100 * v + c
+    return x
+
+
+def test_batch_reduction_bn_batches_hold_clips_of_different_videos() -> None:
+    m = _model().train()
+    b, n = 3, 4
+    x = _tagged(b, n)
     seen: list[list[tuple[int, int]]] = []
 
     def record(_mod: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> None:
@@ -138,10 +144,7 @@ def test_batch_reduction_mixes_clip_positions_and_keeps_clip_order() -> None:
     """Each BN batch mixes clip positions (a position-dependent content is normalised as at inference)."""
     m = _model().train()
     b, n = 8, 4
-    x = torch.zeros(b, n, 3, 8, 32, 32)
-    for v in range(b):
-        for c in range(n):
-            x[v, c] = 100 * v + c
+    x = _tagged(b, n)
     seen: list[list[int]] = []
     handle = m.backbone.s1.register_forward_pre_hook(
         lambda _mod, args: seen.append((args[0][:, 0, 0, 0, 0].round().long() % 100).tolist())
