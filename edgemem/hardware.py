@@ -198,12 +198,26 @@ def resolve_threads(threads: int | None, processes: int = 1) -> int:
     return int(threads)
 
 
+def int8_gemm(flags: frozenset[str] | None = None) -> str:
+    """The int8 dot-product instructions of ``flags`` (default: this CPU): ``amx``, ``vnni``
+    (AVX512-VNNI or AVX-VNNI: int8 GEMMs at 2-4x f32), ``avx2`` (VPMADDUBSW/VPMADDWD only: at best
+    about 2x f32, and OpenVINO's int8 Linear kernels there run at f32 speed, ``python -m
+    edgemem.bench.gemm``) or ``none``."""
+    f = cpu_flags() if flags is None else flags
+    if "amx_int8" in f:
+        return "amx"
+    if f & {"avx512_vnni", "avx_vnni"}:
+        return "vnni"
+    return "avx2" if "avx2" in f else "none"
+
+
 def summary() -> dict[str, Any]:
     """Everything above, for ``edgemem runtimes`` and bench results."""
     flags = cpu_flags()
     return {
         "isa": isa(flags),
         "flags": [f for f in SHOWN_FLAGS if f in flags],
+        "int8_gemm": int8_gemm(flags),
         "affinity_cpus": affinity_cpus(),
         "cpu_quota": cgroup_cpu_limit(),
         "usable_cpus": usable_cpus(),

@@ -46,6 +46,16 @@ def test_isa_flags_from_cpuinfo() -> None:
     assert set(hardware.isa()) == set(hardware.ISA_KEYS)  # this machine: whatever it has, every key
 
 
+def test_int8_gemm_instructions() -> None:
+    avx2 = hardware.parse_cpuinfo_flags(AVX2_ONLY)
+    assert hardware.int8_gemm(avx2) == "avx2"
+    assert hardware.int8_gemm(avx2 | {"avx_vnni"}) == "vnni"  # Alder Lake: VNNI on 256-bit vectors
+    assert hardware.int8_gemm(avx2 | {"avx512f", "avx512_vnni"}) == "vnni"
+    assert hardware.int8_gemm(avx2 | {"avx512_vnni", "amx_tile", "amx_int8"}) == "amx"
+    assert hardware.int8_gemm(frozenset({"sse4_2"})) == "none"
+    assert hardware.summary()["int8_gemm"] == hardware.int8_gemm()
+
+
 def _write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)

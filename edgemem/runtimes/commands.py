@@ -6,6 +6,15 @@ import argparse
 import json
 from typing import Any
 
+# What int8 buys on this CPU, by ``hardware.int8_gemm`` (measured: docs/BENCHMARKS.md, "Does int8 pay").
+_INT8_GEMM = {
+    "amx": "int8 GEMMs: AMX",
+    "vnni": "int8 GEMMs: VNNI (int8 Linear layers 2-4x f32)",
+    "avx2": "int8 GEMMs: AVX2 without VNNI (OpenVINO's int8 Linear layers no faster than f32 here; "
+    "measure with python -m edgemem.bench.gemm)",
+    "none": "int8 GEMMs: no x86 int8 dot-product instructions",
+}
+
 
 def register(sub: Any) -> None:
     p = sub.add_parser("runtimes", help="list the runtimes and whether they can run here")
@@ -25,7 +34,11 @@ def _runtimes(args: argparse.Namespace) -> int:
     rows = availability()
     machine = hardware.summary()
     if args.json:
-        rows_json = [r.to_json() | {"description": RUNTIMES[r.runtime].description, "device": RUNTIMES[r.runtime].device, "machine": machine} for r in rows]
+        rows_json = [
+            r.to_json()
+            | {"description": RUNTIMES[r.runtime].description, "device": RUNTIMES[r.runtime].device, "machine": machine}
+            for r in rows
+        ]
         print(json.dumps(rows_json, indent=2))
         return 0
     quota, omp = machine["cpu_quota"], machine["omp_num_threads"]
@@ -34,7 +47,7 @@ def _runtimes(args: argparse.Namespace) -> int:
         caption=f"usable CPUs {machine['usable_cpus']} (affinity {machine['affinity_cpus']}, cgroup quota "
         f"{'none' if quota is None else f'{quota:g}'}), default threads {machine['default_threads']}"
         f"{f' (OMP_NUM_THREADS={omp})' if omp else ''}; "
-        f"CPU flags: {' '.join(machine['flags']) or 'unknown'}",
+        f"CPU flags: {' '.join(machine['flags']) or 'unknown'}; {_INT8_GEMM[machine['int8_gemm']]}",
     )
     for col in ("runtime", "available", "precisions", "detail"):
         table.add_column(col)

@@ -136,7 +136,11 @@ def test_state_file_resumes_in_another_process(
             s.step(c, r)
         path = save_state(tmp_path / f"state{suffix}", s.get_state(), s.state_spec, s.model_card)
     saved = load_state(path)
-    assert [x.name for x in saved.specs] == ["mem", "count"] and saved.card is not None and saved.card.family == "test_tinymem"
+    assert (
+        [x.name for x in saved.specs] == ["mem", "count"]
+        and saved.card is not None
+        and saved.card.family == "test_tinymem"
+    )
     np.save(tmp_path / "clips.npy", clips[3:])
     np.save(tmp_path / "reset.npy", reset[3:])
     script = (
@@ -253,8 +257,10 @@ def test_runtimes_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert by["ort-cpu"]["available"] and by["torch"]["available"]
     assert all(r["detail"] for r in rows)
     assert check("openvino").available == by["openvino"]["available"]
+    assert {r["machine"]["int8_gemm"] for r in rows} <= {"amx", "vnni", "avx2", "none"}
     assert main(["runtimes"]) == 0
-    assert "ort-cpu" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "ort-cpu" in out and "int8 GEMMs:" in " ".join(out.split())
 
 
 @pytest.mark.skipif(not check("openvino").available, reason="openvino not installed")
