@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from edgemem import strict_yaml
 from edgemem.errors import CheckpointError, EdgememError
 
 
@@ -36,7 +37,7 @@ def zoo_cards(folder: str | os.PathLike[str] | None = None) -> dict[str, dict[st
         return cards
     for path in sorted(root.glob("*.yaml")):
         try:
-            card = yaml.safe_load(path.read_text())
+            card = strict_yaml.load(path.read_text())
         except yaml.YAMLError as e:
             raise CheckpointError(f"malformed zoo card {path}: {e}") from None
         if not isinstance(card, dict) or "file" not in card or "preset" not in card:
@@ -91,4 +92,3 @@ def load_zoo(entry: dict[str, Any], **overrides: Any) -> Any:
     if not card.class_names and (names := (entry.get("dataset") or {}).get("class_names")):
         model.class_names = list(names)
     return model.eval()
-

@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from edgemem import strict_yaml
 from edgemem.contract import ClipSpec
 from edgemem.errors import EdgememError, UnsupportedError
 
@@ -158,7 +159,7 @@ def read_tree(config: str | os.PathLike[str] | Mapping[str, Any]) -> tuple[Mappi
         if not p.is_file():
             raise UnsupportedError(f"config not found: {p}")
         try:
-            tree = yaml.safe_load(p.read_text())
+            tree = strict_yaml.load(p.read_text())
         except (yaml.YAMLError, UnicodeDecodeError) as e:
             raise UnsupportedError(f"cannot read config {p}: {str(e).splitlines()[0]}") from None
     if not isinstance(tree, Mapping) or not isinstance(tree.get("MODEL"), Mapping):

@@ -116,3 +116,10 @@ def test_models_zoo_lists_each_shipped_file_with_its_preset_and_frame_scale(caps
     assert set(rows) == set(zoo_cards())
     assert rows["memvit_tiny_cuematch"][1] == "memvit_tiny"
     assert rows["mvit_tiny_fs4_cuematch"][1] == "mvit_tiny --frame-scale 4"  # not the 1-clip mvit_tiny
+
+
+def test_a_zoo_card_with_a_repeated_key_is_malformed(tmp_path: Path) -> None:
+    """A card whose ``preset`` is given twice would otherwise build whichever came last."""
+    (tmp_path / "w.yaml").write_text("file: w.pyth\npreset: memvit_tiny\npreset: mvit_tiny\n")
+    with pytest.raises(CheckpointError, match="malformed zoo card .*duplicate key 'preset'"):
+        zoo_cards(tmp_path)

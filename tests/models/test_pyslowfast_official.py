@@ -270,6 +270,7 @@ def test_cli_config_errors_are_one_line(tmp_path, capsys) -> None:  # type: igno
         "typo.yaml": ("MODEL:\n  NUM_CLASSESS: 2\n", "did you mean MODEL.NUM_CLASSES?"),
         "foo.yaml": ("foo: bar\n", "not a PySlowFast config"),
         "broken.yaml": ("MODEL: [1, 2\n", "cannot read config"),
+        "twice.yaml": ("MODEL:\n  NUM_CLASSES: 2\n  NUM_CLASSES: 3\n", "duplicate key 'NUM_CLASSES' (line 3)"),
         "type.yaml": ("MODEL:\n  MODEL_NAME: ResNet\n  NUM_CLASSES: abc\n", "MODEL.NUM_CLASSES must be int"),
         "nested.yaml": ("MODEL:\n  MODEL_NAME: ResNet\n  ARCH: slow\nDATA:\n  INPUT_CHANNEL_NUM: [3]\n"
                         "RESNET:\n  SPATIAL_STRIDES: [[a], [2], [2], [2]]\n", "malformed value"),
