@@ -25,6 +25,11 @@ from edgemem.contract.specs import (
     validate_state_json,
 )
 from edgemem.errors import StateError
+from edgemem.precision import Precision, of_export_record
+
+# Ops that make a graph int8 (QDQ static, dynamic, QOperator formats).
+INT8_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger",
+                      "QLinearMatMul", "QLinearConv"})  # fmt: skip
 
 CONTRACT_VERSION = "2"
 READABLE_VERSIONS = ("1", "2")  # contract 1: flat card without backbone/cost (ModelCard.from_v1)
@@ -56,6 +61,13 @@ class GraphContract:
     card: ModelCard
     export: dict[str, Any]
     version: str = CONTRACT_VERSION
+    quantized: bool = False  # the graph holds int8 ops (``INT8_OPS``), whatever its export record says
+
+    @property
+    def precision(self) -> Precision:
+        """The graph's compute precision: int8 when it holds int8 ops (a graph quantized outside
+        ``edgemem export`` has no record saying so), else its export record's (f32 when silent)."""
+        return Precision.INT8 if self.quantized else of_export_record(self.export)
 
     @property
     def batch(self) -> int | str:
@@ -173,7 +185,8 @@ def read_contract(path_or_model: Any) -> GraphContract:
                 raise StateError(
                     f"graph {io.name} is {io.dtype} {list(io.shape)}, metadata says {s.dtype} {list(s.shape)}"
                 )
-    return GraphContract(frames, reset, logits, tuple(specs), card, export, version)
+    quantized = any(n.op_type in INT8_OPS for n in model.graph.node)
+    return GraphContract(frames, reset, logits, tuple(specs), card, export, version, quantized)
 
 
 def _expect(spec: TensorSpec, dtype: str, rank: int, batch: int | str | None) -> None:

@@ -149,7 +149,6 @@ def _verify(args: argparse.Namespace) -> int:
     from edgemem.contract import read_contract
     from edgemem.export.graph import load_graph_proto
     from edgemem.export.verify import verify_graph
-    from edgemem.precision import of_export_record
     from edgemem.runtimes.graph import read_graph
 
     proto = load_graph_proto(args.graph)  # parsed once: the contract, the reference's weights, the checker
@@ -179,7 +178,7 @@ def _verify(args: argparse.Namespace) -> int:
     report = verify_graph(
         info, reference, proto=proto, runtimes=runtimes, clips=16 if args.clips is None else args.clips,
         boundaries=2 if args.boundaries is None else args.boundaries, batch=args.batch,
-        tolerance=_tolerance(args, of_export_record(contract.export)), save_reference=args.save_reference,
+        tolerance=_tolerance(args, contract.precision), save_reference=args.save_reference,
         stream=stream,
     )  # fmt: skip
     print(json.dumps(report.to_json(), indent=2) if args.json else report.format())

@@ -23,7 +23,7 @@ from edgemem import contract as C
 from edgemem.atomic import write_bytes
 from edgemem.errors import UnsupportedError
 from edgemem.optional import require
-from edgemem.precision import Precision, of_export_record
+from edgemem.precision import Precision
 from edgemem.runtimes.base import Session, State
 from edgemem.runtimes.graph import GraphInfo, read_graph
 
@@ -100,7 +100,7 @@ def build_plan(trt: Any, graph_fp16: bool, fp16: bool) -> BuildPlan:
 
 def graph_is_fp16(info: GraphInfo) -> bool:
     """Whether the graph was exported with fp16 compute (its ``edgemem.export`` record)."""
-    return of_export_record(info.contract.export) == Precision.FP16
+    return info.contract.precision == Precision.FP16
 
 
 def engine_path(info: GraphInfo, shapes: dict[str, list[int]], plan: BuildPlan, trt_version: str) -> Path:

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from edgemem.precision import choices, of_export_record
+from edgemem.precision import choices
 
 
 def register(sub: Any) -> None:
@@ -68,7 +68,7 @@ def _session_options(args: argparse.Namespace, batch: int) -> dict[str, Any]:
     if not args.precision:
         return opts
     if str(args.model).endswith(".onnx") and Path(args.model).is_file():  # the graph computes in its own precision
-        have = of_export_record(read_contract(args.model).export)
+        have = read_contract(args.model).precision
         try:
             return opts | run_graph_options(args.runtime, have, args.precision)[1]
         except UnsupportedError as e:

@@ -25,7 +25,6 @@ from torch.utils.data import DataLoader
 
 from edgemem.data.datasets import ClipDataset, SkipTally, StreamingDataset, VideoDir, stack_batch
 from edgemem.data.samplers import StreamingBatchSampler
-from edgemem.precision import of_export_record
 from edgemem.train.evaluate import DEFAULT_VIEWS, _Tally
 
 
@@ -75,7 +74,7 @@ def evaluate_graph(
     from edgemem.runtimes.precisions import run_graph_options
 
     contract = read_contract(graph)
-    have = of_export_record(contract.export)
+    have = contract.precision
     run, options = run_graph_options(runtime, have, precision)
     with open_session(graph, runtime, threads=threads, **options) as session:
         records = VideoDir(data, num_classes=session.num_classes).split(split)

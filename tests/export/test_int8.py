@@ -214,3 +214,19 @@ def test_missing_nncf_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 def test_random_calibration_is_labelled(tmp_path: Path) -> None:
     cal = synthetic_calibration((3, 8, 32, 32), videos=2, clips=3)
     assert cal.describe() == {"source": "random", "videos": 2, "clips": 6}
+
+
+def test_an_int8_graph_without_its_export_record_is_still_int8(graphs: dict[str, Path], tmp_path: Path) -> None:
+    """A graph quantized outside ``edgemem export`` (here: the record removed) is read as int8 from its
+    ops, so verify, eval and stream use the int8 tolerances and precision, not the f32 ones."""
+    from edgemem.contract import META_EXPORT
+    from edgemem.precision import Precision
+
+    assert read_contract(graphs["f32"]).precision == Precision.F32
+    for q in ("nncf", "ort"):
+        proto = onnx.load(str(graphs[q]))
+        kept = [p for p in proto.metadata_props if p.key != META_EXPORT]
+        del proto.metadata_props[:]
+        proto.metadata_props.extend(kept)
+        c = read_contract(proto)
+        assert c.export == {} and c.quantized and c.precision == Precision.INT8
