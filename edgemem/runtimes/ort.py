@@ -17,8 +17,10 @@ from edgemem import contract as C
 from edgemem.errors import UnsupportedError
 from edgemem.hardware import resolve_threads
 from edgemem.optional import install_hint
+from edgemem.precision import Precision
 from edgemem.runtimes.base import Session, State
 from edgemem.runtimes.graph import GraphInfo, read_graph
+from edgemem.runtimes.precisions import check_precision
 
 PROVIDERS = {
     "cpu": "CPUExecutionProvider",
@@ -48,7 +50,9 @@ def session_options(ort: Any, threads: int | None, inter_threads: int | None, sp
     return opts
 
 
-def provider_list(device: str, device_id: int, fp16: bool, cache_dir: Path) -> list[Any]:
+def provider_list(device: str, device_id: int, fp16: bool, cache_dir: Path, int8: bool = False) -> list[Any]:
+    """The providers of ``device``; TensorRT: ``int8`` for a QDQ graph (explicit quantization: the Q/DQ
+    scales are the graph's, so no calibration table), engines cached beside the graph."""
     if device == "cpu":
         return [PROVIDERS["cpu"]]
     if device == "cuda":
@@ -56,6 +60,7 @@ def provider_list(device: str, device_id: int, fp16: bool, cache_dir: Path) -> l
     trt = {
         "device_id": device_id,
         "trt_fp16_enable": fp16,
+        "trt_int8_enable": int8,
         "trt_engine_cache_enable": True,
         "trt_engine_cache_path": str(cache_dir),
     }
@@ -141,7 +146,10 @@ class OrtDeviceSession(Session):
         super().__init__(info.specs, info.card, info.input_shape, info.resolve_batch(batch))
         ort = _import_ort()
         opts = session_options(ort, threads, None, False)
-        providers = provider_list(device, device_id, fp16, info.path.parent)
+        int8 = info.contract.precision == Precision.INT8
+        if int8:
+            check_precision(self.runtime, Precision.INT8)  # the CUDA provider: refused, with the reason
+        providers = provider_list(device, device_id, fp16, info.path.parent, int8=int8)
         self._sess = open_ort(ort, info.path, device, opts, providers)
         self._ort, self._device_id = ort, device_id
         # Two buffers per state tensor: read one (state_in), write the other (state_out), swap.

@@ -9,7 +9,8 @@ asking for a precision the device cannot run is never a silent fallback. Precisi
 How a precision is run: bf16 is an inference hint on the f32 graph (OpenVINO); fp16 is ONNX Runtime's
 TensorRT fp16 option on the f32 graph for ort-tensorrt and the exported fp16 graph elsewhere (native
 TensorRT builds it strongly typed); int8 is its own (statically quantised, QDQ) graph, which OpenVINO
-compiles with an explicit f32 hint: the int8 kernels come from the graph (``graph_precision`` and
+compiles with an explicit f32 hint and TensorRT (native, or ONNX Runtime's provider) builds in explicit
+quantization: the int8 kernels come from the graph (``graph_precision`` and
 ``session_options``, used by bench; ``precision_options`` for ``open_session(precision=)`` on a given graph).
 """
 
@@ -41,17 +42,19 @@ def ort_cpu(device: str) -> Support:
     return {F32: None, BF16: _NO_BF16_ORT, FP16: None, INT8: None}
 
 
-def ort_gpu(device: str) -> Support:
-    return {F32: None, BF16: _NO_BF16_ORT, FP16: None, INT8: "no int8 path on the CUDA/TensorRT providers in edgemem"}
+def ort_cuda(device: str) -> Support:
+    no_int8 = "ONNX Runtime's CUDA provider has no fused int8 kernels for QDQ graphs; use ort-tensorrt or tensorrt"
+    return {F32: None, BF16: _NO_BF16_ORT, FP16: None, INT8: no_int8}
+
+
+def ort_tensorrt(device: str) -> Support:
+    # int8: the QDQ graph, built by TensorRT in explicit quantization (``trt_int8_enable``, no calibration table).
+    return {F32: None, BF16: _NO_BF16_ORT, FP16: None, INT8: None}
 
 
 def tensorrt(device: str) -> Support:
-    return {
-        F32: None,
-        BF16: "edgemem builds TensorRT engines in f32 or fp16 only",
-        FP16: None,
-        INT8: "no int8 path for TensorRT in edgemem",
-    }
+    # int8: the QDQ graph, built strongly typed (explicit quantization: the graph's Q/DQ decide).
+    return {F32: None, BF16: "edgemem builds TensorRT engines in f32, fp16 or int8 only", FP16: None, INT8: None}
 
 
 # OpenVINO precision -> the OPTIMIZATION_CAPABILITIES entry it needs, and what provides it on a CPU.

@@ -3,7 +3,8 @@
 The engine is built for static shapes (the session batch) and cached next to the model as
 ``<model>.<key>.engine``, the key hashing the graph bytes, the input shapes, the build plan and the
 TensorRT version. Precision follows what each major version allows (``build_plan``): a graph
-exported with ``--precision fp16`` is built as a strongly typed network (its own types decide);
+exported with ``--precision fp16`` or ``int8`` (QDQ: explicit quantization) is built as a strongly
+typed network (its own types and Q/DQ decide);
 ``fp16=True`` on an fp32 graph uses the weak-typing ``BuilderFlag.FP16``, which exists on TensorRT
 10 only (11 builds strongly typed networks only and is refused with the fix). fp32 graphs are
 built with TF32 off, so fp32 means fp32. Device memory goes through cuda-python's runtime API.
@@ -80,12 +81,14 @@ class BuildPlan:
         return f"typed={int(self.strongly_typed)} fp16flag={int(self.fp16_flag)} notf32={int(self.no_tf32)}"
 
 
-def build_plan(trt: Any, graph_fp16: bool, fp16: bool) -> BuildPlan:
-    """The build for this TensorRT version. ``graph_fp16``: the graph was exported with
-    ``--precision fp16`` (fp16 compute in its own types); ``fp16``: the session asks for fp16."""
+def build_plan(trt: Any, graph: Precision, fp16: bool) -> BuildPlan:
+    """The build for this TensorRT version. ``graph``: the graph's own precision (``--precision fp16``:
+    fp16 compute in its types; int8: QDQ, explicit quantization); ``fp16``: the session asks for fp16."""
     version = trt.__version__
     trt_major(trt)
-    if graph_fp16:
+    if graph == Precision.INT8 and fp16:
+        raise UnsupportedError("this graph is int8 (QDQ): its precision comes from the graph, not from fp16=True")
+    if graph in (Precision.FP16, Precision.INT8):
         return BuildPlan(strongly_typed=True, fp16_flag=False, no_tf32=False)
     if fp16:
         if getattr(getattr(trt, "BuilderFlag", None), "FP16", None) is None:
@@ -98,9 +101,6 @@ def build_plan(trt: Any, graph_fp16: bool, fp16: bool) -> BuildPlan:
     return BuildPlan(strongly_typed=True, fp16_flag=False, no_tf32=True)
 
 
-def graph_is_fp16(info: GraphInfo) -> bool:
-    """Whether the graph was exported with fp16 compute (its ``edgemem.export`` record)."""
-    return info.contract.precision == Precision.FP16
 
 
 def engine_path(info: GraphInfo, shapes: dict[str, list[int]], plan: BuildPlan, trt_version: str) -> Path:
@@ -181,9 +181,9 @@ class TensorRTSession(Session):
         if gpu_count(cudart) == 0:
             raise UnsupportedError("tensorrt needs an NVIDIA GPU; none was found")
         self._trt, self._cudart = trt, cudart
-        graph_fp16 = graph_is_fp16(info)
-        plan = build_plan(trt, graph_fp16, fp16)
-        self.precision = Precision.FP16 if (plan.fp16_flag or graph_fp16) else Precision.F32  # what the engine computes in
+        graph = info.contract.precision
+        plan = build_plan(trt, graph, fp16)
+        self.precision = Precision.FP16 if plan.fp16_flag else graph  # what the engine computes in
         _check(cudart.cudaSetDevice(device_id))
         shapes = {C.FRAMES: [self.batch, *self.input_shape], C.RESET: [self.batch]}
         shapes.update({C.state_in_name(s.name): list(s.concrete().shape) for s in self._specs})

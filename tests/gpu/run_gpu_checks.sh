@@ -5,8 +5,8 @@
 #   GRAPH=g.onnx REF=g.ref.npz tests/gpu/run_gpu_checks.sh   # also check a reference saved on another machine
 # Steps: the runtimes probe; the GPU runtime tests (torch on CUDA, ort-cuda, ort-tensorrt, tensorrt, and the
 # runtime conformance suite, where unavailable runtimes skip with their reason); memvit_tiny exported fp32 and
-# fp16, references made by PyTorch on the CPU (`verify --save-reference`), checked on the GPU runtimes with
-# `verify --reference`. Everything goes to OUT_DIR/gpu_checks.log (default gpu-checks-<UTC time>).
+# fp16 (and int8 on the TensorRT paths), references made by PyTorch on the CPU (`verify --save-reference`),
+# checked on the GPU runtimes with `verify --reference`. Everything goes to OUT_DIR/gpu_checks.log (default gpu-checks-<UTC time>).
 # Exit status: 0 when every step passed, 1 when one failed, 3 when there is no NVIDIA GPU.
 set -u -o pipefail
 cd "$(dirname "$0")/../.."
@@ -48,6 +48,15 @@ for precision in fp32 fp16; do
     run "reference-$precision" "$py" -m edgemem.cli verify "$graph" --runtimes ort-cpu --save-reference "$ref"
     run "verify-$precision" "$py" -m edgemem.cli verify "$graph" --reference "$ref" --runtimes "$gpu_runtimes"
 done
+# int8: the trained zoo model, quantized (QDQ, ORT's symmetric quantizer) on real cue-match clips, so the int8
+# tolerances against PyTorch hold; built in TensorRT's explicit quantization on both TensorRT paths.
+data="$out/cue-match"
+graph="$out/memvit_tiny_cuematch_int8.onnx"
+ref="$out/memvit_tiny_cuematch_int8.ref.npz"
+run data-int8 "$py" -m edgemem.cli data synth --task cue-match --out "$data" --videos 16 --val 8 --seed 0
+run export-int8 "$py" -m edgemem.cli export memvit_tiny_cuematch --out "$graph" --precision int8 --quantizer ort --calib "$data" --no-verify
+run reference-int8 "$py" -m edgemem.cli verify "$graph" --runtimes ort-cpu --data "$data" --save-reference "$ref"
+run verify-int8 "$py" -m edgemem.cli verify "$graph" --reference "$ref" --runtimes ort-tensorrt,tensorrt
 if [ -n "${GRAPH:-}" ] && [ -n "${REF:-}" ]; then
     run verify-given "$py" -m edgemem.cli verify "$GRAPH" --reference "$REF" --runtimes "$gpu_runtimes"
 fi
