@@ -51,6 +51,12 @@ def choices(only: tuple[Precision, ...] = tuple(Precision)) -> list[str]:
     return [p.value for p in only]
 
 
+def of_graph(record: Mapping[str, Any], quantized: bool) -> Precision:
+    """A graph's compute precision: int8 when it holds int8 ops (``quantized``, read from its nodes:
+    a graph quantized outside ``edgemem export`` has no record saying so), else its export record's."""
+    return Precision.INT8 if quantized else of_export_record(record)
+
+
 def of_export_record(record: Mapping[str, Any]) -> Precision:
     """The precision of a graph from its ``edgemem.export`` record, old records included
     (``{"precision": "fp32", "quantize": "int8"}`` is int8); f32 when the record says nothing."""

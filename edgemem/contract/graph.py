@@ -25,7 +25,6 @@ from edgemem.contract.specs import (
     validate_state_json,
 )
 from edgemem.errors import StateError
-from edgemem.precision import Precision, of_export_record
 
 # Ops that make a graph int8 (QDQ static, dynamic, QOperator formats).
 INT8_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger",
@@ -61,13 +60,9 @@ class GraphContract:
     card: ModelCard
     export: dict[str, Any]
     version: str = CONTRACT_VERSION
-    quantized: bool = False  # the graph holds int8 ops (``INT8_OPS``), whatever its export record says
-
-    @property
-    def precision(self) -> Precision:
-        """The graph's compute precision: int8 when it holds int8 ops (a graph quantized outside
-        ``edgemem export`` has no record saying so), else its export record's (f32 when silent)."""
-        return Precision.INT8 if self.quantized else of_export_record(self.export)
+    # The graph holds int8 ops (``INT8_OPS``), whatever its export record says: a graph quantized outside
+    # ``edgemem export`` has no record saying so (``precision.of_graph`` reads both).
+    quantized: bool = False
 
     @property
     def batch(self) -> int | str:

@@ -8,7 +8,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from edgemem.errors import InputError
-from edgemem.precision import GRAPH_PRECISIONS, Precision, choices
+from edgemem.precision import GRAPH_PRECISIONS, Precision, choices, of_graph
 
 if TYPE_CHECKING:
     import torch
@@ -178,7 +178,7 @@ def _verify(args: argparse.Namespace) -> int:
     report = verify_graph(
         info, reference, proto=proto, runtimes=runtimes, clips=16 if args.clips is None else args.clips,
         boundaries=2 if args.boundaries is None else args.boundaries, batch=args.batch,
-        tolerance=_tolerance(args, contract.precision), save_reference=args.save_reference,
+        tolerance=_tolerance(args, of_graph(contract.export, contract.quantized)), save_reference=args.save_reference,
         stream=stream,
     )  # fmt: skip
     print(json.dumps(report.to_json(), indent=2) if args.json else report.format())

@@ -22,7 +22,7 @@ import numpy as np
 from edgemem.contract import LOGITS, state_out_name
 from edgemem.errors import EdgememError, UnsupportedError
 from edgemem.export.stream import Stream, make_stream
-from edgemem.precision import Precision
+from edgemem.precision import Precision, of_graph
 from edgemem.runtimes.graph import GraphInfo, read_graph
 
 
@@ -240,7 +240,7 @@ def verify_graph(
 
     info = read_graph(path)
     path, contract = info.path, info.contract
-    precision = contract.precision
+    precision = of_graph(contract.export, contract.quantized)
     tol = tolerance or TOLERANCES[precision]
     if precision == Precision.INT8:  # a quantised graph needs an int8 path; refuse before any streaming
         from edgemem.runtimes.precisions import check_precision

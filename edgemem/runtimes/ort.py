@@ -17,7 +17,7 @@ from edgemem import contract as C
 from edgemem.errors import UnsupportedError
 from edgemem.hardware import resolve_threads
 from edgemem.optional import install_hint
-from edgemem.precision import Precision
+from edgemem.precision import Precision, of_graph
 from edgemem.runtimes.base import Session, State
 from edgemem.runtimes.graph import GraphInfo, read_graph
 from edgemem.runtimes.precisions import check_precision
@@ -146,7 +146,7 @@ class OrtDeviceSession(Session):
         super().__init__(info.specs, info.card, info.input_shape, info.resolve_batch(batch))
         ort = _import_ort()
         opts = session_options(ort, threads, None, False)
-        int8 = info.contract.precision == Precision.INT8
+        int8 = of_graph(info.contract.export, info.contract.quantized) == Precision.INT8
         if int8:
             check_precision(self.runtime, Precision.INT8)  # the CUDA provider: refused, with the reason
         providers = provider_list(device, device_id, fp16, info.path.parent, int8=int8)

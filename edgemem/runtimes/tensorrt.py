@@ -24,7 +24,7 @@ from edgemem import contract as C
 from edgemem.atomic import write_bytes
 from edgemem.errors import UnsupportedError
 from edgemem.optional import require
-from edgemem.precision import Precision
+from edgemem.precision import Precision, of_graph
 from edgemem.runtimes.base import Session, State
 from edgemem.runtimes.graph import GraphInfo, read_graph
 
@@ -181,7 +181,7 @@ class TensorRTSession(Session):
         if gpu_count(cudart) == 0:
             raise UnsupportedError("tensorrt needs an NVIDIA GPU; none was found")
         self._trt, self._cudart = trt, cudart
-        graph = info.contract.precision
+        graph = of_graph(info.contract.export, info.contract.quantized)
         plan = build_plan(trt, graph, fp16)
         self.precision = Precision.FP16 if plan.fp16_flag else graph  # what the engine computes in
         _check(cudart.cudaSetDevice(device_id))

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from edgemem.precision import choices
+from edgemem.precision import choices, of_graph
 
 
 def register(sub: Any) -> None:
@@ -68,7 +68,8 @@ def _session_options(args: argparse.Namespace, batch: int) -> dict[str, Any]:
     if not args.precision:
         return opts
     if str(args.model).endswith(".onnx") and Path(args.model).is_file():  # the graph computes in its own precision
-        have = read_contract(args.model).precision
+        contract = read_contract(args.model)
+        have = of_graph(contract.export, contract.quantized)
         try:
             return opts | run_graph_options(args.runtime, have, args.precision)[1]
         except UnsupportedError as e:

@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader
 
 from edgemem.data.datasets import ClipDataset, SkipTally, StreamingDataset, VideoDir, stack_batch
 from edgemem.data.samplers import StreamingBatchSampler
+from edgemem.precision import of_graph
 from edgemem.train.evaluate import DEFAULT_VIEWS, _Tally
 
 
@@ -74,7 +75,7 @@ def evaluate_graph(
     from edgemem.runtimes.precisions import run_graph_options
 
     contract = read_contract(graph)
-    have = contract.precision
+    have = of_graph(contract.export, contract.quantized)
     run, options = run_graph_options(runtime, have, precision)
     with open_session(graph, runtime, threads=threads, **options) as session:
         records = VideoDir(data, num_classes=session.num_classes).split(split)

@@ -220,13 +220,14 @@ def test_an_int8_graph_without_its_export_record_is_still_int8(graphs: dict[str,
     """A graph quantized outside ``edgemem export`` (here: the record removed) is read as int8 from its
     ops, so verify, eval and stream use the int8 tolerances and precision, not the f32 ones."""
     from edgemem.contract import META_EXPORT
-    from edgemem.precision import Precision
+    from edgemem.precision import Precision, of_graph
 
-    assert read_contract(graphs["f32"]).precision == Precision.F32
+    f32 = read_contract(graphs["f32"])
+    assert of_graph(f32.export, f32.quantized) == Precision.F32
     for q in ("nncf", "ort"):
         proto = onnx.load(str(graphs[q]))
         kept = [p for p in proto.metadata_props if p.key != META_EXPORT]
         del proto.metadata_props[:]
         proto.metadata_props.extend(kept)
         c = read_contract(proto)
-        assert c.export == {} and c.quantized and c.precision == Precision.INT8
+        assert c.export == {} and c.quantized and of_graph(c.export, c.quantized) == Precision.INT8

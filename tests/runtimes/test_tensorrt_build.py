@@ -18,7 +18,7 @@ from export_toys import make_toy
 from edgemem.errors import UnsupportedError
 from edgemem.export.calibration import synthetic_calibration
 from edgemem.export.onnx import to_onnx
-from edgemem.precision import Precision
+from edgemem.precision import Precision, of_graph
 from edgemem.runtimes.availability import check
 from edgemem.runtimes.graph import read_graph
 from edgemem.runtimes.tensorrt import (
@@ -104,7 +104,8 @@ def graphs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def test_graph_precision_is_read_from_the_graph(graphs: dict[str, Path]) -> None:
-    assert [read_graph(graphs[k]).contract.precision for k in ("fp32", "fp16", "int8")] == [
+    contracts = [read_graph(graphs[k]).contract for k in ("fp32", "fp16", "int8")]
+    assert [of_graph(c.export, c.quantized) for c in contracts] == [
         Precision.F32, Precision.FP16, Precision.INT8,
     ]  # fmt: skip
 
