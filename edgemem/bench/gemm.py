@@ -8,7 +8,9 @@ may reach much less. This times one Linear layer per shape, with constant weight
 ``MatMul`` and as the QDQ int8 ``MatMul`` the exporter's quantizers write (per-tensor activations,
 u8 and s8; per-channel s8 weights), on ONNX Runtime's CPU provider and OpenVINO's CPU plugin, one
 thread, and reports per shape the CPU ms (median), GOP/s, the kernel OpenVINO compiled and the
-int8-over-f32 speed-up. With ``--graph`` the shapes are the graph's own Linear layers (each timed
+int8-over-f32 speed-up. On OpenVINO it also times the product as a 1x1 convolution, f32 and int8:
+oneDNN's fastest int8 kernel without VNNI, the ceiling of what an exporter rewriting Linear layers as
+convolutions could buy on an AVX2-only CPU (the layout reorders such a rewrite needs are not timed). With ``--graph`` the shapes are the graph's own Linear layers (each timed
 once, weighted by how often the graph has it), so the totals estimate the Linear-layer time of one
 step of that graph in f32 and int8 on each runtime.
 
@@ -39,6 +41,11 @@ VARIANTS = ("f32", "int8-u8", "int8-s8")
 # OpenVINO only: the weight fed as an input, so the f32 product runs on oneDNN, which honours
 # ONEDNN_MAX_CPU_ISA, instead of MLAS, which does not (the AVX2 f32 reference of a capped run).
 ONEDNN_F32 = "f32-onednn"
+# OpenVINO only: the same product as a 1x1 convolution over ``[1, K, M, 1]`` (weight ``[N, K, 1, 1]``),
+# f32 and QDQ int8 (u8 activations): oneDNN's 1x1-convolution kernels are its fastest without VNNI,
+# so these bound what rewriting Linear layers as convolutions could buy on an AVX2-only CPU.
+CONV_VARIANTS = ("conv1x1-f32", "conv1x1-int8-u8")
+OPENVINO_ONLY = (ONEDNN_F32, *CONV_VARIANTS)
 RUNTIMES = ("ort-cpu", "openvino")
 # Four of MeMViT-16 16x4's Linear shapes (tokens with cls): the first MLP layer of stages 1-3 and a
 # stage-3 attention projection (``--graph`` times all 99).
@@ -51,6 +58,8 @@ def linear_graph(shape: Shape, variant: str) -> Any:
 
     m, k, n = shape
     w = np.random.default_rng(0).standard_normal((k, n)).astype(np.float32) * k**-0.5
+    if variant in CONV_VARIANTS:
+        return _conv1x1_graph(w, m, variant)
     inits, nodes = [], []
     inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, m, k])]
     if variant == ONEDNN_F32:
@@ -76,12 +85,46 @@ def linear_graph(shape: Shape, variant: str) -> Any:
             helper.make_node("MatMul", ["xd", "wd"], ["y"]),
         ]
     else:
-        raise InputError(f"unknown variant {variant!r}; one of {', '.join((*VARIANTS, ONEDNN_F32))}")
+        raise InputError(f"unknown variant {variant!r}; one of {', '.join((*VARIANTS, *OPENVINO_ONLY))}")
     graph = helper.make_graph(
         nodes,
         f"linear_{variant}",
         inputs,
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, m, n])],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _conv1x1_graph(w: np.ndarray, m: int, variant: str) -> Any:
+    """``Conv`` with a 1x1 kernel: ``x [1, K, M, 1] -> y [1, N, M, 1]``, f32 or QDQ int8 (u8 activations)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    k, n = w.shape
+    wc = np.ascontiguousarray(w.T).reshape(n, k, 1, 1)
+    if variant == "conv1x1-f32":
+        inits = [numpy_helper.from_array(wc, "w")]
+        nodes = [helper.make_node("Conv", ["x", "w"], ["y"])]
+    else:
+        scale = np.abs(wc).reshape(n, k).max(axis=1) / 127
+        inits = [
+            numpy_helper.from_array(np.round(wc / scale[:, None, None, None]).astype(np.int8), "wq"),
+            numpy_helper.from_array(scale.astype(np.float32), "ws"),
+            numpy_helper.from_array(np.zeros(n, np.int8), "wz"),
+            numpy_helper.from_array(np.array(8.0 / 255, np.float32), "xs"),
+            numpy_helper.from_array(np.array(128, np.uint8), "xz"),
+        ]
+        nodes = [
+            helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
+            helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"]),
+            helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["wd"], axis=0),
+            helper.make_node("Conv", ["xd", "wd"], ["y"]),
+        ]
+    graph = helper.make_graph(
+        nodes,
+        f"linear_{variant}",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, k, m, 1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, n, m, 1])],
         inits,
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -138,7 +181,7 @@ def _openvino_runner(model: Any, threads: int) -> Callable[[dict[str, np.ndarray
         return request.infer(feed)
 
     def kernels() -> str:
-        layers = ("FullyConnected", "MatMul")
+        layers = ("FullyConnected", "MatMul", "Convolution")
         names = {f"{p.node_type}:{p.exec_type}" for p in request.profiling_info if p.node_type.startswith(layers)}
         return ",".join(sorted(names))
 
@@ -151,7 +194,8 @@ def time_linear(shape: Shape, variant: str, runtime: str, threads: int, repeats:
     opener = {"ort-cpu": _ort_runner, "openvino": _openvino_runner}[runtime]
     run = opener(linear_graph(shape, variant), threads)
     rng = np.random.default_rng(1)
-    feed = {"x": rng.standard_normal((1, shape[0], shape[1])).astype(np.float32)}
+    x = rng.standard_normal((1, shape[0], shape[1])).astype(np.float32)
+    feed = {"x": x.transpose(0, 2, 1)[..., None].copy() if variant in CONV_VARIANTS else x}
     if variant == ONEDNN_F32:
         feed["w"] = rng.standard_normal(shape[1:]).astype(np.float32)
     for _ in range(2):
@@ -175,7 +219,7 @@ def gemm_bench(shapes: Counter[Shape], runtimes: list[str], threads: int, repeat
     totals: dict[str, dict[str, float]] = {rt: dict.fromkeys(VARIANTS, 0.0) for rt in runtimes}
     for shape, count in shapes.items():
         for rt in runtimes:
-            for variant in (*VARIANTS, ONEDNN_F32) if rt == "openvino" else VARIANTS:
+            for variant in (*VARIANTS, *OPENVINO_ONLY) if rt == "openvino" else VARIANTS:
                 r = time_linear(shape, variant, rt, threads, repeats)
                 totals[rt][variant] = totals[rt].get(variant, 0.0) + count * r["cpu_ms_p50"]
                 rows.append({"m": shape[0], "k": shape[1], "n": shape[2], "count": count, "runtime": rt,
@@ -193,6 +237,7 @@ def gemm_bench(shapes: Counter[Shape], runtimes: list[str], threads: int, repeat
         summary[rt]["int8_speedup"] = round(t["f32"] / best_int8, 3)
         if ONEDNN_F32 in t:
             summary[rt]["int8_speedup_vs_onednn_f32"] = round(t[ONEDNN_F32] / best_int8, 3)
+            summary[rt]["conv1x1_int8_speedup"] = round(t["conv1x1-f32"] / t["conv1x1-int8-u8"], 3)
     return {"threads": threads, "repeats": repeats, "machine": machine, "rows": rows, "linear_layers_total": summary}
 
 

@@ -16,7 +16,7 @@ from edgemem.runtimes.availability import check
 SMALL = (64, 32, 48)
 
 
-@pytest.mark.parametrize("variant", [*gemm.VARIANTS, gemm.ONEDNN_F32])
+@pytest.mark.parametrize("variant", [*gemm.VARIANTS, *gemm.OPENVINO_ONLY])
 def test_linear_graphs_compute_the_same_product(variant: str) -> None:
     """Each variant is the same Linear layer: int8 within its rounding of the f32 product."""
     import onnxruntime as ort
@@ -25,13 +25,16 @@ def test_linear_graphs_compute_the_same_product(variant: str) -> None:
     onnx.checker.check_model(model)
     x = np.random.default_rng(3).standard_normal((1, SMALL[0], SMALL[1])).astype(np.float32)
     ref_model = onnx.numpy_helper.to_array(gemm.linear_graph(SMALL, "f32").graph.initializer[0])
-    feed = {"x": x}
+    conv = variant in gemm.CONV_VARIANTS
+    feed = {"x": x.transpose(0, 2, 1)[..., None].copy() if conv else x}
     if variant == gemm.ONEDNN_F32:
         feed["w"] = ref_model
     y = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feed)[0]
+    if conv:  # [1, N, M, 1] -> [1, M, N]
+        y = y[..., 0].transpose(0, 2, 1)
     ref = x @ ref_model
     err = np.abs(y - ref).max()
-    assert err < (1e-4 if variant.startswith("f32") else 0.15), err
+    assert err < (1e-4 if "f32" in variant else 0.15), err
     assert np.abs(ref).max() > 1.0  # the comparison is not vacuous
 
 
@@ -67,7 +70,7 @@ def test_command_reports_rows_totals_and_kernels(capsys: pytest.CaptureFixture[s
     result = json.loads(capsys.readouterr().out)
     n_shapes = len(gemm.DEFAULT_SHAPES)
     ov = "openvino" in runtimes
-    assert len(result["rows"]) == n_shapes * (len(gemm.VARIANTS) * 2 + 1 if ov else len(gemm.VARIANTS))
+    assert len(result["rows"]) == n_shapes * (len(gemm.VARIANTS) * 2 + len(gemm.OPENVINO_ONLY) if ov else len(gemm.VARIANTS))
     assert all(r["cpu_ms_p50"] > 0 and r["gop_s"] > 0 for r in result["rows"])
     total = result["linear_layers_total"]["ort-cpu"]
     assert total["int8_speedup"] == pytest.approx(
@@ -76,7 +79,12 @@ def test_command_reports_rows_totals_and_kernels(capsys: pytest.CaptureFixture[s
     if ov:
         kernels = {r["variant"]: r["kernel"] for r in result["rows"] if r["runtime"] == "openvino"}
         assert "FullyConnected" in kernels["f32"] and "MatMul" in kernels[gemm.ONEDNN_F32]
-        assert "int8_speedup_vs_onednn_f32" in result["linear_layers_total"]["openvino"]
+        assert all("Convolution" in kernels[v] for v in gemm.CONV_VARIANTS)
+        ov_total = result["linear_layers_total"]["openvino"]
+        assert "int8_speedup_vs_onednn_f32" in ov_total
+        assert ov_total["conv1x1_int8_speedup"] == pytest.approx(
+            ov_total["conv1x1-f32_ms"] / ov_total["conv1x1-int8-u8_ms"], rel=0.01
+        )
 
 
 @pytest.mark.parametrize(
