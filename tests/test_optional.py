@@ -65,7 +65,7 @@ def test_openvino_runtime_without_openvino(tmp_path: Path) -> None:
 def test_runtimes_names_the_extras(tmp_path: Path) -> None:
     p = run_hidden(["openvino", "tensorrt"], ["runtimes", "--json"], tmp_path)
     assert p.returncode == 0, p.stderr
-    rows = {r["runtime"]: r for r in json.loads(p.stdout)}
+    rows = {r["runtime"]: r for r in json.loads(p.stdout)["runtimes"]}
     assert not rows["openvino"]["available"] and "pip install 'edgemem[openvino]'" in rows["openvino"]["detail"]
     assert "pip install 'edgemem[tensorrt]'" in rows["tensorrt"]["detail"]
     if not rows["ort-cuda"]["available"]:

@@ -35,11 +35,10 @@ def _runtimes(args: argparse.Namespace) -> int:
     machine = hardware.summary()
     if args.json:
         rows_json = [
-            r.to_json()
-            | {"description": RUNTIMES[r.runtime].description, "device": RUNTIMES[r.runtime].device, "machine": machine}
+            r.to_json() | {"description": RUNTIMES[r.runtime].description, "device": RUNTIMES[r.runtime].device}
             for r in rows
         ]
-        print(json.dumps(rows_json, indent=2))
+        print(json.dumps({"machine": machine, "runtimes": rows_json}, indent=2))
         return 0
     quota, omp = machine["cpu_quota"], machine["omp_num_threads"]
     table = Table(
