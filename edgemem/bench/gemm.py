@@ -10,9 +10,10 @@ u8 and s8; per-channel s8 weights), on ONNX Runtime's CPU provider and OpenVINO'
 thread, and reports per shape the CPU ms (median), GOP/s, the kernel OpenVINO compiled and the
 int8-over-f32 speed-up. On OpenVINO it also times the product as a 1x1 convolution, f32 and int8:
 oneDNN's fastest int8 kernel without VNNI, the ceiling of what an exporter rewriting Linear layers as
-convolutions could buy on an AVX2-only CPU (the layout reorders such a rewrite needs are not timed). With ``--graph`` the shapes are the graph's own Linear layers (each timed
-once, weighted by how often the graph has it), so the totals estimate the Linear-layer time of one
-step of that graph in f32 and int8 on each runtime.
+convolutions could buy on an AVX2-only CPU (the layout reorders such a rewrite needs are not timed).
+With ``--graph`` the shapes are the graph's own Linear layers (each timed once, weighted by how often
+the graph has it), so the totals estimate the Linear-layer time of one step of that graph in f32 and
+int8 on each runtime.
 
 ISA caps (``ONEDNN_MAX_CPU_ISA=AVX2``) reach OpenVINO's oneDNN kernels but not its MLAS f32 GEMMs
 nor ONNX Runtime (both pick kernels by CPUID); the result records the caps and the kernels.
@@ -53,27 +54,34 @@ DEFAULT_SHAPES: tuple[Shape, ...] = ((25089, 96, 384), (6273, 192, 768), (1569, 
 
 
 def linear_graph(shape: Shape, variant: str) -> Any:
-    """One Linear layer ``[1, M, K] @ W[K, N]`` as an ONNX model: f32, or QDQ int8 with u8/s8 activations."""
+    """One Linear layer ``[1, M, K] @ W[K, N]`` as an ONNX model: f32, or QDQ int8 with u8/s8 activations
+    (``conv1x1-*``: the same product as a 1x1 ``Conv``, ``x [1, K, M, 1] -> y [1, N, M, 1]``)."""
     from onnx import TensorProto, helper, numpy_helper
 
+    if variant not in (*VARIANTS, *OPENVINO_ONLY):
+        raise InputError(f"unknown variant {variant!r}; one of {', '.join((*VARIANTS, *OPENVINO_ONLY))}")
     m, k, n = shape
     w = np.random.default_rng(0).standard_normal((k, n)).astype(np.float32) * k**-0.5
-    if variant in CONV_VARIANTS:
-        return _conv1x1_graph(w, m, variant)
+    conv = variant in CONV_VARIANTS
+    op, w_axis = ("Conv", 0) if conv else ("MatMul", 1)
+    if conv:
+        w = np.ascontiguousarray(w.T).reshape(n, k, 1, 1)
+    x_shape, y_shape = ([1, k, m, 1], [1, n, m, 1]) if conv else ([1, m, k], [1, m, n])
     inits, nodes = [], []
-    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, m, k])]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)]
     if variant == ONEDNN_F32:
         inputs.append(helper.make_tensor_value_info("w", TensorProto.FLOAT, [k, n]))
-        nodes.append(helper.make_node("MatMul", ["x", "w"], ["y"]))
-    elif variant == "f32":
+        nodes.append(helper.make_node(op, ["x", "w"], ["y"]))
+    elif "f32" in variant:
         inits.append(numpy_helper.from_array(w, "w"))
-        nodes.append(helper.make_node("MatMul", ["x", "w"], ["y"]))
-    elif variant in ("int8-u8", "int8-s8"):
-        scale = np.abs(w).max(axis=0) / 127
-        unsigned = variant == "int8-u8"
+        nodes.append(helper.make_node(op, ["x", "w"], ["y"]))
+    else:  # per-channel s8 weights (channel = output column N), per-tensor u8 or s8 activations
+        other = tuple(a for a in range(w.ndim) if a != w_axis)
+        scale = np.abs(w).max(axis=other, keepdims=True) / 127
+        unsigned = variant.endswith("-u8")
         inits += [
             numpy_helper.from_array(np.round(w / scale).astype(np.int8), "wq"),
-            numpy_helper.from_array(scale.astype(np.float32), "ws"),
+            numpy_helper.from_array(scale.reshape(n).astype(np.float32), "ws"),
             numpy_helper.from_array(np.zeros(n, np.int8), "wz"),
             numpy_helper.from_array(np.array(8.0 / 255, np.float32), "xs"),
             numpy_helper.from_array(np.array(128, np.uint8) if unsigned else np.array(0, np.int8), "xz"),
@@ -81,51 +89,11 @@ def linear_graph(shape: Shape, variant: str) -> Any:
         nodes += [
             helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
             helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"]),
-            helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["wd"], axis=1),
-            helper.make_node("MatMul", ["xd", "wd"], ["y"]),
-        ]
-    else:
-        raise InputError(f"unknown variant {variant!r}; one of {', '.join((*VARIANTS, *OPENVINO_ONLY))}")
-    graph = helper.make_graph(
-        nodes,
-        f"linear_{variant}",
-        inputs,
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, m, n])],
-        inits,
-    )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-
-
-def _conv1x1_graph(w: np.ndarray, m: int, variant: str) -> Any:
-    """``Conv`` with a 1x1 kernel: ``x [1, K, M, 1] -> y [1, N, M, 1]``, f32 or QDQ int8 (u8 activations)."""
-    from onnx import TensorProto, helper, numpy_helper
-
-    k, n = w.shape
-    wc = np.ascontiguousarray(w.T).reshape(n, k, 1, 1)
-    if variant == "conv1x1-f32":
-        inits = [numpy_helper.from_array(wc, "w")]
-        nodes = [helper.make_node("Conv", ["x", "w"], ["y"])]
-    else:
-        scale = np.abs(wc).reshape(n, k).max(axis=1) / 127
-        inits = [
-            numpy_helper.from_array(np.round(wc / scale[:, None, None, None]).astype(np.int8), "wq"),
-            numpy_helper.from_array(scale.astype(np.float32), "ws"),
-            numpy_helper.from_array(np.zeros(n, np.int8), "wz"),
-            numpy_helper.from_array(np.array(8.0 / 255, np.float32), "xs"),
-            numpy_helper.from_array(np.array(128, np.uint8), "xz"),
-        ]
-        nodes = [
-            helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
-            helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"]),
-            helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["wd"], axis=0),
-            helper.make_node("Conv", ["xd", "wd"], ["y"]),
+            helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["wd"], axis=w_axis),
+            helper.make_node(op, ["xd", "wd"], ["y"]),
         ]
     graph = helper.make_graph(
-        nodes,
-        f"linear_{variant}",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, k, m, 1])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, n, m, 1])],
-        inits,
+        nodes, f"linear_{variant}", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, y_shape)], inits
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 

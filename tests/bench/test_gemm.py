@@ -70,7 +70,8 @@ def test_command_reports_rows_totals_and_kernels(capsys: pytest.CaptureFixture[s
     result = json.loads(capsys.readouterr().out)
     n_shapes = len(gemm.DEFAULT_SHAPES)
     ov = "openvino" in runtimes
-    assert len(result["rows"]) == n_shapes * (len(gemm.VARIANTS) * 2 + len(gemm.OPENVINO_ONLY) if ov else len(gemm.VARIANTS))
+    per_shape = len(gemm.VARIANTS) * 2 + len(gemm.OPENVINO_ONLY) if ov else len(gemm.VARIANTS)
+    assert len(result["rows"]) == n_shapes * per_shape
     assert all(r["cpu_ms_p50"] > 0 and r["gop_s"] > 0 for r in result["rows"])
     total = result["linear_layers_total"]["ort-cpu"]
     assert total["int8_speedup"] == pytest.approx(
