@@ -257,6 +257,25 @@ def generate(
     return meta
 
 
+def synth_command(meta: dict, out: str | os.PathLike[str]) -> str:
+    """The ``edgemem data synth`` command that regenerates a dataset from its ``task.json`` ``meta``
+    (every option written out, so a later change of a default does not change the dataset)."""
+    v = meta["videos"]
+    args = [f"--task {meta['task']}", f"--out {out}", f"--videos {v['train']}", f"--val {v['val']}"]
+    args += [f"--size {meta['width']}", f"--seed {meta['seed']}", f"--codec {meta['codec']}"]
+    args.append(f"--distance {meta['distance_clips']}")
+    relation = meta.get("relation")
+    if relation == "sum":
+        args.append(f"--classes {meta['num_classes']}")
+    if relation == "count":
+        args.append(f"--cues {len(meta['cue_windows'])}")
+    if relation is not None:
+        args.append(f"--distractors {meta['distractor_events']}")
+    if meta.get("keyframe_interval") == 1:
+        args.append("--all-intra")
+    return "edgemem data synth " + " ".join(args)
+
+
 def task_summary(task: SynthTask) -> dict:
     """Geometry of a task without generating it (for docs and ``--help``)."""
     d = asdict(task)

@@ -21,6 +21,7 @@ import yaml
 
 from edgemem.atomic import write_text
 from edgemem.contract import ModelCard
+from edgemem.data.synth import synth_command
 from edgemem.errors import EdgememError
 from edgemem.models.checkpoint import card_of, read_pyth, save_pyth
 from edgemem.models.info import count_gflops
@@ -87,9 +88,7 @@ def ship(
         "default": default,
         "dataset": {
             "task": task.get("task"),
-            "generate": f"edgemem data synth --task {task.get('task')} --out {data} "
-            f"--videos {task.get('videos', {}).get('train')} --val {task.get('videos', {}).get('val')} "
-            f"--seed {task.get('seed', 0)}",
+            "generate": synth_command(task, data) if task else None,
             "num_classes": card.num_classes,
             "class_names": None if card.class_names is None else list(card.class_names),
         },
