@@ -331,20 +331,19 @@ class MViT(StreamingModel):
                 k = torch.cat((k0, k[:, 1:].detach()), dim=1)
                 v = torch.cat((v0, v[:, 1:].detach()), dim=1)
             full[i] = (k, v)
-        # Attended slots: ages M*g, ..., 2g, g (slot index = age - 1), oldest first as the official
-        # concatenation order (same softmax/matmul summation order). One validity (and one memory-drop
-        # draw) per layout: blocks attending the same ages drop the same clips.
-        oks: dict[tuple[int, ...], Tensor] = {}
+        # Attended memory clips oldest first, as the official concatenation order (same softmax/matmul
+        # summation order). One validity (and one memory-drop draw) per layout: blocks attending the
+        # same ages drop the same clips.
+        oks: dict[tuple[tuple[int, ...], ...], Tensor] = {}
         mems: dict[int, tuple[Tensor, Tensor, Tensor]] = {}
         for i, (k, v) in full.items():
-            ages = mem.ages(i)
-            sel = slice(ages[0] - 1, ages[-1], ages[0])
-            if ages not in oks:
-                ok = valid[:, sel].flip(1) > 0.5
+            windows = mem.windows(i)
+            mk, mv, ok = _attended(k, v, valid, windows)
+            if windows not in oks:
                 if self.training and mem.mem_drop > 0:
                     ok = ok & (torch.rand(ok.shape, device=ok.device) >= mem.mem_drop)
-                oks[ages] = ok
-            mems[i] = (k[:, sel].flip(1), v[:, sel].flip(1), oks[ages])
+                oks[windows] = ok
+            mems[i] = (mk, mv, oks[windows])
         x, raws = self._backbone(frames, mems)
         logits = self.forward_head(self.norm(x))
         new: State = {}
@@ -364,6 +363,27 @@ class MViT(StreamingModel):
 
 def _keep(t: Tensor) -> Tensor:
     return t
+
+
+def _attended(
+    k: Tensor, v: Tensor, valid: Tensor, windows: tuple[tuple[int, ...], ...]
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The memory clips a block attends, oldest first, and their validity ``[B, M]``: slot ``age - 1``
+    of ``k``/``v`` ``[B, S, N, C]`` for single ages (``all``, ``gapN``), the mean over a window's valid
+    slots (``winN``; a window is valid when any of its clips is)."""
+    first, last, n = windows[0][0], windows[-1][-1], len(windows[0])
+    if n == 1:
+        sel = slice(first - 1, last, first)
+        return k[:, sel].flip(1), v[:, sel].flip(1), valid[:, sel].flip(1) > 0.5
+    b, _, t, c = k.shape
+    w = valid[:, :last].reshape(b, len(windows), n)
+    count = w.sum(2)
+    scale = (w / count.clamp(min=1.0)[:, :, None])[:, :, :, None, None]
+
+    def mean(x: Tensor) -> Tensor:
+        return (x[:, :last].reshape(b, len(windows), n, t, c) * scale).sum(2).flip(1)
+
+    return mean(k), mean(v), count.flip(1) > 0.5
 
 
 @register_family("mvit")

@@ -25,7 +25,9 @@ class MemoryConfig:
     """MeMViT memory (``MEMVIT.*``).
 
     ``attn_max_len`` counts the current clip: ``attn_max_len - 1`` memory clips are attended.
-    ``sampler`` is ``"all"`` (the newest clips) or ``"gapN"`` (the clips of age N, 2N, ...).
+    ``sampler`` is ``"all"`` (the newest clips), ``"gapN"`` (the clips of age N, 2N, ...) or ``"winN"``
+    (an edgemem extension: each attended memory clip is the mean of N consecutive compressed clips, ages
+    1..N, N+1..2N, ...: every age up to the oldest is attended, at one memory clip per N).
     ``per_block``: ``(block, attn_max_len, sampler)`` entries that replace the two for those memory
     blocks (an edgemem extension; the official code has one layout for every block).
     ``mem_drop`` is the training-only probability of dropping an attended memory clip.
@@ -71,11 +73,18 @@ class MemoryConfig:
                 return n, sampler
         return self.attn_max_len, self.sampler
 
-    def ages(self, block: int) -> tuple[int, ...]:
-        """Ages (clips back) of the memory clips ``block`` attends, newest first: N, 2N, ..., M*N."""
+    def windows(self, block: int) -> tuple[tuple[int, ...], ...]:
+        """Ages (clips back) behind each memory clip ``block`` attends, newest first: ``(N,), (2N,), ...``
+        for ``gapN``, ``(1, ..., N), (N+1, ..., 2N), ...`` for ``winN`` (their mean is attended)."""
         n, sampler = self.layout(block)
         g = _gap(sampler)
-        return tuple(g * j for j in range(1, n))
+        if sampler.startswith("win"):
+            return tuple(tuple(range(g * j + 1, g * (j + 1) + 1)) for j in range(n - 1))
+        return tuple((g * j,) for j in range(1, n))
+
+    def ages(self, block: int) -> tuple[int, ...]:
+        """Ages (clips back) whose memory ``block`` attends, newest first."""
+        return tuple(a for w in self.windows(block) for a in w)
 
     def block_slots(self, block: int) -> int:
         """Memory clips ``block`` keeps per stream (its oldest attended age)."""
@@ -83,17 +92,17 @@ class MemoryConfig:
 
 
 def _gap(sampler: str) -> int:
-    # The official code reads the gap as the sampler's last character.
-    return int(sampler[-1]) if sampler.startswith("gap") else 1
+    # The official code reads the gap as the sampler's last character; a window's length likewise.
+    return int(sampler[3:]) if sampler.startswith(("gap", "win")) else 1
 
 
 def _check_layout(attn_max_len: int, sampler: str) -> None:
     if attn_max_len < 2:
         raise UnsupportedError(f"not supported: MEMVIT.ATTN_MAX_LEN {attn_max_len} (needs >= 2)")
-    if sampler != "all" and not (sampler.startswith("gap") and sampler[3:].isdigit()):
-        raise UnsupportedError(f"not supported: MEMVIT.SAMPLER '{sampler}' (use 'all' or 'gapN')")
-    if sampler.startswith("gap") and int(sampler[3:]) < 1:
-        raise UnsupportedError(f"not supported: MEMVIT.SAMPLER '{sampler}'")
+    if sampler != "all" and not (sampler.startswith(("gap", "win")) and sampler[3:].isdigit()):
+        raise UnsupportedError(f"not supported: memory sampler '{sampler}' (use 'all', 'gapN' or 'winN')")
+    if sampler != "all" and int(sampler[3:]) < 1:
+        raise UnsupportedError(f"not supported: memory sampler '{sampler}'")
 
 
 def memory_reach(ages: list[tuple[int, ...]]) -> set[int]:

@@ -135,9 +135,12 @@ def config_from_pyslowfast(config: str | os.PathLike[str] | Mapping[str, Any], v
         raise UnsupportedError("not supported: several classification heads (MODEL.NUM_CLASSES_LIST)")
     mem = None
     if c("MEMVIT.ENABLE"):
+        sampler = str(c("MEMVIT.SAMPLER"))
+        official = sampler == "all" or (sampler.startswith("gap") and sampler[3:].isdigit())
+        c.refuse_unless("MEMVIT.SAMPLER", official, "the official samplers are 'all' and 'gapN'")
         mem = MemoryConfig(
             attn_max_len=int(c("MEMVIT.ATTN_MAX_LEN")),
-            sampler=str(c("MEMVIT.SAMPLER")),
+            sampler=sampler,
             exclude_layers=_ints(c("MEMVIT.EXCLUDE_LAYERS")),
             compress=bool(c("MEMVIT.COMPRESS.ENABLE")),
             compress_kernel=_ints(c("MEMVIT.COMPRESS.POOL_KERNEL")),  # type: ignore[arg-type]

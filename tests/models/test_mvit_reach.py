@@ -17,6 +17,9 @@ from edgemem.models.mvit_config import MemoryConfig, memory_reach
 GAP4 = MemoryConfig(  # the memvit_tiny_long of before: both memory blocks attend 4, 8, 12, 16 back
     attn_max_len=5, sampler="gap4", exclude_layers=(1, 3), compress_kernel=(5, 3, 3), compress_stride=(4, 2, 2)
 )
+GAP4_ALL = dataclasses.replace(GAP4, per_block=((2, 4, "all"),))  # block 2 attends the 3 previous clips
+# block 0 attends the means of the clips 1-4, 5-8, 9-12 and 13-16 back, block 2 the 3 previous clips
+WIN4 = dataclasses.replace(GAP4_ALL, sampler="win4")
 
 
 def _moved(model: MViT, clips: int, distances: range) -> dict[int, float]:
@@ -65,6 +68,33 @@ def test_gap4_layout_misses_the_ages_between():
     assert model.memory_spec().details["unreachable_clips"] == [d for d in range(1, 32) if d % 4]
 
 
+def test_window_layout_attends_every_age_in_one_block():
+    assert WIN4.windows(0) == ((1, 2, 3, 4), (5, 6, 7, 8), (9, 10, 11, 12), (13, 14, 15, 16))
+    assert WIN4.ages(0) == tuple(range(1, 17)) and WIN4.block_slots(0) == 16
+    assert WIN4.windows(2) == ((1,), (2,), (3,)) and GAP4.windows(0) == ((4,), (8,), (12,), (16,))
+    model = create_model("memvit_tiny_long", memory=WIN4).eval()
+    assert model._attention(0).mem_clips == 4
+    assert _reached(model, 22, range(1, 22)) == set(range(1, 20))
+    support = model_info(model)["temporal_support"]
+    assert (support["clips"], support["contiguous_clips"]) == (19, 19)
+
+
+def test_window_memory_is_the_mean_of_its_valid_clips():
+    """6 valid slots of 16: window 1-4 is the mean of 4 clips, 5-8 of 2, the older two are masked."""
+    from edgemem.models.mvit import _attended
+
+    torch.manual_seed(3)
+    k, v = torch.randn(2, 16, 5, 8), torch.randn(2, 16, 5, 8)
+    valid = torch.zeros(2, 16)
+    valid[:, :6] = 1.0
+    mk, mv, ok = _attended(k, v, valid, WIN4.windows(0))
+    assert mk.shape == (2, 4, 5, 8) and ok.tolist() == [[False, False, True, True]] * 2  # oldest first
+    assert torch.allclose(mk[:, 3], k[:, :4].mean(1)) and torch.allclose(mv[:, 2], v[:, 4:6].mean(1))
+    assert torch.equal(mk[:, :2], torch.zeros_like(mk[:, :2]))
+    gk, _, gok = _attended(k, v, valid, GAP4.windows(0))
+    assert torch.equal(gk, k[:, [15, 11, 7, 3]]) and gok.tolist() == [[False, False, False, True]] * 2
+
+
 def test_reach_rule():
     assert memory_reach([(1, 2, 3), (1, 2, 3)]) == set(range(1, 7))  # memvit_tiny: 2 layers x 3
     assert memory_reach([(4, 8, 12, 16), (1, 2, 3)]) == set(range(1, 20))  # memvit_tiny_long
@@ -105,13 +135,14 @@ def test_bad_per_block_is_refused(per_block, what):
         create_model("memvit_tiny", memory=dataclasses.replace(GAP4, per_block=per_block))
 
 
-def test_per_block_layout_exports_and_ort_equals_pytorch_over_the_whole_memory(tmp_path):
+@pytest.mark.parametrize("memory", [GAP4_ALL, WIN4], ids=["gap4", "win4"])
+def test_per_block_layout_exports_and_ort_equals_pytorch_over_the_whole_memory(tmp_path, memory):
     """18 clips with a reset fill block 0's 16 slots (block 2 keeps 3): the graph matches PyTorch."""
     from edgemem.contract import LOGITS, read_contract
     from edgemem.export.onnx import to_onnx
 
     torch.manual_seed(0)
-    model = create_model("memvit_tiny_long").eval()
+    model = create_model("memvit_tiny_long", memory=memory).eval()
     res = to_onnx(model, tmp_path / "long.onnx", batch=2, clips=18, boundaries=1)
     assert res.report is not None and res.report.passed and res.report.steps == 18
     logits = next(o for o in res.report.runtimes[0].outputs if o.name == LOGITS)

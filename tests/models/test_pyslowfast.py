@@ -82,6 +82,7 @@ def test_foreign_checkpoint(tmp_path, tree):
         ("MVIT.CAUSAL", True, "causal"),
         ("MVIT.POOL_FIRST", False, "POOL_FIRST"),
         ("MEMVIT.SAMPLER", "random", "SAMPLER"),
+        ("MEMVIT.SAMPLER", "win4", "SAMPLER"),  # edgemem's window memory is not an official option
         ("MODEL.ARCH", "slowfast", "ARCH"),
         ("MVIT.MODE", "lstm", "MODE"),
     ],
