@@ -98,6 +98,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="MeMViT: learning rate of the memory's own parameters (compression, memory position tables) "
         "as a multiple of the schedule's (default 10)",
     )
+    p.add_argument(
+        "--memory-sampler",
+        default=None,
+        metavar="S",
+        help="MeMViT: the memory sampler of blocks without a layout of their own: all, gapN (official) or winN "
+        "(edgemem: means of N consecutive clips; docs/MEMVIT.md); default the preset's",
+    )
     p.add_argument("--resume", action="store_true", help="continue RUN from its last checkpoint")
     p.add_argument("--workers", type=int, default=0, help="data loading processes per training process")
     p.add_argument(

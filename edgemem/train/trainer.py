@@ -6,7 +6,7 @@ import argparse
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +61,7 @@ class TrainOptions:
     stream_loss: str = "last"
     memory_grad: str | None = None  # MeMViT: "bptt" (default) or "pipelined"
     memory_lr_scale: float | None = None  # MeMViT: x the lr for memory_parameters() (default 10)
+    memory_sampler: str | None = None  # MeMViT: sampler of blocks without a per_block layout (default: preset's)
     resume: bool = False
     workers: int = 0
     precision: str = "auto"
@@ -214,6 +215,12 @@ def run_training(opts: TrainOptions) -> dict[str, Any] | None:
             cm["infusion"] = opts.infusion
         torch.manual_seed(opts.seed)
         model = _build_model(opts, num_classes, cm)
+    if opts.memory_sampler is not None:
+        if not isinstance(model, MViT) or model.cfg.memory is None:
+            raise InputError("--memory-sampler applies to MeMViT models only")
+        torch.manual_seed(opts.seed)
+        layout = replace(model.cfg.memory, sampler=opts.memory_sampler)  # refuses a bad sampler
+        model = _build_model(opts, num_classes, {"memory": layout})
     if opts.multi_iteration and family != "cm":
         raise InputError("--multi-iteration applies to CM models only")
     if opts.no_batch_reduction and family != "cm":

@@ -94,6 +94,17 @@ def test_resume_gives_the_same_state(data: Path, tmp_path: Path) -> None:
         torch.testing.assert_close(r_opt[i]["exp_avg"], s_opt[i]["exp_avg"], rtol=0, atol=0)
 
 
+def test_memory_sampler_option_trains_that_layout_and_resume_keeps_it(data: Path, tmp_path: Path) -> None:
+    """``--memory-sampler win2``: the run's card (and the model rebuilt from it) has the window layout; a
+    resume without the option asks for another model and is refused."""
+    run = tmp_path / "win"
+    common = ["memvit_tiny", "--data", str(data), "--out", str(run), "--batch-size", "2", "--threads", "1"]
+    assert _train([*common, "--epochs", "1", "--eval-every", "0", "--memory-sampler", "win2"]) == 0
+    trained, _ = load_trained(run)
+    assert trained.cfg.memory.sampler == "win2" and trained.cfg.memory.windows(0) == ((1, 2), (3, 4), (5, 6))
+    assert _train([*common, "--epochs", "2", "--eval-every", "0", "--resume"]) == 2
+
+
 def test_cm_stagewise_init_and_wrong_init(data: Path, tmp_path: Path, capsys) -> None:
     clip_run = tmp_path / "slow"
     assert _train(["slow_tiny", "--data", str(data), "--out", str(clip_run), *TINY]) == 0

@@ -37,6 +37,8 @@ def test_missing_csv_and_unknown_model(tmp_path: Path, data: Path, capsys) -> No
         _fails(["train", "mvit_tiny", "--data", str(data), "--out", str(run), "--lr-hold", hold], capsys, "[0, 1)")
     _fails(["train", "mvit_tiny", "--data", str(data), "--out", str(run), "--memory-lr-scale", "10"], capsys, "MeMViT")
     _fails(["train", "memvit_tiny", "--data", str(data), "--out", str(run), "--memory-lr-scale", "0"], capsys, "> 0")
+    _fails(["train", "mvit_tiny", "--data", str(data), "--out", str(run), "--memory-sampler", "win4"], capsys, "MeMViT")
+    _fails(["train", "memvit_tiny", "--data", str(data), "--out", str(run), "--memory-sampler", "ring4"], capsys, "sampler")
     assert not run.exists()
 
 
