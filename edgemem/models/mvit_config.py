@@ -92,8 +92,11 @@ class MemoryConfig:
 
 
 def _gap(sampler: str) -> int:
-    # The official code reads the gap as the sampler's last character; a window's length likewise.
-    return int(sampler[3:]) if sampler.startswith(("gap", "win")) else 1
+    # The official code reads the gap as the sampler's last character (kept for imports); a window's
+    # length is every digit after "win".
+    if sampler.startswith("gap"):
+        return int(sampler[-1])
+    return int(sampler[3:]) if sampler.startswith("win") else 1
 
 
 def _check_layout(attn_max_len: int, sampler: str) -> None:
@@ -101,7 +104,7 @@ def _check_layout(attn_max_len: int, sampler: str) -> None:
         raise UnsupportedError(f"not supported: MEMVIT.ATTN_MAX_LEN {attn_max_len} (needs >= 2)")
     if sampler != "all" and not (sampler.startswith(("gap", "win")) and sampler[3:].isdigit()):
         raise UnsupportedError(f"not supported: memory sampler '{sampler}' (use 'all', 'gapN' or 'winN')")
-    if sampler != "all" and int(sampler[3:]) < 1:
+    if sampler != "all" and _gap(sampler) < 1:
         raise UnsupportedError(f"not supported: memory sampler '{sampler}'")
 
 
