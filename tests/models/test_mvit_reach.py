@@ -77,6 +77,9 @@ def test_window_layout_attends_every_age_in_one_block():
     assert _reached(model, 22, range(1, 22)) == set(range(1, 20))
     support = model_info(model)["temporal_support"]
     assert (support["clips"], support["contiguous_clips"]) == (19, 19)
+    for bad in ("win0", "gap10", "win", "ring4"):  # gap10: the official code would read a gap of 0
+        with pytest.raises(UnsupportedError, match="sampler"):
+            dataclasses.replace(WIN4, sampler=bad)
 
 
 def test_window_memory_is_the_mean_of_its_valid_clips():
