@@ -105,6 +105,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="MeMViT: the memory sampler of blocks without a layout of their own: all, gapN (official) or winN "
         "(edgemem: means of N consecutive clips; docs/MEMVIT.md); default the preset's",
     )
+    p.add_argument(
+        "--memory-block",
+        action="append",
+        default=None,
+        metavar="B:L:S",
+        help="MeMViT: memory block B's own layout, ATTN_MAX_LEN L and sampler S (e.g. 2:5:gap4; repeatable; "
+        "replaces the preset's entry for B)",
+    )
     p.add_argument("--resume", action="store_true", help="continue RUN from its last checkpoint")
     p.add_argument("--workers", type=int, default=0, help="data loading processes per training process")
     p.add_argument(

@@ -16,7 +16,7 @@ from edgemem.atomic import write_json
 from edgemem.errors import CheckpointError, EdgememError, InputError
 from edgemem.hardware import resolve_threads
 from edgemem.models.cm import CollaborativeMemory
-from edgemem.models.mvit import MViT
+from edgemem.models.mvit import MemoryConfig, MViT
 from edgemem.models.streaming import StreamingModel
 from edgemem.train import checkpoints as ckpts
 from edgemem.train.distributed import DistInfo, init_distributed, shutdown, wrap_ddp
@@ -62,6 +62,7 @@ class TrainOptions:
     memory_grad: str | None = None  # MeMViT: "bptt" (default) or "pipelined"
     memory_lr_scale: float | None = None  # MeMViT: x the lr for memory_parameters() (default 10)
     memory_sampler: str | None = None  # MeMViT: sampler of blocks without a per_block layout (default: preset's)
+    memory_block: list[str] | None = None  # MeMViT: "BLOCK:ATTN_MAX_LEN:SAMPLER" per_block entries
     resume: bool = False
     workers: int = 0
     precision: str = "auto"
@@ -127,6 +128,22 @@ def _build_model(opts: TrainOptions, num_classes: int, extra: dict[str, Any]) ->
     except TypeError as e:
         raise InputError(f"{opts.model} does not accept these options ({e})") from None
     return model
+
+
+def _memory_layout(mem: MemoryConfig, opts: TrainOptions) -> MemoryConfig:
+    """The preset's memory with ``--memory-sampler`` and the ``--memory-block`` entries (each replaces the
+    block's own, if any); ``MemoryConfig`` refuses a bad sampler, length or block."""
+    per_block = dict((b, (n, s)) for b, n, s in mem.per_block)
+    for entry in opts.memory_block or []:
+        parts = entry.split(":")
+        if len(parts) != 3 or not parts[0].isdigit() or not parts[1].isdigit():
+            raise InputError(f"--memory-block must be BLOCK:ATTN_MAX_LEN:SAMPLER (e.g. 2:5:gap4), got {entry!r}")
+        per_block[int(parts[0])] = (int(parts[1]), parts[2])
+    return replace(
+        mem,
+        sampler=opts.memory_sampler or mem.sampler,
+        per_block=tuple((b, n, s) for b, (n, s) in sorted(per_block.items())),
+    )
 
 
 def _precision(opts: TrainOptions, device: torch.device) -> str:
@@ -215,12 +232,11 @@ def run_training(opts: TrainOptions) -> dict[str, Any] | None:
             cm["infusion"] = opts.infusion
         torch.manual_seed(opts.seed)
         model = _build_model(opts, num_classes, cm)
-    if opts.memory_sampler is not None:
+    if opts.memory_sampler is not None or opts.memory_block:
         if not isinstance(model, MViT) or model.cfg.memory is None:
-            raise InputError("--memory-sampler applies to MeMViT models only")
+            raise InputError("--memory-sampler and --memory-block apply to MeMViT models only")
         torch.manual_seed(opts.seed)
-        layout = replace(model.cfg.memory, sampler=opts.memory_sampler)  # refuses a bad sampler
-        model = _build_model(opts, num_classes, {"memory": layout})
+        model = _build_model(opts, num_classes, {"memory": _memory_layout(model.cfg.memory, opts)})
     if opts.multi_iteration and family != "cm":
         raise InputError("--multi-iteration applies to CM models only")
     if opts.no_batch_reduction and family != "cm":

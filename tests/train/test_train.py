@@ -99,9 +99,11 @@ def test_memory_sampler_option_trains_that_layout_and_resume_keeps_it(data: Path
     resume without the option asks for another model and is refused."""
     run = tmp_path / "win"
     common = ["memvit_tiny", "--data", str(data), "--out", str(run), "--batch-size", "2", "--threads", "1"]
-    assert _train([*common, "--epochs", "1", "--eval-every", "0", "--memory-sampler", "win2"]) == 0
+    layout = ["--memory-sampler", "win2", "--memory-block", "2:3:gap2"]
+    assert _train([*common, "--epochs", "1", "--eval-every", "0", *layout]) == 0
     trained, _ = load_trained(run)
     assert trained.cfg.memory.sampler == "win2" and trained.cfg.memory.windows(0) == ((1, 2), (3, 4), (5, 6))
+    assert trained.cfg.memory.per_block == ((2, 3, "gap2"),) and trained.cfg.memory.windows(2) == ((2,), (4,))
     assert _train([*common, "--epochs", "2", "--eval-every", "0", "--resume"]) == 2
 
 
