@@ -99,10 +99,15 @@ def _gap(sampler: str) -> int:
     return int(sampler[3:]) if sampler.startswith("win") else 1
 
 
+def is_official_sampler(sampler: str) -> bool:
+    """``all`` or ``gapN``: the samplers the official MeMViT code has (``winN`` is edgemem's)."""
+    return sampler == "all" or (sampler.startswith("gap") and sampler[3:].isdigit())
+
+
 def _check_layout(attn_max_len: int, sampler: str) -> None:
     if attn_max_len < 2:
         raise UnsupportedError(f"not supported: MEMVIT.ATTN_MAX_LEN {attn_max_len} (needs >= 2)")
-    if sampler != "all" and not (sampler.startswith(("gap", "win")) and sampler[3:].isdigit()):
+    if not (is_official_sampler(sampler) or (sampler.startswith("win") and sampler[3:].isdigit())):
         raise UnsupportedError(f"not supported: memory sampler '{sampler}' (use 'all', 'gapN' or 'winN')")
     if sampler != "all" and _gap(sampler) < 1:
         raise UnsupportedError(f"not supported: memory sampler '{sampler}'")

@@ -15,7 +15,7 @@ from typing import Any
 
 from edgemem.errors import CheckpointError, UnsupportedError
 from edgemem.models.mvit import MViT
-from edgemem.models.mvit_config import MemoryConfig, MViTConfig
+from edgemem.models.mvit_config import MemoryConfig, MViTConfig, is_official_sampler
 from edgemem.models.pyslowfast_keys import Lookup, malformed_values, read_clip, read_tree
 from edgemem.models.streaming import StreamingModel
 
@@ -136,8 +136,7 @@ def config_from_pyslowfast(config: str | os.PathLike[str] | Mapping[str, Any], v
     mem = None
     if c("MEMVIT.ENABLE"):
         sampler = str(c("MEMVIT.SAMPLER"))
-        official = sampler == "all" or (sampler.startswith("gap") and sampler[3:].isdigit())
-        c.refuse_unless("MEMVIT.SAMPLER", official, "the official samplers are 'all' and 'gapN'")
+        c.refuse_unless("MEMVIT.SAMPLER", is_official_sampler(sampler), "the official samplers are 'all' and 'gapN'")
         mem = MemoryConfig(
             attn_max_len=int(c("MEMVIT.ATTN_MAX_LEN")),
             sampler=sampler,

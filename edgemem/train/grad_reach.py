@@ -29,14 +29,15 @@ def gradient_shares(model_name: str, clips: int, ages: list[int], seeds: int = 5
 
     if clips < 2 or not ages or min(ages) < 1 or max(ages) >= clips:
         raise InputError(f"--ages must be in [1, clips - 1 = {clips - 1}], got {ages}")
+    preset = create_model(model_name)
+    if not isinstance(preset, MViT) or preset.cfg.memory is None:
+        raise InputError(f"{model_name} is not a MeMViT model (no memory to measure)")
+    memory = preset.cfg.memory if sampler is None else replace(preset.cfg.memory, sampler=sampler)
     totals = dict.fromkeys(ages, 0.0)
     for seed in range(seeds):
         torch.manual_seed(seed)
-        model = create_model(model_name, num_classes=2)
-        if not isinstance(model, MViT) or model.cfg.memory is None:
-            raise InputError(f"{model_name} is not a MeMViT model (no memory to measure)")
-        if sampler is not None:
-            model = create_model(model_name, num_classes=2, memory=replace(model.cfg.memory, sampler=sampler))
+        model = create_model(model_name, num_classes=2, memory=memory)
+        assert isinstance(model, MViT)
         model.train()
         state = model.init_train_state(1)
         frames = [torch.randn(1, *model.input_shape, requires_grad=True) for _ in range(clips)]
