@@ -6,7 +6,7 @@ import argparse
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +16,12 @@ from edgemem.atomic import write_json
 from edgemem.errors import CheckpointError, EdgememError, InputError
 from edgemem.hardware import resolve_threads
 from edgemem.models.cm import CollaborativeMemory
-from edgemem.models.mvit import MemoryConfig, MViT
+from edgemem.models.mvit import MViT
 from edgemem.models.streaming import StreamingModel
 from edgemem.train import checkpoints as ckpts
 from edgemem.train.distributed import DistInfo, init_distributed, shutdown, wrap_ddp
 from edgemem.train.loop import LoopConfig, LoopState, train
+from edgemem.train.memory_layout import memory_layout
 from edgemem.train.optim import build_optimizer
 
 # Defaults that train the tiny presets from scratch on a long-range task in 30 epochs (docs/TRAINING.md).
@@ -130,22 +131,6 @@ def _build_model(opts: TrainOptions, num_classes: int, extra: dict[str, Any]) ->
     return model
 
 
-def _memory_layout(mem: MemoryConfig, opts: TrainOptions) -> MemoryConfig:
-    """The preset's memory with ``--memory-sampler`` and the ``--memory-block`` entries (each replaces the
-    block's own, if any); ``MemoryConfig`` refuses a bad sampler, length or block."""
-    per_block = dict((b, (n, s)) for b, n, s in mem.per_block)
-    for entry in opts.memory_block or []:
-        parts = entry.split(":")
-        if len(parts) != 3 or not parts[0].isdigit() or not parts[1].isdigit():
-            raise InputError(f"--memory-block must be BLOCK:ATTN_MAX_LEN:SAMPLER (e.g. 2:5:gap4), got {entry!r}")
-        per_block[int(parts[0])] = (int(parts[1]), parts[2])
-    return replace(
-        mem,
-        sampler=opts.memory_sampler or mem.sampler,
-        per_block=tuple((b, n, s) for b, (n, s) in sorted(per_block.items())),
-    )
-
-
 def _precision(opts: TrainOptions, device: torch.device) -> str:
     if opts.precision != "auto":
         if opts.precision == "fp16" and device.type != "cuda":
@@ -236,7 +221,9 @@ def run_training(opts: TrainOptions) -> dict[str, Any] | None:
         if not isinstance(model, MViT) or model.cfg.memory is None:
             raise InputError("--memory-sampler and --memory-block apply to MeMViT models only")
         torch.manual_seed(opts.seed)
-        model = _build_model(opts, num_classes, {"memory": _memory_layout(model.cfg.memory, opts)})
+        model = _build_model(
+            opts, num_classes, {"memory": memory_layout(model.cfg.memory, opts.memory_sampler, opts.memory_block)}
+        )
     if opts.multi_iteration and family != "cm":
         raise InputError("--multi-iteration applies to CM models only")
     if opts.no_batch_reduction and family != "cm":

@@ -12,8 +12,9 @@ def test_shares_follow_the_layout():
     memvit_tiny reaches nothing 7 back (support 6): exactly 0."""
     gap = gradient_shares("memvit_tiny_long", clips=16, ages=[12, 13], seeds=1)
     win = gradient_shares("memvit_tiny_long", clips=16, ages=[12, 13], seeds=1, sampler="win4")
+    both = gradient_shares("memvit_tiny_long", clips=16, ages=[13], seeds=1, sampler="win4", blocks=["2:5:gap4"])
     assert gap[12] > 5 * gap[13] > 0
-    assert win[13] > 3 * gap[13]
+    assert win[13] > 3 * gap[13] and both[13] > 3 * gap[13]
     assert gradient_shares("memvit_tiny", clips=8, ages=[3, 7], seeds=1)[7] == 0.0
 
 
@@ -22,6 +23,8 @@ def test_cli_errors_and_json(capsys):
     assert "not a MeMViT" in capsys.readouterr().err
     assert main(["memvit_tiny", "--clips", "4", "--ages", "4"]) == 2
     assert main(["memvit_tiny", "--clips", "4", "--ages", "x"]) == 2
+    assert main(["memvit_tiny", "--clips", "4", "--ages", "1", "--memory-block", "2:x"]) == 2
+    assert "BLOCK:ATTN_MAX_LEN:SAMPLER" in capsys.readouterr().err
     assert main(["memvit_tiny", "--clips", "4", "--ages", "1,3", "--seeds", "1", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert set(out) == {"1", "3"} and all(v > 0 for v in out.values())
