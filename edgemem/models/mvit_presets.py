@@ -100,14 +100,15 @@ def memvit_tiny(**kw: Any) -> MViT:
 
 @register_model
 def memvit_tiny_long(**kw: Any) -> MViT:
-    """``memvit_tiny`` whose block 0 attends the clips 4, 8, 12 and 16 back (``gap4``) and block 2 the 3
-    previous clips (as ``memvit_tiny``): block 2's memory of a clip already holds what that clip's block 0
-    attended, so every clip 1..19 back reaches the output (temporal support 19 clips, 10 s, no gaps);
-    compressed as ``memvit_tiny``'s."""
+    """``memvit_tiny`` with a long reach: block 0 attends 4 windows (``win4``), each the mean of 4
+    consecutive past clips (1-4, 5-8, 9-12, 13-16 back), and block 2 the clips 4, 8, 12 and 16 back
+    (``gap4``), whole. Every clip 1..32 back reaches the output (temporal support 32 clips, 17 s, no
+    gaps) and a cue 4k back is attended undiluted; compressed as ``memvit_tiny``'s (1.07x the
+    memory-less step)."""
     mem = MemoryConfig(
         attn_max_len=5,
-        sampler="gap4",
-        per_block=((2, 4, "all"),),
+        sampler="win4",
+        per_block=((2, 5, "gap4"),),
         exclude_layers=(1, 3),
         compress_kernel=(5, 3, 3),
         compress_stride=(4, 2, 2),

@@ -14,10 +14,11 @@ from edgemem.models.info import model_info
 from edgemem.models.mvit import MViT
 from edgemem.models.mvit_config import MemoryConfig, memory_reach
 
-GAP4 = MemoryConfig(  # the memvit_tiny_long of before: both memory blocks attend 4, 8, 12, 16 back
+GAP4 = MemoryConfig(  # both memory blocks attend 4, 8, 12, 16 back
     attn_max_len=5, sampler="gap4", exclude_layers=(1, 3), compress_kernel=(5, 3, 3), compress_stride=(4, 2, 2)
 )
-GAP4_ALL = dataclasses.replace(GAP4, per_block=((2, 4, "all"),))  # block 2 attends the 3 previous clips
+# the memvit_tiny_long of before: block 2 attends the 3 previous clips
+GAP4_ALL = dataclasses.replace(GAP4, per_block=((2, 4, "all"),))
 # block 0 attends the means of the clips 1-4, 5-8, 9-12 and 13-16 back, block 2 the 3 previous clips
 WIN4 = dataclasses.replace(GAP4_ALL, sampler="win4")
 
@@ -48,12 +49,19 @@ def _reached(model: MViT, clips: int, distances: range) -> set[int]:
 
 
 def test_memvit_tiny_long_reaches_every_clip_up_to_its_support():
-    """Each of the 19 clips before the last changes its output, and none farther back; ``info`` says so."""
+    """Each of the 32 clips before the last changes its output, and none farther back; ``info`` says so."""
     torch.manual_seed(1)
     model = create_model("memvit_tiny_long").eval()
     support = model_info(model)["temporal_support"]
-    assert support["clips"] == support["contiguous_clips"] == 19
-    assert _reached(model, 24, range(1, 24)) == set(range(1, 20))
+    assert support["clips"] == support["contiguous_clips"] == 32
+    assert _reached(model, 36, range(1, 36)) == set(range(1, 33))
+
+
+def test_earlier_preset_layout_reaches_19_clips():
+    """Block 0 at 4, 8, 12, 16 back and block 2 at 1, 2, 3: 13 back only through memory of memory."""
+    torch.manual_seed(1)
+    model = create_model("memvit_tiny_long", memory=GAP4_ALL).eval()
+    assert _reached(model, 22, range(1, 22)) == set(range(1, 20))
 
 
 def test_gap4_layout_misses_the_ages_between():
@@ -100,7 +108,8 @@ def test_window_memory_is_the_mean_of_its_valid_clips():
 
 def test_reach_rule():
     assert memory_reach([(1, 2, 3), (1, 2, 3)]) == set(range(1, 7))  # memvit_tiny: 2 layers x 3
-    assert memory_reach([(4, 8, 12, 16), (1, 2, 3)]) == set(range(1, 20))  # memvit_tiny_long
+    assert memory_reach([(4, 8, 12, 16), (1, 2, 3)]) == set(range(1, 20))  # memvit_tiny_long of before
+    assert memory_reach([tuple(range(1, 17)), (4, 8, 12, 16)]) == set(range(1, 33))  # memvit_tiny_long
     assert memory_reach([(1, 2, 3), (4, 8, 12, 16)]) == set(range(1, 20))
     assert memory_reach([(2, 4)] * 8) == set(range(2, 33, 2))  # MeMViT-16's gap2
 
@@ -108,10 +117,11 @@ def test_reach_rule():
 def test_per_block_state_shapes_and_card_round_trip():
     model = create_model("memvit_tiny_long")
     shapes = {s.name: s.shape for s in model.state_specs(2)}
-    assert shapes["mem.0.k"][:2] == (2, 16) and shapes["mem.2.k"][:2] == (2, 3) and shapes["mem.valid"] == (2, 16)
+    assert shapes["mem.0.k"][:2] == (2, 16) and shapes["mem.2.k"][:2] == (2, 16) and shapes["mem.valid"] == (2, 16)
     rebuilt = from_card(model.model_card())
-    assert rebuilt.cfg == model.cfg and rebuilt.cfg.memory.per_block == ((2, 4, "all"),)
-    assert rebuilt._attention(0).mem_clips == 4 and rebuilt._attention(2).mem_clips == 3
+    assert rebuilt.cfg == model.cfg and rebuilt.cfg.memory.per_block == ((2, 5, "gap4"),)
+    assert rebuilt.cfg.memory.sampler == "win4"
+    assert rebuilt._attention(0).mem_clips == 4 and rebuilt._attention(2).mem_clips == 4
 
 
 def test_uniform_per_block_entry_changes_nothing():
@@ -138,17 +148,17 @@ def test_bad_per_block_is_refused(per_block, what):
         create_model("memvit_tiny", memory=dataclasses.replace(GAP4, per_block=per_block))
 
 
-@pytest.mark.parametrize("memory", [GAP4_ALL, WIN4], ids=["gap4", "win4"])
-def test_per_block_layout_exports_and_ort_equals_pytorch_over_the_whole_memory(tmp_path, memory):
-    """18 clips with a reset fill block 0's 16 slots (block 2 keeps 3): the graph matches PyTorch."""
+@pytest.mark.parametrize("memory, slots2", [(GAP4_ALL, 3), (WIN4, 3), (None, 16)], ids=["gap4", "win4", "preset"])
+def test_per_block_layout_exports_and_ort_equals_pytorch_over_the_whole_memory(tmp_path, memory, slots2):
+    """18 clips with a reset fill block 0's 16 slots (block 2 keeps 3 or 16): the graph matches PyTorch."""
     from edgemem.contract import LOGITS, read_contract
     from edgemem.export.onnx import to_onnx
 
     torch.manual_seed(0)
-    model = create_model("memvit_tiny_long", memory=memory).eval()
+    model = create_model("memvit_tiny_long", **({} if memory is None else {"memory": memory})).eval()
     res = to_onnx(model, tmp_path / "long.onnx", batch=2, clips=18, boundaries=1)
     assert res.report is not None and res.report.passed and res.report.steps == 18
     logits = next(o for o in res.report.runtimes[0].outputs if o.name == LOGITS)
     assert logits.max_abs <= 1e-4 + 1e-4 * logits.max_ref
     shapes = {s.name: s.shape for s in read_contract(res.path).state}
-    assert shapes["mem.0.k"][1] == 16 and shapes["mem.2.k"][1] == 3 and shapes["mem.valid"][1] == 16
+    assert shapes["mem.0.k"][1] == 16 and shapes["mem.2.k"][1] == slots2 and shapes["mem.valid"][1] == 16
