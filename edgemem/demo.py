@@ -12,13 +12,16 @@ import argparse
 import statistics
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 import edgemem.export  # noqa: F401  (registers the PyTorch reference runtime "torch")
 from edgemem.contract import ModelCard
 from edgemem.errors import EdgememError
+
+if TYPE_CHECKING:
+    from edgemem.data.synth import SynthTask
 
 DEFAULT_MODEL = "memvit_tiny"
 
@@ -54,9 +57,10 @@ def _demo(args: argparse.Namespace, work: Path, console: Any) -> int:
     runtimes = _runtimes(args.runtimes)  # a bad --runtimes fails before any work
     entry = zoo_cards().get(args.model) or default_entry(args.model)
     console.rule(f"[bold]edgemem demo[/] — {entry['name']} ({entry['preset']})")
-    model, task_name = _load(entry)
-    videos = _make_videos(task_name, args.videos, args.seed, work, model.model_card())
-    console.print(f"1. {len(videos)} videos of the long-range task '{task_name}' in {work / 'videos'}")
+    model, task = _load(entry)
+    videos = _make_videos(task, args.videos, args.seed, work, model.model_card())
+    where = f"cues {task.clips - 1} clips apart"
+    console.print(f"1. {len(videos)} videos of the long-range task '{task.name}' ({where}) in {work / 'videos'}")
 
     graph = work / f"{entry['name']}.onnx"
     result = to_onnx(model, graph, batch=1)
@@ -74,21 +78,26 @@ def _demo(args: argparse.Namespace, work: Path, console: Any) -> int:
     return 0
 
 
-def _load(entry: dict[str, Any]) -> tuple[Any, str]:
+def _load(entry: dict[str, Any]) -> tuple[Any, SynthTask]:
+    """The shipped model and the task its card says it was trained on, with that dataset's geometry (a
+    cue distance of 12 clips, not the task's default)."""
+    from edgemem.data.synth import SynthTask, get_task, task_of_command
     from edgemem.models.pretrained import load_zoo
 
-    task = (entry.get("dataset") or {}).get("task")
-    if not task:
+    dataset = entry.get("dataset") or {}
+    if not dataset.get("task"):
         raise EdgememError(f"shipped weights '{entry['name']}' do not name the synthetic task they were trained on")
+    task = task_of_command(dataset["generate"]) if dataset.get("generate") else get_task(dataset["task"])
+    if not isinstance(task, SynthTask):
+        raise EdgememError(f"edgemem demo renders the cue-* tasks; '{entry['name']}' was trained on {dataset['task']}")
     return load_zoo(entry), task
 
 
-def _make_videos(task_name: str, n: int, seed: int, work: Path, card: ModelCard) -> list[tuple[Path, int]]:
+def _make_videos(task: SynthTask, n: int, seed: int, work: Path, card: ModelCard) -> list[tuple[Path, int]]:
     """Write ``n`` videos whose labels cycle through the classes; return (path, label) pairs."""
-    from edgemem.data.synth import get_task, render_video
+    from edgemem.data.synth import render_video
     from edgemem.data.video import write_video
 
-    task = get_task(task_name)
     rng = np.random.default_rng(seed)
     out = work / "videos"
     out.mkdir(parents=True, exist_ok=True)

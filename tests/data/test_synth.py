@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from edgemem.cli import main
-from edgemem.data.synth import COLOURS, TASKS, TaskOptions, generate, get_task, synth_command
+from edgemem.data.synth import COLOURS, TASKS, TaskOptions, generate, get_task, synth_command, task_of_command
 from edgemem.data.video import VideoReader
 from edgemem.errors import InputError
 
@@ -123,3 +123,18 @@ def test_synth_command_regenerates_the_same_dataset(tmp_path, task, options):
         assert (tmp_path / "b" / split).read_text() == (tmp_path / "a" / split).read_text()
     first = sorted((tmp_path / "a" / "videos" / "train").iterdir())[0]
     assert (tmp_path / "b" / "videos" / "train" / first.name).read_bytes() == first.read_bytes()
+    task = task_of_command(command)  # and reads back as the task it generates (what edgemem demo renders)
+    assert task.num_classes == meta["num_classes"] and task.clips == meta["clips_per_video"]
+
+
+def test_task_of_command_reads_the_geometry_and_refuses_what_it_cannot():
+    assert task_of_command("edgemem data synth --task cue-match --out d --distance 12").clips == 13
+    assert task_of_command("edgemem data synth --task cue-match --out d --videos 9") == get_task("cue-match")
+    for bad, what in [
+        ("edgemem train x", "not an 'edgemem data synth'"),
+        ("edgemem data synth --out d", "no --task"),
+        ("edgemem data synth --task cue-match --distance x", "integer"),
+        ("edgemem data synth --task cue-match --cues 3", "rel-\\* tasks only"),
+    ]:
+        with pytest.raises(InputError, match=what):
+            task_of_command(bad)
