@@ -81,7 +81,8 @@ def _demo(args: argparse.Namespace, work: Path, console: Any) -> int:
 def _load(entry: dict[str, Any]) -> tuple[Any, SynthTask]:
     """The shipped model and the task its card says it was trained on, with that dataset's geometry (a
     cue distance of 12 clips, not the task's default)."""
-    from edgemem.data.synth import SynthTask, get_task, task_of_command
+    from edgemem.data.commands import task_of_command
+    from edgemem.data.synth import SynthTask, get_task
     from edgemem.models.pretrained import load_zoo
 
     dataset = entry.get("dataset") or {}

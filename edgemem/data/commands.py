@@ -4,6 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
+from typing import TYPE_CHECKING, NoReturn
+
+from edgemem.errors import InputError
+
+if TYPE_CHECKING:
+    from edgemem.data.synth import SynthTask
+    from edgemem.data.synth_families import RelationTask
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -36,6 +44,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--split", action="append", help="split(s) to check (default: every CSV present)")
     c.add_argument("--json", action="store_true", help="print the report as JSON")
     c.set_defaults(func=_check)
+
+
+class _RaisingParser(argparse.ArgumentParser):
+    """A parser whose errors are ``InputError``s (a command read from a file, not typed)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise InputError(message)
+
+
+def task_of_command(command: str) -> SynthTask | RelationTask:
+    """The task an ``edgemem data synth ...`` command (a zoo card's ``dataset.generate``) generates, read
+    with the command's own parser: options it does not name take their defaults."""
+    from edgemem.data.synth import TaskOptions, resolve_task
+
+    words = shlex.split(command)
+    if words[:3] != ["edgemem", "data", "synth"]:
+        raise InputError(f"not an 'edgemem data synth' command: {command!r}")
+    parser = _RaisingParser(prog="edgemem")
+    register(parser.add_subparsers())
+    args = parser.parse_args(words[1:])
+    return resolve_task(args.task, TaskOptions(args.distance, args.classes, args.cues, args.distractors, args.all_intra))
 
 
 def _synth(args: argparse.Namespace) -> int:

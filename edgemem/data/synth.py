@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -192,28 +191,6 @@ def resolve_task(task_name: str, opts: TaskOptions) -> SynthTask | RelationTask:
     if not 2 <= opts.distance <= 32:
         raise InputError(f"--distance for {task_name} must be in [2, 32] clips, got {opts.distance}")
     return replace(task, clips=opts.distance + 1)
-
-
-def task_of_command(command: str) -> SynthTask | RelationTask:
-    """The task an ``edgemem data synth ...`` command generates (a zoo card's ``dataset.generate``); options
-    it does not name take their defaults, as on the command line."""
-    words = shlex.split(command)
-    if words[:3] != ["edgemem", "data", "synth"]:
-        raise InputError(f"not an 'edgemem data synth' command: {command!r}")
-    opts = {w: v for w, v in zip(words[3:], words[4:], strict=False) if w.startswith("--")}
-    if "--task" not in opts:
-        raise InputError(f"the synth command names no --task: {command!r}")
-
-    def number(flag: str) -> int | None:
-        if flag not in opts:
-            return None
-        try:
-            return int(opts[flag])
-        except ValueError:
-            raise InputError(f"{flag} must be an integer in {command!r}") from None
-
-    options = TaskOptions(number("--distance"), number("--classes"), number("--cues"), number("--distractors"))
-    return resolve_task(opts["--task"], options)
 
 
 def generate(

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from edgemem.cli import main
-from edgemem.data.synth import COLOURS, TASKS, TaskOptions, generate, get_task, synth_command, task_of_command
+from edgemem.data.commands import task_of_command
+from edgemem.data.synth import COLOURS, TASKS, TaskOptions, generate, get_task, synth_command
 from edgemem.data.video import VideoReader
 from edgemem.errors import InputError
 
@@ -128,13 +129,14 @@ def test_synth_command_regenerates_the_same_dataset(tmp_path, task, options):
 
 
 def test_task_of_command_reads_the_geometry_and_refuses_what_it_cannot():
-    assert task_of_command("edgemem data synth --task cue-match --out d --distance 12").clips == 13
+    assert task_of_command("edgemem data synth --task cue-match --out d --videos 9 --distance 12").clips == 13
     assert task_of_command("edgemem data synth --task cue-match --out d --videos 9") == get_task("cue-match")
     for bad, what in [
         ("edgemem train x", "not an 'edgemem data synth'"),
-        ("edgemem data synth --out d", "no --task"),
-        ("edgemem data synth --task cue-match --distance x", "integer"),
-        ("edgemem data synth --task cue-match --cues 3", "rel-\\* tasks only"),
+        ("edgemem data synth --out d --videos 9", "required: --task"),
+        ("edgemem data synth --task cue-match --out d --videos 9 --distance x", "invalid int value"),
+        ("edgemem data synth --task cue-match --out d --videos 9 --frames 3", "unrecognized arguments"),
+        ("edgemem data synth --task cue-match --out d --videos 9 --cues 3", "rel-\\* tasks only"),
     ]:
         with pytest.raises(InputError, match=what):
             task_of_command(bad)
