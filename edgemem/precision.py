@@ -1,4 +1,8 @@
-"""The one spelling of a numeric precision: ``f32``, ``bf16``, ``fp16``, ``int8``.
+"""The one spelling of a numeric precision: ``f32``, ``bf16``, ``fp16``, ``int8``, ``int8+bf16``.
+
+``int8+bf16`` is the int8 graph with what it leaves in float (softmax, ``softmax·V``, the norms, the
+relative-position products) run in bf16: OpenVINO's bf16 inference hint on the int8 graph, for CPUs
+with AVX512-BF16 or AMX.
 
 The CLI accepts these values only (``choices()``); results, graphs' export records and docs use them.
 Files written before this module (graphs with ``{"precision": "fp32", "quantize": "int8"}``, saved
@@ -22,6 +26,7 @@ class Precision(str, Enum):
     BF16 = "bf16"
     FP16 = "fp16"
     INT8 = "int8"
+    INT8_BF16 = "int8+bf16"
 
     def __str__(self) -> str:
         return self.value

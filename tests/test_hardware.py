@@ -134,6 +134,11 @@ def test_precision_lists_follow_the_capabilities() -> None:
     assert openvino_support(caps=NO_BF16)["bf16"] is not None
     assert [p for p, why in openvino_support(caps=NO_BF16).items() if why is None] == ["f32", "int8"]
     assert openvino_support(caps=frozenset({"FP32", "BF16"}))["bf16"] is None
+    # int8+bf16 (the int8 graph, its float ops in bf16) needs both capabilities
+    assert "BF16" in str(openvino_support(caps=NO_BF16)["int8+bf16"])
+    assert "INT8" in str(openvino_support(caps=frozenset({"FP32", "BF16"}))["int8+bf16"])
+    assert openvino_support(caps=frozenset({"FP32", "BF16", "INT8"}))["int8+bf16"] is None
+    assert "int8+bf16" not in supported_precisions("ort-cpu")
     assert supported_precisions("torch") == ["f32"] and "bf16" not in supported_precisions("ort-cpu")
     with pytest.raises(UnsupportedError, match="unknown precision 'fp64'"):
         check_precision("ort-cpu", "fp64")

@@ -10,7 +10,7 @@ from edgemem.precision import GRAPH_PRECISIONS, LEGACY, Precision, choices, of_e
 
 
 def test_one_spelling() -> None:
-    assert choices() == ["f32", "bf16", "fp16", "int8"]
+    assert choices() == ["f32", "bf16", "fp16", "int8", "int8+bf16"]
     assert choices(GRAPH_PRECISIONS) == ["f32", "fp16", "int8"]
     assert str(Precision.FP16) == "fp16" and Precision.parse("int8") is Precision.INT8
 
@@ -18,7 +18,7 @@ def test_one_spelling() -> None:
 def test_old_spellings_read_from_files() -> None:
     assert {Precision.parse(old) for old in LEGACY} <= set(Precision)
     assert Precision.parse("fp32") is Precision.F32 and Precision.parse("f16") is Precision.FP16
-    with pytest.raises(UnsupportedError, match="unknown precision 'fp64'; use one of f32, bf16, fp16, int8"):
+    with pytest.raises(UnsupportedError, match="unknown precision 'fp64'; use one of f32, bf16, fp16, int8, int8\\+bf16"):
         Precision.parse("fp64")
 
 

@@ -58,21 +58,24 @@ def cpu_info() -> dict[str, Any]:
             "cpus": os.cpu_count()}  # fmt: skip
 
 
-def _graph_contender(spec: str, threads: int | None) -> tuple[str, Callable[[], object], Any]:
-    """``LABEL=PATH:RUNTIME[:PRECISION]`` -> (label, step, session)."""
+def _graph_contender(spec: str, threads: int | None) -> tuple[str, Callable[[], object], Any, str]:
+    """``LABEL=PATH:RUNTIME[:PRECISION]`` -> (label, step, session, the precision it runs)."""
+    from edgemem.contract import read_contract
+    from edgemem.precision import of_graph
     from edgemem.runtimes import open_session
+    from edgemem.runtimes.precisions import run_graph_options
 
     label, sep, rest = spec.partition("=")
     parts = rest.split(":")
     if not sep or not label or len(parts) not in (2, 3):
         raise InputError(f"--graph {spec!r}: expected LABEL=PATH:RUNTIME[:PRECISION]")
     path, runtime = parts[0], parts[1]
-    options = {"precision": parts[2]} if len(parts) == 3 else {}
-    if runtime.startswith("openvino"):
-        options.setdefault("precision", "f32")
+    contract = read_contract(path)
+    # PRECISION is what runs (the graph's own by default); one the graph cannot run is refused
+    run, options = run_graph_options(runtime, of_graph(contract.export, contract.quantized), parts[2] if len(parts) == 3 else None)
     session = open_session(path, runtime, threads=threads, **options)
     frames = np.random.default_rng(0).standard_normal((session.batch, *session.input_shape), dtype=np.float32)
-    return label, lambda: session.step(frames), session
+    return label, lambda: session.step(frames), session, run.value
 
 
 def _timed(step: Callable[[], object]) -> tuple[float, float]:
@@ -86,8 +89,9 @@ def roundrobin(
 ) -> dict[str, Any]:
     contenders: list[tuple[str, Callable[[], object]]] = []
     sessions = []
+    precisions: dict[str, str] = {}
     for spec in graphs:
-        label, step, session = _graph_contender(spec, threads)
+        label, step, session, precisions[label] = _graph_contender(spec, threads)
         contenders.append((label, step))
         sessions.append(session)
     if official:
@@ -133,6 +137,7 @@ def roundrobin(
             lab: {
                 "wall_ms_p50": round(statistics.median(w for w, _ in ts), 1),
                 "cpu_ms_p50": round(statistics.median(c for _, c in ts), 1),
+                "precision": precisions.get(lab, "f32"),  # the official code runs eager f32
                 "wall_ms": [round(w, 1) for w, _ in ts],
             }
             for lab, ts in times.items()

@@ -181,6 +181,54 @@ def test_eval_graph_matches_the_checkpoint_protocol(data: Path, graphs: dict[str
     assert "only apply to an exported GRAPH.onnx" in capsys.readouterr().err
 
 
+def test_int8_with_bf16_for_what_stays_float(data: Path, graphs: dict[str, Path], capsys, monkeypatch) -> None:
+    """``--precision int8+bf16``: the int8 graph on OpenVINO with a bf16 hint, so its int8 kernels stay
+    and the float remainder (here the relative-position MatMuls) runs bf16; refused where it cannot run."""
+    from edgemem import hardware
+
+    base = ["eval", str(graphs["nncf"]), "--data", str(data), "--precision", "int8+bf16"]
+    assert main([*base, "--runtime", "ort-cpu"]) == 2
+    assert "no bf16 mode" in capsys.readouterr().err
+    assert main(["eval", str(graphs["f32"]), "--data", str(data), "--precision", "int8+bf16", "--runtime", "openvino"]) == 2
+    assert "needs a graph exported in int8, this one is f32" in capsys.readouterr().err
+    if not check("openvino").available:
+        pytest.skip(check("openvino").detail)
+    caps = hardware.openvino_capabilities() or frozenset()
+    with monkeypatch.context() as m:
+        m.setattr(hardware, "openvino_capabilities", lambda device="CPU": caps - {"BF16"})
+        assert main([*base, "--runtime", "openvino"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "int8+bf16" in err and "BF16" in err and len(err.splitlines()) == 1
+    if "BF16" not in caps:
+        pytest.skip("this CPU has no bf16 in OpenVINO (AVX512-BF16 or AMX): int8+bf16 cannot run here")
+    for runtime in ("openvino", "openvino-stateful"):
+        assert main([*base, "--runtime", runtime, "--json"]) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert out["graph_precision"] == "int8" and out["runtime_precision"] == "int8+bf16"
+        kernels = out["kernel_precisions"]
+        assert set(kernels["FullyConnected"]) <= {"i8", "u8"} and set(kernels["MHA"]) == {"i8"}
+        assert set(kernels["MatMul"]) == {"bf16"}  # f32 under the int8 graph's default f32 hint
+        assert main([*base[:-2], "--runtime", runtime, "--json"]) == 0
+        own = json.loads(capsys.readouterr().out)
+        assert set(own["kernel_precisions"]["MatMul"]) == {"f32"} and own["top1"] == out["top1"]
+
+
+def test_roundrobin_runs_each_graph_at_the_precision_asked(graphs: dict[str, Path], capsys) -> None:
+    from edgemem.bench.roundrobin import main as roundrobin_main
+
+    if not check("openvino").available:
+        pytest.skip(check("openvino").detail)
+    # a precision the graph cannot run is refused, not run as the graph's own
+    assert roundrobin_main(["--graph", f"x={graphs['f32']}:openvino:int8", "--rounds", "1"]) == 2
+    assert "needs a graph exported in int8, this one is f32" in capsys.readouterr().err
+    specs = [f"f32={graphs['f32']}:openvino", f"int8={graphs['nncf']}:openvino-stateful"]
+    assert roundrobin_main([*(a for s in specs for a in ("--graph", s)), "--rounds", "1", "--threads", "1"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert {k: v["precision"] for k, v in result["contenders"].items()} == {"f32": "f32", "int8": "int8"}
+    if "avx2" in _cpu_flags():  # OpenVINO's CPU int8 kernels need AVX2
+        assert set(result["openvino_kernel_precisions"]["int8"]["MHA"]) == {"i8"}
+
+
 def test_bad_calibration_input_exits_2(data: Path, tmp_path: Path, capsys) -> None:
     out = str(tmp_path / "x.onnx")
     (tmp_path / "list.txt").write_text("not-a-video\n")
