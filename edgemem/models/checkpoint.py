@@ -130,6 +130,8 @@ def load_state_strict(model: nn.Module, state: Mapping[str, Tensor], *, ignore: 
 
 
 def save_pyth(path: str | os.PathLike[str], payload: dict[str, Any]) -> None:
-    """Write a ``.pyth`` atomically (temp file in the same folder, then rename)."""
-    with atomic_path(path, error=CheckpointError) as tmp:
-        torch.save(payload, tmp)
+    """Write a ``.pyth`` atomically (temp file in the same folder, then rename). Saved through a file
+    object, so the archive's inner folder is ``archive`` and not the temp file's random name: the
+    same payload gives the same bytes."""
+    with atomic_path(path, error=CheckpointError) as tmp, open(tmp, "wb") as f:
+        torch.save(payload, f)

@@ -45,15 +45,34 @@ def make_payload(
     """The ``.pyth`` dict; ``model`` may be DDP-wrapped (the ``module.`` prefix is dropped)."""
     model_state = {k.removeprefix("module."): v.detach().cpu() for k, v in model.state_dict().items()}
     card_json = card.to_json()
-    cfg = yaml.safe_dump({"EDGEMEM": {"MODEL_CARD": card_json, "TRAIN": train_state}}, sort_keys=False)
     return {
         "model_state": model_state,
         "optimizer_state": optimizer.state_dict() if optimizer is not None else None,
         "epoch": epoch,
-        "cfg": cfg,
+        "cfg": config_text(card_json, train_state),
         "edgemem_card": json.dumps(card_json),
         "edgemem_train": json.dumps(train_state),
     }
+
+
+def config_text(card_json: dict[str, Any], train_state: dict[str, Any]) -> str:
+    """The PySlowFast-style ``cfg`` YAML of a checkpoint: the model card and the training state."""
+    return yaml.safe_dump({"EDGEMEM": {"MODEL_CARD": card_json, "TRAIN": train_state}}, sort_keys=False)
+
+
+# Training options that hold paths of the machine that trained (shipped as their last component).
+LOCAL_PATH_OPTIONS = ("data", "out", "init")
+
+
+def without_local_paths(train_state: dict[str, Any]) -> dict[str, Any]:
+    """``train_state`` with each path option cut to its last component (``/tmp/x/d_cm12`` ->
+    ``d_cm12``): shipped weights carry no machine's folders (the card's ``dataset.generate`` says how
+    to make the data)."""
+    options = dict(train_state.get("options") or {})
+    for key in LOCAL_PATH_OPTIONS:
+        if isinstance(options.get(key), str):
+            options[key] = Path(options[key]).name
+    return train_state | ({"options": options} if "options" in train_state else {})
 
 
 def save_epoch(run: Path, payload: dict[str, Any], *, best: bool) -> Path:

@@ -26,7 +26,7 @@ from edgemem.errors import EdgememError
 from edgemem.models.checkpoint import card_of, read_pyth, save_pyth
 from edgemem.models.info import count_gflops
 from edgemem.models.pretrained import sha256_of, zoo_cards, zoo_dir
-from edgemem.train.checkpoints import resolve_checkpoint, train_state_of
+from edgemem.train.checkpoints import config_text, resolve_checkpoint, train_state_of, without_local_paths
 
 
 def compute_cost(card: ModelCard, clips_per_video: int) -> dict[str, float]:
@@ -74,10 +74,12 @@ def ship(
     task = json.loads((data / "task.json").read_text()) if (data / "task.json").is_file() else {}
     zoo.mkdir(parents=True, exist_ok=True)
     weights = zoo / f"{name}.pyth"
-    slim = {k: ckpt[k] for k in ("model_state", "epoch", "cfg", "edgemem_card", "edgemem_train")}
-    slim["optimizer_state"] = None
+    train = without_local_paths(train_state_of(ckpt))
+    slim = {k: ckpt[k] for k in ("model_state", "epoch", "edgemem_card")}
+    slim |= {"cfg": config_text(json.loads(ckpt["edgemem_card"]), train), "edgemem_train": json.dumps(train),
+             "optimizer_state": None}  # fmt: skip
     save_pyth(weights, slim)
-    options = train_state_of(ckpt).get("options", {})
+    options = train.get("options", {})
     cost = compute_cost(card, int(task.get("clips_per_video", 1)))
     entry = {
         "description": f"{card.name} trained on the synthetic long-range task {task.get('task')}",

@@ -157,7 +157,8 @@ def test_ship_writes_only_into_the_zoo_it_is_given(tmp_path: Path, data: Path, c
     shipped = sorted(p.name for p in pretrained.zoo_dir().iterdir())
     model = _model("mvit_tiny")
     run = tmp_path / "run"
-    ckpts.save_epoch(run, ckpts.make_payload(model, None, 1, model.model_card(), {}), best=True)
+    options = {"data": str(data), "out": str(run), "init": None, "threads": 1}
+    ckpts.save_epoch(run, ckpts.make_payload(model, None, 1, model.model_card(), {"options": options}), best=True)
     (run / "metrics.jsonl").write_text('{"kind": "epoch", "epoch": 1, "epoch_time_s": 2.5}\n')
     args = ["ship", str(run), "toy", "--data", str(data), "--command", "edgemem train mvit_tiny"]
     with pytest.raises(SystemExit):  # no --zoo: nothing is written anywhere
@@ -169,6 +170,13 @@ def test_ship_writes_only_into_the_zoo_it_is_given(tmp_path: Path, data: Path, c
     for k, v in pretrained.load_zoo(card).state_dict().items():
         torch.testing.assert_close(v, model.state_dict()[k])
     assert sorted(p.name for p in pretrained.zoo_dir().iterdir()) == shipped
+    # shipped bytes carry no machine's folders, and shipping the same run twice gives the same file
+    raw = (tmp_path / "zoo" / "toy.pyth").read_bytes()
+    assert str(tmp_path).encode() not in raw and str(data).encode() not in raw
+    shipped_options = ckpts.train_state_of(torch.load(card["path"], weights_only=False))["options"]
+    assert shipped_options == {"data": data.name, "out": "run", "init": None, "threads": 1}
+    assert results([*args, "--zoo", str(tmp_path / "zoo2")]) == 0
+    assert (tmp_path / "zoo2" / "toy.pyth").read_bytes() == raw
     capsys.readouterr()
     assert results(["table", "toy", "--zoo", str(tmp_path / "zoo")]) == 0
     assert "| `toy` | mvit_tiny |" in capsys.readouterr().out
