@@ -73,7 +73,7 @@ def _session_options(args: argparse.Namespace, batch: int) -> dict[str, Any]:
         try:
             return opts | run_graph_options(args.runtime, have, args.precision)[1]
         except UnsupportedError as e:
-            raise InputError(f"{Path(args.model).name} is a {have.value} graph: {e}") from None
+            raise InputError(f"{Path(args.model).name} is an {have.value} graph: {e}") from None
     return opts | precision_options(args.runtime, args.precision)  # names what this machine lacks
 
 
