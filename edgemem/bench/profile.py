@@ -4,8 +4,9 @@ ONNX Runtime CPU: runs ``steps`` steps with ORT's profiler and sums node time by
 first step, with one-time initialisation, is excluded); the state is fed back as the session
 would. OpenVINO CPU: the plugin's per-node counters (``PERF_COUNT``), each node's fastest of
 ``steps`` steps (robust to a loaded machine's interruptions), summed by the node type OpenVINO
-executes (after its fusions) and its kernel, at ``--precision`` (an int8 graph runs its int8 kernels
-at any); a fused ``Subgraph`` holding MatMuls (the attention's q.k, softmax, softmax.V) is ``MHA``.
+executes (after its fusions) and its kernel, at ``--precision`` (default the graph's own; bf16 on an
+f32 graph, int8+bf16 on an int8 graph; one the graph cannot run is refused); a fused ``Subgraph``
+holding MatMuls (the attention's q.k, softmax, softmax.V) is ``MHA``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import numpy as np
 from edgemem import contract as C
 from edgemem.errors import EdgememError
 from edgemem.hardware import resolve_threads
-from edgemem.precision import Precision, choices
+from edgemem.precision import choices
 
 
 def profile_ort(graph: str | Path, steps: int = 3, threads: int | None = None) -> dict[str, Any]:
@@ -67,15 +68,19 @@ def profile_ort(graph: str | Path, steps: int = 3, threads: int | None = None) -
 
 
 def profile_openvino(
-    graph: str | Path, steps: int = 3, precision: str = "f32", threads: int | None = None
+    graph: str | Path, steps: int = 3, precision: str | None = None, threads: int | None = None
 ) -> dict[str, Any]:
-    """Per-executed-node-type time (ms and share) of one steady ``graph`` step on OpenVINO CPU."""
+    """Per-executed-node-type time (ms and share) of one steady ``graph`` step on OpenVINO CPU, at
+    ``precision`` (None: the graph's own)."""
+    from edgemem.precision import of_graph
     from edgemem.runtimes.graph import read_graph
     from edgemem.runtimes.openvino import MHA, compile_model
+    from edgemem.runtimes.precisions import run_graph_options
 
     info = read_graph(graph)
     batch = info.static_batch or 1
-    compiled = compile_model(str(graph), "CPU", precision, threads, PERF_COUNT=True)
+    run, options = run_graph_options("openvino", of_graph(info.contract.export, info.contract.quantized), precision)
+    compiled = compile_model(str(graph), "CPU", options["precision"], threads, PERF_COUNT=True)
     runtime_model = compiled.get_runtime_model().get_ordered_ops()
     fused = {op.get_friendly_name(): str(op.get_rt_info()["originalLayersNames"].astype(str)) for op in runtime_model}
     request = compiled.create_infer_request()
@@ -102,7 +107,7 @@ def profile_openvino(
     return {
         "graph": str(graph),
         "runtime": "openvino",
-        "precision": precision,
+        "precision": run.value,
         "steps": steps,
         "node_ms_per_step": round(total, 2),
         "ops": [{"op": k, "ms": round(v, 2), "share": round(v / total, 4)} for k, v in ops],
@@ -116,13 +121,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--top", type=int, default=12)
     p.add_argument("--runtime", choices=("ort-cpu", "openvino"), default="ort-cpu")
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--precision", default="f32", choices=choices((Precision.F32, Precision.BF16, Precision.FP16)),
-                   help="OpenVINO inference precision")
+    p.add_argument("--precision", default=None, choices=choices(),
+                   help="what runs (default: the graph's own: ONNX Runtime runs only that)")
     args = p.parse_args(argv)
     try:
         if args.runtime == "openvino":
             prof = profile_openvino(args.graph, args.steps, args.precision, args.threads)
         else:
+            if args.precision is not None:  # refused unless it is the graph's own, never ignored
+                from edgemem.contract import read_contract
+                from edgemem.precision import of_graph
+                from edgemem.runtimes.precisions import run_graph_options
+
+                contract = read_contract(args.graph)
+                run_graph_options("ort-cpu", of_graph(contract.export, contract.quantized), args.precision)
             prof = profile_ort(args.graph, args.steps, args.threads)
     except EdgememError as e:
         print(f"python -m edgemem.bench.profile: error: {e}", file=sys.stderr)

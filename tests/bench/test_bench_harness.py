@@ -166,6 +166,10 @@ def test_per_op_profile(bench_dir, capsys, runtime):
     prof = json.loads(capsys.readouterr().out)
     assert prof["node_ms_per_step"] > 0 and prof["ops"]
     assert abs(sum(o["share"] for o in prof["ops"]) - 1.0) < 0.01
+    assert prof["precision"] == "f32" if runtime == "openvino" else "precision" not in prof
+    # a precision the graph cannot run is refused on either runtime, never ignored
+    assert profile_main([str(graph), "--runtime", runtime, "--precision", "int8"]) == 2
+    assert "needs a graph exported in int8, this one is f32" in capsys.readouterr().err
     if runtime == "openvino":
         with pytest.raises(SystemExit) as e:  # one spelling: argparse refuses anything else
             profile_main([str(graph), "--runtime", runtime, "--precision", "fp64"])
