@@ -27,13 +27,19 @@ from edgemem.hardware import resolve_threads
 from edgemem.precision import choices
 
 
-def profile_ort(graph: str | Path, steps: int = 3, threads: int | None = None) -> dict[str, Any]:
-    """Per-op-type time (ms per step and share) of ``graph`` on ORT CPU."""
+def profile_ort(
+    graph: str | Path, steps: int = 3, threads: int | None = None, precision: str | None = None
+) -> dict[str, Any]:
+    """Per-op-type time (ms per step and share) of ``graph`` on ORT CPU; ``precision`` may only name
+    the graph's own (ONNX Runtime runs nothing else): another one is refused, never ignored."""
     import onnxruntime as ort
 
+    from edgemem.precision import of_graph
     from edgemem.runtimes.graph import read_graph
+    from edgemem.runtimes.precisions import run_graph_options
 
     info = read_graph(graph)
+    run_graph_options("ort-cpu", of_graph(info.contract.export, info.contract.quantized), precision)
     batch = info.static_batch or 1
     opts = ort.SessionOptions()
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -128,14 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.runtime == "openvino":
             prof = profile_openvino(args.graph, args.steps, args.precision, args.threads)
         else:
-            if args.precision is not None:  # refused unless it is the graph's own, never ignored
-                from edgemem.contract import read_contract
-                from edgemem.precision import of_graph
-                from edgemem.runtimes.precisions import run_graph_options
-
-                contract = read_contract(args.graph)
-                run_graph_options("ort-cpu", of_graph(contract.export, contract.quantized), args.precision)
-            prof = profile_ort(args.graph, args.steps, args.threads)
+            prof = profile_ort(args.graph, args.steps, args.threads, args.precision)
     except EdgememError as e:
         print(f"python -m edgemem.bench.profile: error: {e}", file=sys.stderr)
         return 2
