@@ -27,7 +27,9 @@ class AtomicFile:
         self.path = Path(path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, name = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=f".tmp{self.path.suffix}")
+            fd, name = tempfile.mkstemp(
+                dir=self.path.parent, prefix=f".{self.path.name}.", suffix=f".tmp{self.path.suffix}"
+            )
         except OSError as e:
             raise error(f"cannot write {self.path}: {e.strerror}") from None
         os.close(fd)

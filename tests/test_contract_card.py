@@ -19,7 +19,11 @@ def test_json_round_trip_is_exact() -> None:
     c = card()
     d = json.loads(json.dumps(c.to_json()))
     assert ModelCard.from_json(d) == c
-    assert set(d) == set(ModelCard.SCHEMA) and set(d["clip"]) == set(ClipSpec.SCHEMA) and set(d["cost"]) == set(Cost.SCHEMA)
+    assert (
+        set(d) == set(ModelCard.SCHEMA)
+        and set(d["clip"]) == set(ClipSpec.SCHEMA)
+        and set(d["cost"]) == set(Cost.SCHEMA)
+    )
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,9 @@ def test_one_spelling() -> None:
 def test_old_spellings_read_from_files() -> None:
     assert {Precision.parse(old) for old in LEGACY} <= set(Precision)
     assert Precision.parse("fp32") is Precision.F32 and Precision.parse("f16") is Precision.FP16
-    with pytest.raises(UnsupportedError, match="unknown precision 'fp64'; use one of f32, bf16, fp16, int8, int8\\+bf16"):
+    with pytest.raises(
+        UnsupportedError, match="unknown precision 'fp64'; use one of f32, bf16, fp16, int8, int8\\+bf16"
+    ):
         Precision.parse("fp64")
 
 

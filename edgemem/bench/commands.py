@@ -68,7 +68,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--csv", type=Path, default=None, help="one CSV of every merged result")
     r.add_argument("--tables", type=Path, default=None, help="folder for bench-<runtime>-<precision>-<device>.csv")
     r.add_argument("--plots", type=Path, default=None, help="folder for PNG plots")
-    r.add_argument("--pair", action="append", metavar="MEMORY=BACKBONE", help="pair a memory model with a backbone (default: the backbone its graph card declares)")
+    r.add_argument(
+        "--pair",
+        action="append",
+        metavar="MEMORY=BACKBONE",
+        help="pair a memory model with a backbone (default: the backbone its graph card declares)",
+    )
     r.set_defaults(func=_report)
 
 

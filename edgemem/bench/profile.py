@@ -127,8 +127,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--top", type=int, default=12)
     p.add_argument("--runtime", choices=("ort-cpu", "openvino"), default="ort-cpu")
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--precision", default=None, choices=choices(),
-                   help="what runs (default: the graph's own: ONNX Runtime runs only that)")
+    p.add_argument(
+        "--precision",
+        default=None,
+        choices=choices(),
+        help="what runs (default: the graph's own: ONNX Runtime runs only that)",
+    )
     args = p.parse_args(argv)
     try:
         if args.runtime == "openvino":

@@ -51,8 +51,15 @@ def dedupe(results: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """One result per (cell, device, host): the newest by its machine date."""
     best: dict[tuple, dict[str, Any]] = {}
     for r in results:
-        key = (r["model"], r["frame_scale"], r["runtime"], r["precision"], r["batch"], r.get("device"),
-               r["machine"].get("hostname"))
+        key = (
+            r["model"],
+            r["frame_scale"],
+            r["runtime"],
+            r["precision"],
+            r["batch"],
+            r.get("device"),
+            r["machine"].get("hostname"),
+        )
         if key not in best or str(r["machine"].get("date", "")) >= str(best[key]["machine"].get("date", "")):
             best[key] = r
     return sorted(
@@ -298,5 +305,3 @@ def build_markdown(
         parts.append("\n## Plots\n")
         parts += [f"![{p.stem}]({p.as_posix()})\n" for p in plots]
     return "\n".join(parts)
-
-

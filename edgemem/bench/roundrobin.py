@@ -72,7 +72,9 @@ def _graph_contender(spec: str, threads: int | None) -> tuple[str, Callable[[], 
     path, runtime = parts[0], parts[1]
     contract = read_contract(path)
     # PRECISION is what runs (the graph's own by default); one the graph cannot run is refused
-    run, options = run_graph_options(runtime, of_graph(contract.export, contract.quantized), parts[2] if len(parts) == 3 else None)
+    run, options = run_graph_options(
+        runtime, of_graph(contract.export, contract.quantized), parts[2] if len(parts) == 3 else None
+    )
     session = open_session(path, runtime, threads=threads, **options)
     frames = np.random.default_rng(0).standard_normal((session.batch, *session.input_shape), dtype=np.float32)
     return label, lambda: session.step(frames), session, run.value

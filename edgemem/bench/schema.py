@@ -207,7 +207,6 @@ def result_filename(result: dict[str, Any]) -> str:
     return f"{cell.key}-{result.get('device') or device_tag(cell.runtime, result['machine'])}.json"
 
 
-
 def write_result(out_dir: Path, result: dict[str, Any]) -> Path:
     """Validate and write one cell's results under ``out_dir``; returns the file."""
     validate_result(result)

@@ -64,7 +64,9 @@ def task_of_command(command: str) -> SynthTask | RelationTask:
     parser = _RaisingParser(prog="edgemem")
     register(parser.add_subparsers())
     args = parser.parse_args(words[1:])
-    return resolve_task(args.task, TaskOptions(args.distance, args.classes, args.cues, args.distractors, args.all_intra))
+    return resolve_task(
+        args.task, TaskOptions(args.distance, args.classes, args.cues, args.distractors, args.all_intra)
+    )
 
 
 def _synth(args: argparse.Namespace) -> int:

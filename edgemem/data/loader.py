@@ -42,7 +42,9 @@ def make_loader(
             videos=dataset.readable_videos,
         )
         return DataLoader(dataset, batch_sampler=sampler, **common)
-    s: DistributedSampler = DistributedSampler(dataset, world_size, rank, shuffle=shuffle, seed=seed, drop_last=drop_last)
+    s: DistributedSampler = DistributedSampler(
+        dataset, world_size, rank, shuffle=shuffle, seed=seed, drop_last=drop_last
+    )
     return DataLoader(dataset, batch_size=batch_size, sampler=s, drop_last=drop_last, **common)
 
 

@@ -31,7 +31,9 @@ def load_graph_proto(path: str | Path) -> onnx.ModelProto:
     try:
         return onnx.load(str(p))
     except Exception as e:  # protobuf raises several unrelated types
-        raise InputError(f"{p} is not an ONNX model: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        raise InputError(
+            f"{p} is not an ONNX model: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+        ) from None
 
 
 def rename_initializers(model: onnx.ModelProto, prefix: str) -> None:

@@ -148,13 +148,17 @@ class VerificationError(EdgememError):
         self.report = report
 
 
-def _check_args(model: Any, out: Path, batch: int | None, opset: int, precision: Precision | str) -> tuple[Path, Precision]:
+def _check_args(
+    model: Any, out: Path, batch: int | None, opset: int, precision: Precision | str
+) -> tuple[Path, Precision]:
     if not isinstance(model, StreamingModel):
         raise InputError(f"to_onnx needs a StreamingModel, got {type(model).__name__}")
     if batch is not None and (not isinstance(batch, int) or batch < 1):
         raise InputError(f"batch must be a positive integer or None (dynamic), got {batch!r}")
     if str(precision) not in choices(GRAPH_PRECISIONS):
-        raise UnsupportedError(f"a graph cannot be exported in '{precision}'; choose from {', '.join(choices(GRAPH_PRECISIONS))}")
+        raise UnsupportedError(
+            f"a graph cannot be exported in '{precision}'; choose from {', '.join(choices(GRAPH_PRECISIONS))}"
+        )
     newest = onnx.defs.onnx_opset_version()
     if not MIN_OPSET <= opset <= newest:
         raise UnsupportedError(f"opset {opset} cannot be produced: the exporter writes opsets {MIN_OPSET}..{newest}")

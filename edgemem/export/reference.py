@@ -40,8 +40,7 @@ def reference_model(graph: str | Path | GraphInfo, checkpoint: str | None = None
     if missing:
         shown = ", ".join(missing[:4]) + (" ..." if len(missing) > 4 else "")
         raise CheckpointError(
-            f"{info.path.name} does not carry {len(missing)} weights in a recoverable form ({shown}); "
-            "pass --checkpoint"
+            f"{info.path.name} does not carry {len(missing)} weights in a recoverable form ({shown}); pass --checkpoint"
         )
     load_state_strict(model, {k: torch.from_numpy(v.copy()).to(own[k].dtype) for k, v in found.items()})
     return model.eval()

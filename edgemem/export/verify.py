@@ -258,7 +258,9 @@ def verify_graph(
     else:
         if stream is None:
             c, t, h, w = contract.frames.shape[1:]
-            stream = make_stream((int(c), int(t), int(h), int(w)), batch=b, clips=clips, boundaries=boundaries, seed=seed)
+            stream = make_stream(
+                (int(c), int(t), int(h), int(w)), batch=b, clips=clips, boundaries=boundaries, seed=seed
+            )
         with open_session(reference.eval(), "torch", batch=b) as ref_session:
             ref, against = _run_stream(ref_session, stream, names), "torch"
         if save_reference is not None:
@@ -277,4 +279,6 @@ def verify_graph(
             results.append(RuntimeResult(rt, error=str(e)))
             continue
         results.append(RuntimeResult(rt, compare(ref, got, tol), time.perf_counter() - start, kernels=kernels))
-    return VerifyReport(name or path.name, precision.value, b, stream.steps, stream.boundaries, checker, results, against)
+    return VerifyReport(
+        name or path.name, precision.value, b, stream.steps, stream.boundaries, checker, results, against
+    )

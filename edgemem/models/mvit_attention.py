@@ -279,7 +279,9 @@ class MultiScaleAttention(nn.Module):
         if self.rel_sp:
             for axis, cur, mem, dim in (("h", "rel_pos_h", "rel_pos_mem_h", 3), ("w", "rel_pos_w", "rel_pos_mem_w", 4)):
                 rows = [
-                    self._table(getattr(self, name), getattr(self, f"interp_{p}_{axis}"), getattr(self, f"idx_{p}_{axis}"))
+                    self._table(
+                        getattr(self, name), getattr(self, f"interp_{p}_{axis}"), getattr(self, f"idx_{p}_{axis}")
+                    )
                     for p, name in zip(prefixes, (cur, mem), strict=False)
                 ]
                 tables.append((rows, dim))

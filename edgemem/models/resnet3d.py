@@ -344,7 +344,10 @@ def _build(name: str, defaults: dict[str, Any], overrides: dict[str, Any]) -> Re
 # The official Kinetics configs set RESNET.ZERO_INIT_FINAL_BN: True; the tiny presets keep PySlowFast's
 # default (False): at 32x32 the last stage's strided shortcut reads one position of a 2x2 map.
 SLOW_R50_8X8: dict[str, Any] = dict(
-    arch="slow", depth=50, clip=ClipSpec(frames=8, sampling_rate=8, crop_size=224, target_fps=30), zero_init_final_bn=True
+    arch="slow",
+    depth=50,
+    clip=ClipSpec(frames=8, sampling_rate=8, crop_size=224, target_fps=30),
+    zero_init_final_bn=True,
 )
 SLOW_TINY: dict[str, Any] = dict(
     arch="slow",

@@ -72,8 +72,7 @@ def _edgemem_checkpoint(preset: str, checkpoint: str, overrides: dict[str, Any])
         zoo = _zoo_name_of(checkpoint)
         hint = f"`{trained_as}`" + (f" or the shipped weights' name `{zoo}` (no --checkpoint)" if zoo else "")
         raise CheckpointError(
-            f"{checkpoint} holds a '{trained_as}' model ({card.num_classes} classes), not '{preset}': "
-            f"use MODEL {hint}"
+            f"{checkpoint} holds a '{trained_as}' model ({card.num_classes} classes), not '{preset}': use MODEL {hint}"
         )
     if not overrides:
         return model_from_checkpoint(ckpt, checkpoint, card)

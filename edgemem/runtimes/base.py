@@ -31,9 +31,7 @@ class Session(ABC):
 
     runtime: str = ""
 
-    def __init__(
-        self, specs: Sequence[TensorSpec], card: ModelCard, input_shape: Sequence[int], batch: int
-    ) -> None:
+    def __init__(self, specs: Sequence[TensorSpec], card: ModelCard, input_shape: Sequence[int], batch: int) -> None:
         if batch < 1:
             raise InputError(f"batch must be >= 1, got {batch}")
         self.batch = int(batch)

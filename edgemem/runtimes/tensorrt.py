@@ -101,8 +101,6 @@ def build_plan(trt: Any, graph: Precision, fp16: bool) -> BuildPlan:
     return BuildPlan(strongly_typed=True, fp16_flag=False, no_tf32=True)
 
 
-
-
 def engine_path(info: GraphInfo, shapes: dict[str, list[int]], plan: BuildPlan, trt_version: str) -> Path:
     h = hashlib.sha256()
     data_files = [info.path, *sorted(info.path.parent.glob(info.path.name + ".data"))]

@@ -25,9 +25,7 @@ def register(sub: Any) -> None:
     )
     s.add_argument("sources", nargs="+", metavar="SOURCE")
     s.add_argument("--model", required=True, help="an edgemem ONNX graph, a preset name or a YAML config")
-    s.add_argument(
-        "--checkpoint", help="weights for a preset/config (.pyth); default: the preset's shipped weights"
-    )
+    s.add_argument("--checkpoint", help="weights for a preset/config (.pyth); default: the preset's shipped weights")
     s.add_argument(
         "--random-weights", action="store_true",
         help="stream a preset/config without trained weights (timing only: its classes mean nothing)",

@@ -189,7 +189,10 @@ def test_int8_with_bf16_for_what_stays_float(data: Path, graphs: dict[str, Path]
     base = ["eval", str(graphs["nncf"]), "--data", str(data), "--precision", "int8+bf16"]
     assert main([*base, "--runtime", "ort-cpu"]) == 2
     assert "no bf16 mode" in capsys.readouterr().err
-    assert main(["eval", str(graphs["f32"]), "--data", str(data), "--precision", "int8+bf16", "--runtime", "openvino"]) == 2
+    assert (
+        main(["eval", str(graphs["f32"]), "--data", str(data), "--precision", "int8+bf16", "--runtime", "openvino"])
+        == 2
+    )
     assert "needs a graph exported in int8, this one is f32" in capsys.readouterr().err
     if not check("openvino").available:
         pytest.skip(check("openvino").detail)

@@ -194,9 +194,10 @@ def test_graph_cache_keys_on_checkpoint_content(tmp_path: Path) -> None:
     ckpt.write_bytes(b"two")
     second = GraphKey.of("mvit_tiny", weights_id(ckpt), batch=1)
     assert first.filename() != second.filename() and first.filename().startswith("mvit_tiny-b1-f32-fs1-")
-    assert GraphKey.of("mvit_tiny", "random", batch=1, precision="fp16").filename() != GraphKey.of(
-        "mvit_tiny", "random", batch=1
-    ).filename()
+    assert (
+        GraphKey.of("mvit_tiny", "random", batch=1, precision="fp16").filename()
+        != GraphKey.of("mvit_tiny", "random", batch=1).filename()
+    )
     assert GraphKey.of("mvit_tiny", "random", batch=1).edgemem and weights_id() == "random"
 
 

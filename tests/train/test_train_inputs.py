@@ -38,10 +38,18 @@ def test_missing_csv_and_unknown_model(tmp_path: Path, data: Path, capsys) -> No
     _fails(["train", "mvit_tiny", "--data", str(data), "--out", str(run), "--memory-lr-scale", "10"], capsys, "MeMViT")
     _fails(["train", "memvit_tiny", "--data", str(data), "--out", str(run), "--memory-lr-scale", "0"], capsys, "> 0")
     _fails(["train", "mvit_tiny", "--data", str(data), "--out", str(run), "--memory-sampler", "win4"], capsys, "MeMViT")
-    _fails(["train", "memvit_tiny", "--data", str(data), "--out", str(run), "--memory-sampler", "ring4"], capsys, "sampler")
-    for block, why in (("2-5-gap4", "BLOCK:ATTN_MAX_LEN:SAMPLER"), ("1:5:gap4", "not memory blocks"), ("0:1:all", "ATTN")):
+    _fails(
+        ["train", "memvit_tiny", "--data", str(data), "--out", str(run), "--memory-sampler", "ring4"], capsys, "sampler"
+    )
+    for block, why in (
+        ("2-5-gap4", "BLOCK:ATTN_MAX_LEN:SAMPLER"),
+        ("1:5:gap4", "not memory blocks"),
+        ("0:1:all", "ATTN"),
+    ):
         _fails(["train", "memvit_tiny", "--data", str(data), "--out", str(run), "--memory-block", block], capsys, why)
-    _fails(["train", "mvit_tiny", "--data", str(data), "--out", str(run), "--memory-block", "0:3:all"], capsys, "MeMViT")
+    _fails(
+        ["train", "mvit_tiny", "--data", str(data), "--out", str(run), "--memory-block", "0:3:all"], capsys, "MeMViT"
+    )
     assert not run.exists()
 
 
