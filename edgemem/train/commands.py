@@ -23,7 +23,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", metavar="MODEL", help="preset name, e.g. memvit_tiny, mvit_tiny, cm_slow_tiny")
     p.add_argument("--data", required=True, metavar="DIR", help="dataset folder with train.csv and val.csv")
     p.add_argument("--out", required=True, metavar="RUN", help="run folder to create (or to --resume)")
-    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="default: 30, or enough for 9,600 training videos seen on fewer than 320 (at most 60); "
+        "with --resume, the run's own",
+    )
     p.add_argument("--batch-size", type=int, default=None, help="videos (slots) per step and process")
     p.add_argument("--lr", type=float, default=None, help="base learning rate (default per optimizer)")
     p.add_argument("--optimizer", choices=("sgd", "adamw"), default="adamw")

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
+import math
 import os
 import time
 from collections.abc import Callable
@@ -24,7 +27,12 @@ from edgemem.train.loop import LoopConfig, LoopState, train
 from edgemem.train.memory_layout import memory_layout
 from edgemem.train.optim import build_optimizer
 
-# Defaults that train the tiny presets from scratch on a long-range task in 30 epochs (docs/TRAINING.md).
+# Defaults that train the tiny presets from scratch on a long-range task (docs/TRAINING.md).
+DEFAULT_EPOCHS = 30
+# A small dataset trains for more epochs: until DEFAULT_VIDEOS_SEEN training videos have been seen, at most
+# MAX_DEFAULT_EPOCHS. Memory's late start on 160-video sets is counted in videos seen (docs/TRAINING.md).
+DEFAULT_VIDEOS_SEEN = 9600
+MAX_DEFAULT_EPOCHS = 60
 DEFAULT_LR = {"adamw": 2e-3, "sgd": 0.1}
 DEFAULT_WD = {"adamw": 0.05, "sgd": 1e-4}
 DEFAULT_BATCH = {"clip": 16, "memvit": 8, "cm": 8}
@@ -42,7 +50,7 @@ class TrainOptions:
     model: str
     data: str
     out: str
-    epochs: int = 30
+    epochs: int | None = None  # default: default_epochs(training videos), or the run's own on --resume
     batch_size: int | None = None
     lr: float | None = None
     optimizer: str = "adamw"
@@ -79,7 +87,7 @@ class TrainOptions:
         return cls(**{k: v for k, v in vars(args).items() if k in names})
 
     def check(self) -> None:
-        if self.epochs < 1:
+        if self.epochs is not None and self.epochs < 1:
             raise InputError(f"--epochs must be >= 1, got {self.epochs}")
         if self.batch_size is not None and self.batch_size < 1:
             raise InputError(f"--batch-size must be >= 1, got {self.batch_size}")
@@ -103,6 +111,28 @@ class TrainOptions:
             raise InputError(f"--infusion-warmup must be >= 0, got {self.infusion_warmup}")
         if self.workers < 0:
             raise InputError(f"--workers must be >= 0, got {self.workers}")
+
+
+def default_epochs(train_videos: int) -> int:
+    """Epochs when ``--epochs`` is not given: 30, or enough for 9,600 training videos seen on a smaller
+    set (fewer than 320 videos), at most 60."""
+    needed = math.ceil(DEFAULT_VIDEOS_SEEN / max(train_videos, 1))
+    return min(max(DEFAULT_EPOCHS, needed), MAX_DEFAULT_EPOCHS)
+
+
+def _epochs_of_run(run: Path) -> int | None:
+    """The ``--epochs`` a run was started with (its config.json), for ``--resume`` without the option."""
+    try:
+        epochs = json.loads((run / "config.json").read_text())["options"]["epochs"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return int(epochs) if isinstance(epochs, int) and epochs >= 1 else None
+
+
+def _epochs(opts: TrainOptions) -> int:
+    if opts.epochs is None:
+        raise TypeError("TrainOptions.epochs is resolved by run_training")
+    return opts.epochs
 
 
 def family_of(model: StreamingModel) -> str:
@@ -144,7 +174,7 @@ def _infusion_warmup(opts: TrainOptions, infusion: str) -> int:
     """Epochs of residual infusion before gating: the option, or by default a third of the epochs."""
     if opts.infusion_warmup is not None:
         return opts.infusion_warmup
-    return opts.epochs // DEFAULT_INFUSION_WARMUP_DIV if infusion == "gating" else 0
+    return _epochs(opts) // DEFAULT_INFUSION_WARMUP_DIV if infusion == "gating" else 0
 
 
 def _cm_of(model: StreamingModel) -> CollaborativeMemory:
@@ -206,6 +236,9 @@ def run_training(opts: TrainOptions) -> dict[str, Any] | None:
         raise CheckpointError(f"--resume: {run} holds no checkpoint to resume from")
     if not opts.resume and run.exists() and any(run.iterdir()):
         raise InputError(f"{run} already holds a run: use --resume, or another --out")
+    if opts.epochs is None:
+        own = _epochs_of_run(run) if opts.resume else None
+        opts = dataclasses.replace(opts, epochs=own or default_epochs(len(train_items)))
     torch.manual_seed(opts.seed)  # the initial weights (DDP broadcasts rank 0's anyway)
     model = _build_model(opts, num_classes, {})
     family = family_of(model)
@@ -234,8 +267,8 @@ def run_training(opts: TrainOptions) -> dict[str, Any] | None:
         raise InputError("--infusion-warmup applies to CM models only")
     if opts.infusion_warmup and family == "cm" and _cm_of(model).infusion != "gating":
         raise InputError("--infusion-warmup warms up a gating model with the residual infusion; this one is residual")
-    if opts.infusion_warmup is not None and opts.infusion_warmup >= opts.epochs:
-        raise InputError(f"--infusion-warmup {opts.infusion_warmup} leaves no gating epoch of --epochs {opts.epochs}")
+    if opts.infusion_warmup is not None and opts.infusion_warmup >= _epochs(opts):
+        raise InputError(f"--infusion-warmup {opts.infusion_warmup} leaves no gating epoch of --epochs {_epochs(opts)}")
     if opts.clips_per_video is not None and family != "cm":
         raise InputError("--clips-per-video applies to CM models only")
     if opts.memory_grad is not None and family != "memvit":
@@ -276,7 +309,8 @@ def _train(
     batch = opts.batch_size or DEFAULT_BATCH[family]
     lr = opts.lr if opts.lr is not None else DEFAULT_LR[opts.optimizer]
     wd = opts.weight_decay if opts.weight_decay is not None else DEFAULT_WD[opts.optimizer]
-    warmup = opts.warmup_epochs if opts.warmup_epochs is not None else min(DEFAULT_WARMUP, opts.epochs / 5)
+    epochs = _epochs(opts)
+    warmup = opts.warmup_epochs if opts.warmup_epochs is not None else min(DEFAULT_WARMUP, epochs / 5)
     resolved = asdict(opts) | {
         "family": family,
         "batch_size": batch,
@@ -317,8 +351,8 @@ def _train(
             best_top1=float(ts.get("best_top1", -1.0)),
             history=list(ts.get("history", [])),
         )
-        if state.epoch >= opts.epochs:
-            raise InputError(f"{run} already finished {state.epoch} epochs (--epochs {opts.epochs})")
+        if state.epoch >= epochs:
+            raise InputError(f"{run} already finished {state.epoch} epochs (--epochs {epochs})")
     torch.manual_seed(opts.seed + 1000 * info.rank)
     card = model.model_card()
     if card.class_names is None:
@@ -330,10 +364,10 @@ def _train(
         config = {"options": resolved, "model_card": card.to_json(), "init": init_note, "dataset": str(Path(opts.data))}
         write_json(run / "config.json", config)
     loop_cfg = LoopConfig(
-        epochs=opts.epochs,
+        epochs=epochs,
         base_lr=lr,
         warmup_epochs=warmup,
-        hold_epochs=resolved["lr_hold"] * opts.epochs,
+        hold_epochs=resolved["lr_hold"] * epochs,
         clip_grad=opts.clip_grad or None,
         precision=precision,
         eval_every=opts.eval_every,

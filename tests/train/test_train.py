@@ -14,7 +14,9 @@ from conftest import TINY_TRAIN as TINY
 
 from edgemem.cli import main
 from edgemem.models.checkpoint import read_pyth
+from edgemem.train import trainer
 from edgemem.train.checkpoints import load_trained
+from edgemem.train.trainer import default_epochs
 
 
 def _train(args: list[str]) -> int:
@@ -92,6 +94,28 @@ def test_resume_gives_the_same_state(data: Path, tmp_path: Path) -> None:
     s_opt, r_opt = straight["optimizer_state"]["state"], resumed["optimizer_state"]["state"]
     for i in s_opt:
         torch.testing.assert_close(r_opt[i]["exp_avg"], s_opt[i]["exp_avg"], rtol=0, atol=0)
+
+
+def test_default_epochs_see_9600_training_videos_at_most_60() -> None:
+    assert [default_epochs(n) for n in (1, 160, 200, 320, 5000)] == [60, 60, 48, 30, 30]
+
+
+def test_epochs_default_by_dataset_size_and_resume_keeps_the_runs_own(
+    data: Path, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without --epochs a run trains default_epochs(its training videos) (here stood in for by 2, so the
+    test stays short); a resume without it continues to the run's own --epochs, not to that default."""
+    asked: list[int] = []
+    monkeypatch.setattr(trainer, "default_epochs", lambda videos: asked.append(videos) or 2)
+    common = ["--data", str(data), "--batch-size", "2", "--threads", "1", "--eval-every", "0"]
+    assert _train(["mvit_tiny", *common, "--out", str(tmp_path / "d")]) == 0
+    assert asked == [4] and json.loads((tmp_path / "d" / "config.json").read_text())["options"]["epochs"] == 2
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["epochs"] == 2
+    run = tmp_path / "one"
+    assert _train(["memvit_tiny", *common, "--out", str(run), "--epochs", "1"]) == 0
+    assert _train(["memvit_tiny", *common, "--out", str(run), "--resume"]) == 2
+    assert "already finished 1 epochs (--epochs 1)" in capsys.readouterr().err
+    assert asked == [4]
 
 
 def test_memory_sampler_option_trains_that_layout_and_resume_keeps_it(data: Path, tmp_path: Path) -> None:
