@@ -237,8 +237,12 @@ def run_training(opts: TrainOptions) -> dict[str, Any] | None:
     if not opts.resume and run.exists() and any(run.iterdir()):
         raise InputError(f"{run} already holds a run: use --resume, or another --out")
     if opts.epochs is None:
-        own = _epochs_of_run(run) if opts.resume else None
-        opts = dataclasses.replace(opts, epochs=own or default_epochs(len(train_items)))
+        if not opts.resume:
+            opts = dataclasses.replace(opts, epochs=default_epochs(len(train_items)))
+        elif (own := _epochs_of_run(run)) is not None:
+            opts = dataclasses.replace(opts, epochs=own)
+        else:
+            raise InputError(f"--resume: {run}/config.json does not say the run's --epochs: give --epochs")
     torch.manual_seed(opts.seed)  # the initial weights (DDP broadcasts rank 0's anyway)
     model = _build_model(opts, num_classes, {})
     family = family_of(model)

@@ -115,6 +115,9 @@ def test_epochs_default_by_dataset_size_and_resume_keeps_the_runs_own(
     assert _train(["memvit_tiny", *common, "--out", str(run), "--epochs", "1"]) == 0
     assert _train(["memvit_tiny", *common, "--out", str(run), "--resume"]) == 2
     assert "already finished 1 epochs (--epochs 1)" in capsys.readouterr().err
+    (run / "config.json").unlink()  # no record of the run's own: refused, not the dataset's default
+    assert _train(["memvit_tiny", *common, "--out", str(run), "--resume"]) == 2
+    assert "does not say the run's --epochs" in capsys.readouterr().err
     assert asked == [4]
 
 
