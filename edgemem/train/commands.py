@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
 
+from edgemem.atomic import AtomicFile
 from edgemem.errors import InputError
 from edgemem.precision import Precision, choices
 
@@ -159,6 +164,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--workers", type=int, default=0)
     e.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: usable CPUs)")
     e.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    e.add_argument(
+        "--predictions", metavar="CSV",
+        help="also write one row per video: path, label, predicted (the top-1 class), correct, class names",
+    )  # fmt: skip
     e.add_argument("--runtime", default=None, help="GRAPH.onnx: the runtime to score it on (default ort-cpu)")
     e.add_argument(
         "--precision", default=None, choices=choices(),
@@ -193,21 +202,51 @@ def _eval(args: argparse.Namespace) -> int:
     given = [o for o, v in (("--runtime", args.runtime), ("--precision", args.precision)) if v is not None]
     if given:
         raise InputError(f"{', '.join(given)} only apply to an exported GRAPH.onnx")
-    metrics = evaluate_checkpoint(
-        args.checkpoint,
-        args.data,
-        split=args.split,
-        views=args.views,
-        batch_size=args.batch_size,
-        workers=args.workers,
-        config=args.config,
-        view=args.view or "test",
-    )
+    with _predictions_file(args.predictions) as keep:
+        metrics = evaluate_checkpoint(
+            args.checkpoint,
+            args.data,
+            split=args.split,
+            views=args.views,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            config=args.config,
+            view=args.view or "test",
+            predictions=args.predictions is not None,
+        )
+        keep(metrics)
     if args.json:
         print(json.dumps(metrics))
     else:
         sys.stdout.write(format_report(metrics))
     return 0
+
+
+@contextmanager
+def _predictions_file(path: str | None) -> Iterator[Callable[[dict[str, Any]], None]]:
+    """Open ``path`` (a temp file beside it, so a bad path fails before scoring); the yielded function
+    moves ``metrics["predictions"]`` into it as CSV, renamed over ``path`` on success."""
+    if path is None:
+        yield lambda metrics: None
+        return
+    out = AtomicFile(path)
+
+    def keep(metrics: dict[str, Any]) -> None:
+        rows, names = metrics.pop("predictions"), metrics.get("class_names")
+        with open(out.tmp, "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(["path", "label", "predicted", "correct", "label_name", "predicted_name"])
+            for r in rows:
+                lab, pred = r["label"], r["predicted"]
+                named = [names[lab], names[pred]] if names else ["", ""]
+                w.writerow([r["path"], lab, pred, int(lab == pred), *named])
+        metrics["predictions_file"] = str(path)
+
+    try:
+        yield keep
+        out.commit()
+    finally:
+        out.discard()
 
 
 def _eval_graph(args: argparse.Namespace) -> int:
@@ -217,10 +256,12 @@ def _eval_graph(args: argparse.Namespace) -> int:
 
     if args.config is not None:
         raise InputError("--config applies to checkpoints; an exported graph carries its own model card")
-    metrics = evaluate_graph(
-        args.checkpoint, args.data, runtime=args.runtime or "ort-cpu", precision=args.precision,
-        split=args.split, views=args.views, threads=args.threads,
-    )  # fmt: skip
+    with _predictions_file(args.predictions) as keep:
+        metrics = evaluate_graph(
+            args.checkpoint, args.data, runtime=args.runtime or "ort-cpu", precision=args.precision,
+            split=args.split, views=args.views, threads=args.threads, predictions=args.predictions is not None,
+        )  # fmt: skip
+        keep(metrics)
     if args.json:
         print(json.dumps(metrics))
     else:

@@ -70,27 +70,59 @@ class _Tally:
             self.pos_count[position] += 1.0
 
     def result(self, info: DistInfo | None, skipped: int, scheme: str) -> dict[str, Any]:
-        k = min(5, self.num_classes)
+        """Top-1/top-5, per-class top-1 and the confusions (label -> top-1 class, off the diagonal)."""
+        c, k = self.num_classes, min(5, self.num_classes)
         top1 = top5 = 0.0
+        confusion = [0.0] * (c * c)  # row = label, column = top-1 class
         for v, s in self.scores.items():
-            ranked = torch.topk(s, k).indices.tolist()
+            ranked = torch.topk(s, k).indices.tolist()  # ranked[0] == _top1(s)
             top1 += float(ranked[0] == self.labels[v])
             top5 += float(self.labels[v] in ranked)
+            confusion[self.labels[v] * c + ranked[0]] += 1.0
         n = float(len(self.scores))
-        vals = [top1, top5, n, float(skipped), *self.pos_hits, *self.pos_count]
+        vals = [top1, top5, n, float(skipped), *self.pos_hits, *self.pos_count, *confusion]
         if info is not None:
             vals = all_sum(vals, info)
         top1, top5, n, skipped_f = vals[:4]
-        hits, counts = vals[4 : 4 + self.positions], vals[4 + self.positions :]
+        p = self.positions
+        hits, counts, confusion = vals[4 : 4 + p], vals[4 + p : 4 + 2 * p], vals[4 + 2 * p :]
+        rows = [confusion[i * c : (i + 1) * c] for i in range(c)]
+        confused = [[t, q, int(rows[t][q])] for t in range(c) for q in range(c) if t != q and rows[t][q]]
         return {
             "top1": top1 / n if n else 0.0,
             "top5": top5 / n if n else 0.0,
             "videos": int(n),
             "skipped": int(skipped_f),
             "scheme": scheme,
-            "clip_top1_by_position": [round(h / c, 4) if c else None for h, c in zip(hits, counts, strict=True)],
-            "clip_count_by_position": [int(c) for c in counts],
+            "clip_top1_by_position": [round(h / m, 4) if m else None for h, m in zip(hits, counts, strict=True)],
+            "clip_count_by_position": [int(m) for m in counts],
+            "per_class_top1": [round(r[i] / sum(r), 4) if sum(r) else None for i, r in enumerate(rows)],
+            "per_class_videos": [int(sum(r)) for r in rows],
+            "confusions": sorted(confused, key=lambda e: (-e[2], e[0], e[1])),
         }
+
+    def predictions(self, records: Sequence[VideoRecord]) -> list[dict[str, Any]]:
+        """One row per scored video of ``records`` (the list the dataset indexed): path, label, top-1 class."""
+        return [
+            {"path": records[v].path, "label": self.labels[v], "predicted": _top1(self.scores[v])}
+            for v in sorted(self.scores)
+        ]
+
+
+def _top1(scores: Tensor) -> int:
+    return int(torch.topk(scores, 1).indices[0])
+
+
+def _finish(
+    tally: _Tally, records: Sequence[VideoRecord], info: DistInfo | None, skipped: int, scheme: str, predictions: bool
+) -> dict[str, Any]:
+    """The tally's metrics, with ``predictions`` (one row per video) when asked: single-process only."""
+    metrics = tally.result(info, skipped, scheme)
+    if predictions:
+        if info is not None and info.world > 1:
+            raise InputError("per-video predictions are collected by a single process, not under torchrun")
+        metrics["predictions"] = tally.predictions(records)
+    return metrics
 
 
 def _shard(records: Sequence[VideoRecord], info: DistInfo | None) -> list[int]:
@@ -117,6 +149,7 @@ def eval_clip_model(
     batch_size: int = 16,
     workers: int = 0,
     info: DistInfo | None = None,
+    predictions: bool = False,
 ) -> dict[str, Any]:
     """Multi-view testing: ``views`` temporal x ``crops`` spatial clips, scores averaged (the card's
     ``head_act``, as the official test: softmax, sigmoid for multi-label heads, or the logits)."""
@@ -136,7 +169,7 @@ def eval_clip_model(
         for j, (v, lab, t) in enumerate(zip(batch["video"][ok], batch["label"][ok], batch["clip"][ok], strict=True)):
             tally.add_video(int(v), int(lab), probs[j])
             tally.add_clip(int(t), int(logits[j].argmax()) == int(lab))
-    return tally.result(info, len(skips.skipped), f"{views}x{crops} views, {act} averaged")
+    return _finish(tally, mine, info, len(skips.skipped), f"{views}x{crops} views, {act} averaged", predictions)
 
 
 @torch.no_grad()
@@ -147,6 +180,7 @@ def eval_streaming(
     batch_size: int = 8,
     workers: int = 0,
     info: DistInfo | None = None,
+    predictions: bool = False,
 ) -> dict[str, Any]:
     """Stream every consecutive clip of each video with memory; classify the video by its last clip."""
     model.eval()
@@ -170,7 +204,7 @@ def eval_streaming(
                 tally.add_clip(int(batch["clip"][j]), int(logits[j].argmax()) == lab)
                 if bool(batch["last"][j]):
                     tally.add_video(int(batch["video"][j]), lab, logits[j])
-    return tally.result(info, len(ds.skipped), "streamed in order, last clip's logits")
+    return _finish(tally, mine, info, len(ds.skipped), "streamed in order, last clip's logits", predictions)
 
 
 def _all_max(value: int, info: DistInfo) -> float:
@@ -191,6 +225,7 @@ def eval_cm(
     batch_size: int = 8,
     workers: int = 0,
     info: DistInfo | None = None,
+    predictions: bool = False,
 ) -> dict[str, Any]:
     """CM inference: ``views`` clips per video, memory from all of them (two scans), scores averaged."""
     from edgemem.train.cm_train import cm_clip_logits
@@ -211,7 +246,8 @@ def eval_cm(
             tally.add_video(int(v), int(lab), probs[j])
             for n in range(views):
                 tally.add_clip(n, int(logits[j, n].argmax()) == int(lab))
-    return tally.result(info, len(skips.skipped), f"{views} clips x {crops} crops, two-scan memory")
+    scheme = f"{views} clips x {crops} crops, two-scan memory"
+    return _finish(tally, mine, info, len(skips.skipped), scheme, predictions)
 
 
 def evaluate_model(
@@ -222,19 +258,21 @@ def evaluate_model(
     batch_size: int = 8,
     workers: int = 0,
     info: DistInfo | None = None,
+    predictions: bool = False,
 ) -> dict[str, Any]:
-    """Dispatch on the family (``clip``, ``memvit``, ``cm``) with the model card's clip geometry."""
+    """Dispatch on the family (``clip``, ``memvit``, ``cm``) with the model card's clip geometry;
+    ``predictions`` adds one row per video (path, label, top-1 class)."""
     geometry = model.model_card().clip
     if family == "memvit":
         if views is not None:
             raise InputError("--views applies to clip models and CM; MeMViT is scored by streaming every clip")
-        return eval_streaming(model, records, geometry, batch_size, workers, info)
+        return eval_streaming(model, records, geometry, batch_size, workers, info, predictions)
     if family == "cm":
         if not isinstance(model, CMModel):
             raise InputError(f"family 'cm' evaluates a CM model, got {type(model).__name__}")
         n = views or int(getattr(model, "clips", 0)) or DEFAULT_VIEWS
-        return eval_cm(model, records, geometry, n, batch_size=batch_size, workers=workers, info=info)
-    return eval_clip_model(model, records, geometry, views or DEFAULT_VIEWS, 1, batch_size, workers, info)
+        return eval_cm(model, records, geometry, n, 1, batch_size, workers, info, predictions)
+    return eval_clip_model(model, records, geometry, views or DEFAULT_VIEWS, 1, batch_size, workers, info, predictions)
 
 
 def evaluate_checkpoint(
@@ -246,6 +284,7 @@ def evaluate_checkpoint(
     workers: int = 0,
     config: str | os.PathLike[str] | None = None,
     view: str = "test",
+    predictions: bool = False,
 ) -> dict[str, Any]:
     """``edgemem eval``: load a run's best checkpoint (or a ``.pyth``) and score ``split`` of ``data``.
 
@@ -262,21 +301,36 @@ def evaluate_checkpoint(
         ckpt: dict[str, Any] = {}
     else:
         model, ckpt = load_trained(path)
-    records = VideoDir(data, num_classes=model.num_classes).split(split)
+    vdir = VideoDir(data, num_classes=model.num_classes)
     family = family_of(model)
-    metrics = evaluate_model(model, family, records, views, batch_size, workers)
+    metrics = evaluate_model(model, family, vdir.split(split), views, batch_size, workers, predictions=predictions)
     card = model.model_card()
     return metrics | {
         "checkpoint": str(path), "epoch": int(ckpt.get("epoch", 0)), "split": split,
-        "view": card.view, "crop_size": card.clip.crop_size,
+        "view": card.view, "crop_size": card.clip.crop_size, "class_names": class_names(vdir, card.class_names),
     }  # fmt: skip
 
 
-def format_report(m: dict[str, Any]) -> str:
-    """Human-readable ``edgemem eval`` output."""
+def class_names(vdir: VideoDir, card_names: Sequence[str] | None) -> list[str] | None:
+    """The dataset's class names (``classes.txt``), else the model card's, else None."""
+    names = vdir.class_names or (list(card_names) if card_names else None)
+    return names if names and len(names) == vdir.num_classes else None
+
+
+def format_report(m: dict[str, Any], classes_listed: int = 10) -> str:
+    """Human-readable ``edgemem eval`` output: with more than ``classes_listed`` classes, the per-class
+    line lists the lowest ``classes_listed // 2``."""
+    names = m.get("class_names") or [str(i) for i in range(len(m["per_class_top1"]))]
+    scored = [(a, i) for i, a in enumerate(m["per_class_top1"]) if a is not None]
+    shown = scored if len(names) <= classes_listed else sorted(scored)[: classes_listed // 2]
+    head = "per-class top-1 (videos)" if len(shown) == len(scored) else f"lowest per-class top-1 of {len(scored)}"
+    confused = m["confusions"][:5]
     lines = [
         f"{m['split']}: {m['videos']} videos ({m['skipped']} unreadable skipped), {m['scheme']}",
         f"  top-1 {m['top1']:.4f}   top-5 {m['top5']:.4f}",
+        f"  {head}: " + "  ".join(f"{names[i]} {a:.3f} ({m['per_class_videos'][i]})" for a, i in shown),
+        "  most confused (label -> top-1: videos): "
+        + ("none" if not confused else "; ".join(f"{names[t]} -> {names[q]}: {n}" for t, q, n in confused)),
         "  clip top-1 by temporal position: "
         + " ".join("-" if a is None else f"{a:.3f}" for a in m["clip_top1_by_position"]),
     ]

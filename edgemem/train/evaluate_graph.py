@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 from edgemem.data.datasets import ClipDataset, SkipTally, StreamingDataset, VideoDir, stack_batch
 from edgemem.data.samplers import StreamingBatchSampler
 from edgemem.precision import of_graph
-from edgemem.train.evaluate import DEFAULT_VIEWS, _Tally
+from edgemem.train.evaluate import DEFAULT_VIEWS, _finish, _Tally, class_names
 
 
 def _stream(session: Any, ds: StreamingDataset, tally: _Tally) -> None:
@@ -68,8 +68,10 @@ def evaluate_graph(
     split: str = "val",
     views: int | None = None,
     threads: int | None = None,
+    predictions: bool = False,
 ) -> dict[str, Any]:
-    """Score ``graph`` on ``split`` of ``data`` through ``runtime`` (see the module docstring)."""
+    """Score ``graph`` on ``split`` of ``data`` through ``runtime`` (see the module docstring);
+    ``predictions`` adds one row per video (path, label, top-1 class)."""
     from edgemem.contract import read_contract
     from edgemem.runtimes import open_session
     from edgemem.runtimes.precisions import run_graph_options
@@ -78,7 +80,8 @@ def evaluate_graph(
     have = of_graph(contract.export, contract.quantized)
     run, options = run_graph_options(runtime, have, precision)
     with open_session(graph, runtime, threads=threads, **options) as session:
-        records = VideoDir(data, num_classes=session.num_classes).split(split)
+        vdir = VideoDir(data, num_classes=session.num_classes)
+        records, names = vdir.split(split), class_names(vdir, session.model_card.class_names)
         geometry = session.model_card.clip
         if contract.state:
             ds = StreamingDataset(records, geometry, train=False)
@@ -93,8 +96,9 @@ def evaluate_graph(
             skipped, scheme = len(skips.skipped), f"{n}x1 views, softmax averaged"
         # OpenVINO: the runtime precision of each compiled GEMM/convolution (an int8 graph's i8/u8 kernels)
         kernels = session.kernel_precisions() if hasattr(session, "kernel_precisions") else None
-    metrics = tally.result(None, skipped, scheme)
+    metrics = _finish(tally, records, None, skipped, scheme, predictions)
     return metrics | {
+        "class_names": names,
         "graph": str(graph),
         "runtime": runtime,
         "graph_precision": have.value,

@@ -160,10 +160,11 @@ def test_ort_static_int8_agrees_with_f32_over_a_stream(data: Path, graphs: dict[
 def test_eval_graph_matches_the_checkpoint_protocol(data: Path, graphs: dict[str, Path], capsys) -> None:
     from edgemem.data.datasets import VideoDir
 
-    ref = evaluate_model(_model(), "memvit", VideoDir(data, num_classes=2).split("val"))
-    got = evaluate_graph(graphs["f32"], data, runtime="ort-cpu")
+    ref = evaluate_model(_model(), "memvit", VideoDir(data, num_classes=2).split("val"), predictions=True)
+    got = evaluate_graph(graphs["f32"], data, runtime="ort-cpu", predictions=True)
     assert got["videos"] == ref["videos"] == 2 and got["top1"] == ref["top1"] and got["top5"] == ref["top5"]
-    assert got["clip_top1_by_position"] == ref["clip_top1_by_position"]
+    for key in ("clip_top1_by_position", "per_class_top1", "per_class_videos", "confusions", "predictions"):
+        assert got[key] == ref[key], key
     assert main(["eval", str(graphs["nncf"]), "--data", str(data), "--runtime", "ort-cpu", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["graph_precision"] == "int8" and out["videos"] == 2 and out["scheme"].startswith("streamed")

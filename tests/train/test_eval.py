@@ -189,3 +189,55 @@ def test_every_shipped_card_loads_its_weights() -> None:
     for name, card in cards.items():
         assert pretrained.zoo_dir() / card["file"] == Path(card["path"]), name
         assert not create_model(name).training, name  # loaded with its sha256 checked, in eval mode
+
+
+def test_per_class_top1_confusions_and_predictions(data: Path) -> None:
+    """Per-class top-1 and the confusions are the video-level top-1 tallied by label; the predictions
+    list one row per video in dataset order."""
+    torch.set_num_threads(1)
+    model = _model("mvit_tiny")
+    records = VideoDir(data).split("val")
+    m = eval_clip_model(model, records, model.model_card().clip, views=2, batch_size=4, predictions=True)
+    rows = m["predictions"]
+    assert [r["path"] for r in rows] == [r.path for r in records]
+    assert m["top1"] == sum(r["label"] == r["predicted"] for r in rows) / len(rows)
+    for c in range(4):
+        mine = [r for r in rows if r["label"] == c]
+        assert m["per_class_videos"][c] == len(mine)
+        want = sum(r["predicted"] == c for r in mine) / len(mine) if mine else None
+        assert m["per_class_top1"][c] == (None if want is None else round(want, 4))
+    pairs = [(r["label"], r["predicted"]) for r in rows if r["label"] != r["predicted"]]
+    assert sorted((t, q) for t, q, _ in m["confusions"]) == sorted(set(pairs))
+    assert all(n == pairs.count((t, q)) for t, q, n in m["confusions"])
+
+
+def test_eval_cli_writes_predictions_csv(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--predictions CSV``: one row per video with names from classes.txt; a path that cannot be
+    written fails in one line before scoring, and leaves nothing."""
+    import csv
+    import json
+
+    from edgemem.cli import main
+
+    torch.manual_seed(0)
+    model = create_model("memvit_tiny", num_classes=4)
+    ckpts.save_epoch(tmp_path / "run", ckpts.make_payload(model, None, 1, model.model_card(), {}), best=True)
+    out = tmp_path / "preds" / "val.csv"
+    assert main(["eval", str(tmp_path / "run"), "--data", str(data), "--predictions", str(out), "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert "predictions" not in metrics and metrics["predictions_file"] == str(out)
+    rows = list(csv.DictReader(out.open()))
+    names = VideoDir(data).class_names
+    assert len(rows) == metrics["videos"] == 3 and names
+    assert [r["path"] for r in rows] == [r.path for r in VideoDir(data).split("val")]
+    assert all(r["label_name"] == names[int(r["label"])] for r in rows)
+    assert sum(int(r["correct"]) for r in rows) / 3 == metrics["top1"]
+    assert main(["eval", str(tmp_path / "run"), "--data", str(data)]) == 0
+    report = capsys.readouterr().out
+    assert "per-class top-1 (videos): " in report and "most confused (label -> top-1: videos): " in report
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    assert main(["eval", str(tmp_path / "run"), "--data", str(data), "--predictions", str(blocked / "p.csv")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "cannot write" in err
+    assert sorted(p.name for p in (tmp_path / "preds").iterdir()) == ["val.csv"]  # no temp file left
