@@ -115,3 +115,30 @@ def test_bad_inputs_are_clear_errors() -> None:
         CollaborativeMemory(16, interaction="maxpool")
     with pytest.raises(UnsupportedError):
         CollaborativeMemory(16, infusion="concat")
+
+
+@pytest.mark.parametrize("infusion", ["residual", "gating"])
+def test_video_logit_against_the_count_of_one_clip_kind(infusion: str) -> None:
+    """Why residual CM cannot learn a parity of 3 cues (docs/CM.md): with r of 3 cue clips "red" and
+    3 - r "blue", the residual variant's mean clip logit (GAP, then a linear head) is exactly quadratic
+    in r (third finite difference 0), so it cannot alternate in sign over r = 0..3; gating's is not."""
+    torch.manual_seed(0)
+    d, k = 32, 6
+    red, blue, others = torch.randn(k, d), torch.randn(k, d), torch.randn(2, k, d)
+    third = []
+    for _ in range(5):
+        cm = CollaborativeMemory(d, 4, infusion=infusion).double()
+        with torch.no_grad():
+            for p in cm.parameters():
+                p.normal_(0.0, 1.0)
+        head = torch.randn(d, dtype=torch.float64)
+        f = []
+        for r in range(4):
+            x = torch.stack([*[red] * r, *[blue] * (3 - r), *others])[None].double()
+            with torch.no_grad():
+                f.append(float((cm(x).mean(2) @ head).mean()))
+        third.append(abs(f[3] - 3 * f[2] + 3 * f[1] - f[0]) / max(abs(v) for v in f))
+    if infusion == "residual":
+        assert max(third) < 1e-9
+    else:
+        assert min(third) > 1e-3
