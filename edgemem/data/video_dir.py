@@ -103,6 +103,18 @@ def _read_csv(path: Path, root: Path) -> list[VideoRecord]:
     return records
 
 
+def readable_count(records: Sequence[VideoRecord]) -> int:
+    """How many of ``records`` open and probe (what training will see, less videos truncated mid-stream)."""
+    n = 0
+    for rec in records:
+        try:
+            with VideoReader(rec.path):
+                n += 1
+        except DECODE_ERRORS:
+            pass
+    return n
+
+
 def decode_error(path: str, e: BaseException) -> str:
     return str(e) if isinstance(e, VideoError) else f"{path}: {type(e).__name__}: {e}"
 

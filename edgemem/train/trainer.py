@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -26,6 +27,11 @@ from edgemem.train.distributed import DistInfo, init_distributed, shutdown, wrap
 from edgemem.train.loop import LoopConfig, LoopState, train
 from edgemem.train.memory_layout import memory_layout
 from edgemem.train.optim import build_optimizer
+
+if TYPE_CHECKING:
+    from edgemem.data.video_dir import VideoRecord
+
+log = logging.getLogger(__name__)
 
 # Defaults that train the tiny presets from scratch on a long-range task (docs/TRAINING.md).
 DEFAULT_EPOCHS = 30
@@ -118,6 +124,20 @@ def default_epochs(train_videos: int) -> int:
     set (fewer than 320 videos), at most 60."""
     needed = math.ceil(DEFAULT_VIDEOS_SEEN / max(train_videos, 1))
     return min(max(DEFAULT_EPOCHS, needed), MAX_DEFAULT_EPOCHS)
+
+
+def _default_epochs_of(records: Sequence[VideoRecord]) -> int:
+    """``default_epochs`` of the videos training will see: on a set small enough for the count to
+    matter, the unreadable ones (skipped in training) are not counted."""
+    from edgemem.data.video_dir import readable_count
+
+    listed = len(records)
+    readable = listed if listed * DEFAULT_EPOCHS >= DEFAULT_VIDEOS_SEEN else readable_count(records)
+    epochs = default_epochs(readable)
+    if readable < listed:
+        log.warning("%d of %d training videos are unreadable: --epochs defaults to %d for the other %d",
+                    listed - readable, listed, epochs, readable)  # fmt: skip
+    return epochs
 
 
 def _epochs_of_run(run: Path) -> int | None:
@@ -238,7 +258,7 @@ def run_training(opts: TrainOptions) -> dict[str, Any] | None:
         raise InputError(f"{run} already holds a run: use --resume, or another --out")
     if opts.epochs is None:
         if not opts.resume:
-            opts = dataclasses.replace(opts, epochs=default_epochs(len(train_items)))
+            opts = dataclasses.replace(opts, epochs=_default_epochs_of(train_items))
         elif (own := _epochs_of_run(run)) is not None:
             opts = dataclasses.replace(opts, epochs=own)
         else:

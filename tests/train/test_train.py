@@ -121,6 +121,26 @@ def test_epochs_default_by_dataset_size_and_resume_keeps_the_runs_own(
     assert asked == [4]
 
 
+def test_default_epochs_count_only_readable_training_videos(
+    data: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Unreadable training videos are skipped in training, so the --epochs default does not count them
+    (here 2 of 6 listed: a missing file and a zero-length one), and says so."""
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(data, root)
+    (root / "empty.mp4").write_bytes(b"")
+    with (root / "train.csv").open("a") as f:
+        f.write("missing.mp4 0\nempty.mp4 1\n")
+    asked: list[int] = []
+    monkeypatch.setattr(trainer, "default_epochs", lambda videos: asked.append(videos) or 2)
+    common = ["--data", str(root), "--batch-size", "2", "--threads", "1", "--eval-every", "0"]
+    assert _train(["mvit_tiny", *common, "--out", str(tmp_path / "run")]) == 0
+    assert asked[-1] == 4 and json.loads((tmp_path / "run" / "config.json").read_text())["options"]["epochs"] == 2
+    assert "2 of 6 training videos are unreadable" in caplog.text
+
+
 def test_memory_sampler_option_trains_that_layout_and_resume_keeps_it(data: Path, tmp_path: Path) -> None:
     """``--memory-sampler win2``: the run's card (and the model rebuilt from it) has the window layout; a
     resume without the option asks for another model and is refused."""
