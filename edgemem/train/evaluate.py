@@ -321,14 +321,20 @@ def format_report(m: dict[str, Any], classes_listed: int = 10) -> str:
     """Human-readable ``edgemem eval`` output: with more than ``classes_listed`` classes, the per-class
     line lists the lowest ``classes_listed // 2``."""
     names = m.get("class_names") or [str(i) for i in range(len(m["per_class_top1"]))]
-    scored = [(a, i) for i, a in enumerate(m["per_class_top1"]) if a is not None]
-    shown = scored if len(names) <= classes_listed else sorted(scored)[: classes_listed // 2]
-    head = "per-class top-1 (videos)" if len(shown) == len(scored) else f"lowest per-class top-1 of {len(scored)}"
+    if len(names) <= classes_listed:
+        shown, head = list(enumerate(m["per_class_top1"])), "per-class top-1 (videos)"
+    else:
+        scored = sorted((a, i) for i, a in enumerate(m["per_class_top1"]) if a is not None)
+        shown = [(i, a) for a, i in scored[: classes_listed // 2]]
+        head = f"lowest per-class top-1 (videos), {len(shown)} of the {len(scored)} classes with videos"
+    per_class = "  ".join(
+        f"{names[i]} {'-' if a is None else f'{a:.3f}'} ({m['per_class_videos'][i]})" for i, a in shown
+    )
     confused = m["confusions"][:5]
     lines = [
         f"{m['split']}: {m['videos']} videos ({m['skipped']} unreadable skipped), {m['scheme']}",
         f"  top-1 {m['top1']:.4f}   top-5 {m['top5']:.4f}",
-        f"  {head}: " + "  ".join(f"{names[i]} {a:.3f} ({m['per_class_videos'][i]})" for a, i in shown),
+        f"  {head}: {per_class}",
         "  most confused (label -> top-1: videos): "
         + ("none" if not confused else "; ".join(f"{names[t]} -> {names[q]}: {n}" for t, q, n in confused)),
         "  clip top-1 by temporal position: "

@@ -241,3 +241,17 @@ def test_eval_cli_writes_predictions_csv(data: Path, tmp_path: Path, capsys: pyt
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "cannot write" in err
     assert sorted(p.name for p in (tmp_path / "preds").iterdir()) == ["val.csv"]  # no temp file left
+
+
+def test_report_lists_the_lowest_classes_when_there_are_many() -> None:
+    from edgemem.train.evaluate import format_report
+
+    per_class = [None, *[i / 20 for i in range(19)]]
+    m = {
+        "split": "val", "videos": 57, "skipped": 0, "scheme": "s", "top1": 0.5, "top5": 0.9,
+        "clip_top1_by_position": [0.5], "per_class_top1": per_class, "per_class_videos": [0] + [3] * 19,
+        "confusions": [[3, 4, 2]], "class_names": [f"c{i}" for i in range(20)],
+    }  # fmt: skip
+    report = format_report(m)
+    assert "lowest per-class top-1 (videos), 5 of the 19 classes with videos: c1 0.000 (3)  c2 0.050 (3)" in report
+    assert "c6 " not in report and "c3 -> c4: 2" in report
