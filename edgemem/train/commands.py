@@ -144,8 +144,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="video-level top-1/top-5 of a trained run or checkpoint",
         description="Score a run (its best checkpoint) or a .pyth on DIR/<split>.csv the way its family "
         "infers: multi-view averaging for clip models, streaming over the whole video for MeMViT "
-        "(prediction from the last clip), two-scan memory for CM. Also clip-level accuracy by "
-        "temporal position.",
+        "(prediction from the last clip), two-scan memory for CM. Also top-1 per class, the most "
+        "confused class pairs and clip-level accuracy by temporal position.",
     )
     e.add_argument("checkpoint", metavar="RUN_OR_CHECKPOINT", help="a run, a .pyth, or an exported GRAPH.onnx")
     e.add_argument(
