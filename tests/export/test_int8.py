@@ -157,7 +157,9 @@ def test_ort_static_int8_agrees_with_f32_over_a_stream(data: Path, graphs: dict[
     assert 0 < logits.max_abs < 0.5
 
 
-def test_eval_graph_matches_the_checkpoint_protocol(data: Path, graphs: dict[str, Path], capsys) -> None:
+def test_eval_graph_matches_the_checkpoint_protocol(data: Path, graphs: dict[str, Path], capsys, tmp_path) -> None:
+    import csv
+
     from edgemem.data.datasets import VideoDir
 
     ref = evaluate_model(_model(), "memvit", VideoDir(data, num_classes=2).split("val"), predictions=True)
@@ -165,9 +167,14 @@ def test_eval_graph_matches_the_checkpoint_protocol(data: Path, graphs: dict[str
     assert got["videos"] == ref["videos"] == 2 and got["top1"] == ref["top1"] and got["top5"] == ref["top5"]
     for key in ("clip_top1_by_position", "per_class_top1", "per_class_videos", "confusions", "predictions"):
         assert got[key] == ref[key], key
-    assert main(["eval", str(graphs["nncf"]), "--data", str(data), "--runtime", "ort-cpu", "--json"]) == 0
+    csv_path = tmp_path / "int8.csv"
+    args = ["eval", str(graphs["nncf"]), "--data", str(data), "--runtime", "ort-cpu", "--json"]
+    assert main([*args, "--predictions", str(csv_path)]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["graph_precision"] == "int8" and out["videos"] == 2 and out["scheme"].startswith("streamed")
+    rows = list(csv.DictReader(csv_path.open()))
+    assert [r["path"] for r in rows] == [p["path"] for p in ref["predictions"]]
+    assert sum(int(r["correct"]) for r in rows) / 2 == out["top1"] and "predictions" not in out
     assert main(["eval", str(graphs["f32"]), "--data", str(data), "--runtime", "ort-cpu", "--precision", "bf16"]) == 2
     # --precision names what runs: the int8 graph's own is accepted, another one is refused, not ignored
     assert main(["eval", str(graphs["ort"]), "--data", str(data), "--precision", "int8", "--json"]) == 0
