@@ -16,7 +16,7 @@ from typing import Any
 
 import av
 
-from edgemem.data.video import VideoError, VideoReader
+from edgemem.data.video import VideoError, VideoReader, probe
 from edgemem.errors import InputError
 
 # What reading one video may raise (corrupt streams surface in FFmpeg or as odd frames); a video
@@ -108,10 +108,10 @@ def readable_count(records: Sequence[VideoRecord]) -> int:
     n = 0
     for rec in records:
         try:
-            with VideoReader(rec.path):
-                n += 1
+            probe(rec.path)
         except DECODE_ERRORS:
-            pass
+            continue
+        n += 1
     return n
 
 
