@@ -203,7 +203,8 @@ def generate(
     codec: str = "mpeg4",
     options: TaskOptions | None = None,
 ) -> dict:
-    """Write the task's dataset to ``out`` (train.csv, val.csv, classes.txt, task.json, videos/).
+    """Write the task's dataset to ``out`` (train.csv, val.csv, classes.txt, task.json, videos/, and
+    cues.csv: each video's cue colours in time order, for reading errors by cue).
 
     Built in a temporary sibling directory and moved into place, so ``out`` is complete or absent.
     Returns the task meta.
@@ -222,6 +223,7 @@ def generate(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
+        cue_lines = ["path,cues\n"]
         for split_id, (split, n) in enumerate((("train", videos), ("val", val))):
             (tmp / "videos" / split).mkdir(parents=True)
             lines = []
@@ -232,11 +234,13 @@ def generate(
                     cues = task.sample_cues(rng)
                     frames, label = render_relation(task, cues, size, rng), task.label_of(cues)
                 else:
-                    a, b = task.sample_cues(rng)
-                    frames, label = render_video(task, a, b, size, rng), task.label_of(a, b)
+                    cues = task.sample_cues(rng)
+                    frames, label = render_video(task, *cues, size, rng), task.label_of(*cues)
                 write_video(tmp / rel, frames, fps=task.fps, codec=codec, gop=gop)
                 lines.append(f"{rel} {label}\n")
+                cue_lines.append(f"{rel},{' '.join(task.colours[c] for c in cues)}\n")
             (tmp / f"{split}.csv").write_text("".join(lines))
+        (tmp / "cues.csv").write_text("".join(cue_lines))
         (tmp / "classes.txt").write_text("".join(f"{c}\n" for c in task.class_names))
         base = relation_meta(task) if isinstance(task, RelationTask) else task.meta(size, codec)
         meta = base | {

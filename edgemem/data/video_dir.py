@@ -2,7 +2,7 @@
 
 A dataset directory holds ``train.csv`` and ``val.csv`` (one ``path label`` per line, space
 separated, paths relative to the directory or absolute), optionally ``classes.txt`` (one class name
-per line) and ``task.json`` (written by ``edgemem data synth``).
+per line) and ``task.json`` and ``cues.csv`` (written by ``edgemem data synth``).
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ class VideoRecord:
 
 
 class VideoDir:
-    """A dataset directory: its splits, number of classes, class names and task meta."""
+    """A dataset directory: its splits, number of classes, class names, task meta and (synthetic
+    sets) each video's cue colours."""
 
     def __init__(self, root: str | os.PathLike[str], num_classes: int | None = None) -> None:
         self.root = Path(root)
@@ -57,6 +58,7 @@ class VideoDir:
         if num_classes is not None and declared is not None and num_classes != declared:
             raise InputError(f"{self.root} has {declared} classes, the model expects {num_classes}")
         self._splits = {s: _read_csv(self.root / f"{s}.csv", self.root) for s in present}
+        self.cues = _read_cues(self.root / "cues.csv", self.root)
         if num_classes is None:
             num_classes = declared or 1 + max((r.label for rs in self._splits.values() for r in rs), default=0)
         self.num_classes = int(num_classes)
@@ -101,6 +103,19 @@ def _read_csv(path: Path, root: Path) -> list[VideoRecord]:
     if not records:
         raise InputError(f"{path} lists no videos")
     return records
+
+
+def _read_cues(path: Path, root: Path) -> dict[str, str] | None:
+    """``cues.csv`` (``edgemem data synth``): each video's cue colours, keyed like ``VideoRecord.path``."""
+    if not path.is_file():
+        return None
+    cues: dict[str, str] = {}
+    for n, raw in enumerate(path.read_text().splitlines()[1:], 2):
+        rel, sep, colours = raw.partition(",")
+        if not sep:
+            raise InputError(f"{path} line {n}: expected 'path,cues', got {raw!r}")
+        cues[str(root / rel)] = colours
+    return cues
 
 
 def readable_count(records: Sequence[VideoRecord]) -> int:

@@ -166,7 +166,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--json", action="store_true", help="print the metrics as JSON")
     e.add_argument(
         "--predictions", metavar="CSV",
-        help="also write one row per video: path, label, predicted (the top-1 class), correct, class names",
+        help="also write one row per video: path, label, predicted (the top-1 class), correct, class names "
+        "(and the cue colours, for a dataset of edgemem data synth)",
     )  # fmt: skip
     e.add_argument("--runtime", default=None, help="GRAPH.onnx: the runtime to score it on (default ort-cpu)")
     e.add_argument(
@@ -233,13 +234,14 @@ def _predictions_file(path: str | None) -> Iterator[Callable[[dict[str, Any]], N
 
     def keep(metrics: dict[str, Any]) -> None:
         rows, names = metrics.pop("predictions"), metrics.get("class_names")
+        cues = ["cues"] if rows and "cues" in rows[0] else []  # a synthetic set's cue colours
         with open(out.tmp, "w", newline="", encoding="utf-8") as f:
             w = csv.writer(f)
-            w.writerow(["path", "label", "predicted", "correct", "label_name", "predicted_name"])
+            w.writerow(["path", "label", "predicted", "correct", "label_name", "predicted_name", *cues])
             for r in rows:
                 lab, pred = r["label"], r["predicted"]
                 named = [names[lab], names[pred]] if names else ["", ""]
-                w.writerow([r["path"], lab, pred, int(lab == pred), *named])
+                w.writerow([r["path"], lab, pred, int(lab == pred), *named, *(r[c] for c in cues)])
         metrics["predictions_file"] = str(path)
 
     try:

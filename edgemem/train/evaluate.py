@@ -304,11 +304,19 @@ def evaluate_checkpoint(
     vdir = VideoDir(data, num_classes=model.num_classes)
     family = family_of(model)
     metrics = evaluate_model(model, family, vdir.split(split), views, batch_size, workers, predictions=predictions)
+    add_cues(metrics, vdir)
     card = model.model_card()
     return metrics | {
         "checkpoint": str(path), "epoch": int(ckpt.get("epoch", 0)), "split": split,
         "view": card.view, "crop_size": card.clip.crop_size, "class_names": class_names(vdir, card.class_names),
     }  # fmt: skip
+
+
+def add_cues(metrics: dict[str, Any], vdir: VideoDir) -> None:
+    """Give each per-video prediction its cue colours, where the dataset lists them (``cues.csv``)."""
+    if vdir.cues is not None:
+        for row in metrics.get("predictions", []):
+            row["cues"] = vdir.cues.get(row["path"], "")
 
 
 def class_names(vdir: VideoDir, card_names: Sequence[str] | None) -> list[str] | None:

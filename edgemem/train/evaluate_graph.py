@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 from edgemem.data.datasets import ClipDataset, SkipTally, StreamingDataset, VideoDir, stack_batch
 from edgemem.data.samplers import StreamingBatchSampler
 from edgemem.precision import of_graph
-from edgemem.train.evaluate import DEFAULT_VIEWS, _finish, _Tally, class_names
+from edgemem.train.evaluate import DEFAULT_VIEWS, _finish, _Tally, add_cues, class_names
 
 
 def _stream(session: Any, ds: StreamingDataset, tally: _Tally) -> None:
@@ -97,6 +97,7 @@ def evaluate_graph(
         # OpenVINO: the runtime precision of each compiled GEMM/convolution (an int8 graph's i8/u8 kernels)
         kernels = session.kernel_precisions() if hasattr(session, "kernel_precisions") else None
     metrics = _finish(tally, records, None, skipped, scheme, predictions)
+    add_cues(metrics, vdir)
     return metrics | {
         "class_names": names,
         "graph": str(graph),

@@ -39,6 +39,8 @@ def test_cues_at_distance_decode_to_the_label(tmp_path, task, opts):
     assert meta["distance_clips"] == opts.distance == max(t.cue_windows) - min(t.cue_windows)
     assert meta["frames_per_video"] == meta["clips_per_video"] * w == t.clips * w
     assert json.loads((tmp_path / "d" / "task.json").read_text()) == meta
+    listed = dict(line.split(",") for line in (tmp_path / "d" / "cues.csv").read_text().splitlines()[1:])
+    assert len(listed) == 8  # every video of both splits
     for line in (tmp_path / "d" / "train.csv").read_text().splitlines():
         rel, label = line.split(" ")
         with VideoReader(tmp_path / "d" / rel) as r:
@@ -53,6 +55,7 @@ def test_cues_at_distance_decode_to_the_label(tmp_path, task, opts):
             else:
                 assert colours == {None}, (rel, win, colours)  # distractor events use other colours
         assert t.label_of(tuple(seen)) == int(label)
+        assert listed[rel] == " ".join(t.colours[c] for c in seen)  # cues.csv: the decoded colours, in order
 
 
 @pytest.mark.parametrize("relation", ["match", "sum", "order", "count"])

@@ -231,6 +231,8 @@ def test_eval_cli_writes_predictions_csv(data: Path, tmp_path: Path, capsys: pyt
     assert len(rows) == metrics["videos"] == 3 and names
     assert [r["path"] for r in rows] == [r.path for r in VideoDir(data).split("val")]
     assert all(r["label_name"] == names[int(r["label"])] for r in rows)
+    cues = dict(line.split(",") for line in (data / "cues.csv").read_text().splitlines()[1:])
+    assert [r["cues"] for r in rows] == [cues[str(Path(r["path"]).relative_to(data))] for r in rows]
     assert sum(int(r["correct"]) for r in rows) / 3 == metrics["top1"]
     assert main(["eval", str(tmp_path / "run"), "--data", str(data)]) == 0
     report = capsys.readouterr().out
