@@ -22,7 +22,7 @@ from edgemem.export.verify import verify_graph
 from edgemem.models.registry import create_model
 from edgemem.runtimes import open_session
 from edgemem.runtimes.availability import check
-from edgemem.train.evaluate import evaluate_model
+from edgemem.train.evaluate import add_cues, evaluate_model
 from edgemem.train.evaluate_graph import evaluate_graph
 
 pytest.importorskip("nncf", reason="int8 export needs nncf: pip install 'edgemem[int8]'")
@@ -163,6 +163,7 @@ def test_eval_graph_matches_the_checkpoint_protocol(data: Path, graphs: dict[str
     from edgemem.data.datasets import VideoDir
 
     ref = evaluate_model(_model(), "memvit", VideoDir(data, num_classes=2).split("val"), predictions=True)
+    add_cues(ref, VideoDir(data))  # what evaluate_checkpoint adds: the synthetic set's cue colours
     got = evaluate_graph(graphs["f32"], data, runtime="ort-cpu", predictions=True)
     assert got["videos"] == ref["videos"] == 2 and got["top1"] == ref["top1"] and got["top5"] == ref["top5"]
     for key in ("clip_top1_by_position", "per_class_top1", "per_class_videos", "confusions", "predictions"):
