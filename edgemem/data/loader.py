@@ -20,11 +20,13 @@ def make_loader(
     world_size: int = 1,
     drop_last: bool = False,
     max_clips: int | None = None,
+    align_ends: bool = False,
 ) -> DataLoader:
     """A DataLoader over ``dataset``.
 
     StreamingDataset: batches from ``StreamingBatchSampler`` (each slot streams its videos' clips in
-    order; ``max_clips`` for a shorter-video curriculum). Others: shuffled or sequential, split
+    order; ``max_clips`` for a shorter-video curriculum; ``align_ends`` so that videos end together,
+    for back-propagation through time). Others: shuffled or sequential, split
     across ranks by ``DistributedSampler`` (with ``world_size > 1`` it repeats a few items to
     even out ranks: deduplicate eval results by ``video``). Call ``set_epoch(loader, epoch)`` at the
     start of every epoch.
@@ -40,6 +42,7 @@ def make_loader(
             rank=rank,
             max_clips=max_clips,
             videos=dataset.readable_videos,
+            align_ends=align_ends,
         )
         return DataLoader(dataset, batch_sampler=sampler, **common)
     s: DistributedSampler = DistributedSampler(

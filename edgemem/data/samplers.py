@@ -80,6 +80,12 @@ class StreamingBatchSampler:
     each rank streams a disjoint share of the videos and every rank yields the same number of
     batches (as DDP needs). ``max_clips`` keeps only the last ``max_clips`` clips of each video
     (a shorter-video curriculum). Call ``set_epoch`` before each epoch.
+
+    ``align_ends``: the videos are dealt in groups of ``batch_size x num_replicas`` that *end on the
+    same batch* (each shorter video starts late, after padding), so no video of a group ends, and no
+    optimizer step cuts the others' back-propagation through time, before they all end. Groups are
+    formed from the shuffled order sorted by length (little padding) and taken in a random order.
+    On equal-length videos this yields exactly the batches of the greedy dealing.
     """
 
     def __init__(
@@ -92,6 +98,7 @@ class StreamingBatchSampler:
         rank: int = 0,
         max_clips: int | None = None,
         videos: Sequence[int] | None = None,
+        align_ends: bool = False,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -105,6 +112,7 @@ class StreamingBatchSampler:
         self.num_replicas = num_replicas
         self.rank = rank
         self.max_clips = max_clips
+        self.align_ends = align_ends
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -114,35 +122,62 @@ class StreamingBatchSampler:
         n = self.clips[video]
         return min(n, self.max_clips) if self.max_clips else n
 
-    def _slots(self, rank: int) -> list[list[int]]:
-        """Videos of each slot of ``rank``, in streaming order."""
+    def _order(self) -> list[int]:
         order = list(self.videos)
         if self.shuffle:
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
             order = [order[i] for i in torch.randperm(len(order), generator=g).tolist()]
-        mine = order[rank :: self.num_replicas]
+        return order
+
+    def _slots(self, rank: int) -> list[list[int]]:
+        """Videos of each slot of ``rank``, in streaming order (greedy dealing)."""
         slots: list[list[int]] = [[] for _ in range(self.batch_size)]
         load = [0] * self.batch_size
-        for v in mine:  # greedy: the least loaded slot takes the next video
+        for v in self._order()[rank :: self.num_replicas]:  # the least loaded slot takes the next video
             s = min(range(self.batch_size), key=lambda i: (load[i], i))
             slots[s].append(v)
             load[s] += self._n(v)
         return slots
 
-    def _steps(self, slots: list[list[int]]) -> int:
-        return max((sum(self._n(v) for v in vs) for vs in slots), default=0)
+    def _groups(self) -> list[list[int]]:
+        """``align_ends``: groups of ``batch_size x num_replicas`` videos, each streamed to its end together."""
+        order = self._order()
+        size = self.batch_size * self.num_replicas
+        if len({self._n(v) for v in order}) <= 1:
+            return [order[i : i + size] for i in range(0, len(order), size)]
+        order.sort(key=self._n)  # stable: the shuffle decides within a length
+        groups = [order[i : i + size] for i in range(0, len(order), size)]
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch + 7_919)
+        return [groups[i] for i in torch.randperm(len(groups), generator=g).tolist()]
+
+    def _streams(self, rank: int) -> list[list[StreamIndex]]:
+        """Each slot's sequence of ``StreamIndex`` for ``rank``; slots may differ in length."""
+        streams: list[list[StreamIndex]] = [[] for _ in range(self.batch_size)]
+        if not self.align_ends:
+            for seq, vs in zip(streams, self._slots(rank), strict=True):
+                for v in vs:
+                    seq.extend(self._clips(v))
+            return streams
+        for group in self._groups():
+            steps = max(self._n(v) for v in group)
+            mine = group[rank :: self.num_replicas]
+            for s, seq in enumerate(streams):
+                clips = self._clips(mine[s]) if s < len(mine) else []
+                seq.extend([PADDING] * (steps - len(clips)) + clips)
+        return streams
+
+    def _clips(self, video: int) -> list[StreamIndex]:
+        n_all, n = self.clips[video], self._n(video)
+        return [StreamIndex(video, n_all - n + k, k == 0, k == n - 1) for k in range(n)]
 
     def __len__(self) -> int:
-        return max(self._steps(self._slots(r)) for r in range(self.num_replicas))
+        if self.align_ends:
+            return sum(max(self._n(v) for v in group) for group in self._groups())
+        return max(
+            max((sum(self._n(v) for v in vs) for vs in self._slots(r)), default=0) for r in range(self.num_replicas)
+        )
 
     def __iter__(self) -> Iterator[list[StreamIndex]]:
-        streams = []
-        for vs in self._slots(self.rank):
-            seq = []
-            for v in vs:
-                n_all, n = self.clips[v], self._n(v)
-                for k in range(n):
-                    seq.append(StreamIndex(v, n_all - n + k, k == 0, k == n - 1))
-            streams.append(seq)
+        streams = self._streams(self.rank)
         for i in range(len(self)):
             yield [seq[i] if i < len(seq) else PADDING for seq in streams]

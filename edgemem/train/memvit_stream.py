@@ -16,6 +16,12 @@ Loss (``stream_loss``): ``"last"`` (default), cross-entropy of each video's last
 evaluation reads, whose memory has seen the whole video; iterations where no slot ends a video
 run forward only (no graph, no optimizer step) and just carry the memory. ``"all"``: every valid
 clip against its video's label, as the paper's Kinetics training.
+
+Back-propagation through time (``memory_grad="bptt"``, the default) keeps each video's graph from its
+first clip to the step at its last; an optimizer step detaches every slot's memory. So the sampler
+deals the videos in groups that end on the same iteration (``align_ends``: shorter videos start
+later), else on videos of unequal length a step at the end of one slot's video would cut the others'
+history, and their cue clips would get no gradient.
 """
 
 from __future__ import annotations
@@ -107,6 +113,7 @@ class StreamRecipe(RecipeBase):
             rank=self.info.rank,
             max_clips=curriculum_clips(epoch, self.epochs, self.fraction, self.full),
             videos=self.ds.readable_videos,
+            align_ends=self.bptt,
         )
         s.set_epoch(epoch)
         return s

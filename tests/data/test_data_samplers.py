@@ -23,11 +23,12 @@ def _walk(sampler: StreamingBatchSampler) -> list[list]:
     return [[b[s] for b in batches] for s in range(sampler.batch_size)]
 
 
+@pytest.mark.parametrize("align_ends", [False, True])
 @pytest.mark.parametrize("batch_size", [1, 3, 4])
 @pytest.mark.parametrize("shuffle", [False, True])
-def test_streaming_sampler_visits_every_clip_in_order(batch_size, shuffle):
+def test_streaming_sampler_visits_every_clip_in_order(batch_size, shuffle, align_ends):
     clips = [4, 1, 3, 4, 2, 5, 4]
-    sampler = StreamingBatchSampler(clips, batch_size, shuffle=shuffle, seed=1)
+    sampler = StreamingBatchSampler(clips, batch_size, shuffle=shuffle, seed=1, align_ends=align_ends)
     seen = []
     for slot in _walk(sampler):
         current = None
@@ -44,9 +45,9 @@ def test_streaming_sampler_visits_every_clip_in_order(batch_size, shuffle):
             assert item.last == (item.clip == clips[item.video] - 1)
             current = (item.video, item.clip)
             seen.append((item.video, item.clip))
-        # padding only at the end of a slot
-        pads = [i for i, it in enumerate(slot) if it.is_padding]
-        assert pads == list(range(len(slot) - len(pads), len(slot)))
+        if not align_ends:  # greedy dealing pads only at the end of a slot
+            pads = [i for i, it in enumerate(slot) if it.is_padding]
+            assert pads == list(range(len(slot) - len(pads), len(slot)))
     assert sorted(seen) == [(v, c) for v, n in enumerate(clips) for c in range(n)]
 
 
@@ -69,6 +70,59 @@ def test_streaming_sampler_distributed_ranks_are_disjoint_and_aligned():
     assert not videos[0] & videos[1] and videos[0] | videos[1] == set(range(len(clips)))
     counts = sum(sum(1 for b in s for it in b if not it.is_padding) for s in samplers)
     assert counts == sum(clips)
+
+
+@pytest.mark.parametrize("replicas", [1, 2])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_aligned_streams_end_together_so_no_step_cuts_a_video(replicas, seed):
+    """With videos of unequal length, greedy dealing ends videos at every few batches, so the
+    optimizer step of one slot's video truncates the others' back-propagation through time;
+    ``align_ends`` makes every video run from its first clip to its last between two such batches,
+    on every rank, and the ranks agree on the batch count."""
+    clips = [int(c) for c in torch.randint(2, 7, (37,), generator=torch.Generator().manual_seed(seed))]
+    ranks = [
+        StreamingBatchSampler(clips, 4, seed=seed, num_replicas=replicas, rank=r, align_ends=True)
+        for r in range(replicas)
+    ]
+    assert len({len(s) for s in ranks}) == 1
+    batches = [list(s) for s in ranks]
+    ends = {i for bs in batches for i, b in enumerate(bs) if any(it.last for it in b)}
+    seen = []
+    for bs in batches:
+        for slot in range(4):
+            start = None
+            for i, b in enumerate(bs):
+                it = b[slot]
+                if it.is_padding:
+                    continue
+                start = i if it.first else start
+                if it.last:
+                    assert not any(start <= j < i for j in ends), "a step inside the video cuts its history"
+                    seen.append(it.video)
+    assert sorted(seen) == list(range(len(clips)))
+    greedy = StreamingBatchSampler(clips, 4, seed=seed)
+    greedy_ends = [i for i, b in enumerate(greedy) if any(it.last for it in b)]
+    assert len(greedy_ends) > len(ends), "the greedy dealing steps more often (and cuts videos)"
+
+
+@pytest.mark.parametrize("replicas", [1, 2])
+@pytest.mark.parametrize("count", [8, 13])
+def test_aligned_equals_greedy_on_equal_lengths(replicas, count):
+    """Runs on equal-length videos (every synthetic set) are the same with and without ``align_ends``."""
+    for r in range(replicas):
+        a, g = (
+            StreamingBatchSampler([4] * count, 3, seed=2, num_replicas=replicas, rank=r, align_ends=x)
+            for x in (True, False)
+        )
+        a.set_epoch(3)
+        g.set_epoch(3)
+        assert list(a) == list(g)
+
+
+def test_aligned_groups_sort_by_length_to_keep_padding_small():
+    s = StreamingBatchSampler([3, 6] * 8, 8, seed=0, align_ends=True)
+    assert len(s) == 9  # one group of the eight 3-clip videos, one of the eight 6-clip ones: no padding
+    assert sum(it.is_padding for b in s for it in b) == 0
 
 
 def test_streaming_sampler_max_clips_keeps_the_last_clips():

@@ -13,6 +13,7 @@ import torch
 from conftest import TINY_TRAIN as TINY
 
 from edgemem.cli import main
+from edgemem.data.synth import TaskOptions, generate
 from edgemem.models.checkpoint import read_pyth
 from edgemem.train import trainer
 from edgemem.train.checkpoints import load_trained
@@ -67,6 +68,36 @@ def test_train_each_family_end_to_end(data: Path, tmp_path: Path, model: str, ex
     m = json.loads(capsys.readouterr().out)
     assert 0.0 <= m["top1"] <= m["top5"] <= 1.0 and m["videos"] == 2
     assert len(m["clip_top1_by_position"]) >= 1
+
+
+def test_memvit_bptt_steps_once_per_group_of_videos_on_unequal_lengths(tmp_path: Path) -> None:
+    """Videos of 2 and 3 clips: BPTT training deals them in groups that end together, so one epoch of
+    4 videos at batch 2 steps twice (a step inside a video would cut its history); the pipelined
+    recipe, which carries no history, keeps the greedy dealing and steps whenever a video ends."""
+    lines = []
+    for d in (1, 2):
+        generate("rel-match", tmp_path / f"d{d}", videos=2, val=1, size=32, seed=d, options=TaskOptions(distance=d))
+        for split in ("train", "val"):
+            lines += [
+                (split, f"{tmp_path / f'd{d}' / line}")
+                for line in (tmp_path / f"d{d}" / f"{split}.csv").read_text().split("\n")
+                if line
+            ]
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    for split in ("train", "val"):
+        (mixed / f"{split}.csv").write_text("".join(f"{line}\n" for s, line in lines if s == split))
+    steps = {}
+    for grad in ("bptt", "pipelined"):
+        run = tmp_path / grad
+        assert (
+            _train(
+                ["memvit_tiny", "--data", str(mixed), "--out", str(run), *TINY, "--memory-grad", grad, "--seed", "1"]
+            )
+            == 0
+        )
+        steps[grad] = [m for m in _metrics(run) if m["kind"] == "epoch"][0]["step"]
+    assert steps["bptt"] == 2 and steps["pipelined"] > 2
 
 
 def test_resume_gives_the_same_state(data: Path, tmp_path: Path) -> None:
