@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, NoReturn
 from edgemem.errors import InputError
 
 if TYPE_CHECKING:
-    from edgemem.data.synth import SynthTask
+    from edgemem.data.synth import SynthTask, TaskOptions
     from edgemem.data.synth_families import RelationTask
 
 
@@ -35,6 +35,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--classes", type=int, default=None, help="rel-sum: k, the modulus and colour count (default 3)")
     s.add_argument("--cues", type=int, default=None, help="rel-count: cue windows (default 3)")
     s.add_argument("--distractors", type=int, default=None, help="rel-*: distractor events per video (default 2)")
+    s.add_argument(
+        "--lead-clips",
+        type=int,
+        default=None,
+        metavar="N",
+        help="rel-*: each video starts with 0..N more distractor-only clips, so lengths differ (default 0)",
+    )
     s.add_argument("--all-intra", action="store_true", help="encode every frame as a keyframe")
     s.add_argument("--json", action="store_true", help="print the task meta as JSON")
     s.set_defaults(func=_synth)
@@ -56,7 +63,7 @@ class _RaisingParser(argparse.ArgumentParser):
 def task_of_command(command: str) -> SynthTask | RelationTask:
     """The task an ``edgemem data synth ...`` command (a zoo card's ``dataset.generate``) generates, read
     with the command's own parser: options it does not name take their defaults."""
-    from edgemem.data.synth import TaskOptions, resolve_task
+    from edgemem.data.synth import resolve_task
 
     words = shlex.split(command)
     if words[:3] != ["edgemem", "data", "synth"]:
@@ -64,26 +71,33 @@ def task_of_command(command: str) -> SynthTask | RelationTask:
     parser = _RaisingParser(prog="edgemem")
     register(parser.add_subparsers())
     args = parser.parse_args(words[1:])
-    return resolve_task(
-        args.task, TaskOptions(args.distance, args.classes, args.cues, args.distractors, args.all_intra)
-    )
+    return resolve_task(args.task, _options(args))
+
+
+def _options(args: argparse.Namespace) -> TaskOptions:
+    from edgemem.data.synth import TaskOptions
+
+    return TaskOptions(args.distance, args.classes, args.cues, args.distractors, args.lead_clips, args.all_intra)
 
 
 def _synth(args: argparse.Namespace) -> int:
     import time
 
-    from edgemem.data.synth import TaskOptions, generate
+    from edgemem.data.synth import generate
 
     t0 = time.perf_counter()
-    opts = TaskOptions(args.distance, args.classes, args.cues, args.distractors, args.all_intra)
-    meta = generate(args.task, args.out, args.videos, args.val, args.size, args.seed, args.codec, opts)
+    meta = generate(args.task, args.out, args.videos, args.val, args.size, args.seed, args.codec, _options(args))
     if args.json:
         print(json.dumps(meta, indent=2))
     else:
-        n = meta["videos"]
+        n, lead = meta["videos"], meta.get("lead_clips", 0)
+        frames = f"{meta['frames_per_video']}" + (
+            f"-{meta['clips_per_video_max'] * meta['clip_span_frames']}" if lead else ""
+        )
+        clips = f"{meta['clips_per_video']}" + (f"-{meta['clips_per_video_max']}" if lead else "")
         print(
             f"wrote {args.out}: task {meta['task']}, {n['train']} train + {n['val']} val videos of "
-            f"{meta['frames_per_video']} frames ({meta['clips_per_video']} clips of {meta['clip_frames']}x"
+            f"{frames} frames ({clips} clips of {meta['clip_frames']}x"
             f"{meta['sampling_rate']}) at {meta['width']}x{meta['height']}, {meta['num_classes']} classes, "
             f"chance {meta['chance']:.2f}, in {time.perf_counter() - t0:.1f} s"
         )

@@ -175,15 +175,20 @@ class TaskOptions:
     classes: int | None = None  # rel-sum: the modulus
     cues: int | None = None  # rel-count: cue windows
     distractors: int | None = None  # relation tasks: distractor events per video
+    lead_clips: int | None = None  # relation tasks: each video draws 0..N more lead clips
     all_intra: bool = False  # every frame a keyframe (gop 1)
 
 
 def resolve_task(task_name: str, opts: TaskOptions) -> SynthTask | RelationTask:
     """The task to generate: a ``rel-*`` family with its options, or a ``cue-*`` task (distance only)."""
     if task_name.startswith("rel-"):
-        return make_task(task_name[4:], opts.distance, opts.classes, opts.cues, opts.distractors)
+        return make_task(task_name[4:], opts.distance, opts.classes, opts.cues, opts.distractors, opts.lead_clips)
     task = get_task(task_name)
-    extra = [f"--{k}" for k in ("classes", "cues", "distractors") if getattr(opts, k) is not None]
+    extra = [
+        f"--{k.replace('_', '-')}"
+        for k in ("classes", "cues", "distractors", "lead_clips")
+        if getattr(opts, k) is not None
+    ]
     if extra:
         raise InputError(f"{' and '.join(extra)} apply to the rel-* tasks only, not {task_name}")
     if opts.distance is None:
@@ -231,8 +236,9 @@ def generate(
                 rng = np.random.default_rng([seed, split_id, i])
                 rel = f"videos/{split}/{i:06d}.mp4"
                 if isinstance(task, RelationTask):
-                    cues = task.sample_cues(rng)
-                    frames, label = render_relation(task, cues, size, rng), task.label_of(cues)
+                    video = task.for_video(rng)
+                    cues = video.sample_cues(rng)
+                    frames, label = render_relation(video, cues, size, rng), video.label_of(cues)
                 else:
                     cues = task.sample_cues(rng)
                     frames, label = render_video(task, *cues, size, rng), task.label_of(*cues)
@@ -275,6 +281,8 @@ def synth_command(meta: dict, out: str | os.PathLike[str]) -> str:
         args.append(f"--cues {len(meta['cue_windows'])}")
     if relation is not None:
         args.append(f"--distractors {meta['distractor_events']}")
+    if meta.get("lead_clips"):
+        args.append(f"--lead-clips {meta['lead_clips']}")
     if meta.get("keyframe_interval") == 1:
         args.append("--all-intra")
     return "edgemem data synth " + " ".join(args)

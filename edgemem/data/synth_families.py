@@ -1,6 +1,8 @@
 """Relation task families for ``edgemem data synth``: the label relates cues ``distance`` clips apart.
 
-A video is ``lead + distance + 1 + tail`` windows of one clip span each. Cue windows (2, or ``cues``
+A video is ``lead + distance + 1 + tail`` windows of one clip span each (with ``lead_clips`` L, each
+video draws 0..L more lead windows, so videos differ in length and the cues in position from the
+start, not from the end). Cue windows (2, or ``cues``
 for ``rel-count``) sit between the lead and tail windows, the first and the last ``distance`` windows
 apart; each shows a saturated shape of random size, shape and position for its whole window.
 Everywhere, grey squares bounce about and *distractor events* (shapes in colours no cue uses, a few
@@ -50,6 +52,7 @@ class RelationTask:
     cues: int = 2
     lead: int = 0
     tail: int = 0
+    lead_clips: int = 0  # each video draws 0..lead_clips more lead windows
     distractors: int = 2
     clip_frames: int = 8
     sampling_rate: int = 2
@@ -95,6 +98,12 @@ class RelationTask:
         rest = tuple(PALETTE[c] for c in PALETTE if c not in self.colours)
         return rest or (WHITE,)
 
+    def for_video(self, rng: np.random.Generator) -> RelationTask:
+        """The geometry of one video: the task with its drawn extra lead (no draw without ``lead_clips``)."""
+        if not self.lead_clips:
+            return self
+        return replace(self, lead=self.lead + int(rng.integers(self.lead_clips + 1)), lead_clips=0)
+
     def label_of(self, cues: tuple[int, ...]) -> int:
         if self.relation == "match":
             return int(cues[0] == cues[-1])
@@ -125,6 +134,7 @@ def make_task(
     classes: int | None = None,
     cues: int | None = None,
     distractors: int | None = None,
+    lead_clips: int | None = None,
 ) -> RelationTask:
     """The ``rel-<relation>`` task with its options checked (an option the relation ignores is an error)."""
     if relation not in RELATIONS:
@@ -141,6 +151,8 @@ def make_task(
         raise InputError(f"--cues must be in [2, distance + 1 = {d + 1}], got {n}")
     if distractors is not None and not 0 <= distractors <= 16:
         raise InputError(f"--distractors must be in [0, 16], got {distractors}")
+    if lead_clips is not None and not 0 <= lead_clips <= MAX_DISTANCE:
+        raise InputError(f"--lead-clips must be in [0, {MAX_DISTANCE}], got {lead_clips}")
     if relation == "sum":
         k = 3 if classes is None else classes
         if not 2 <= k <= len(PALETTE):
@@ -152,7 +164,7 @@ def make_task(
         task = RelationTask("order", ("red", "blue"), ("red-first", "blue-first"), lead=1, tail=1)
     else:
         task = RelationTask("count", ("red", "blue"), ("even", "odd"), cues=n)
-    return replace(task, distance=d, distractors=2 if distractors is None else distractors)
+    return replace(task, distance=d, distractors=2 if distractors is None else distractors, lead_clips=lead_clips or 0)
 
 
 def _shape_mask(size: int, rng: np.random.Generator) -> np.ndarray:
@@ -232,7 +244,10 @@ def ceilings(cue_windows: tuple[int, ...], clips: int, num_classes: int, ordered
 
 
 def relation_meta(task: RelationTask) -> dict:
-    """Geometry part of ``task.json`` for a relation task (the caller adds size, codec, seed)."""
+    """Geometry part of ``task.json`` for a relation task (the caller adds size, codec, seed). With
+    ``lead_clips`` the geometry is the shortest video's; the longest has ``clips_per_video_max``
+    clips, its cue windows ``lead_clips`` later. The ceilings hold for every length (the cues' distance
+    from the end, what memory needs, does not change)."""
     w = task.window
     return {
         "task": task.name,
@@ -252,6 +267,8 @@ def relation_meta(task: RelationTask) -> dict:
         "cue_frames": [[i * w, (i + 1) * w] for i in task.cue_windows],
         "cue_gap_frames": (task.distance - 1) * w if task.cues == 2 else None,
         "distractor_events": task.distractors,
+        "lead_clips": task.lead_clips,
+        "clips_per_video_max": task.clips + task.lead_clips,
         "chance": 1.0 / task.num_classes,
         "ceilings": ceilings(task.cue_windows, task.clips, task.num_classes, ordered=task.relation == "order"),
     }

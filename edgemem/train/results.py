@@ -80,7 +80,8 @@ def ship(
              "optimizer_state": None}  # fmt: skip
     save_pyth(weights, slim)
     options = train.get("options", {})
-    cost = compute_cost(card, int(task.get("clips_per_video", 1)))
+    shortest = int(task.get("clips_per_video", 1))  # --lead-clips: lengths uniform up to clips_per_video_max
+    cost = compute_cost(card, round((shortest + int(task.get("clips_per_video_max", shortest))) / 2))
     entry = {
         "description": f"{card.name} trained on the synthetic long-range task {task.get('task')}",
         "preset": card.name,

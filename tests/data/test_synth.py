@@ -111,6 +111,7 @@ def test_cli(tmp_path, capsys):
         ("cue-match", TaskOptions(distance=5)),
         ("rel-count", TaskOptions(distance=4, cues=3, distractors=1, all_intra=True)),
         ("rel-sum", TaskOptions(classes=4)),
+        ("rel-match", TaskOptions(lead_clips=3)),
     ],
 )
 def test_synth_command_regenerates_the_same_dataset(tmp_path, task, options):
@@ -126,6 +127,7 @@ def test_synth_command_regenerates_the_same_dataset(tmp_path, task, options):
     assert (tmp_path / "b" / "videos" / "train" / first.name).read_bytes() == first.read_bytes()
     task = task_of_command(command)  # and reads back as the task it generates (what edgemem demo renders)
     assert task.num_classes == meta["num_classes"] and task.clips == meta["clips_per_video"]
+    assert getattr(task, "lead_clips", None) == options.lead_clips or not options.lead_clips
 
 
 def test_task_of_command_reads_the_geometry_and_refuses_what_it_cannot():

@@ -58,6 +58,51 @@ def test_cues_at_distance_decode_to_the_label(tmp_path, task, opts):
         assert listed[rel] == " ".join(t.colours[c] for c in seen)  # cues.csv: the decoded colours, in order
 
 
+@pytest.mark.parametrize("task", ["rel-match", "rel-order"])
+def test_lead_clips_vary_the_length_not_the_cues_distance_from_the_end(tmp_path, capsys, task):
+    """``--lead-clips 3``: each video starts with 0-3 more distractor-only windows; the cues keep their
+    distance and their place counted from the end, the label is still theirs; without the option the
+    seed's draws are those of before."""
+    out = tmp_path / "d"
+    args = ["data", "synth", "--task", task, "--out", str(out), "--videos", "8", "--val", "0", "--size", "32"]
+    assert main([*args, "--lead-clips", "3", "--distance", "2"]) == 0
+    assert "clips of 8x2" in capsys.readouterr().out
+    meta = json.loads((out / "task.json").read_text())
+    t = make_task(task[4:], 2)
+    w = meta["clip_span_frames"]
+    assert meta["lead_clips"] == 3 and meta["clips_per_video_max"] == meta["clips_per_video"] + 3 == t.clips + 3
+    lengths = set()
+    for line in (out / "train.csv").read_text().splitlines():
+        rel, label = line.split(" ")
+        with VideoReader(out / rel) as r:
+            frames = r.read_all()
+        clips = len(frames) // w
+        assert len(frames) == clips * w and t.clips <= clips <= t.clips + 3
+        lengths.add(clips)
+        shift = clips - t.clips
+        seen = []
+        for win in range(clips):
+            colours = {_window_colour(f, t.colours) for f in frames[win * w + 2 : (win + 1) * w - 2]}
+            if win - shift in t.cue_windows:
+                assert len(colours) == 1 and None not in colours, (rel, win, colours)
+                seen.append(colours.pop())
+            else:
+                assert colours == {None}, (rel, win, colours)
+        assert t.label_of(tuple(seen)) == int(label)
+    assert len(lengths) > 1
+    # Without the option nothing is drawn for it: seed 0's cues are those of the generator before it.
+    generate(task, tmp_path / "a", 4, 0, size=32, options=TaskOptions(distance=2))
+    cues = [line.split(",")[1] for line in (tmp_path / "a" / "cues.csv").read_text().splitlines()[1:]]
+    assert cues == BEFORE_LEAD_CLIPS[task]
+
+
+# Seed 0's cue colours, 4 training videos, --distance 2, from the generator before --lead-clips existed.
+BEFORE_LEAD_CLIPS = {
+    "rel-match": ["blue blue", "green green", "blue green", "yellow yellow"],
+    "rel-order": ["blue red", "blue red", "red blue", "blue red"],
+}
+
+
 @pytest.mark.parametrize("relation", ["match", "sum", "order", "count"])
 def test_label_is_independent_of_any_single_cue(relation):
     t = make_task(relation, 4)
@@ -121,6 +166,8 @@ def test_all_intra_every_frame_is_a_keyframe(tmp_path):
         ["--task", "rel-sum", "--classes", "9"],
         ["--task", "rel-count", "--distance", "1", "--cues", "3"],
         ["--task", "cue-match", "--distractors", "2"],
+        ["--task", "cue-match", "--lead-clips", "2"],
+        ["--task", "rel-match", "--lead-clips", "-1"],
         ["--task", "rel-nope"],
     ],
 )
