@@ -17,11 +17,12 @@ evaluation reads, whose memory has seen the whole video; iterations where no slo
 run forward only (no graph, no optimizer step) and just carry the memory. ``"all"``: every valid
 clip against its video's label, as the paper's Kinetics training.
 
-Back-propagation through time (``memory_grad="bptt"``, the default) keeps each video's graph from its
-first clip to the step at its last; an optimizer step detaches every slot's memory. So the sampler
-deals the videos in groups that end on the same iteration (``align_ends``: shorter videos start
-later), else on videos of unequal length a step at the end of one slot's video would cut the others'
-history, and their cue clips would get no gradient.
+With ``"last"`` the sampler deals the videos in groups that end on the same iteration
+(``align_ends``: shorter videos start later), so every optimizer step sees a full batch of videos,
+and back-propagation through time (``memory_grad="bptt"``, the default), which keeps each video's
+graph from its first clip to the step at its last, is never cut: an optimizer step detaches every
+slot's memory, and on videos of unequal length a step at the end of one slot's video would cut the
+others' history, so their cue clips would get no gradient.
 """
 
 from __future__ import annotations
@@ -113,7 +114,7 @@ class StreamRecipe(RecipeBase):
             rank=self.info.rank,
             max_clips=curriculum_clips(epoch, self.epochs, self.fraction, self.full),
             videos=self.ds.readable_videos,
-            align_ends=self.bptt,
+            align_ends=self.stream_loss == "last",
         )
         s.set_epoch(epoch)
         return s

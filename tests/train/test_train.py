@@ -70,10 +70,10 @@ def test_train_each_family_end_to_end(data: Path, tmp_path: Path, model: str, ex
     assert len(m["clip_top1_by_position"]) >= 1
 
 
-def test_memvit_bptt_steps_once_per_group_of_videos_on_unequal_lengths(tmp_path: Path) -> None:
-    """Videos of 2 and 3 clips: BPTT training deals them in groups that end together, so one epoch of
-    4 videos at batch 2 steps twice (a step inside a video would cut its history); the pipelined
-    recipe, which carries no history, keeps the greedy dealing and steps whenever a video ends."""
+def test_memvit_last_clip_loss_steps_once_per_group_of_videos_on_unequal_lengths(tmp_path: Path) -> None:
+    """Videos of 2 and 3 clips: with the last clip's loss (the default) training deals them in groups
+    that end together, so one epoch of 4 videos at batch 2 steps twice, on full batches (with BPTT a
+    step inside a video would cut its history); ``--stream-loss all`` steps at every iteration."""
     lines = []
     for d in (1, 2):
         generate("rel-match", tmp_path / f"d{d}", videos=2, val=1, size=32, seed=d, options=TaskOptions(distance=d))
@@ -88,16 +88,15 @@ def test_memvit_bptt_steps_once_per_group_of_videos_on_unequal_lengths(tmp_path:
     for split in ("train", "val"):
         (mixed / f"{split}.csv").write_text("".join(f"{line}\n" for s, line in lines if s == split))
     steps = {}
-    for grad in ("bptt", "pipelined"):
-        run = tmp_path / grad
-        assert (
-            _train(
-                ["memvit_tiny", "--data", str(mixed), "--out", str(run), *TINY, "--memory-grad", grad, "--seed", "1"]
-            )
-            == 0
-        )
-        steps[grad] = [m for m in _metrics(run) if m["kind"] == "epoch"][0]["step"]
-    assert steps["bptt"] == 2 and steps["pipelined"] > 2
+    for name, extra in {
+        "bptt": [],
+        "pipelined": ["--memory-grad", "pipelined"],
+        "all": ["--memory-grad", "pipelined", "--stream-loss", "all"],
+    }.items():
+        run = tmp_path / name
+        assert _train(["memvit_tiny", "--data", str(mixed), "--out", str(run), *TINY, "--seed", "1", *extra]) == 0
+        steps[name] = [m for m in _metrics(run) if m["kind"] == "epoch"][0]["step"]
+    assert steps["bptt"] == steps["pipelined"] == 2 and steps["all"] >= 5  # 10 clips over 2 slots
 
 
 def test_resume_gives_the_same_state(data: Path, tmp_path: Path) -> None:
