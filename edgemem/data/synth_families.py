@@ -2,12 +2,12 @@
 
 A video is ``lead + distance + 1 + tail`` windows of one clip span each (with ``lead_clips`` L, each
 video draws 0..L more lead windows, so videos differ in length and the cues in position from the
-start, not from the end). Cue windows (2, or ``cues``
-for ``rel-count``) sit between the lead and tail windows, the first and the last ``distance`` windows
-apart; each shows a saturated shape of random size, shape and position for its whole window.
-Everywhere, grey squares bounce about and *distractor events* (shapes in colours no cue uses, a few
-frames long, at random times) appear; neither depends on the label. Cues are drawn so that the label
-is uniform and independent of any single cue (of any ``cues - 1`` cues for ``rel-count``):
+start, not from the end). Cue windows (2, or ``cues`` for ``rel-count``) sit between the lead and
+tail windows, the first and the last ``distance`` windows apart; each shows a saturated shape of
+random size, shape and position for its whole window. Everywhere, grey squares bounce about and
+*distractor events* (shapes in colours no cue uses, a few frames long, at random times) appear;
+neither depends on the label. Cues are drawn so that the label is uniform and independent of any
+single cue (of any ``cues - 1`` cues for ``rel-count``):
 
 - ``rel-match``: do the two cues show the same colour (4 colours, 2 classes)
 - ``rel-sum``: (first + last colour index) mod k (k colours, k classes)
