@@ -74,19 +74,8 @@ def test_memvit_last_clip_loss_steps_once_per_group_of_videos_on_unequal_lengths
     """Videos of 2 and 3 clips: with the last clip's loss (the default) training deals them in groups
     that end together, so one epoch of 4 videos at batch 2 steps twice, on full batches (with BPTT a
     step inside a video would cut its history); ``--stream-loss all`` steps at every iteration."""
-    lines = []
-    for d in (1, 2):
-        generate("rel-match", tmp_path / f"d{d}", videos=2, val=1, size=32, seed=d, options=TaskOptions(distance=d))
-        for split in ("train", "val"):
-            lines += [
-                (split, f"{tmp_path / f'd{d}' / line}")
-                for line in (tmp_path / f"d{d}" / f"{split}.csv").read_text().split("\n")
-                if line
-            ]
-    mixed = tmp_path / "mixed"
-    mixed.mkdir()
-    for split in ("train", "val"):
-        (mixed / f"{split}.csv").write_text("".join(f"{line}\n" for s, line in lines if s == split))
+    mixed = tmp_path / "mixed"  # --lead-clips 1 at distance 1: these 4 videos are 3, 2, 3 and 2 clips long
+    generate("rel-match", mixed, videos=4, val=1, size=32, seed=2, options=TaskOptions(distance=1, lead_clips=1))
     steps = {}
     for name, extra in {
         "bptt": [],
