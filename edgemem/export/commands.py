@@ -25,8 +25,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "export", help="export a model as a stateful ONNX graph, verified against PyTorch", allow_abbrev=False
     )
-    p.add_argument("model", help="preset name (see `edgemem models`) or PySlowFast/MeMViT YAML")
+    p.add_argument(
+        "model",
+        help="preset (see `edgemem models`: its shipped default weights), shipped weights name "
+        "(`edgemem models --zoo`) or PySlowFast/MeMViT YAML",
+    )
     p.add_argument("--checkpoint", help="PySlowFast .pyth checkpoint (loaded all-or-nothing)")
+    p.add_argument(
+        "--random-weights", action="store_true",
+        help="export a preset or config without weights untrained (speed tests: its classes mean nothing)",
+    )  # fmt: skip
     p.add_argument("--out", required=True, help="output .onnx file (written atomically)")
     p.add_argument("--batch", default="1", help="batch size, or 'dynamic' (default 1)")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 18)")
@@ -96,8 +104,8 @@ def _tolerance(args: argparse.Namespace, precision: str) -> Tolerance:
 
 
 def _export(args: argparse.Namespace) -> int:
+    from edgemem.export.model_source import build_model
     from edgemem.export.onnx import DEFAULT_OPSET, VerificationError, to_onnx
-    from edgemem.models.resolve import resolve_model
 
     if args.batch == "dynamic":
         batch = None
@@ -105,7 +113,8 @@ def _export(args: argparse.Namespace) -> int:
         batch = int(args.batch)
     else:
         raise InputError(f"--batch must be a positive integer or 'dynamic', got {args.batch!r}")
-    model = resolve_model(args.model, args.checkpoint, view=args.view)
+    notes: list[str] = []  # which weights: printed with the result, so that an error stays one line
+    model, _ = build_model(args.model, args.checkpoint, args.random_weights, notes.append, view=args.view)
     calibration = _calibration(args, model)
     try:
         result = to_onnx(
@@ -119,6 +128,8 @@ def _export(args: argparse.Namespace) -> int:
         return 1
     if result.report is not None:
         print(result.report.format())
+    for line in notes:
+        print(f"edgemem export: weights: {line}", file=sys.stderr)
     s = result.stats
     print(
         f"wrote {result.path} ({result.bytes / 2**20:.2f} MiB, {s.nodes} nodes, {s.parameters / 1e6:.2f} M weights)"

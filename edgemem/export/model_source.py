@@ -1,4 +1,5 @@
-"""Turn the MODEL a user gives ``edgemem stream`` into what ``open_session`` takes.
+"""Turn the MODEL a user gives ``edgemem stream`` or ``edgemem export`` into a model with weights, or
+into what ``open_session`` takes.
 
 An ``.onnx`` path is used as is. A preset name, shipped-weights name or YAML config is built and, for
 every runtime but ``torch``, exported once into the graph cache (``graph_cache``: keyed on the model,
@@ -19,33 +20,44 @@ from edgemem.errors import InputError
 from edgemem.export.graph_cache import DEFAULT_CACHE, GraphKey, cached_graph, weights_id
 
 
-def _build(model: str, checkpoint: str | None, random_weights: bool, note: Callable[[str], None]) -> tuple[Any, str]:
-    """The model and its ``weights_id``."""
+def build_model(
+    model: str,
+    checkpoint: str | None,
+    random_weights: bool,
+    note: Callable[[str], None],
+    view: str | None = None,
+) -> tuple[Any, str]:
+    """The model MODEL names and its ``weights_id``: ``checkpoint``'s weights, a shipped-weights name's
+    own, the preset's shipped default, or (only with ``random_weights``) its initialisation. A preset or
+    config without weights is built first, so its own errors come before the refusal."""
     from edgemem.models.pretrained import zoo_cards
     from edgemem.models.registry import create_model, is_model
-    from edgemem.models.resolve import resolve_model
+    from edgemem.models.resolve import check_view, resolve_model
 
     if checkpoint is not None:
         if random_weights:
             raise InputError("--random-weights and --checkpoint exclude each other")
-        return resolve_model(model, checkpoint), weights_id(checkpoint)
+        return resolve_model(model, checkpoint, view=view), weights_id(checkpoint)
     cards = zoo_cards()
-    if not (model in cards or is_model(model) or model.lower().endswith((".yaml", ".yml"))):
-        create_model(model)  # raises "unknown model", listing the presets
     if model in cards:  # a shipped-weights name: its own weights
+        if random_weights:
+            raise InputError(f"--random-weights: {model} names shipped weights; give its preset instead")
+        check_view(model, view)
         return create_model(model), weights_id(shipped=cards[model])
     shipped = [c for c in cards.values() if c["preset"] == model] if is_model(model) else []
     if shipped and not random_weights:
+        check_view(model, view)
         entry = next((c for c in shipped if c.get("default")), shipped[0])
         note(f"{model}: the shipped weights {entry['name']} ({Path(entry['path']).name})")
         return create_model(model, pretrained=True), weights_id(shipped=entry)
+    built = resolve_model(model, None, view=view)
     if not random_weights:
         raise InputError(
-            f"{model} has no shipped weights: pass --checkpoint, or --random-weights to stream an untrained "
-            "model (its classes mean nothing)"
+            f"{model} has no shipped weights: pass --checkpoint, or --random-weights for an untrained model "
+            "(its classes mean nothing)"
         )
-    note(f"{model}: RANDOM weights (--random-weights): the classes it prints mean nothing")
-    return resolve_model(model, None), weights_id()
+    note(f"{model}: RANDOM weights (--random-weights): its classes mean nothing")
+    return built, weights_id()
 
 
 def resolve_graph(
@@ -66,7 +78,7 @@ def resolve_graph(
         if checkpoint or random_weights:
             raise InputError("--checkpoint and --random-weights apply to presets and configs, not to ONNX graphs")
         return path
-    built, weights = _build(model, checkpoint, random_weights, note)
+    built, weights = build_model(model, checkpoint, random_weights, note)
     if runtime == "torch":
         return built
 

@@ -42,8 +42,7 @@ def resolve_model(
             from edgemem.models.pyslowfast import load_pyslowfast
 
             return load_pyslowfast(path, checkpoint, view=view or "train")
-        if view not in (None, "train"):
-            raise EdgememError(f"--view {view} applies to PySlowFast YAML configs (their DATA.TEST_CROP_SIZE)")
+        check_view(spec, view)
         if not is_model(spec):
             create_model(spec)  # raises the "unknown model" error listing the presets
         if checkpoint is not None and (trained := _edgemem_checkpoint(spec, checkpoint, overrides)) is not None:
@@ -52,6 +51,12 @@ def resolve_model(
     if checkpoint is not None:
         load_checkpoint(model, checkpoint)
     return model
+
+
+def check_view(spec: str, view: str | None) -> None:
+    """Refuse a ``view`` other than ``train`` for anything but a PySlowFast YAML config."""
+    if view not in (None, "train") and Path(spec).suffix.lower() not in _YAML:
+        raise EdgememError(f"--view {view} applies to PySlowFast YAML configs (their DATA.TEST_CROP_SIZE)")
 
 
 def _edgemem_checkpoint(preset: str, checkpoint: str, overrides: dict[str, Any]) -> Any:

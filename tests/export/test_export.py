@@ -162,6 +162,42 @@ def test_cli_bad_inputs_one_line_errors(tmp_path, capsys) -> None:
     assert list(tmp_path.iterdir()) == [yaml]
 
 
+def test_cli_preset_exports_its_shipped_weights_and_never_silently_random(tmp_path, capsys) -> None:
+    """A preset exports its shipped default weights; without shipped weights it takes --random-weights."""
+    from edgemem.models import create_model
+
+    out = tmp_path / "tiny.onnx"
+    rc, err = _cli(["export", "memvit_tiny", "--out", str(out), "--no-verify"], capsys)
+    assert rc == 0 and "the shipped weights memvit_tiny_cuematch" in err
+    card = read_contract(out).card
+    shipped = create_model("memvit_tiny_cuematch")
+    assert card.num_classes == shipped.num_classes == 2 and card.class_names == tuple(shipped.class_names)
+    frames = torch.rand(1, *shipped.input_shape)
+    ref, _ = shipped.eval().step(frames, shipped.init_state(1), reset=torch.ones(1, dtype=torch.bool))
+    feeds = {"frames": frames.numpy(), "reset": np.ones(1, dtype=bool)}
+    feeds |= {f"state_in.{k}": v.numpy() for k, v in shipped.init_state(1).items()}
+    got = _session(out).run(["logits"], feeds)[0]
+    np.testing.assert_allclose(got, ref.detach().numpy(), atol=1e-4)
+
+    nothing = tmp_path / "none"
+    nothing.mkdir()
+    cases = [
+        (["export", "cm_mvit_tiny", "--out", str(nothing / "x.onnx")], "no shipped weights"),
+        (["export", str(OFFICIAL_TINY / "tiny_config_sampler_all.yaml"), "--out", str(nothing / "x.onnx")],
+         "--random-weights"),
+        (["export", "memvit_tiny_cuematch", "--random-weights", "--out", str(nothing / "x.onnx")], "names shipped"),
+        (["export", "cm_mvit_tiny", "--random-weights", "--checkpoint", "x.pyth", "--out", str(nothing / "x.onnx")],
+         "exclude each other"),
+    ]  # fmt: skip
+    for argv, msg in cases:
+        rc, err = _cli(argv, capsys)
+        assert rc == 2 and msg in err and len(err.splitlines()) == 1, (argv, err)
+    assert list(nothing.iterdir()) == []
+    rc, err = _cli(["export", "cm_mvit_tiny", "--random-weights", "--no-verify", "--out", str(nothing / "x.onnx")],
+                   capsys)  # fmt: skip
+    assert rc == 0 and "RANDOM weights" in err and (nothing / "x.onnx").is_file()
+
+
 def test_cli_checkpoint_not_matching_config(tmp_path, capsys) -> None:
     from edgemem.models.checkpoint import save_pyth
 

@@ -295,12 +295,12 @@ def test_preset_without_checkpoint_uses_its_shipped_weights() -> None:
     """``--model mvit_tiny`` without --checkpoint streams the shipped default weights (and says so)."""
     import torch
 
-    from edgemem.export.model_source import _build
+    from edgemem.export.model_source import build_model
     from edgemem.models.checkpoint import read_pyth
     from edgemem.models.pretrained import default_entry
 
     notes: list[str] = []
-    model, weights = _build("mvit_tiny", None, False, notes.append)
+    model, weights = build_model("mvit_tiny", None, False, notes.append)
     entry = default_entry("mvit_tiny")
     assert weights == f"sha256:{entry['sha256']}" and entry["name"] in notes[0]
     shipped = read_pyth(entry["path"])["model_state"]
