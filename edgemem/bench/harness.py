@@ -72,6 +72,15 @@ class BenchConfig:
             raise EdgememError(f"--threads must be >= 1, got {self.threads}")
         if self.repeats < 1:
             raise EdgememError(f"--repeats must be >= 1, got {self.repeats}")
+        if self.data is not None:
+            from edgemem.models.pretrained import is_zoo_name
+
+            untrained = [m for m in self.models if m not in self.checkpoints and not is_zoo_name(m)]
+            if untrained:
+                raise EdgememError(
+                    f"--data scores accuracy, and {', '.join(untrained)} would run untrained (a preset benchmarks its "
+                    "random initialisation): name shipped weights (`edgemem models --zoo`) or pass --checkpoint MODEL=PATH"
+                )
         self.out = Path(self.out)
         self.cache = Path(self.cache) if self.cache else self.out / "graphs"
 

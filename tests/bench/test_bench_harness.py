@@ -41,6 +41,11 @@ def test_bad_requests_are_user_errors():
         BenchConfig(["m"], ["ortcpu"])
     with pytest.raises(EdgememError, match="repeats"):
         BenchConfig(["m"], ["ort-cpu"], repeats=0)
+    # Accuracy of a preset's random initialisation would be a number that means nothing.
+    with pytest.raises(EdgememError, match="would run untrained"):
+        BenchConfig(["memvit_tiny_cuematch", "memvit_tiny"], ["ort-cpu"], data="d")
+    BenchConfig(["memvit_tiny_cuematch", "memvit_tiny"], ["ort-cpu"], data="d", checkpoints={"memvit_tiny": "w.pyth"})
+    BenchConfig(["memvit_tiny"], ["ort-cpu"])  # timing only: random weights are fine
 
 
 def test_watchdog_kills_on_memory_and_reports_exit_codes():
