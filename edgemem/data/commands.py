@@ -42,6 +42,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="N",
         help="rel-*: each video starts with 0..N more distractor-only clips, so lengths differ (default 0)",
     )
+    s.add_argument(
+        "--cue-by", default=None, metavar="colour|shape",
+        help="rel-*: relate the cues' colours (default) or their shapes (disc, square, triangle, cross; "
+        "each cue then in a random colour)",
+    )  # fmt: skip
     s.add_argument("--all-intra", action="store_true", help="encode every frame as a keyframe")
     s.add_argument("--json", action="store_true", help="print the task meta as JSON")
     s.set_defaults(func=_synth)
@@ -77,7 +82,9 @@ def task_of_command(command: str) -> SynthTask | RelationTask:
 def _options(args: argparse.Namespace) -> TaskOptions:
     from edgemem.data.synth import TaskOptions
 
-    return TaskOptions(args.distance, args.classes, args.cues, args.distractors, args.lead_clips, args.all_intra)
+    return TaskOptions(
+        args.distance, args.classes, args.cues, args.distractors, args.lead_clips, args.cue_by, args.all_intra
+    )
 
 
 def _synth(args: argparse.Namespace) -> int:

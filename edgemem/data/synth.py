@@ -176,17 +176,20 @@ class TaskOptions:
     cues: int | None = None  # rel-count: cue windows
     distractors: int | None = None  # relation tasks: distractor events per video
     lead_clips: int | None = None  # relation tasks: each video draws 0..N more lead clips
+    cue_by: str | None = None  # relation tasks: the cues' colour (default) or their shape
     all_intra: bool = False  # every frame a keyframe (gop 1)
 
 
 def resolve_task(task_name: str, opts: TaskOptions) -> SynthTask | RelationTask:
     """The task to generate: a ``rel-*`` family with its options, or a ``cue-*`` task (distance only)."""
     if task_name.startswith("rel-"):
-        return make_task(task_name[4:], opts.distance, opts.classes, opts.cues, opts.distractors, opts.lead_clips)
+        return make_task(
+            task_name[4:], opts.distance, opts.classes, opts.cues, opts.distractors, opts.lead_clips, opts.cue_by
+        )
     task = get_task(task_name)
     extra = [
         f"--{k.replace('_', '-')}"
-        for k in ("classes", "cues", "distractors", "lead_clips")
+        for k in ("classes", "cues", "distractors", "lead_clips", "cue_by")
         if getattr(opts, k) is not None
     ]
     if extra:
@@ -239,12 +242,14 @@ def generate(
                     video = task.for_video(rng)
                     cues = video.sample_cues(rng)
                     frames, label = render_relation(video, cues, size, rng), video.label_of(cues)
+                    names = video.values
                 else:
                     cues = task.sample_cues(rng)
                     frames, label = render_video(task, *cues, size, rng), task.label_of(*cues)
+                    names = task.colours
                 write_video(tmp / rel, frames, fps=task.fps, codec=codec, gop=gop)
                 lines.append(f"{rel} {label}\n")
-                cue_lines.append(f"{rel},{' '.join(task.colours[c] for c in cues)}\n")
+                cue_lines.append(f"{rel},{' '.join(names[c] for c in cues)}\n")
             (tmp / f"{split}.csv").write_text("".join(lines))
         (tmp / "cues.csv").write_text("".join(cue_lines))
         (tmp / "classes.txt").write_text("".join(f"{c}\n" for c in task.class_names))
@@ -283,6 +288,8 @@ def synth_command(meta: dict, out: str | os.PathLike[str]) -> str:
         args.append(f"--distractors {meta['distractor_events']}")
     if meta.get("lead_clips"):
         args.append(f"--lead-clips {meta['lead_clips']}")
+    if meta.get("cue_by") == "shape":
+        args.append("--cue-by shape")
     if meta.get("keyframe_interval") == 1:
         args.append("--all-intra")
     return "edgemem data synth " + " ".join(args)

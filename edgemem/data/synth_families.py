@@ -16,6 +16,11 @@ single cue (of any ``cues - 1`` cues for ``rel-count``):
   (or only an onset) would otherwise know which cue it was.
 - ``rel-count``: each of ``cues`` windows shows red or blue: is the number of red ones odd (2 classes)
 
+``cue_by="shape"`` asks each relation of the cues' *shapes* instead (disc, square, triangle, cross; the
+first k for ``rel-sum``, disc and square for ``rel-order`` and ``rel-count``): every cue takes a random
+cue colour independent of the label, so only the shape tells the cues apart. It tests whether a memory
+keeps a cue's spatial structure, not only its colour.
+
 ``ceilings`` derives what each kind of model can reach from the cue windows alone (docs/DATA.md).
 """
 
@@ -37,16 +42,18 @@ PALETTE: dict[str, tuple[int, int, int]] = {
     "cyan": (30, 220, 225),
 }
 WHITE = (240, 240, 240)
+SHAPES = ("disc", "square", "triangle", "cross")
 RELATIONS = ("match", "sum", "order", "count")
+CUE_BY = ("colour", "shape")
 MAX_DISTANCE = 32
 
 
 @dataclass(frozen=True)
 class RelationTask:
-    """A relation task: which cue colours, how the label combines them, where the cues are."""
+    """A relation task: which cue values (colours, or shapes), how the label combines them, where the cues are."""
 
     relation: str
-    colours: tuple[str, ...]
+    colours: tuple[str, ...]  # the cue values (cue_by colour), or the colours a shape cue takes at random
     class_names: tuple[str, ...]
     distance: int = 3
     cues: int = 2
@@ -57,18 +64,29 @@ class RelationTask:
     clip_frames: int = 8
     sampling_rate: int = 2
     fps: int = 30
+    shapes: tuple[str, ...] = ()  # the cue values when the relation is of shapes (``cue_by`` "shape")
 
     @property
     def name(self) -> str:
         return f"rel-{self.relation}"
 
     @property
+    def cue_by(self) -> str:
+        return "shape" if self.shapes else "colour"
+
+    @property
+    def values(self) -> tuple[str, ...]:
+        """The names of the cue values the label relates (colours, or shapes)."""
+        return self.shapes or self.colours
+
+    @property
     def description(self) -> str:
+        a, b = self.values[:2]
         what = {
-            "match": "do the first and the last cue show the same colour",
-            "sum": f"(first + last cue colour index) mod {len(self.colours)}",
-            "order": "which came first, the red cue or the blue one",
-            "count": f"is the number of red cues among the {self.cues} cue windows odd",
+            "match": f"do the first and the last cue show the same {self.cue_by}",
+            "sum": f"(first + last cue {self.cue_by} index) mod {len(self.values)}",
+            "order": f"which came first, the {a} cue or the {b} one",
+            "count": f"is the number of {a} cues among the {self.cues} cue windows odd",
         }[self.relation]
         return f"{what}? (cues {self.distance} clips apart, {self.num_classes} classes)"
 
@@ -108,14 +126,14 @@ class RelationTask:
         if self.relation == "match":
             return int(cues[0] == cues[-1])
         if self.relation == "sum":
-            return (cues[0] + cues[-1]) % len(self.colours)
+            return (cues[0] + cues[-1]) % len(self.values)
         if self.relation == "order":
-            return int(cues[0] != 0)  # 0: red first, 1: blue first
-        return sum(c == 0 for c in cues) % 2  # count: odd number of red cues
+            return int(cues[0] != 0)  # 0: red (disc) first, 1: blue (square) first
+        return sum(c == 0 for c in cues) % 2  # count: odd number of red (disc) cues
 
     def sample_cues(self, rng: np.random.Generator) -> tuple[int, ...]:
-        """Cue colour indices, one per cue window; the label is uniform and independent of any one cue."""
-        k = len(self.colours)
+        """Cue value indices, one per cue window; the label is uniform and independent of any one cue."""
+        k = len(self.values)
         if self.relation == "match":
             same = bool(rng.integers(2))
             a = int(rng.integers(k))
@@ -135,10 +153,14 @@ def make_task(
     cues: int | None = None,
     distractors: int | None = None,
     lead_clips: int | None = None,
+    cue_by: str | None = None,
 ) -> RelationTask:
     """The ``rel-<relation>`` task with its options checked (an option the relation ignores is an error)."""
     if relation not in RELATIONS:
         raise InputError(f"unknown relation {relation!r}; known: {', '.join(RELATIONS)}")
+    if cue_by is not None and cue_by not in CUE_BY:
+        raise InputError(f"--cue-by must be one of {', '.join(CUE_BY)}, got {cue_by!r}")
+    by_shape = cue_by == "shape"
     if classes is not None and relation != "sum":
         raise InputError(f"--classes applies to rel-sum only, not rel-{relation}")
     if cues is not None and relation != "count":
@@ -155,8 +177,11 @@ def make_task(
         raise InputError(f"--lead-clips must be in [0, {MAX_DISTANCE}], got {lead_clips}")
     if relation == "sum":
         k = 3 if classes is None else classes
-        if not 2 <= k <= len(PALETTE):
-            raise InputError(f"--classes for rel-sum must be in [2, {len(PALETTE)}], got {k}")
+        most = len(SHAPES) if by_shape else len(PALETTE)
+        if not 2 <= k <= most:
+            raise InputError(
+                f"--classes for rel-sum{' --cue-by shape' if by_shape else ''} must be in [2, {most}], got {k}"
+            )
         task = RelationTask("sum", tuple(PALETTE)[:k], tuple(f"sum{i}" for i in range(k)))
     elif relation == "match":
         task = RelationTask("match", ("red", "green", "blue", "yellow"), ("different", "same"))
@@ -164,17 +189,31 @@ def make_task(
         task = RelationTask("order", ("red", "blue"), ("red-first", "blue-first"), lead=1, tail=1)
     else:
         task = RelationTask("count", ("red", "blue"), ("even", "odd"), cues=n)
+    if by_shape:  # the same relation of shapes; the cues take any of the four cue colours
+        shapes = SHAPES[: len(task.colours)]
+        task = replace(task, colours=("red", "green", "blue", "yellow"), shapes=shapes)
+        if relation == "order":
+            task = replace(task, class_names=("disc-first", "square-first"))
     return replace(task, distance=d, distractors=2 if distractors is None else distractors, lead_clips=lead_clips or 0)
 
 
-def _shape_mask(size: int, rng: np.random.Generator) -> np.ndarray:
-    """A disc or square, half-size 14-28 % of the frame, centred in the middle 30 % (inside any crop)."""
+def _shape_mask(size: int, rng: np.random.Generator, shape: str | None = None) -> np.ndarray:
+    """A shape (``None``: a disc or a square at random), half-size 14-28 % of the frame, centred in the
+    middle 30 % (inside any crop). A triangle points up; a cross is a plus of arms a third as wide."""
     yy, xx = np.mgrid[0:size, 0:size]
     half = rng.uniform(0.14, 0.28) * size
     cy, cx = rng.uniform(0.35, 0.65, 2) * size
-    if rng.random() < 0.5:
-        return (yy - cy) ** 2 + (xx - cx) ** 2 <= (half * 1.1) ** 2
-    return (np.abs(yy - cy) <= half) & (np.abs(xx - cx) <= half)
+    if shape is None:
+        shape = "disc" if rng.random() < 0.5 else "square"
+    dy, dx = np.abs(yy - cy), np.abs(xx - cx)
+    if shape == "disc":
+        return dy**2 + dx**2 <= (half * 1.1) ** 2
+    if shape == "square":
+        return (dy <= half) & (dx <= half)
+    if shape == "triangle":
+        return (dy <= half) & (dx <= (yy - (cy - half)) / 2)
+    arm = half / 3
+    return ((dy <= half) & (dx <= arm)) | ((dx <= half) & (dy <= arm))
 
 
 def bouncing_squares(frames: np.ndarray, rng: np.random.Generator) -> None:
@@ -206,7 +245,12 @@ def render_relation(task: RelationTask, cues: tuple[int, ...], size: int, rng: n
         t0 = int(rng.integers(0, t_total - dur + 1))
         frames[t0 : t0 + dur][:, _shape_mask(size, rng)] = others[int(rng.integers(len(others)))]
     for cue, win in zip(cues, task.cue_windows, strict=True):
-        frames[win * w : (win + 1) * w][:, _shape_mask(size, rng)] = PALETTE[task.colours[cue]]
+        if task.shapes:
+            mask = _shape_mask(size, rng, task.shapes[cue])
+            colour = PALETTE[task.colours[int(rng.integers(len(task.colours)))]]
+        else:
+            mask, colour = _shape_mask(size, rng), PALETTE[task.colours[cue]]
+        frames[win * w : (win + 1) * w][:, mask] = colour
     return frames
 
 
@@ -256,6 +300,8 @@ def relation_meta(task: RelationTask) -> dict:
         "num_classes": task.num_classes,
         "class_names": list(task.class_names),
         "colours": {c: list(PALETTE[c]) for c in task.colours},
+        "cue_by": task.cue_by,
+        **({"shapes": list(task.shapes)} if task.shapes else {}),
         "fps": task.fps,
         "frames_per_video": task.frames_per_video,
         "clips_per_video": task.clips,

@@ -112,6 +112,7 @@ def test_cli(tmp_path, capsys):
         ("rel-count", TaskOptions(distance=4, cues=3, distractors=1, all_intra=True)),
         ("rel-sum", TaskOptions(classes=4)),
         ("rel-match", TaskOptions(lead_clips=3)),
+        ("rel-sum", TaskOptions(classes=4, cue_by="shape")),
     ],
 )
 def test_synth_command_regenerates_the_same_dataset(tmp_path, task, options):
@@ -129,6 +130,7 @@ def test_synth_command_regenerates_the_same_dataset(tmp_path, task, options):
     assert task.num_classes == meta["num_classes"] and task.clips == meta["clips_per_video"]
     if options.lead_clips:
         assert task.lead_clips == options.lead_clips
+    assert getattr(task, "cue_by", "colour") == (options.cue_by or "colour") == meta.get("cue_by", "colour")
 
 
 def test_task_of_command_reads_the_geometry_and_refuses_what_it_cannot():

@@ -11,7 +11,7 @@ import pytest
 
 from edgemem.cli import main
 from edgemem.data.synth import TaskOptions, generate
-from edgemem.data.synth_families import PALETTE, ceilings, make_task, relation_meta
+from edgemem.data.synth_families import PALETTE, SHAPES, ceilings, make_task, relation_meta, render_relation
 from edgemem.data.video import VideoReader
 
 
@@ -103,9 +103,10 @@ BEFORE_LEAD_CLIPS = {
 }
 
 
+@pytest.mark.parametrize("cue_by", ["colour", "shape"])
 @pytest.mark.parametrize("relation", ["match", "sum", "order", "count"])
-def test_label_is_independent_of_any_single_cue(relation):
-    t = make_task(relation, 4)
+def test_label_is_independent_of_any_single_cue(relation, cue_by):
+    t = make_task(relation, 4, cue_by=cue_by)
     rng = np.random.default_rng(0)
     draws = [t.sample_cues(rng) for _ in range(6000)]
     labels = [t.label_of(c) for c in draws]
@@ -115,10 +116,46 @@ def test_label_is_independent_of_any_single_cue(relation):
     # and tail windows), so the check is over a cue at either position.
     positions = [(0, 1)] if relation == "order" else [(p,) for p in range(len(draws[0]))]
     for pos in positions:
-        for colour in range(len(t.colours)):
+        for colour in range(len(t.values)):
             sub = Counter(lab for c, lab in zip(draws, labels, strict=True) for p in pos if c[p] == colour)
             total = sum(sub.values())
             assert all(abs(sub[k] / total - prior) < 0.06 for k in range(t.num_classes)), (pos, colour, sub)
+
+
+def _shape_of(mask: np.ndarray) -> str:
+    """The shape of an exact (undecoded) cue mask: its fill of the bounding box, and for the two
+    half-filled shapes whether its lower half holds most of it (a triangle points up)."""
+    ys, xs = np.nonzero(mask)
+    box = mask[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+    fill = box.mean()
+    if fill > 0.9:
+        return "square"
+    if fill > 0.65:
+        return "disc"
+    upper, lower = box[: len(box) // 2].sum(), box[(len(box) + 1) // 2 :].sum()
+    return "triangle" if upper < 0.6 * lower else "cross"
+
+
+@pytest.mark.parametrize("relation", ["match", "sum", "order", "count"])
+def test_cue_by_shape_draws_the_label_in_shapes_and_the_colour_at_random(relation):
+    """``--cue-by shape``: each cue window shows the shape its value names, in a cue colour drawn apart
+    from the label, so that colour says nothing (both colours of a "same shape" pair differ at times)."""
+    t = make_task(relation, 2, cue_by="shape", distractors=0)
+    assert t.cue_by == "shape" and set(t.values) <= set(SHAPES) and t.colours == ("red", "green", "blue", "yellow")
+    rng = np.random.default_rng(1)
+    w, colour_pairs = t.window, Counter()
+    for _ in range(40):
+        cues = t.sample_cues(rng)
+        frames = render_relation(t, cues, 32, rng)
+        seen = []
+        for cue, win in zip(cues, t.cue_windows, strict=True):
+            frame = frames[win * w + w // 2].reshape(-1, 3)
+            colour = next(c for c in t.colours if (frame == PALETTE[c]).all(1).sum() > 20)
+            mask = (frame == PALETTE[colour]).all(1).reshape(32, 32)
+            assert _shape_of(mask) == t.values[cue], (relation, cues, colour)
+            seen.append(colour)
+        colour_pairs[(t.label_of(cues), seen[0] == seen[-1])] += 1
+    assert all(colour_pairs[(label, False)] > 0 for label in range(t.num_classes)), colour_pairs
 
 
 def test_ceilings_by_model_kind():
@@ -167,6 +204,9 @@ def test_all_intra_every_frame_is_a_keyframe(tmp_path):
         ["--task", "rel-count", "--distance", "1", "--cues", "3"],
         ["--task", "cue-match", "--distractors", "2"],
         ["--task", "cue-match", "--lead-clips", "2"],
+        ["--task", "cue-match", "--cue-by", "shape"],
+        ["--task", "rel-sum", "--cue-by", "shape", "--classes", "5"],
+        ["--task", "rel-match", "--cue-by", "size"],
         ["--task", "rel-match", "--lead-clips", "-1"],
         ["--task", "rel-nope"],
     ],
