@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "model",
         help="preset (see `edgemem models`: its shipped default weights), shipped weights name "
-        "(`edgemem models --zoo`) or PySlowFast/MeMViT YAML",
+        "(`edgemem models --zoo`), PySlowFast/MeMViT YAML, or a .pyth edgemem wrote (a run's checkpoint)",
     )
     p.add_argument("--checkpoint", help="PySlowFast .pyth checkpoint (loaded all-or-nothing)")
     p.add_argument(

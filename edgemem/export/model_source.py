@@ -5,9 +5,10 @@ An ``.onnx`` path is used as is. A preset name, shipped-weights name or YAML con
 every runtime but ``torch``, exported once into the graph cache (``graph_cache``: keyed on the model,
 the weights' content, the export options and the edgemem version), then reused.
 
-Weights, never silently random: ``--checkpoint`` when given; else a shipped-weights name's own
-weights, or the preset's shipped default weights (``edgemem/zoo``); a preset or config without either
-is refused unless ``random_weights`` is asked for (its classes then mean nothing, and ``note`` says so).
+Weights, never silently random: a checkpoint edgemem wrote given as MODEL (its card builds the model);
+``--checkpoint`` when given; else a shipped-weights name's own weights, or the preset's shipped default
+weights (``edgemem/zoo``); a preset or config without either is refused unless ``random_weights`` is
+asked for (its classes then mean nothing, and ``note`` says so).
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ def build_model(
     from edgemem.models.registry import create_model, is_model
     from edgemem.models.resolve import check_view, resolve_model
 
+    if model.lower().endswith(".pyth"):
+        return _from_pyth(model, checkpoint, random_weights, view), weights_id(model)
     if checkpoint is not None:
         if random_weights:
             raise InputError("--random-weights and --checkpoint exclude each other")
@@ -58,6 +61,26 @@ def build_model(
         )
     note(f"{model}: RANDOM weights (--random-weights): its classes mean nothing")
     return built, weights_id()
+
+
+def _from_pyth(path: str, checkpoint: str | None, random_weights: bool, view: str | None) -> Any:
+    """MODEL given as a checkpoint edgemem wrote (a run's ``checkpoints/*.pyth``): the model its card
+    describes. An official checkpoint has no card, so it needs its config."""
+    from edgemem.models.checkpoint import card_of, model_from_checkpoint, read_pyth
+    from edgemem.models.resolve import check_view
+
+    if checkpoint is not None or random_weights:
+        raise InputError(f"{path} is a checkpoint: --checkpoint and --random-weights apply to presets and configs")
+    check_view(path, view)
+    if not Path(path).is_file():
+        raise InputError(f"checkpoint not found: {path}")
+    ckpt = read_pyth(path)
+    card = card_of(ckpt, path, required=False)
+    if card is None:
+        raise InputError(
+            f"{path} carries no edgemem model card (an official checkpoint?): give its config, MODEL.yaml --checkpoint {path}"
+        )
+    return model_from_checkpoint(ckpt, path, card)
 
 
 def resolve_graph(

@@ -24,7 +24,10 @@ def register(sub: Any) -> None:
         "reported with the clip index where it stopped; the outputs hold the clips classified).",
     )
     s.add_argument("sources", nargs="+", metavar="SOURCE")
-    s.add_argument("--model", required=True, help="an edgemem ONNX graph, a preset name or a YAML config")
+    s.add_argument(
+        "--model", required=True,
+        help="an edgemem ONNX graph, a preset or shipped weights name, a YAML config, or a .pyth edgemem wrote",
+    )  # fmt: skip
     s.add_argument("--checkpoint", help="weights for a preset/config (.pyth); default: the preset's shipped weights")
     s.add_argument(
         "--random-weights", action="store_true",

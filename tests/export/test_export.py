@@ -179,9 +179,23 @@ def test_cli_preset_exports_its_shipped_weights_and_never_silently_random(tmp_pa
     got = _session(out).run(["logits"], feeds)[0]
     np.testing.assert_allclose(got, ref.detach().numpy(), atol=1e-4)
 
+    # A checkpoint edgemem wrote, given as MODEL: its card builds the model (the same graph as by name).
+    from edgemem.models.pretrained import zoo_cards
+
+    by_file = tmp_path / "by_file.onnx"
+    rc, err = _cli(
+        ["export", zoo_cards()["memvit_tiny_cuematch"]["path"], "--out", str(by_file), "--no-verify"], capsys
+    )
+    by_file_card = read_contract(by_file).card
+    assert rc == 0 and (by_file_card.name, by_file_card.class_names) == (card.name, card.class_names)
+    feeds_got = _session(by_file).run(["logits"], feeds)[0]
+    np.testing.assert_allclose(feeds_got, got, atol=1e-6)
+
     nothing = tmp_path / "none"
     nothing.mkdir()
     cases = [
+        (["export", str(OFFICIAL_TINY / "tiny_memvit.pyth"), "--out", str(nothing / "x.onnx")], "no edgemem model card"),
+        (["export", str(by_file.with_suffix(".pyth")), "--out", str(nothing / "x.onnx")], "not found"),
         (["export", "cm_mvit_tiny", "--out", str(nothing / "x.onnx")], "no shipped weights"),
         (["export", str(OFFICIAL_TINY / "tiny_config_sampler_all.yaml"), "--out", str(nothing / "x.onnx")],
          "--random-weights"),
