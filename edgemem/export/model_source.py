@@ -31,7 +31,7 @@ def build_model(
     """The model MODEL names and its ``weights_id``: ``checkpoint``'s weights, a shipped-weights name's
     own, the preset's shipped default, or (only with ``random_weights``) its initialisation. A preset or
     config without weights is built first, so its own errors come before the refusal."""
-    from edgemem.models.pretrained import zoo_cards
+    from edgemem.models.pretrained import default_entry, zoo_cards
     from edgemem.models.registry import create_model, is_model
     from edgemem.models.resolve import check_view, resolve_model
 
@@ -47,10 +47,10 @@ def build_model(
             raise InputError(f"--random-weights: {model} names shipped weights; give its preset instead")
         check_view(model, view)
         return create_model(model), weights_id(shipped=cards[model])
-    shipped = [c for c in cards.values() if c["preset"] == model] if is_model(model) else []
+    shipped = is_model(model) and any(c["preset"] == model for c in cards.values())
     if shipped and not random_weights:
         check_view(model, view)
-        entry = next((c for c in shipped if c.get("default")), shipped[0])
+        entry = default_entry(model)
         note(f"{model}: the shipped weights {entry['name']} ({Path(entry['path']).name})")
         return create_model(model, pretrained=True), weights_id(shipped=entry)
     built = resolve_model(model, None, view=view)
