@@ -44,6 +44,8 @@ class Calibration:
 def synthetic_calibration(input_shape: Sequence[int], videos: int = 4, clips: int = 4, seed: int = 0) -> Calibration:
     """Seeded random clips (a base clip plus noise per video). For speed measurements of graphs with
     random weights only: the scales it gives mean nothing for a trained model."""
+    if videos < 1:
+        raise InputError(f"--calib random: the number of videos must be >= 1, got {videos}")
     rng = np.random.default_rng(seed)
     shape = tuple(int(d) for d in input_shape)
     out = []

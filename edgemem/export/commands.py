@@ -47,7 +47,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="int8 calibration: an edgemem dataset (its train split), a folder of videos, a video, a .txt "
         "list of videos, or 'random' (seeded noise: for speed tests of untrained weights only)",
     )  # fmt: skip
-    p.add_argument("--calib-videos", type=int, default=None, metavar="N", help="calibration videos (default 16)")
+    p.add_argument(
+        "--calib-videos", type=int, default=None, metavar="N", help="calibration videos (default 16; 4 with 'random')"
+    )
     p.add_argument(
         "--quantizer", choices=("nncf", "ort"), default=None,
         help="nncf (default: OpenVINO and ONNX Runtime) or ort (ONNX Runtime static, symmetric: also TensorRT)",
@@ -152,7 +154,7 @@ def _calibration(args: argparse.Namespace, model: StreamingModel) -> Calibration
         raise InputError("--precision int8 needs --calib DATA (a dataset, videos, or 'random')")
     videos = DEFAULT_VIDEOS if args.calib_videos is None else args.calib_videos
     if args.calib == "random":
-        return synthetic_calibration(model.input_shape, videos=args.calib_videos or 4)
+        return synthetic_calibration(model.input_shape, videos=4 if args.calib_videos is None else args.calib_videos)
     return load_calibration(args.calib, model.model_card(), videos)
 
 
@@ -174,7 +176,9 @@ def _verify(args: argparse.Namespace) -> int:
             raise InputError("--data and --reference exclude each other (a saved reference carries its own stream)")
         from edgemem.export.calibration import DEFAULT_VIDEOS, as_stream, load_calibration
 
-        videos = load_calibration(args.data, contract.card, args.data_videos or DEFAULT_VIDEOS, option="--data")
+        videos = load_calibration(
+            args.data, contract.card, DEFAULT_VIDEOS if args.data_videos is None else args.data_videos, option="--data"
+        )
         b = contract.batch if isinstance(contract.batch, int) else (args.batch or 2)
         stream = as_stream(videos, b, 16 if args.clips is None else args.clips)
     elif args.data_videos is not None:

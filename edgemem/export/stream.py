@@ -30,7 +30,11 @@ class Stream:
 
 def boundary_steps(clips: int, boundaries: int, slot: int) -> list[int]:
     """``boundaries`` evenly spread steps in [1, clips), shifted by ``slot`` so slots differ."""
-    if boundaries < 0 or clips < boundaries + 1:
+    if clips < 1:
+        raise InputError(f"--clips must be >= 1, got {clips}")
+    if boundaries < 0:
+        raise InputError(f"--boundaries must be >= 0, got {boundaries}")
+    if clips < boundaries + 1:
         raise InputError(f"{clips} clips cannot hold {boundaries} video boundaries")
     base = [round((i + 1) * clips / (boundaries + 1)) for i in range(boundaries)]
     steps = sorted({1 + (s - 1 + slot) % (clips - 1) for s in base})

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from edgemem.contract import LOGITS, state_out_name
-from edgemem.errors import EdgememError, UnsupportedError
+from edgemem.errors import EdgememError, InputError, UnsupportedError
 from edgemem.export.stream import Stream, make_stream
 from edgemem.precision import Precision, of_graph
 from edgemem.runtimes.graph import GraphInfo, read_graph
@@ -34,6 +34,13 @@ class Tolerance:
     logits_rtol: float
     state_atol: float
     state_rtol: float
+
+    def __post_init__(self) -> None:
+        for name in ("logits_atol", "logits_rtol", "state_atol", "state_rtol"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):  # NaN would pass every comparison's negation
+                flag = {"logits_atol": "--atol", "state_atol": "--state-atol"}.get(name, name)
+                raise InputError(f"{flag} must be a finite number >= 0, got {value}")
 
     def for_output(self, name: str) -> tuple[float, float]:
         return (self.logits_atol, self.logits_rtol) if name == LOGITS else (self.state_atol, self.state_rtol)
@@ -179,7 +186,7 @@ def compare(ref: list[dict[str, np.ndarray]], got: list[dict[str, np.ndarray]], 
             if a.shape != b.shape:
                 raise EdgememError(f"output {name} has shape {list(b.shape)}, reference {list(a.shape)}")
             d = np.abs(a - b)
-            d[~np.isfinite(b)] = np.inf
+            d[~(np.isfinite(a) & np.isfinite(b))] = np.inf  # a NaN on either side is a violation, never a pass
             per_step.append(float(d.max(initial=0.0)))
             worst = t if per_step[-1] >= per_step[worst] else worst
             viol += int((d > atol + rtol * np.abs(a)).sum())

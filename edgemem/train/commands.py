@@ -160,8 +160,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--data", required=True, metavar="DIR")
     e.add_argument("--split", default="val")
     e.add_argument("--views", type=int, default=None, help="clip models/CM: temporal views (clips) per video")
-    e.add_argument("--batch-size", type=int, default=8)
-    e.add_argument("--workers", type=int, default=0)
+    e.add_argument("--batch-size", type=int, default=None, help="checkpoints: clips per forward (default 8)")
+    e.add_argument("--workers", type=int, default=None, help="checkpoints: data loader processes (default 0)")
     e.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: usable CPUs)")
     e.add_argument("--json", action="store_true", help="print the metrics as JSON")
     e.add_argument(
@@ -197,6 +197,10 @@ def _eval(args: argparse.Namespace) -> int:
 
     if args.view is not None and args.config is None:
         raise InputError("--view applies with --config (an official checkpoint built from its YAML)")
+    for option, value, least in (("--views", args.views, 1), ("--batch-size", args.batch_size, 1),
+                                 ("--workers", args.workers, 0)):  # fmt: skip
+        if value is not None and value < least:
+            raise InputError(f"{option} must be >= {least}, got {value}")
     torch.set_num_threads(resolve_threads(args.threads))  # default: the usable CPUs
     if str(args.checkpoint).endswith(".onnx"):
         return _eval_graph(args)
@@ -209,8 +213,8 @@ def _eval(args: argparse.Namespace) -> int:
             args.data,
             split=args.split,
             views=args.views,
-            batch_size=args.batch_size,
-            workers=args.workers,
+            batch_size=8 if args.batch_size is None else args.batch_size,
+            workers=args.workers or 0,
             config=args.config,
             view=args.view or "test",
             predictions=args.predictions is not None,
@@ -258,6 +262,9 @@ def _eval_graph(args: argparse.Namespace) -> int:
 
     if args.config is not None:
         raise InputError("--config applies to checkpoints; an exported graph carries its own model card")
+    given = [o for o, v in (("--batch-size", args.batch_size), ("--workers", args.workers)) if v is not None]
+    if given:
+        raise InputError(f"{', '.join(given)}: checkpoints only; a graph runs at the batch it was exported with")
     with _predictions_file(args.predictions) as keep:
         metrics = evaluate_graph(
             args.checkpoint, args.data, runtime=args.runtime or "ort-cpu", precision=args.precision,

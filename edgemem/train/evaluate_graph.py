@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader
 
 from edgemem.data.datasets import ClipDataset, SkipTally, StreamingDataset, VideoDir, stack_batch
 from edgemem.data.samplers import StreamingBatchSampler
+from edgemem.errors import InputError
 from edgemem.precision import of_graph
 from edgemem.train.evaluate import DEFAULT_VIEWS, _finish, _Tally, add_cues, class_names
 
@@ -77,6 +78,8 @@ def evaluate_graph(
     from edgemem.runtimes.precisions import run_graph_options
 
     contract = read_contract(graph)
+    if contract.state and views is not None:
+        raise InputError("--views applies to memory-less graphs; a stateful graph is scored by streaming every clip")
     have = of_graph(contract.export, contract.quantized)
     run, options = run_graph_options(runtime, have, precision)
     with open_session(graph, runtime, threads=threads, **options) as session:

@@ -151,6 +151,11 @@ def test_cli_bad_inputs_one_line_errors(tmp_path, capsys) -> None:
         (["export", "mvit_tiny", "--out", "/proc/x.onnx"], "cannot write"),
         (["export", "mvit_tiny", "--out", out, "--opset", "9"], "opset 9"),
         (["export", "mvit_tiny", "--out", out, "--batch", "zero"], "--batch"),
+        # a NaN tolerance would pass every comparison: refused with the negative ones
+        (["export", "memvit_tiny", "--out", out, "--atol", "nan"], "--atol must be a finite number >= 0, got nan"),
+        (["export", "memvit_tiny", "--out", out, "--state-atol", "-1"], "--state-atol must be a finite number >= 0"),
+        (["export", "memvit_tiny", "--out", out, "--clips", "0"], "--clips must be >= 1, got 0"),
+        (["export", "memvit_tiny", "--out", out, "--boundaries", "-1"], "--boundaries must be >= 0, got -1"),
     ]
     for argv, msg in cases:
         rc, err = _cli(argv, capsys)

@@ -188,6 +188,14 @@ def test_eval_graph_matches_the_checkpoint_protocol(data: Path, graphs: dict[str
     assert "export one with --precision int8" in capsys.readouterr().err
     assert main(["eval", str(data), "--data", str(data), "--runtime", "openvino"]) == 2  # not a graph
     assert "only apply to an exported GRAPH.onnx" in capsys.readouterr().err
+    refused = (  # options a graph cannot honour are refused, not ignored
+        (["--views", "2"], "--views applies to memory-less graphs"),
+        (["--batch-size", "4"], "--batch-size: checkpoints only"),
+        (["--views", "0"], "--views must be >= 1, got 0"),
+    )
+    for extra, msg in refused:
+        assert main(["eval", str(graphs["f32"]), "--data", str(data), *extra]) == 2, extra
+        assert msg in capsys.readouterr().err
 
 
 def test_int8_with_bf16_for_what_stays_float(data: Path, graphs: dict[str, Path], capsys, monkeypatch) -> None:
@@ -253,6 +261,7 @@ def test_bad_calibration_input_exits_2(data: Path, tmp_path: Path, capsys) -> No
         ["--precision", "int8", "--calib", str(tmp_path / "broken.mp4")],
         ["--precision", "int8", "--calib", str(tmp_path / "empty")],
         ["--precision", "int8", "--calib", str(data), "--calib-videos", "0"],
+        ["--precision", "int8", "--calib", "random", "--calib-videos", "0"],  # not the default in disguise
         ["--calib", str(data)],  # calibration without --precision int8 is not silently ignored
     ]
     for extra in cases:

@@ -48,6 +48,9 @@ def test_compare_locates_drift() -> None:
     assert m.per_step_max[:3] == [0, 0, 0] and m.per_step_max[5] == pytest.approx(3e-3)
     got[0]["logits"][0, 0] = np.nan
     assert not next(o for o in compare(ref, got, TOLERANCES[Precision.F32]) if o.name == "logits").passed
+    got[0]["logits"][0, 0] = ref[0]["logits"][0, 0]
+    ref[1]["logits"][0, 1] = np.nan  # a NaN in the reference (a saved one, or the model's) fails too
+    assert not next(o for o in compare(ref, got, TOLERANCES[Precision.F32]) if o.name == "logits").passed
 
 
 @pytest.fixture(scope="module")
@@ -106,12 +109,18 @@ def test_cli_verify_reduced_precision_uses_its_tolerance(graphs: dict[str, str],
         assert report["precision"] == key and report["passed"]
 
 
-def test_cli_verify_bad_inputs(tmp_path, capsys) -> None:
+def test_cli_verify_bad_inputs(graphs: dict[str, str], tmp_path, capsys) -> None:
     bad = tmp_path / "x.onnx"
     bad.write_bytes(b"garbage")
-    for argv in (["verify", str(bad)], ["verify", str(tmp_path / "none.onnx")]):
-        assert main(argv) == 2
-        assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    for argv in (
+        ["verify", str(bad)],
+        ["verify", str(tmp_path / "none.onnx")],
+        ["verify", graphs["f32"], "--atol", "nan"],  # would pass everything
+        ["verify", graphs["f32"], "--state-atol", "-0.5"],
+        ["verify", graphs["f32"], "--data", str(tmp_path), "--data-videos", "0"],  # not the default 16
+    ):
+        assert main(argv) == 2, argv
+        assert len(capsys.readouterr().err.strip().splitlines()) == 1, argv
 
 
 class IgnoresReset(ToyMemory):
