@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from edgemem.argtypes import positive_float
 from edgemem.errors import EdgememError
 from edgemem.precision import choices
 
@@ -53,10 +54,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--checkpoint", action="append", metavar="MODEL=PATH", help="weights for a model (repeatable)")
     b.add_argument("--out", type=Path, default=Path("bench_results"), help="results folder")
     b.add_argument("--cache", type=Path, default=None, help="exported graphs cache (default OUT/graphs)")
-    b.add_argument("--timeout", type=float, default=1800.0, help="seconds before a cell (or export) is killed")
+    b.add_argument("--timeout", type=positive_float, default=1800.0, help="seconds before a cell (or export) is killed")
     b.add_argument(
         "--max-memory-mb",
-        type=float,
+        type=positive_float,
         default=None,
         help="kill a cell whose RSS exceeds this (default: 80%% of the memory available at start)",
     )

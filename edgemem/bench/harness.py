@@ -12,6 +12,7 @@ cells instead of ruining one; each cell's repeats are merged (medians) into one 
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -72,6 +73,9 @@ class BenchConfig:
             raise EdgememError(f"--threads must be >= 1, got {self.threads}")
         if self.repeats < 1:
             raise EdgememError(f"--repeats must be >= 1, got {self.repeats}")
+        for flag, limit in (("--timeout", self.timeout_s), ("--max-memory-mb", self.max_memory_mb)):
+            if limit is not None and not (math.isfinite(limit) and limit > 0):
+                raise EdgememError(f"{flag} must be a finite number > 0, got {limit}")
         if self.data is not None:
             from edgemem.models.pretrained import is_zoo_name
 

@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from edgemem.argtypes import positive_float
 from edgemem.errors import InputError
 
 
@@ -24,7 +25,9 @@ def register(sub: Any) -> None:
     e.add_argument("--max-batch", type=int, help="dynamic-batch graphs: Triton's max_batch_size (default 8)")
     e.add_argument("--instances", type=int, default=1, help="model instances (default 1)")
     e.add_argument("--strategy", choices=("oldest", "direct"), help="sequence batcher strategy (default oldest)")
-    e.add_argument("--idle-timeout", type=float, help="seconds before an idle stream's memory is freed (default 60)")
+    e.add_argument(
+        "--idle-timeout", type=positive_float, help="seconds before an idle stream's memory is freed (default 60)"
+    )
     e.add_argument("--max-sequences", type=int, help="oldest: streams per instance kept as candidates (default 256)")
     e.add_argument("--queue-delay-us", type=int, default=0, help="how long a batch may wait for more steps (default 0)")
     e.add_argument("--kind", choices=("cpu", "gpu"), default="cpu", help="instance kind (default cpu)")
@@ -38,7 +41,7 @@ def register(sub: Any) -> None:
     s.add_argument("--backend-directory", type=Path, help="backends folder with onnxruntime/ (default: assembled "
                    "from the kit in $EDGEMEM_TRITON_KIT)")  # fmt: skip
     s.add_argument("--grpc-port", type=int, default=8001, help="gRPC port on 127.0.0.1 (default 8001)")
-    s.add_argument("--timeout", type=float, default=120.0, help="seconds to wait until the models are ready")
+    s.add_argument("--timeout", type=positive_float, default=120.0, help="seconds to wait until the models are ready")
     s.add_argument("--log", type=Path, help="server log file (default: a temp file)")
     s.set_defaults(func=_start)
 
@@ -48,7 +51,7 @@ def register(sub: Any) -> None:
     b.add_argument("--streams", default="1,4,16,32", help="concurrency levels (default 1,4,16,32)")
     b.add_argument("--clips", type=int, default=32, help="timed clips per stream (default 32)")
     b.add_argument("--warmup", type=int, default=2, help="untimed clips per stream first (default 2)")
-    b.add_argument("--timeout", type=float, default=60.0, help="seconds per request (default 60)")
+    b.add_argument("--timeout", type=positive_float, default=60.0, help="seconds per request (default 60)")
     b.add_argument("--out", type=Path, help="write one bench result per level here (for `edgemem report`)")
     b.add_argument("--in-process", metavar="GRAPH", help="also time this graph in one batched in-process session")
     b.add_argument("--in-process-batch", type=int, default=8, help="its batch (default 8)")

@@ -145,8 +145,8 @@ def stream_command(args: argparse.Namespace) -> int:
             raise InputError(f"{flag} does not apply with --triton (the server holds the model and its memory)")
     if args.runtime != "ort-cpu":
         raise InputError("--runtime does not apply with --triton (the server's backend runs the model)")
-    if args.request_timeout <= 0 or args.timeout <= 0 or args.topk < 1:
-        raise InputError("--request-timeout and --timeout must be positive, --topk >= 1")
+    if args.topk < 1:
+        raise InputError("--topk must be >= 1")
     jsonl = JsonlWriter(args.jsonl) if args.jsonl else None
     view = LiveView(f"triton {args.triton}")
     callbacks = [c for c in (jsonl, None if args.quiet else view) if c is not None]
@@ -154,7 +154,7 @@ def stream_command(args: argparse.Namespace) -> int:
         with contextlib.nullcontext() if args.quiet else view:
             stats, outcomes = run_remote_streams(
                 args.triton, args.model, args.sources, k=args.topk, realtime=args.realtime, on_clip=callbacks,
-                timeout_s=args.timeout, request_timeout_s=args.request_timeout,
+                timeout_s=args.timeout, request_timeout_s=30.0 if args.request_timeout is None else args.request_timeout,
             )  # fmt: skip
     finally:
         if jsonl is not None:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from edgemem.argtypes import positive_float
 from edgemem.precision import choices, of_graph
 
 
@@ -45,7 +46,9 @@ def register(sub: Any) -> None:
     s.add_argument("--out", type=Path, help="write an annotated copy of the video (several sources: _N suffix)")
     s.add_argument("--batch", action="store_true", help="run the sources as parallel streams in one batch")
     s.add_argument("--realtime", action="store_true", help="decode at the video's pace, skip frames when behind")
-    s.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for a network source (default 10)")
+    s.add_argument(
+        "--timeout", type=positive_float, default=10.0, help="seconds to wait for a network source (default 10)"
+    )
     s.add_argument("--topk", type=int, default=5, help="classes per record (default 5)")
     s.add_argument(
         "--cache-dir", type=Path,
@@ -56,7 +59,9 @@ def register(sub: Any) -> None:
     s.add_argument("--save-state", type=Path, help="write the state after the last clip (.npz or .safetensors)")
     s.add_argument("--quiet", action="store_true", help="no live view, only the summary")
     s.add_argument("--triton", metavar="HOST:PORT", help="remote steps on a Triton server (--model: its model name)")
-    s.add_argument("--request-timeout", type=float, default=30.0, help="--triton: seconds per request (default 30)")
+    s.add_argument(
+        "--request-timeout", type=positive_float, default=None, help="--triton: seconds per request (default 30)"
+    )
     s.set_defaults(func=_stream)
 
 
@@ -96,8 +101,8 @@ def _stream(args: argparse.Namespace) -> int:
         raise InputError(f"unknown runtime '{args.runtime}'; available: {', '.join(RUNTIMES)}")
     if args.topk < 1:
         raise InputError("--topk must be >= 1")
-    if args.timeout <= 0:
-        raise InputError("--timeout must be positive")
+    if args.request_timeout is not None:
+        raise InputError("--request-timeout applies with --triton (a local session makes no requests)")
     avail = check(args.runtime)
     if not avail.available:
         raise InputError(f"runtime {args.runtime} is not available here: {avail.detail}")

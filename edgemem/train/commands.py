@@ -51,7 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--frame-scale", type=int, default=1, metavar="K", help="k x more frames per clip (baseline)")
     p.add_argument("--init", default=None, metavar="CKPT", help="initialise from a checkpoint (CM: clip-level)")
     p.add_argument("--clips-per-video", type=int, default=None, metavar="N", help="CM: clips per video")
-    p.add_argument("--alpha", type=float, default=1.0, help="CM: weight of the video-level loss")
+    p.add_argument("--alpha", type=float, default=None, help="CM: weight of the video-level loss (default 1)")
     p.add_argument("--multi-iteration", action="store_true", help="CM: two-scan training, one clip at a time")
     p.add_argument(
         "--no-batch-reduction",
@@ -133,7 +133,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="bf16: autocast on CPU (or GPU); fp16: AMP on GPU; auto: fp16 AMP on GPU, f32 on CPU",
     )
     p.add_argument("--clip-grad", type=float, default=1.0, help="max gradient norm (0: off)")
-    p.add_argument("--eval-every", type=int, default=5, help="validate every E epochs (and after the last)")
+    p.add_argument("--eval-every", type=int, default=5, help="validate every E epochs and after the last (0: never)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--threads", type=int, default=None, help="torch threads per process (default: usable CPUs)")

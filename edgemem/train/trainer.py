@@ -66,7 +66,7 @@ class TrainOptions:
     frame_scale: int = 1
     init: str | None = None
     clips_per_video: int | None = None
-    alpha: float = 1.0
+    alpha: float | None = None  # CM: weight of the video-level loss (default 1)
     multi_iteration: bool = False
     no_batch_reduction: bool = False
     infusion: str | None = None
@@ -97,8 +97,6 @@ class TrainOptions:
             raise InputError(f"--epochs must be >= 1, got {self.epochs}")
         if self.batch_size is not None and self.batch_size < 1:
             raise InputError(f"--batch-size must be >= 1, got {self.batch_size}")
-        if self.lr is not None and not self.lr > 0:
-            raise InputError(f"--lr must be > 0, got {self.lr}")
         if self.frame_scale < 1:
             raise InputError(f"--frame-scale must be >= 1, got {self.frame_scale}")
         if self.clips_per_video is not None and self.clips_per_video < 1:
@@ -109,14 +107,21 @@ class TrainOptions:
             raise InputError(f"--memory-drop must be in [0, 1], got {self.memory_drop}")
         if self.memory_grad not in (None, "bptt", "pipelined"):
             raise InputError(f"--memory-grad must be bptt or pipelined, got {self.memory_grad}")
-        if self.memory_lr_scale is not None and not self.memory_lr_scale > 0:
-            raise InputError(f"--memory-lr-scale must be > 0, got {self.memory_lr_scale}")
         if self.lr_hold is not None and not 0 <= self.lr_hold < 1:
             raise InputError(f"--lr-hold must be in [0, 1), got {self.lr_hold}")
         if self.infusion_warmup is not None and self.infusion_warmup < 0:
             raise InputError(f"--infusion-warmup must be >= 0, got {self.infusion_warmup}")
         if self.workers < 0:
             raise InputError(f"--workers must be >= 0, got {self.workers}")
+        for flag, value, least, strict in (
+            ("--lr", self.lr, 0.0, True), ("--weight-decay", self.weight_decay, 0.0, False),
+            ("--warmup-epochs", self.warmup_epochs, 0.0, False), ("--alpha", self.alpha, 0.0, False),
+            ("--memory-lr-scale", self.memory_lr_scale, 0.0, True), ("--clip-grad", self.clip_grad, 0.0, False),
+        ):  # fmt: skip
+            if value is not None and not (math.isfinite(value) and (value > least if strict else value >= least)):
+                raise InputError(f"{flag} must be a finite number {'>' if strict else '>='} {least:g}, got {value}")
+        if self.eval_every < 0:
+            raise InputError(f"--eval-every must be >= 0 (0: never), got {self.eval_every}")
 
 
 def default_epochs(train_videos: int) -> int:
@@ -267,7 +272,9 @@ def run_training(opts: TrainOptions) -> dict[str, Any] | None:
     model = _build_model(opts, num_classes, {})
     family = family_of(model)
     if family == "cm":
-        cm: dict[str, Any] = {"alpha": opts.alpha} | ({"clips": opts.clips_per_video} if opts.clips_per_video else {})
+        cm: dict[str, Any] = {"alpha": 1.0 if opts.alpha is None else opts.alpha} | (
+            {"clips": opts.clips_per_video} if opts.clips_per_video else {}
+        )
         if opts.no_batch_reduction:
             cm["batch_reduction"] = False
         if opts.infusion:
@@ -293,6 +300,8 @@ def run_training(opts: TrainOptions) -> dict[str, Any] | None:
         raise InputError("--infusion-warmup warms up a gating model with the residual infusion; this one is residual")
     if opts.infusion_warmup is not None and opts.infusion_warmup >= _epochs(opts):
         raise InputError(f"--infusion-warmup {opts.infusion_warmup} leaves no gating epoch of --epochs {_epochs(opts)}")
+    if opts.alpha is not None and family != "cm":
+        raise InputError("--alpha applies to CM models only")
     if opts.clips_per_video is not None and family != "cm":
         raise InputError("--clips-per-video applies to CM models only")
     if opts.memory_grad is not None and family != "memvit":

@@ -50,6 +50,14 @@ def test_missing_csv_and_unknown_model(tmp_path: Path, data: Path, capsys) -> No
     _fails(
         ["train", "mvit_tiny", "--data", str(data), "--out", str(run), "--memory-block", "0:3:all"], capsys, "MeMViT"
     )
+    _fails(["train", "memvit_tiny", "--data", str(data), "--out", str(run), "--alpha", "0.5"], capsys, "CM models only")
+    # a NaN or infinite number is refused before it reaches the optimizer (or the run's config.json)
+    for option, value in (
+        ("--lr", "inf"), ("--weight-decay", "nan"), ("--weight-decay", "-1"), ("--warmup-epochs", "-1"),
+        ("--clip-grad", "nan"), ("--alpha", "nan"), ("--memory-lr-scale", "inf"), ("--eval-every", "-1"),
+    ):  # fmt: skip
+        model = "cm_slow_tiny" if option == "--alpha" else "memvit_tiny"
+        _fails(["train", model, "--data", str(data), "--out", str(run), option, value], capsys, option, value)
     assert not run.exists()
 
 
