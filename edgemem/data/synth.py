@@ -31,7 +31,7 @@ from edgemem.data.synth_families import (
     relation_meta,
     render_relation,
 )
-from edgemem.data.video import write_video
+from edgemem.data.video import check_video_encoder, write_video
 from edgemem.errors import InputError
 
 # Saturated colours, far apart in hue, that survive 4:2:0 chroma subsampling at 40x40.
@@ -193,7 +193,9 @@ def resolve_task(task_name: str, opts: TaskOptions) -> SynthTask | RelationTask:
         if getattr(opts, k) is not None
     ]
     if extra:
-        raise InputError(f"{' and '.join(extra)} apply to the rel-* tasks only, not {task_name}")
+        raise InputError(
+            f"{' and '.join(extra)} {'applies' if len(extra) == 1 else 'apply'} to the rel-* tasks only, not {task_name}"
+        )
     if opts.distance is None:
         return task
     if not 2 <= opts.distance <= 32:
@@ -224,6 +226,9 @@ def generate(
         raise InputError(f"need --videos >= 1 and --val >= 0, got {videos} and {val}")
     if size < 16 or size % 2:
         raise InputError(f"--size must be even and >= 16, got {size}")
+    if seed < 0:
+        raise InputError(f"--seed must be >= 0, got {seed}")
+    check_video_encoder(codec)
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InputError(f"{out} exists and is not an empty directory")

@@ -219,6 +219,16 @@ def read_frames(path: str | os.PathLike[str], indices: Sequence[int]) -> np.ndar
         return r.get_frames(indices)
 
 
+def check_video_encoder(codec: str) -> None:
+    """Refuse ``codec`` unless this PyAV build has it as a video encoder (one line, before any file)."""
+    try:
+        kind = av.codec.Codec(codec, "w").type
+    except (av.codec.codec.UnknownCodecError, ValueError):
+        kind = None
+    if kind != "video":
+        raise InputError(f"--codec {codec!r} is not a video encoder of this PyAV build; try mpeg4, libx264, libvpx-vp9")
+
+
 def write_video(
     path: str | os.PathLike[str],
     frames: np.ndarray,

@@ -91,6 +91,11 @@ def test_bad_requests(tmp_path):
     (tmp_path / "full" / "keep.txt").write_text("mine")
     with pytest.raises(InputError, match="not an empty directory"):
         generate("cue-sum", tmp_path / "full", 2)
+    with pytest.raises(InputError, match="--seed must be >= 0"):  # numpy's traceback before
+        generate("cue-sum", tmp_path / "x", 2, seed=-1)
+    for codec in ("h265", "aac"):  # unknown to PyAV; an audio encoder
+        with pytest.raises(InputError, match=f"--codec '{codec}' is not a video encoder"):
+            generate("cue-sum", tmp_path / "x", 2, codec=codec)
     assert [p.name for p in tmp_path.iterdir()] == ["full"], "nothing half-written"
 
 
