@@ -1,4 +1,4 @@
-"""Numeric options whose NaN or sign would slip through a comparison are refused on the command line."""
+"""Numeric options whose NaN or sign would slip through a comparison, and options that depend on another, refused."""
 
 from __future__ import annotations
 
@@ -42,3 +42,17 @@ def test_request_timeout_without_triton_is_refused(capsys: pytest.CaptureFixture
     assert capsys.readouterr().err.strip() == (
         "edgemem stream: error: --request-timeout applies with --triton (a local session makes no requests)"
     )
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--in-process-batch", "4"], "--in-process-batch: only with --in-process GRAPH"),
+        (["--threads", "2"], "--threads: only with --in-process GRAPH"),
+        (["--in-process", "g.onnx", "--in-process-batch", "0"], "--in-process-batch must be >= 1, got 0"),
+    ],
+)
+def test_serve_bench_in_process_options(extra: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Checked before any stream runs (a batch of 0 divided by zero after the whole benchmark)."""
+    assert main(["serve", "bench", "--triton", "localhost:1", "--model", "m", *extra]) == 2
+    assert capsys.readouterr().err.strip() == f"edgemem serve: error: {message}"

@@ -54,7 +54,7 @@ def register(sub: Any) -> None:
     b.add_argument("--timeout", type=positive_float, default=60.0, help="seconds per request (default 60)")
     b.add_argument("--out", type=Path, help="write one bench result per level here (for `edgemem report`)")
     b.add_argument("--in-process", metavar="GRAPH", help="also time this graph in one batched in-process session")
-    b.add_argument("--in-process-batch", type=int, default=8, help="its batch (default 8)")
+    b.add_argument("--in-process-batch", type=int, default=None, help="its batch (default 8)")
     b.add_argument("--threads", type=int, help="its ONNX Runtime threads")
     b.set_defaults(func=_bench)
 
@@ -77,7 +77,7 @@ def _export(args: argparse.Namespace) -> int:
     opts = ServeOptions(
         max_batch=args.max_batch or 8, instances=args.instances, strategy=args.strategy or "oldest",
         idle_timeout_s=args.idle_timeout or 60.0, kind=args.kind, accelerator=args.accelerator,
-        max_sequences=args.max_sequences or 256, queue_delay_us=args.queue_delay_us, threads=args.threads,
+        max_sequences=256 if args.max_sequences is None else args.max_sequences, queue_delay_us=args.queue_delay_us, threads=args.threads,
     )  # fmt: skip
     served = write_repository(args.graphs, args.repo, names=args.name, opts=opts)
     for m in served:
@@ -134,14 +134,24 @@ def _bench(args: argparse.Namespace) -> int:
               f"mean batch {s['mean_batch']} ({s['inferences']} steps in {s['executions']} executions), "
               f"load {r['load_avg']} [{seconds:.0f} s]", flush=True)  # fmt: skip
 
+    if args.in_process is None:
+        given = [
+            o for o, v in (("--in-process-batch", args.in_process_batch), ("--threads", args.threads)) if v is not None
+        ]
+        if given:
+            raise InputError(f"{', '.join(given)}: only with --in-process GRAPH")
+    for flag, value in (("--in-process-batch", args.in_process_batch), ("--threads", args.threads)):
+        if value is not None and value < 1:
+            raise InputError(f"{flag} must be >= 1, got {value}")
+    batch = args.in_process_batch or 8
     results = serve_bench(args.triton, args.model, streams, args.clips, args.warmup, args.timeout, show)
     if args.in_process:
-        steps = max(1, max(streams) * args.clips // args.in_process_batch)
-        ref = in_process_clips_s(args.in_process, args.in_process_batch, steps, args.threads)
-        print(f"in-process ort-cpu batch {args.in_process_batch}: {ref:.1f} clips/s")
+        steps = max(1, max(streams) * args.clips // batch)
+        ref = in_process_clips_s(args.in_process, batch, steps, args.threads)
+        print(f"in-process ort-cpu batch {batch}: {ref:.1f} clips/s")
         for r in results:
             ratio = r["throughput_clips_s"] / ref
-            r["serving"]["in_process"] = {"graph": Path(args.in_process).name, "batch": args.in_process_batch,
+            r["serving"]["in_process"] = {"graph": Path(args.in_process).name, "batch": batch,
                                           "clips_s": round(ref, 3), "ratio": round(ratio, 3)}  # fmt: skip
             print(f"{r['serving']['streams']:>3} streams: {ratio:.2f}x the in-process clips/s")
     if args.out:

@@ -98,6 +98,8 @@ def test_refusals_leave_nothing_written(graphs: dict[str, Path], tmp_path: Path,
         write_repository([graphs["dyn"]], repo, names=["a", "b"])
     rc = main(["serve", "export", str(graphs["b1"]), "--repo", str(repo), "--max-batch", "4"])
     assert rc == 2 and "--max-batch applies to dynamic-batch graphs" in capsys.readouterr().err
+    rc = main(["serve", "export", str(graphs["b1"]), "--repo", str(repo), "--max-sequences", "0"])  # not 256
+    assert rc == 2 and "--max-sequences must be >= 1" in capsys.readouterr().err
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no staging folder left behind
 
 
