@@ -79,6 +79,8 @@ def to_onnx(
     start = time.perf_counter()
     out, precision = _check_args(model, Path(path), batch, opset, precision)
     int8 = precision == Precision.INT8
+    if not int8 and calibration is not None:
+        raise InputError(f"calibration data applies to int8 only, not to a {precision} graph")
     if int8 and calibration is None:
         raise InputError("int8 needs calibration data: --calib DATA (a dataset, videos, or 'random')")
     if int8 and quantizer not in QUANTIZERS:

@@ -134,6 +134,9 @@ def test_bad_arguments(tmp_path) -> None:
         to_onnx(make_toy(), tmp_path / "x.onnx", precision="bf16")
     with pytest.raises(InputError, match="StreamingModel"):
         to_onnx(torch.nn.Linear(2, 2), tmp_path / "x.onnx")
+    cal = synthetic_calibration(make_toy().input_shape)
+    with pytest.raises(InputError, match="calibration data applies to int8 only, not to a fp16 graph"):
+        to_onnx(make_toy(), tmp_path / "x.onnx", precision="fp16", calibration=cal)  # not silently unquantized
     assert list(tmp_path.iterdir()) == []
 
 
