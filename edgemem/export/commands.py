@@ -30,7 +30,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="preset (see `edgemem models`: its shipped default weights), shipped weights name "
         "(`edgemem models --zoo`), PySlowFast/MeMViT YAML, or a .pyth edgemem wrote (a run's checkpoint)",
     )
-    p.add_argument("--checkpoint", help="PySlowFast .pyth checkpoint (loaded all-or-nothing)")
+    p.add_argument(
+        "--checkpoint",
+        help="PySlowFast .pyth checkpoint (loaded all-or-nothing), or shipped weights of MODEL by name "
+        "(`edgemem models --zoo`)",
+    )
     p.add_argument(
         "--random-weights", action="store_true",
         help="export a preset or config without weights untrained (speed tests: its classes mean nothing)",

@@ -6,7 +6,7 @@ every runtime but ``torch``, exported once into the graph cache (``graph_cache``
 the weights' content, the export options and the edgemem version), then reused.
 
 Weights, never silently random: a checkpoint edgemem wrote given as MODEL (its card builds the model);
-``--checkpoint`` when given; else a shipped-weights name's own weights, or the preset's shipped default
+``--checkpoint`` when given (a .pyth, or shipped weights of MODEL's preset by name); else a shipped-weights name's own weights, or the preset's shipped default
 weights (``edgemem/zoo``); a preset or config without either is refused unless ``random_weights`` is
 asked for (its classes then mean nothing, and ``note`` says so).
 """
@@ -37,11 +37,17 @@ def build_model(
 
     if model.lower().endswith(".pyth"):
         return _from_pyth(model, checkpoint, random_weights, view), weights_id(model)
+    cards = zoo_cards()
     if checkpoint is not None:
         if random_weights:
             raise InputError("--random-weights and --checkpoint exclude each other")
+        if checkpoint in cards and not Path(checkpoint).exists():  # shipped weights by name, as `verify` takes
+            preset = cards[checkpoint]["preset"]
+            if preset != model:
+                raise InputError(f"--checkpoint {checkpoint}: shipped weights of {preset}, not of {model}")
+            check_view(model, view)
+            return create_model(checkpoint), weights_id(shipped=cards[checkpoint])
         return resolve_model(model, checkpoint, view=view), weights_id(checkpoint)
-    cards = zoo_cards()
     if model in cards:  # a shipped-weights name: its own weights
         if random_weights:
             raise InputError(f"--random-weights: {model} names shipped weights; give its preset instead")

@@ -29,7 +29,10 @@ def register(sub: Any) -> None:
         "--model", required=True,
         help="an edgemem ONNX graph, a preset or shipped weights name, a YAML config, or a .pyth edgemem wrote",
     )  # fmt: skip
-    s.add_argument("--checkpoint", help="weights for a preset/config (.pyth); default: the preset's shipped weights")
+    s.add_argument(
+        "--checkpoint",
+        help="weights for a preset/config (.pyth, or shipped weights by name); default: the preset's shipped weights",
+    )
     s.add_argument(
         "--random-weights", action="store_true",
         help="stream a preset/config without trained weights (timing only: its classes mean nothing)",

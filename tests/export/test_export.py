@@ -198,6 +198,12 @@ def test_cli_preset_exports_its_shipped_weights_and_never_silently_random(tmp_pa
     assert rc == 0 and (by_file_card.name, by_file_card.class_names) == (card.name, card.class_names)
     feeds_got = _session(by_file).run(["logits"], feeds)[0]
     np.testing.assert_allclose(feeds_got, got, atol=1e-6)
+    # Shipped weights by name as --checkpoint (as `verify --checkpoint` takes them): the same graph.
+    by_name = tmp_path / "by_name.onnx"
+    rc, err = _cli(["export", "memvit_tiny", "--checkpoint", "memvit_tiny_cuematch", "--out", str(by_name),
+                    "--no-verify"], capsys)  # fmt: skip
+    assert rc == 0
+    np.testing.assert_allclose(_session(by_name).run(["logits"], feeds)[0], got, atol=1e-6)
 
     nothing = tmp_path / "none"
     nothing.mkdir()
@@ -208,6 +214,8 @@ def test_cli_preset_exports_its_shipped_weights_and_never_silently_random(tmp_pa
         (["export", str(OFFICIAL_TINY / "tiny_config_sampler_all.yaml"), "--out", str(nothing / "x.onnx")],
          "--random-weights"),
         (["export", "memvit_tiny_cuematch", "--random-weights", "--out", str(nothing / "x.onnx")], "names shipped"),
+        (["export", "mvit_tiny", "--checkpoint", "memvit_tiny_cuematch", "--out", str(nothing / "x.onnx")],
+         "shipped weights of memvit_tiny, not of mvit_tiny"),
         (["export", "cm_mvit_tiny", "--random-weights", "--checkpoint", "x.pyth", "--out", str(nothing / "x.onnx")],
          "exclude each other"),
     ]  # fmt: skip
