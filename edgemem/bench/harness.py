@@ -73,6 +73,8 @@ class BenchConfig:
             raise EdgememError(f"--threads must be >= 1, got {self.threads}")
         if self.repeats < 1:
             raise EdgememError(f"--repeats must be >= 1, got {self.repeats}")
+        if self.data_limit is not None and (self.data is None or self.data_limit < 1):
+            raise EdgememError(f"--data-limit must be >= 1 and needs --data, got {self.data_limit}")
         for flag, limit in (("--timeout", self.timeout_s), ("--max-memory-mb", self.max_memory_mb)):
             if limit is not None and not (math.isfinite(limit) and limit > 0):
                 raise EdgememError(f"{flag} must be a finite number > 0, got {limit}")

@@ -46,6 +46,12 @@ def test_bad_requests_are_user_errors():
         BenchConfig(["memvit_tiny_cuematch", "memvit_tiny"], ["ort-cpu"], data="d")
     BenchConfig(["memvit_tiny_cuematch", "memvit_tiny"], ["ort-cpu"], data="d", checkpoints={"memvit_tiny": "w.pyth"})
     BenchConfig(["memvit_tiny"], ["ort-cpu"])  # timing only: random weights are fine
+    for limit, data in ((0, "d"), (-1, "d"), (4, None)):  # an empty or all-but-last slice; ignored without --data
+        with pytest.raises(EdgememError, match="--data-limit must be >= 1 and needs --data"):
+            BenchConfig(["memvit_tiny_cuematch"], ["ort-cpu"], data=data, data_limit=limit)
+    for timeout in (float("nan"), 0.0):
+        with pytest.raises(EdgememError, match="--timeout must be a finite number > 0"):
+            BenchConfig(["memvit_tiny"], ["ort-cpu"], timeout_s=timeout)
 
 
 def test_watchdog_kills_on_memory_and_reports_exit_codes():
