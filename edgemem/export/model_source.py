@@ -6,9 +6,10 @@ every runtime but ``torch``, exported once into the graph cache (``graph_cache``
 the weights' content, the export options and the edgemem version), then reused.
 
 Weights, never silently random: a checkpoint edgemem wrote given as MODEL (its card builds the model);
-``--checkpoint`` when given (a .pyth, or shipped weights of MODEL's preset by name); else a shipped-weights name's own weights, or the preset's shipped default
-weights (``edgemem/zoo``); a preset or config without either is refused unless ``random_weights`` is
-asked for (its classes then mean nothing, and ``note`` says so).
+``--checkpoint`` when given (a .pyth, or shipped weights of MODEL's preset by name); else a
+shipped-weights name's own weights, or the preset's shipped default weights (``edgemem/zoo``); a preset
+or config without either is refused unless ``random_weights`` is asked for (its classes then mean
+nothing, and ``note`` says so).
 """
 
 from __future__ import annotations

@@ -77,7 +77,8 @@ def _export(args: argparse.Namespace) -> int:
     opts = ServeOptions(
         max_batch=args.max_batch or 8, instances=args.instances, strategy=args.strategy or "oldest",
         idle_timeout_s=args.idle_timeout or 60.0, kind=args.kind, accelerator=args.accelerator,
-        max_sequences=256 if args.max_sequences is None else args.max_sequences, queue_delay_us=args.queue_delay_us, threads=args.threads,
+        max_sequences=256 if args.max_sequences is None else args.max_sequences,
+        queue_delay_us=args.queue_delay_us, threads=args.threads,
     )  # fmt: skip
     served = write_repository(args.graphs, args.repo, names=args.name, opts=opts)
     for m in served:

@@ -154,7 +154,7 @@ def stream_command(args: argparse.Namespace) -> int:
         with contextlib.nullcontext() if args.quiet else view:
             stats, outcomes = run_remote_streams(
                 args.triton, args.model, args.sources, k=args.topk, realtime=args.realtime, on_clip=callbacks,
-                timeout_s=args.timeout, request_timeout_s=30.0 if args.request_timeout is None else args.request_timeout,
+                timeout_s=args.timeout, request_timeout_s=args.request_timeout or 30.0,  # None: not given
             )  # fmt: skip
     finally:
         if jsonl is not None:
