@@ -11,7 +11,7 @@ import pytest
 import edgemem
 
 ROOT = Path(edgemem.__file__).parent
-BOTTOM = {"errors", "contract", "hardware", "optional", "finite", "atomic", "precision", "strict_yaml"}
+BOTTOM = {"errors", "contract", "hardware", "optional", "finite", "atomic", "precision", "strict_yaml", "argtypes"}
 # package (or top-level module) -> the edgemem packages it may import besides itself and the root.
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
@@ -21,6 +21,7 @@ ALLOWED: dict[str, set[str]] = {
     "atomic": {"errors"},
     "precision": {"errors"},
     "strict_yaml": set(),
+    "argtypes": set(),
     "hardware": {"errors", "optional"},
     "runtimes": BOTTOM,
     "data": BOTTOM,
