@@ -42,13 +42,12 @@ def build_model(
     if checkpoint is not None:
         if random_weights:
             raise InputError("--random-weights and --checkpoint exclude each other")
-        if checkpoint in cards and not Path(checkpoint).exists():  # shipped weights by name, as `verify` takes
-            preset = cards[checkpoint]["preset"]
-            if preset != model:
-                raise InputError(f"--checkpoint {checkpoint}: shipped weights of {preset}, not of {model}")
-            check_view(model, view)
-            return create_model(checkpoint), weights_id(shipped=cards[checkpoint])
-        return resolve_model(model, checkpoint, view=view), weights_id(checkpoint)
+        if checkpoint not in cards or Path(checkpoint).exists():
+            return resolve_model(model, checkpoint, view=view), weights_id(checkpoint)
+        preset = cards[checkpoint]["preset"]  # shipped weights by name, as `verify` takes them: MODEL's own
+        if preset != model:
+            raise InputError(f"--checkpoint {checkpoint}: shipped weights of {preset}, not of {model}")
+        model = checkpoint  # from here on, the shipped-weights name given as MODEL
     if model in cards:  # a shipped-weights name: its own weights
         if random_weights:
             raise InputError(f"--random-weights: {model} names shipped weights; give its preset instead")
