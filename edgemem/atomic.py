@@ -55,6 +55,22 @@ def atomic_path(path: str | os.PathLike[str], *, error: type[EdgememError] = Inp
         f.discard()
 
 
+def check_writable(path: str | os.PathLike[str]) -> Path:
+    """Refuse, before any slow work, an output path that cannot be written: a folder, or a path under a
+    file or an unwritable folder. Missing folders are fine: the write creates them."""
+    out = Path(path)
+    if out.is_dir():
+        raise InputError(f"output is a directory: {out}")
+    base = out.parent
+    while not base.exists() and base != base.parent:
+        base = base.parent
+    if not base.is_dir():
+        raise InputError(f"cannot write {out}: {base} is not a directory")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise InputError(f"cannot write {out}: {base} is not writable")
+    return out
+
+
 def write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
-from edgemem.atomic import AtomicFile, atomic_path, write_json, write_text
+from edgemem.atomic import AtomicFile, atomic_path, check_writable, write_json, write_text
 from edgemem.errors import InputError, StateError
 
 
@@ -46,3 +47,18 @@ def test_discard_removes_the_temp(tmp_path: Path) -> None:
     assert f.tmp.is_file() and f.tmp.name.endswith(".tmp.mp4")
     f.discard()
     assert not list(tmp_path.iterdir())
+
+
+def test_check_writable_refuses_early_and_allows_missing_folders(tmp_path) -> None:
+    assert check_writable(tmp_path / "new" / "deeper" / "g.onnx") == tmp_path / "new" / "deeper" / "g.onnx"
+    assert not (tmp_path / "new").exists()  # nothing is made by the check itself
+    with pytest.raises(InputError, match="output is a directory"):
+        check_writable(tmp_path)
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(InputError, match=r"f is not a directory$"):
+        check_writable(tmp_path / "f" / "sub" / "g.onnx")
+    if os.geteuid() != 0:  # root writes anywhere
+        ro = tmp_path / "ro"
+        ro.mkdir(mode=0o555)
+        with pytest.raises(InputError, match="ro is not writable"):
+            check_writable(ro / "a" / "g.onnx")

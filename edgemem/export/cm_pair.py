@@ -27,7 +27,7 @@ import onnx
 import torch
 from torch import Tensor, nn
 
-from edgemem.atomic import atomic_path
+from edgemem.atomic import atomic_path, check_writable
 from edgemem.contract import BATCH_DIM, ModelCard, write_contract
 from edgemem.errors import EdgememError, UnsupportedError
 from edgemem.models.cm_model import CMModel
@@ -96,8 +96,8 @@ def export_cm_pair(model: CMModel, stem: str | os.PathLike[str], *, opset: int =
     if not isinstance(model, CMModel):
         raise EdgememError(f"the two-scan pair needs a CM model, got {type(model).__name__}")
     enc_path, cls_path = pair_paths(stem)
-    if not enc_path.parent.is_dir():
-        raise EdgememError(f"output folder does not exist: {enc_path.parent}")
+    check_writable(enc_path)
+    check_writable(cls_path)
     model.eval()
     frames = torch.zeros((2, *model.input_shape))
     with torch.no_grad():

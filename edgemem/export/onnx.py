@@ -17,7 +17,7 @@ import onnx
 import torch
 
 import edgemem
-from edgemem.atomic import atomic_path
+from edgemem.atomic import atomic_path, check_writable
 from edgemem.contract import BATCH_DIM, read_contract, write_contract
 from edgemem.errors import EdgememError, InputError, UnsupportedError
 from edgemem.export.calibration import Calibration
@@ -166,14 +166,7 @@ def _check_args(
         raise UnsupportedError(f"opset {opset} cannot be produced: the exporter writes opsets {MIN_OPSET}..{newest}")
     if out.suffix != ".onnx":
         raise InputError(f"output must be a .onnx file, got {out}")
-    parent = out.parent
-    if not parent.is_dir():
-        raise InputError(f"output directory does not exist: {parent}")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise InputError(f"output directory is not writable: {parent}")
-    if out.is_dir():
-        raise InputError(f"output is a directory: {out}")
-    return out, Precision(str(precision))
+    return check_writable(out), Precision(str(precision))
 
 
 def _export_proto(model: StreamingModel, batch: int | None, opset: int) -> onnx.ModelProto:

@@ -26,13 +26,13 @@ def _session(path) -> ort.InferenceSession:
 
 
 def test_export_verifies_and_leaves_only_the_graph(tmp_path) -> None:
-    result = to_onnx(make_toy(), tmp_path / "toy.onnx")
+    result = to_onnx(make_toy(), tmp_path / "graphs" / "toy.onnx")  # a missing folder is made
     assert result.report is not None and result.report.passed
     assert result.report.steps >= 16 and all(len(b) >= 2 for b in result.report.boundaries)
     ort_result = result.report.runtimes[0]
     assert [o.name for o in ort_result.outputs] == ["logits", "state_out.mem", "state_out.valid"]
     assert max(o.max_abs for o in ort_result.outputs) < 1e-5
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["toy.onnx"]
+    assert sorted(p.name for p in (tmp_path / "graphs").iterdir()) == ["toy.onnx"]
     assert result.stats.nodes < 60 and "If" not in result.stats.ops and "Loop" not in result.stats.ops
 
 
@@ -126,8 +126,14 @@ def test_exporter_failure_is_one_error_and_no_file(tmp_path) -> None:
 def test_bad_arguments(tmp_path) -> None:
     with pytest.raises(UnsupportedError, match="opset 12"):
         to_onnx(make_toy(), tmp_path / "x.onnx", opset=12)
-    with pytest.raises(InputError, match="does not exist"):
-        to_onnx(make_toy(), tmp_path / "no" / "x.onnx")
+    (tmp_path / "f").write_text("")
+    with pytest.raises(InputError, match="f is not a directory"):
+        to_onnx(make_toy(), tmp_path / "f" / "sub" / "x.onnx")
+    (tmp_path / "f").unlink()
+    (tmp_path / "d.onnx").mkdir()
+    with pytest.raises(InputError, match="output is a directory"):
+        to_onnx(make_toy(), tmp_path / "d.onnx")
+    (tmp_path / "d.onnx").rmdir()
     with pytest.raises(InputError, match=".onnx"):
         to_onnx(make_toy(), tmp_path / "x.txt")
     with pytest.raises(UnsupportedError, match="cannot be exported in 'bf16'; choose from f32, fp16, int8"):
@@ -148,9 +154,10 @@ def _cli(argv: list[str], capsys) -> tuple[int, str]:
 
 def test_cli_bad_inputs_one_line_errors(tmp_path, capsys) -> None:
     out = str(tmp_path / "x.onnx")
+    (tmp_path / "file.txt").write_text("")
     cases = [
         (["export", "no_such_model", "--out", out], "unknown model"),
-        (["export", "mvit_tiny", "--out", str(tmp_path / "missing" / "x.onnx")], "does not exist"),
+        (["export", "mvit_tiny", "--out", str(tmp_path / "file.txt" / "x.onnx")], "file.txt is not a directory"),
         (["export", "mvit_tiny", "--out", "/proc/x.onnx"], "cannot write"),
         (["export", "mvit_tiny", "--out", out, "--opset", "9"], "opset 9"),
         (["export", "mvit_tiny", "--out", out, "--batch", "zero"], "--batch"),
@@ -163,6 +170,7 @@ def test_cli_bad_inputs_one_line_errors(tmp_path, capsys) -> None:
     for argv, msg in cases:
         rc, err = _cli(argv, capsys)
         assert rc == 2 and msg in err and len(err.splitlines()) == 1, (argv, err)
+    (tmp_path / "file.txt").unlink()
     yaml = tmp_path / "slowfast.yaml"
     yaml.write_text("MODEL:\n  ARCH: slowfast\n  MODEL_NAME: SlowFast\n  NUM_CLASSES: 400\n")
     rc, err = _cli(["export", str(yaml), "--out", out], capsys)
