@@ -51,10 +51,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-def train_augment(clip: ClipSpec) -> TrainAugment:
-    """The training augmentation of a model's clip (scale jitter around its crop size, flip)."""
+def train_augment(clip: ClipSpec, flip: bool = True) -> TrainAugment:
+    """The training augmentation of a model's clip (scale jitter around its crop size, ``flip``)."""
     lo, hi = train_scales(clip.crop_size)
-    return TrainAugment(clip.crop_size, lo, hi, clip.mean, clip.std)
+    return TrainAugment(clip.crop_size, lo, hi, clip.mean, clip.std, flip)
 
 
 def eval_transform(clip: ClipSpec, num_crops: int = 1) -> EvalTransform:
@@ -145,12 +145,13 @@ class ClipDataset(_ClipSource):
         temporal_views: int = 1,
         spatial_crops: int = 1,
         seed: int = 0,
+        flip: bool = True,
     ) -> None:
         super().__init__(records, geometry, seed)
         self.train = train
         self.temporal_views = 1 if train else temporal_views
         self.spatial_crops = 1 if train else spatial_crops
-        self.augment = train_augment(geometry)
+        self.augment = train_augment(geometry, flip)
         self.transform = eval_transform(geometry, self.spatial_crops)
 
     @property
@@ -205,6 +206,7 @@ class MultiClipDataset(_ClipSource):
         train: bool,
         spatial_crops: int = 1,
         seed: int = 0,
+        flip: bool = True,
     ) -> None:
         super().__init__(records, geometry, seed)
         if num_clips < 1:
@@ -212,7 +214,7 @@ class MultiClipDataset(_ClipSource):
         self.num_clips = num_clips
         self.train = train
         self.spatial_crops = 1 if train else spatial_crops
-        self.augment = train_augment(geometry)
+        self.augment = train_augment(geometry, flip)
         self.transform = eval_transform(geometry, self.spatial_crops)
 
     def __len__(self) -> int:
@@ -253,10 +255,12 @@ class StreamingDataset(_ClipSource):
     stay spatially consistent.
     """
 
-    def __init__(self, records: Sequence[VideoRecord], geometry: ClipSpec, train: bool, seed: int = 0) -> None:
+    def __init__(
+        self, records: Sequence[VideoRecord], geometry: ClipSpec, train: bool, seed: int = 0, flip: bool = True
+    ) -> None:
         super().__init__(records, geometry, seed)
         self.train = train
-        self.augment = train_augment(geometry)
+        self.augment = train_augment(geometry, flip)
         self.transform = eval_transform(geometry, 1)
         self.clips_per_video: list[int] = []
         self.skipped: dict[int, str] = {}

@@ -53,7 +53,9 @@ class CMRecipe(ShuffledRecipe):
         self.clips = int(self.model.clips)
         self.alpha = float(self.model.alpha)
         self.multi_iteration = bool(self.options.get("multi_iteration"))
-        self.ds = MultiClipDataset(self.train_items, self.geometry, self.clips, train=True, seed=self.seed)
+        self.ds = MultiClipDataset(
+            self.train_items, self.geometry, self.clips, train=True, seed=self.seed, flip=self.flip
+        )
         self.warmup = int(self.options.get("infusion_warmup") or 0)
         self.final_infusion = str(self.options.get("infusion") or self.model.cm.infusion)
 

@@ -49,6 +49,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "cosine from the end of the warm-up)",
     )
     p.add_argument("--frame-scale", type=int, default=1, metavar="K", help="k x more frames per clip (baseline)")
+    p.add_argument(
+        "--no-flip",
+        action="store_true",
+        default=None,
+        help="augment without horizontal flips, for labels that depend on left and right (direction of "
+        "motion, side of the frame); default: flip half of the videos; with --resume, the run's own",
+    )
     p.add_argument("--init", default=None, metavar="CKPT", help="initialise from a checkpoint (CM: clip-level)")
     p.add_argument("--clips-per-video", type=int, default=None, metavar="N", help="CM: clips per video")
     p.add_argument("--alpha", type=float, default=None, help="CM: weight of the video-level loss (default 1)")

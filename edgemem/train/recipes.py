@@ -56,6 +56,7 @@ class RecipeBase(ABC):
         self.batch_size = int(options["batch_size"])
         self.workers = int(options.get("workers", 0))
         self.seed = int(options.get("seed", 0))
+        self.flip = not options.get("no_flip", False)
         self.tally = SkipTally()
 
     @abstractmethod
@@ -125,7 +126,7 @@ class ClipRecipe(ShuffledRecipe):
 
     def __init__(self, *args: Any, **kw: Any) -> None:
         super().__init__(*args, **kw)
-        self.ds = ClipDataset(self.train_items, self.geometry, train=True, seed=self.seed)
+        self.ds = ClipDataset(self.train_items, self.geometry, train=True, seed=self.seed, flip=self.flip)
 
     def loss(self, model: nn.Module, batch: dict[str, Any], epoch: int) -> StepResult:
         dev = self.info.device

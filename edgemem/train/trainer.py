@@ -64,6 +64,7 @@ class TrainOptions:
     warmup_epochs: float | None = None
     lr_hold: float | None = None  # fraction of the epochs at the peak lr (default DEFAULT_LR_HOLD)
     frame_scale: int = 1
+    no_flip: bool | None = None  # augment without horizontal flips (default: flip; on --resume the run's own)
     init: str | None = None
     clips_per_video: int | None = None
     alpha: float | None = None  # CM: weight of the video-level loss (default 1)
@@ -213,8 +214,8 @@ def _cm_of(model: StreamingModel) -> CollaborativeMemory:
 def _resume_phase(
     model: StreamingModel, resolved: dict[str, Any], opts: TrainOptions
 ) -> Callable[[dict[str, Any]], None]:
-    """For --resume: the run's learning-rate hold and memory learning-rate scale (an option given must
-    be the run's; runs from before an option had none), and for a CM run the same warm-up and the
+    """For --resume: the run's learning-rate hold, memory learning-rate scale and flips (an option given
+    must be the run's; runs from before an option had none), and for a CM run the same warm-up and the
     model in the infusion of its last epoch."""
 
     def prepare(ckpt: dict[str, Any]) -> None:
@@ -223,6 +224,7 @@ def _resume_phase(
         for key, given, before in (
             ("lr_hold", opts.lr_hold, 0.0),
             ("memory_lr_scale", opts.memory_lr_scale, memory_scale),
+            ("no_flip", opts.no_flip, False),
         ):
             held = trained.get(key, before)
             if given is not None and given != held:
@@ -351,6 +353,7 @@ def _train(
         "weight_decay": wd,
         "warmup_epochs": warmup,
         "lr_hold": opts.lr_hold if opts.lr_hold is not None else DEFAULT_LR_HOLD,
+        "no_flip": bool(opts.no_flip),
         "precision": precision,
         "world_size": info.world,
         "curriculum": opts.curriculum if opts.curriculum is not None else DEFAULT_CURRICULUM,

@@ -150,6 +150,28 @@ def test_streaming_dataset_and_loader(synth):
     assert not pad["valid"] and pad["frames"].abs().sum() == 0
 
 
+def test_no_flip_removes_the_flips_and_nothing_else(synth):
+    """``flip=False`` (``edgemem train --no-flip``): every training item of every dataset kind is the
+    flipping one's item, unflipped where that one was mirrored; with flips some items are mirrored."""
+    records = VideoDir(synth).split("train")
+    for kind in (
+        lambda flip: ClipDataset(records, GEOM, train=True, seed=3, flip=flip),
+        lambda flip: MultiClipDataset(records, GEOM, 2, train=True, seed=3, flip=flip),
+        lambda flip: StreamingDataset(records, GEOM, train=True, seed=3, flip=flip),
+    ):
+        flipping, plain = kind(True), kind(False)
+        mirrored = 0
+        for epoch in range(3):
+            flipping.set_epoch(epoch)
+            plain.set_epoch(epoch)
+            for v in range(len(records)):
+                index = StreamIndex(v, 1, False, False) if isinstance(plain, StreamingDataset) else v
+                a, b = flipping[index]["frames"], plain[index]["frames"]
+                assert torch.equal(a, b) or torch.equal(a.flip(-1), b)
+                mirrored += not torch.equal(a, b)
+        assert mirrored > 0, type(plain).__name__
+
+
 def test_unreadable_videos_are_skipped_and_counted(broken):
     records = VideoDir(broken).split("train")
     assert len(records) == 9

@@ -100,11 +100,11 @@ def test_resume_gives_the_same_state(data: Path, tmp_path: Path) -> None:
     for name in ("checkpoint_epoch_00002.pyth", "last.pyth", "best.pyth"):
         (ckpt_dir / name).unlink()
     torch.save(first, ckpt_dir / "last.pyth")
-    for other in (["--lr-hold", "0.2"], ["--memory-lr-scale", "1"]):  # another schedule, other parameter groups
+    for other in (["--lr-hold", "0.2"], ["--memory-lr-scale", "1"], ["--no-flip"]):  # not the run's options
         assert _train([*common, "--out", str(b), "--epochs", "2", "--resume", *other]) == 2
     assert _train([*common, "--out", str(b), "--epochs", "2", "--resume"]) == 0  # the run's own options
     options = json.loads((b / "config.json").read_text())["options"]
-    assert options["lr_hold"] == 0.0 and options["memory_lr_scale"] == 10.0
+    assert options["lr_hold"] == 0.0 and options["memory_lr_scale"] == 10.0 and options["no_flip"] is False
     straight = read_pyth(tmp_path / "a" / "checkpoints" / "last.pyth")
     resumed = read_pyth(ckpt_dir / "last.pyth")
     assert resumed["epoch"] == straight["epoch"] == 2
