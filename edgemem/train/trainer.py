@@ -229,6 +229,8 @@ def _resume_phase(
             held = trained.get(key, before)
             if given is not None and given != held:
                 flag = "--" + key.replace("_", "-")
+                if isinstance(held, bool):  # a switch: only ever given on
+                    raise InputError(f"--resume: the run was trained without {flag}")
                 raise InputError(f"--resume: the run was trained with {flag} {held}, not {given}")
             resolved[key] = held
         if resolved["family"] != "cm":

@@ -33,7 +33,7 @@ def _metrics(run: Path) -> list[dict]:
     "model, extra",
     [
         ("mvit_tiny", []),
-        ("mvit_tiny", ["--frame-scale", "2"]),
+        ("mvit_tiny", ["--frame-scale", "2", "--no-flip"]),
         ("memvit_tiny", ["--memory-drop", "0.3", "--curriculum", "0"]),
         ("slow_tiny", ["--optimizer", "sgd"]),
         ("cm_slow_tiny", ["--clips-per-video", "3", "--alpha", "0.5"]),
@@ -54,6 +54,7 @@ def test_train_each_family_end_to_end(data: Path, tmp_path: Path, model: str, ex
     epochs = [m for m in _metrics(run) if m["kind"] == "epoch"]
     assert len(epochs) == 1 and "val_top1" in epochs[0] and epochs[0]["train_loss"] > 0
     config = json.loads((run / "config.json").read_text())
+    assert config["options"]["no_flip"] is ("--no-flip" in extra)
     if model == "cm_slow_tiny":
         assert config["model_card"]["config"]["batch_reduction"] == ("--no-batch-reduction" not in extra)
         assert config["model_card"]["config"]["infusion"] == ("residual" if "--infusion" in extra else "gating")
@@ -88,7 +89,7 @@ def test_memvit_last_clip_loss_steps_once_per_group_of_videos_on_unequal_lengths
     assert steps["bptt"] == steps["pipelined"] == 2 and steps["all"] >= 5  # 10 clips over 2 slots
 
 
-def test_resume_gives_the_same_state(data: Path, tmp_path: Path) -> None:
+def test_resume_gives_the_same_state(data: Path, tmp_path: Path, capsys) -> None:
     """Two epochs in one go == one epoch, then --resume for the second (weights and optimizer)."""
     common = ["memvit_tiny", "--data", str(data), "--batch-size", "2", "--threads", "1", "--eval-every", "0"]
     assert _train([*common, "--out", str(tmp_path / "a"), "--epochs", "2"]) == 0
@@ -100,8 +101,13 @@ def test_resume_gives_the_same_state(data: Path, tmp_path: Path) -> None:
     for name in ("checkpoint_epoch_00002.pyth", "last.pyth", "best.pyth"):
         (ckpt_dir / name).unlink()
     torch.save(first, ckpt_dir / "last.pyth")
-    for other in (["--lr-hold", "0.2"], ["--memory-lr-scale", "1"], ["--no-flip"]):  # not the run's options
+    for other, said in (
+        (["--lr-hold", "0.2"], "trained with --lr-hold 0.0, not 0.2"),  # another schedule
+        (["--memory-lr-scale", "1"], "trained with --memory-lr-scale 10.0, not 1.0"),  # other parameter groups
+        (["--no-flip"], "trained without --no-flip"),
+    ):
         assert _train([*common, "--out", str(b), "--epochs", "2", "--resume", *other]) == 2
+        assert said in capsys.readouterr().err
     assert _train([*common, "--out", str(b), "--epochs", "2", "--resume"]) == 0  # the run's own options
     options = json.loads((b / "config.json").read_text())["options"]
     assert options["lr_hold"] == 0.0 and options["memory_lr_scale"] == 10.0 and options["no_flip"] is False
