@@ -1,0 +1,143 @@
+"""Long-range task families written apart from `edgemem data synth`, as stand-ins for a user's own data.
+
+Used by docs/TRAINING.md ("Families edgemem did not make"). Every video: W x H = 64 x 48 (4:3) at
+25 fps in H.264 (libx264, yuv420p), a static noise texture of random brightness per video, two grey
+blobs wandering through the whole video, a lead of 0-0.4 s before the first cue and a tail of
+0-0.4 s after the last, so cue onsets fall anywhere relative to a model's clip grid and lengths vary.
+A cue lasts 0.6 s; the second starts DISTANCE x 16/30 s (edgemem's tiny clip) after the first.
+
+  dir-match  a bright square moving up, down, left or right; label: both cues move the same way
+  hue-match  a disc of one of 4 hue bins (hue jittered by +-0.04, brightness 0.7-1, radius 20-35 %
+             of the height); label: both discs in the same bin
+  size-sum   a disc of one of 3 sizes (12, 24, 38 % of the height) in a random hue; label: sum mod 3
+  dir-one    one moving square (a clip-level control); label: its direction
+
+    python docs/foreign/families.py TASK DISTANCE OUT TRAIN_VIDEOS VAL_VIDEOS SEED
+
+writes OUT/v/*.mp4, OUT/train.csv and OUT/val.csv ("path label"): the dataset layout of docs/DATA.md,
+without task.json or classes.txt.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import av
+import numpy as np
+
+W, H, FPS = 64, 48, 25
+CLIP_S = 16 / 30  # edgemem's tiny clip: 16 frames at 30 fps
+CUE_S = 0.6
+
+
+def texture(rng: np.random.Generator) -> np.ndarray:
+    base = rng.uniform(20, 70)
+    t = rng.normal(0, 10, (H // 4, W // 4, 1)).repeat(4, 0).repeat(4, 1)
+    return np.clip(base + t + rng.normal(0, 4, (H, W, 1)), 0, 255).repeat(3, 2)
+
+
+def hue_at(h: float) -> np.ndarray:
+    i = int(h * 6)
+    f = h * 6 - i
+    v = [(1, f, 0), (1 - f, 1, 0), (0, 1, f), (0, 1 - f, 1), (f, 0, 1), (1, 0, 1 - f)][i % 6]
+    return np.array(v) * 255
+
+
+def labels(task: str, rng: np.random.Generator) -> tuple[int, list[int]]:
+    """The label and the cues, drawn so that neither cue alone says anything about the label."""
+    if task == "dir-one":
+        a = int(rng.integers(4))
+        return a, [a]
+    if task in ("dir-match", "hue-match"):
+        same = rng.random() < 0.5
+        a = int(rng.integers(4))
+        b = a if same else int((a + rng.integers(1, 4)) % 4)
+        return int(same), [a, b]
+    a, label = int(rng.integers(3)), int(rng.integers(3))
+    return label, [a, (label - a) % 3]
+
+
+def make(task: str, distance: int, rng: np.random.Generator) -> tuple[list[np.ndarray], int]:
+    lead, tail = rng.uniform(0, 0.4), rng.uniform(0, 0.4)
+    starts = [lead, lead + distance * CLIP_S]
+    duration = starts[-1] + CUE_S + tail
+    label, cues = labels(task, rng)
+    if task == "dir-one":
+        starts, duration = starts[:1], lead + CUE_S + tail
+    n = int(round(duration * FPS))
+    bg = texture(rng)
+    blobs = [
+        [
+            rng.uniform(0, W),
+            rng.uniform(0, H),
+            rng.normal(0, 1.2),
+            rng.normal(0, 1.2),
+            rng.uniform(90, 160),
+            rng.uniform(3, 6),
+        ]
+        for _ in range(2)
+    ]
+    geo = []
+    for c in cues:
+        if task in ("dir-match", "dir-one"):
+            size, colour = rng.uniform(9, 14), np.array([240, 240, 230]) * rng.uniform(0.85, 1)
+            geo.append((c, size, colour, rng.uniform(W * 0.3, W * 0.7), rng.uniform(H * 0.3, H * 0.7)))
+            continue
+        if task == "hue-match":
+            r = rng.uniform(0.2, 0.35) * H
+            colour = hue_at((c / 4 + 0.1 + rng.uniform(-0.04, 0.04)) % 1) * rng.uniform(0.7, 1.0)
+        else:
+            r = [0.12, 0.24, 0.38][c] * H * rng.uniform(0.9, 1.1)
+            colour = hue_at(rng.uniform(0, 1))
+        geo.append((c, r, colour, rng.uniform(r, W - r), rng.uniform(min(r, H / 2), max(H - r, H / 2))))
+    yy, xx = np.mgrid[0:H, 0:W]
+    frames = []
+    for i in range(n):
+        t = i / FPS
+        f = bg.copy()
+        for b in blobs:
+            b[0], b[1] = (b[0] + b[2]) % W, (b[1] + b[3]) % H
+            f[(abs(xx - b[0]) < b[5]) & (abs(yy - b[1]) < b[5])] = b[4]
+        for (c, s, colour, cx, cy), t0 in zip(geo, starts, strict=True):
+            if not t0 <= t < t0 + CUE_S:
+                continue
+            if task in ("dir-match", "dir-one"):
+                u = (t - t0) / CUE_S - 0.5
+                dx, dy = [(1, 0), (-1, 0), (0, 1), (0, -1)][c]
+                px, py = cx + dx * u * W * 0.5, cy + dy * u * H * 0.5
+                f[(abs(xx - px) < s / 2) & (abs(yy - py) < s / 2)] = colour
+            else:
+                f[(xx - cx) ** 2 + (yy - cy) ** 2 < s**2] = colour
+        frames.append(f.astype(np.uint8))
+    return frames, label
+
+
+def write(path: str, frames: list[np.ndarray]) -> None:
+    tmp = path + ".tmp.mp4"
+    with av.open(tmp, "w") as c:
+        st = c.add_stream("libx264", rate=FPS)
+        st.width, st.height, st.pix_fmt = W, H, "yuv420p"
+        st.options = {"crf": "20", "preset": "veryfast"}
+        for f in frames:
+            c.mux(st.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+        c.mux(st.encode())
+    os.replace(tmp, path)
+
+
+def main(task: str, distance: int, out: str, train: int, val: int, seed: int) -> None:
+    os.makedirs(f"{out}/v", exist_ok=True)
+    for split, count, offset in (("train", train, 0), ("val", val, 10**6)):
+        rows = []
+        for i in range(count):
+            frames, label = make(task, distance, np.random.default_rng([seed, offset + i]))
+            path = f"v/{split}_{i:05d}.mp4"
+            write(f"{out}/{path}", frames)
+            rows.append(f"{path} {label}")
+        with open(f"{out}/{split}.csv", "w") as fh:
+            fh.write("\n".join(rows) + "\n")
+
+
+if __name__ == "__main__":
+    task, distance, out, train, val, seed = sys.argv[1:7]
+    main(task, int(distance), out, int(train), int(val), int(seed))
