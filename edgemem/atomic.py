@@ -21,10 +21,12 @@ from edgemem.errors import EdgememError, InputError
 
 class AtomicFile:
     """A temp file beside ``path`` (same folder, ``.<name>.<random>.tmp<suffix>``); ``commit()`` renames it over ``path``
-    (mode 0644), ``discard()`` removes it. A folder or temp file that cannot be made raises ``error``."""
+    (mode 0644), ``discard()`` removes it and the folders made for it. A folder or temp file that cannot
+    be made raises ``error``."""
 
     def __init__(self, path: str | os.PathLike[str], *, error: type[EdgememError] = InputError) -> None:
         self.path = Path(path)
+        self.made = [d for d in self.path.parents if not d.exists()]  # innermost first
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd, name = tempfile.mkstemp(
@@ -42,6 +44,11 @@ class AtomicFile:
 
     def discard(self) -> None:
         self.tmp.unlink(missing_ok=True)
+        for folder in self.made:  # nothing left behind by a write that did not complete
+            try:
+                folder.rmdir()
+            except OSError:  # not empty: the committed file, or another writer's
+                break
 
 
 @contextmanager

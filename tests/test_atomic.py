@@ -62,3 +62,16 @@ def test_check_writable_refuses_early_and_allows_missing_folders(tmp_path) -> No
         ro.mkdir(mode=0o555)
         with pytest.raises(InputError, match="ro is not writable"):
             check_writable(ro / "a" / "g.onnx")
+
+
+def test_a_failed_write_leaves_no_folder_it_made(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError), atomic_path(tmp_path / "a" / "b" / "g.onnx") as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("export failed")
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(RuntimeError), atomic_path(tmp_path / "kept" / "new" / "g.onnx"):
+        raise RuntimeError("export failed")
+    assert [p.name for p in tmp_path.rglob("*")] == ["kept"]  # only what it made is removed
+    write_text(tmp_path / "c" / "d" / "r.txt", "done")
+    assert (tmp_path / "c" / "d" / "r.txt").read_text() == "done"
