@@ -75,16 +75,16 @@ def without_local_paths(train_state: dict[str, Any]) -> dict[str, Any]:
     return train_state | ({"options": options} if "options" in train_state else {})
 
 
-def save_epoch(run: Path, payload: dict[str, Any], *, best: bool) -> Path:
-    """Write the epoch checkpoint, then ``last.pyth`` (and ``best.pyth``), each atomically."""
+def save_epoch(run: Path, payload: dict[str, Any], *, best: bool, keep_epoch: bool = True) -> None:
+    """Write the epoch checkpoint (if ``keep_epoch``), then ``last.pyth`` (and ``best.pyth``), each
+    atomically."""
     folder = run / CKPT_DIR
     folder.mkdir(parents=True, exist_ok=True)
-    path = epoch_path(run, int(payload["epoch"]))
-    save_pyth(path, payload)
+    if keep_epoch:
+        save_pyth(epoch_path(run, int(payload["epoch"])), payload)
     save_pyth(folder / LAST, payload)
     if best:
         save_pyth(folder / BEST, payload)
-    return path
 
 
 def resolve_checkpoint(path: str | os.PathLike[str], prefer: str = BEST) -> Path:

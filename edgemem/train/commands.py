@@ -141,6 +141,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--clip-grad", type=float, default=1.0, help="max gradient norm (0: off)")
     p.add_argument("--eval-every", type=int, default=5, help="validate every E epochs and after the last (0: never)")
+    p.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=1,
+        metavar="E",
+        help="keep checkpoints/checkpoint_epoch_*.pyth every E epochs and after the last (0: only last.pyth "
+        "and best.pyth, which are always written)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--threads", type=int, default=None, help="torch threads per process (default: usable CPUs)")

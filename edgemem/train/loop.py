@@ -86,6 +86,7 @@ class LoopConfig:
     clip_grad: float | None
     precision: str  # "f32" | "bf16" | "fp16"
     eval_every: int
+    checkpoint_every: int = 1  # epoch checkpoints every N epochs and after the last (0: none)
     seed: int = 0
     log_every: int = 10
 
@@ -290,6 +291,8 @@ def train(
                     "history": state.history,
                 }
                 payload = ckpts.make_payload(bare_model, optimizer, state.epoch, card, train_state)
-                ckpts.save_epoch(run, payload, best=is_best or state.best_top1 < 0)
+                every = cfg.checkpoint_every
+                keep = bool(every) and ((epoch + 1) % every == 0 or last)
+                ckpts.save_epoch(run, payload, best=is_best or state.best_top1 < 0, keep_epoch=keep)
             barrier(info)
     return state

@@ -84,6 +84,7 @@ class TrainOptions:
     precision: str = "auto"
     clip_grad: float = 1.0
     eval_every: int = 5
+    checkpoint_every: int = 1
     seed: int = 0
     device: str = "auto"
     threads: int | None = None
@@ -123,6 +124,8 @@ class TrainOptions:
                 raise InputError(f"{flag} must be a finite number {'>' if strict else '>='} {least:g}, got {value}")
         if self.eval_every < 0:
             raise InputError(f"--eval-every must be >= 0 (0: never), got {self.eval_every}")
+        if self.checkpoint_every < 0:
+            raise InputError(f"--checkpoint-every must be >= 0 (0: last and best only), got {self.checkpoint_every}")
 
 
 def default_epochs(train_videos: int) -> int:
@@ -409,6 +412,7 @@ def _train(
         clip_grad=opts.clip_grad or None,
         precision=precision,
         eval_every=opts.eval_every,
+        checkpoint_every=opts.checkpoint_every,
         seed=opts.seed,
     )
     t0 = time.perf_counter()

@@ -121,6 +121,21 @@ def test_resume_gives_the_same_state(data: Path, tmp_path: Path, capsys) -> None
         torch.testing.assert_close(r_opt[i]["exp_avg"], s_opt[i]["exp_avg"], rtol=0, atol=0)
 
 
+def test_checkpoint_every_keeps_epoch_files_on_its_period_and_the_last(data: Path, tmp_path: Path, capsys) -> None:
+    common = ["mvit_tiny", "--data", str(data), "--batch-size", "2", "--threads", "1", "--eval-every", "0"]
+    for every, kept in (("2", ["checkpoint_epoch_00002.pyth", "checkpoint_epoch_00003.pyth"]), ("0", [])):
+        run = tmp_path / every
+        assert _train([*common, "--out", str(run), "--epochs", "3", "--checkpoint-every", every]) == 0
+        assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.pyth", *kept, "last.pyth"]
+        assert read_pyth(run / "checkpoints" / "last.pyth")["epoch"] == 3
+        assert json.loads((run / "config.json").read_text())["options"]["checkpoint_every"] == int(every)
+    capsys.readouterr()
+    assert _train([*common, "--out", str(tmp_path / "bad"), "--checkpoint-every", "-1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("--checkpoint-every must be >= 0 (0: last and best only), got -1") and "\n" not in err
+    assert not (tmp_path / "bad").exists()
+
+
 def test_default_epochs_see_9600_training_videos_at_most_60() -> None:
     assert [default_epochs(n) for n in (1, 160, 200, 320, 5000)] == [60, 60, 48, 30, 30]
 
