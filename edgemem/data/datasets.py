@@ -110,11 +110,17 @@ class _ClipSource(Dataset):
         return max(1, math.floor(info.num_frames * self.geometry.target_fps / info.fps + 1e-6))
 
     def _decode(self, reader: VideoReader, starts: Sequence[int]) -> np.ndarray:
-        """Frames of the clips at ``starts`` (target-rate), concatenated in time: ``[n*T, H, W, 3]``."""
+        """Frames of the clips at ``starts`` (target-rate), concatenated in time: ``[n*T, H, W, 3]``. A
+        clip running past the video's end repeats its last sampled frame (as ``edgemem stream`` pads a
+        partial last clip)."""
         g = self.geometry
         scale = reader.info.fps / g.target_fps
         last = reader.info.num_frames - 1
-        idx = [min(last, round((s + j * g.sampling_rate) * scale)) for s in starts for j in range(g.frames)]
+        length = self._length(reader.info)
+        idx = []
+        for s in starts:
+            inside = max(0, (length - 1 - s) // g.sampling_rate)  # the last sample before the end
+            idx += [min(last, round((s + min(j, inside) * g.sampling_rate) * scale)) for j in range(g.frames)]
         return reader.get_frames(idx)
 
     def _invalid(self, video: int, error: str, shape: tuple[int, ...]) -> dict[str, Any]:

@@ -45,8 +45,9 @@ def multi_clip_starts(length: int, span: int, n: int, gen: torch.Generator | Non
 
 
 def consecutive_clip_count(length: int, span: int) -> int:
-    """Non-overlapping consecutive clips in a video (at least one; a short video is padded)."""
-    return max(1, length // span)
+    """Non-overlapping consecutive clips covering a video from frame 0 (at least one): a partial last
+    clip counts, its missing frames are padded, so every frame is streamed."""
+    return max(1, -(-length // span))
 
 
 class StreamIndex(NamedTuple):

@@ -112,7 +112,7 @@ def load_calibration(
         if len(out) == videos:
             break
     if not out:
-        why = next(iter(ds.skipped.values()), f"every video is shorter than one clip ({geometry.span} frames)")
+        why = next(iter(ds.skipped.values()), "it lists no video")
         raise InputError(f"{option} {source}: no usable calibration clip ({why})")
     return Calibration(out, name)
 

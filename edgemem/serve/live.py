@@ -73,7 +73,7 @@ class LiveView:
     def summary(self, stats: StreamStats) -> None:
         lat = sorted(stats.latency_ms)
         if not lat:
-            self.console.print("no complete clip was classified", highlight=False)
+            self.console.print("no clip was classified", highlight=False)
             return
         p50 = lat[len(lat) // 2]
         self.console.print(

@@ -9,7 +9,7 @@ zeros with its reset flag set, and its outputs are ignored).
 
 Nothing wrong is passed on: every step's logits and state are checked for NaN/inf (``NonFiniteError``
 naming the clip and source). A source that cannot be opened, stops on a decode error (truncated,
-corrupt, a dropped connection) or ends before its first complete clip is a ``SourceError`` in
+corrupt, a dropped connection) is a ``SourceError`` in
 ``StreamStats.errors`` (with the clip index where it stopped) and the other sources go on; the caller
 turns that into ``EXIT_INCOMPLETE``, or into an error when no clip was classified at all.
 """
@@ -32,8 +32,8 @@ from edgemem.data.transforms import ClipTransform, stack_clips
 from edgemem.errors import InputError, NonFiniteError
 from edgemem.runtimes.base import Session
 
-# Exit status of ``edgemem stream`` when clips were classified but some source stopped early or yielded
-# no complete clip (0: every source streamed to its end; 2: an error, nothing classified or written).
+# Exit status of ``edgemem stream`` when clips were classified but some source could not be opened or
+# stopped early (0: every source streamed to its end; 2: an error, nothing classified or written).
 EXIT_INCOMPLETE = 3
 
 
@@ -152,8 +152,10 @@ class SourceStream:
         self.error = SourceError(self.name, self.clip_index, message)
 
     def next_clip(self) -> list[Frame] | None:
-        """The next T sampled frames, or None at the end of the source (a partial clip is dropped).
-        A decode error, or an end before the first complete clip, is kept in ``error``."""
+        """The next T sampled frames, or None at the end of the source. A partial last clip (a source
+        that ends cleanly mid-clip, or is shorter than one clip) is completed by repeating its last
+        frame, as the training datasets pad it; a decode error is kept in ``error`` and ends the source
+        without its partial clip."""
         sampled: list[Frame] = []
         try:
             for f in self._it:
@@ -165,11 +167,9 @@ class SourceStream:
         except StreamError as e:
             self._fail(str(e))
             return None
+        if sampled:  # the source is exhausted: the next call ends it
+            return sampled + [sampled[-1]] * (self.frames - len(sampled))
         self.done = True
-        if self.clip_index == 0:
-            self._fail(
-                f"{self.name}: shorter than one clip ({len(sampled)} frames at {self.fps:g} fps, a clip needs {self.frames})"
-            )
         return None
 
     def close(self) -> None:

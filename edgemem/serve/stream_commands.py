@@ -17,11 +17,11 @@ def register(sub: Any) -> None:
         "stream",
         help="classify videos online, clip by clip, with memory carried by a runtime session",
         description="Decode each SOURCE (file, URL, capture device such as v4l2:/dev/video0), "
-        "resample it to the model's rate, and step every clip through the model; state is reset "
-        "at each new source.",
+        "resample it to the model's rate, and step every clip through the model (a last partial clip is "
+        "completed by repeating its last frame); state is reset at each new source.",
         epilog="Exit status: 0 every source streamed to its end; 2 an error (nothing classified, NaN/inf "
         "in a state or output, bad input: no output file is left); 3 incomplete: clips were classified "
-        "but a source stopped early (decode error, truncated file) or yielded no complete clip (each is "
+        "but a source could not be opened or stopped early (decode error, truncated file) (each is "
         "reported with the clip index where it stopped; the outputs hold the clips classified).",
     )
     s.add_argument("sources", nargs="+", metavar="SOURCE")
@@ -145,7 +145,7 @@ def _stream(args: argparse.Namespace) -> int:
             if not stats.clips:
                 first = stats.errors[0] if stats.errors else None
                 more = f" (and {len(stats.errors) - 1} more source errors)" if len(stats.errors) > 1 else ""
-                raise InputError(f"no complete clip was classified: {first.message if first else 'no frames'}{more}")
+                raise InputError(f"no clip was classified: {first.message if first else 'no frames'}{more}")
             if args.save_state:
                 save_state(args.save_state, session.get_state(), session.state_spec, session.model_card)
             keep = True

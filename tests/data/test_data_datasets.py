@@ -6,6 +6,7 @@ import shutil
 
 import pytest
 import torch
+from video_maker import make_video
 
 from edgemem.contract import ClipSpec
 from edgemem.data.datasets import (
@@ -14,6 +15,7 @@ from edgemem.data.datasets import (
     SkipTally,
     StreamingDataset,
     VideoDir,
+    VideoRecord,
     check_dataset,
 )
 from edgemem.data.loader import make_loader, set_epoch
@@ -148,6 +150,18 @@ def test_streaming_dataset_and_loader(synth):
         ds[0]
     pad = ds[StreamIndex(-1, 0, True, False)]
     assert not pad["valid"] and pad["frames"].abs().sum() == 0
+
+
+def test_streaming_covers_a_partial_last_clip_with_its_last_sample_repeated(tmp_path):
+    """40 frames at 30 fps are 2.5 clips of 16: 3 clips, the last holding samples 32..38 and then
+    sample 38 again (as ``edgemem stream`` completes a partial clip)."""
+    video = make_video(tmp_path / "v.mp4", "libx264", frames=40, fps=30)
+    ds = StreamingDataset([VideoRecord(str(video), 0)], GEOM, train=False)
+    assert ds.clips_per_video == [3]
+    whole, last = ds[StreamIndex(0, 1, False, False)]["frames"], ds[StreamIndex(0, 2, False, True)]["frames"]
+    for t in range(4, 8):
+        assert torch.equal(last[:, t], last[:, 3])
+    assert not torch.equal(last[:, 3], last[:, 2]) and not torch.equal(last[:, 0], whole[:, 7])
 
 
 def test_no_flip_removes_the_flips_and_nothing_else(synth):

@@ -169,5 +169,5 @@ def test_clip_start_helpers():
     assert random_clip_start(10, 16, gen) == 0
     assert uniform_clip_starts(64, 16, 1) == [24]
     assert uniform_clip_starts(64, 16, 3) == [0, 24, 48]
-    assert consecutive_clip_count(64, 16) == 4 and consecutive_clip_count(70, 16) == 4
+    assert consecutive_clip_count(64, 16) == 4 and consecutive_clip_count(65, 16) == 5  # a partial last clip
     assert consecutive_clip_count(5, 16) == 1

@@ -35,7 +35,7 @@ def graph(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("videos")
     return {
-        "mpeg4": make_video(d / "walk.mp4", "mpeg4", frames=60, fps=30),  # 2 s -> 7 clips
+        "mpeg4": make_video(d / "walk.mp4", "mpeg4", frames=60, fps=30),  # 2 s -> 7.5 clips: 8, the last padded
         "h264": make_video(d / "run.mkv", "libx264", frames=40, fps=25, width=80, height=60),  # 1.6 s -> 6 clips
     }
 
@@ -56,25 +56,27 @@ def test_stream_writes_one_record_per_clip(
     rc, err = run([str(videos["mpeg4"]), "--model", str(graph), "--jsonl", str(out), "--topk", "3"], capsys)
     assert rc == 0, err
     recs = records(out)
-    assert len(recs) == 7
-    assert [r["clip_index"] for r in recs] == list(range(7))
+    assert len(recs) == 8  # 30 samples at 15 fps: 7 whole clips and half of one, completed
+    assert [r["clip_index"] for r in recs] == list(range(8))
     for i, r in enumerate(recs):
         assert set(r) >= {"clip_index", "source", "t_start", "t_end", "topk", "latency_ms"}
         assert r["source"] == str(videos["mpeg4"])
         assert r["t_start"] == pytest.approx(i * CLIP_S, abs=1 / 30)
-        assert r["t_end"] - r["t_start"] == pytest.approx(CLIP_S, abs=1 / 30)
+        assert r["t_end"] - r["t_start"] == pytest.approx(CLIP_S if i < 7 else CLIP_S / 2, abs=1 / 30)
         assert r["latency_ms"] > 0
         assert len(r["topk"]) == 3 and r["topk"][0]["label"].startswith("class_")
         scores = [t["score"] for t in r["topk"]]
         assert scores == sorted(scores, reverse=True) and 0 < sum(scores) <= 1 + 1e-6
-    assert "7 clips" in err and "real-time factor" in err
+    assert "8 clips" in err and "real-time factor" in err
 
-    # the same clips stepped by hand give the same scores: the command adds nothing of its own
+    # the same clips stepped by hand give the same scores: the command adds nothing of its own but the
+    # last clip's padding (its last frame repeated)
     with open_session(graph, "ort-cpu") as s, FrameReader(str(videos["mpeg4"]), fps=15) as r:
         frames = [f.image for f in r]
         tf = ClipTransform(s.model_card.clip)
         for i, rec in enumerate(recs):
-            logits = s.step(tf(frames[4 * i : 4 * i + 4])[None])[0]
+            clip = frames[4 * i : 4 * i + 4]
+            logits = s.step(tf(clip + [clip[-1]] * (4 - len(clip)))[None])[0]
             p = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
             assert rec["topk"][0]["index"] == int(p.argmax())
             assert rec["topk"][0]["score"] == pytest.approx(float(p.max()), abs=1e-5)
@@ -91,7 +93,7 @@ def test_batch_equals_sequential(
     assert run([*srcs, "--model", str(graph), "--runtime", runtime, "--jsonl", str(seq), "--quiet"], capsys)[0] == 0
     assert run([*srcs, "--model", str(graph), "--runtime", runtime, "--jsonl", str(bat), "--batch"], capsys)[0] == 0
     a, b = records(seq), records(bat)
-    assert len(a) == len(b) == 13
+    assert len(a) == len(b) == 14
     key = lambda r: (r["source"], r["clip_index"])  # noqa: E731
     for ra, rb in zip(sorted(a, key=key), sorted(b, key=key), strict=True):
         assert key(ra) == key(rb) and ra["t_start"] == rb["t_start"]
@@ -133,8 +135,9 @@ def test_resume_in_another_process_and_runtime(
         for src in (a, b):
             with FrameReader(src, fps=15) as r:
                 frames = [f.image for f in r]
-            for i in range(len(frames) // 4):
-                expected.append(s.step(tf(frames[4 * i : 4 * i + 4])[None])[0])
+            for i in range(0, len(frames), 4):  # a last partial clip repeats its last frame
+                clip = frames[i : i + 4]
+                expected.append(s.step(tf(clip + [clip[-1]] * (4 - len(clip)))[None])[0])
     got = records(resumed)
     assert len(got) == 6
     for rec, logits in zip(got, expected[-6:], strict=True):
@@ -178,7 +181,7 @@ def test_preset_is_exported_into_the_cache(
     rc, err = run([*args, "--random-weights"], capsys)
     assert rc == 0 and "RANDOM weights" in err
     graphs = list(cache.glob("tinymem_preset-b1-f32-fs1-*.onnx"))
-    assert len(graphs) == 1 and len(records(out)) == 7
+    assert len(graphs) == 1 and len(records(out)) == 8
     mtime = graphs[0].stat().st_mtime_ns
     assert run([*args, "--random-weights", "--runtime", "openvino"], capsys)[0] == 0
     assert graphs[0].stat().st_mtime_ns == mtime  # reused, not exported again

@@ -1,6 +1,7 @@
-"""``edgemem stream`` never gives a silent wrong answer: NaN in a state file or a step's outputs, a video
-shorter than one clip and a failed run are errors (exit 2, one line, no output file left); a source
-truncated mid-stream is counted and makes the exit status ``EXIT_INCOMPLETE``."""
+"""``edgemem stream`` never gives a silent wrong answer: NaN in a state file or a step's outputs, no
+clip classified and a failed run are errors (exit 2, one line, no output file left); a source
+truncated mid-stream is counted and makes the exit status ``EXIT_INCOMPLETE``; a video shorter than
+one clip is one padded clip."""
 
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ def graph(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def video(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_video(tmp_path_factory.mktemp("v") / "walk.mp4", "mpeg4", frames=60, fps=30)  # 7 clips
+    return make_video(tmp_path_factory.mktemp("v") / "walk.mp4", "mpeg4", frames=60, fps=30)  # 8 clips, the last padded
 
 
 def stream(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
@@ -133,13 +134,28 @@ def test_jsonl_refuses_nan(tmp_path: Path) -> None:
     assert_nothing_written(tmp_path)
 
 
-def test_video_shorter_than_one_clip_fails(graph: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    short = make_video(tmp_path / "short.mp4", "mpeg4", frames=5, fps=30)  # a clip needs 8 frames at 30 fps
+def test_video_shorter_than_one_clip_is_one_padded_clip(
+    graph: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    short = make_video(tmp_path / "short.mp4", "mpeg4", frames=5, fps=30)  # a clip spans 8 frames at 30 fps
     out = tmp_path / "out"
     out.mkdir()
     args = [str(short), "--model", str(graph), "--jsonl", str(out / "c.jsonl"), "--out", str(out / "a.mkv")]
     rc, err = stream(args, capsys)
-    assert_one_line_error(rc, err, "no complete clip", "shorter than one clip")
+    assert rc == 0, err
+    (rec,) = [json.loads(line) for line in (out / "c.jsonl").read_text().splitlines()]
+    assert rec["t_start"] == 0 and rec["t_end"] == pytest.approx(3 / 15)  # its 3 samples at 15 fps, of 4
+    assert (out / "a.mkv").stat().st_size > 0
+
+
+def test_no_clip_classified_fails(graph: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"\x00garbage" * 64)
+    out = tmp_path / "out"
+    out.mkdir()
+    args = [str(junk), "--model", str(graph), "--jsonl", str(out / "c.jsonl"), "--out", str(out / "a.mkv")]
+    rc, err = stream(args, capsys)
+    assert_one_line_error(rc, err, "no clip was classified", str(junk))
     assert_nothing_written(out)
 
 
@@ -155,20 +171,21 @@ def test_truncated_mid_stream_is_counted_and_incomplete(
     assert rc == EXIT_INCOMPLETE == 3, err
     recs = [json.loads(line) for line in jsonl.read_text().splitlines()]
     from_cut = [r for r in recs if r["source"] == str(cut)]
-    assert 0 < len(from_cut) < 7 and len(recs) - len(from_cut) == 7
+    assert 0 < len(from_cut) < 7 and len(recs) - len(from_cut) == 8
     assert "truncated or corrupt" in err and f"stopped at clip {len(from_cut)}" in err
     assert "1 of 2 sources incomplete" in err and "Traceback" not in err
 
 
 def test_cli_process_exit_status_and_no_traceback(graph: Path, tmp_path: Path) -> None:
-    short = make_video(tmp_path / "short.mkv", "libx264", frames=3, fps=30)
+    junk = tmp_path / "junk.mkv"
+    junk.write_bytes(b"\x1a\x45\xdf\xa3" + b"\x00" * 200)  # a Matroska signature and nothing behind it
     p = subprocess.run(
-        [sys.executable, "-m", "edgemem.cli", "stream", str(short), "--model", str(graph), "--quiet",
+        [sys.executable, "-m", "edgemem.cli", "stream", str(junk), "--model", str(graph), "--quiet",
          "--jsonl", str(tmp_path / "c.jsonl")],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
-    assert len(p.stderr.strip().splitlines()) == 1 and "shorter than one clip" in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1 and "no clip was classified" in p.stderr
     assert not (tmp_path / "c.jsonl").exists()
 
 
