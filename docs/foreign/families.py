@@ -11,6 +11,8 @@ A cue lasts 0.6 s; the second starts DISTANCE x 16/30 s (edgemem's tiny clip) af
              of the height); label: both discs in the same bin
   size-sum   a disc of one of 3 sizes (12, 24, 38 % of the height) in a random hue; label: sum mod 3
   dir-one    one moving square (a clip-level control); label: its direction
+  dir-first  two moving squares as in dir-match; label: the first one's direction (a memory control:
+             the second cue says nothing, so the memory must carry the first)
 
     python docs/foreign/families.py TASK DISTANCE OUT TRAIN_VIDEOS VAL_VIDEOS SEED
 
@@ -49,6 +51,9 @@ def labels(task: str, rng: np.random.Generator) -> tuple[int, list[int]]:
     if task == "dir-one":
         a = int(rng.integers(4))
         return a, [a]
+    if task == "dir-first":
+        a = int(rng.integers(4))
+        return a, [a, int(rng.integers(4))]
     if task in ("dir-match", "hue-match"):
         same = rng.random() < 0.5
         a = int(rng.integers(4))
@@ -80,7 +85,7 @@ def make(task: str, distance: int, rng: np.random.Generator) -> tuple[list[np.nd
     ]
     geo = []
     for c in cues:
-        if task in ("dir-match", "dir-one"):
+        if task.startswith("dir-"):
             size, colour = rng.uniform(9, 14), np.array([240, 240, 230]) * rng.uniform(0.85, 1)
             geo.append((c, size, colour, rng.uniform(W * 0.3, W * 0.7), rng.uniform(H * 0.3, H * 0.7)))
             continue
@@ -102,7 +107,7 @@ def make(task: str, distance: int, rng: np.random.Generator) -> tuple[list[np.nd
         for (c, s, colour, cx, cy), t0 in zip(geo, starts, strict=True):
             if not t0 <= t < t0 + CUE_S:
                 continue
-            if task in ("dir-match", "dir-one"):
+            if task.startswith("dir-"):
                 u = (t - t0) / CUE_S - 0.5
                 dx, dy = [(1, 0), (-1, 0), (0, 1), (0, -1)][c]
                 px, py = cx + dx * u * W * 0.5, cy + dy * u * H * 0.5
