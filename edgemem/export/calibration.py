@@ -99,12 +99,14 @@ def load_calibration(
     geometry = card.clip
     ds = StreamingDataset([VideoRecord(p, 0) for p in paths], geometry, train=False)
     out: list[list[np.ndarray]] = []
+    errors = list(ds.skipped.values())  # why videos gave no clip: unreadable, or their first clip failed
     for v in ds.readable_videos:
         n = min(ds.clips_per_video[v], MAX_CLIPS_PER_VIDEO)
         clips = []
         for c in range(n):
             item = ds[StreamIndex(v, c, c == 0, c == n - 1)]
             if not bool(item["valid"]):
+                errors.append(str(item["error"]))
                 break
             clips.append(np.ascontiguousarray(item["frames"].numpy(), dtype=np.float32))
         if clips:
@@ -112,8 +114,7 @@ def load_calibration(
         if len(out) == videos:
             break
     if not out:
-        why = next(iter(ds.skipped.values()), "it lists no video")
-        raise InputError(f"{option} {source}: no usable calibration clip ({why})")
+        raise InputError(f"{option} {source}: no usable calibration clip ({errors[0]})")
     return Calibration(out, name)
 
 

@@ -8,11 +8,11 @@ independent streams in the slots of one batched session (a slot whose source has
 zeros with its reset flag set, and its outputs are ignored).
 
 Nothing wrong is passed on: every step's logits and state are checked for NaN/inf (``NonFiniteError``
-naming the clip and source). A source that cannot be opened, stops on a decode error (truncated,
-corrupt, a dropped connection) is a ``SourceError`` in
-``StreamStats.errors`` (with the clip index where it stopped) and the other sources go on; the caller
-turns that into ``EXIT_INCOMPLETE``, or into an error when no clip was classified at all.
-"""
+naming the clip and source). A source that cannot be opened or stops on a decode error (truncated,
+corrupt, a dropped connection) is a ``SourceError`` in ``StreamStats.errors`` (with the clip index
+where it stopped) and the other sources go on; the caller turns that into ``EXIT_INCOMPLETE``, or
+into an error when no clip was classified at all. A source that ends cleanly mid-clip has its last
+clip completed by repeating its last frame (``SourceStream.next_clip``)."""
 
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ def register(sub: Any) -> None:
         "completed by repeating its last frame); state is reset at each new source.",
         epilog="Exit status: 0 every source streamed to its end; 2 an error (nothing classified, NaN/inf "
         "in a state or output, bad input: no output file is left); 3 incomplete: clips were classified "
-        "but a source could not be opened or stopped early (decode error, truncated file) (each is "
+        "but a source could not be opened or stopped early on a decode error or a truncated file (each is "
         "reported with the clip index where it stopped; the outputs hold the clips classified).",
     )
     s.add_argument("sources", nargs="+", metavar="SOURCE")

@@ -15,6 +15,7 @@ from qdq import rounded_state_reads
 
 from edgemem.cli import main
 from edgemem.contract import read_contract
+from edgemem.errors import InputError
 from edgemem.export.calibration import as_stream, collect_feeds, load_calibration, synthetic_calibration
 from edgemem.export.onnx import to_onnx
 from edgemem.export.quantize import accumulating_states, attention_logit_gemms
@@ -61,6 +62,12 @@ def test_calibration_streams_clips_with_memory(data: Path, graphs: dict[str, Pat
     valid = [float(f["state_in.mem.valid"].sum()) for f in feeds]
     assert valid[0] == 0 and valid[3] > 0  # later clips see a filled memory, as in deployment
     assert np.abs(feeds[2]["state_in.mem.0.k"]).max() > 0
+
+
+def test_calibration_without_a_usable_clip_says_why(tmp_path: Path) -> None:
+    (tmp_path / "junk.mp4").write_bytes(b"\x00garbage" * 64)
+    with pytest.raises(InputError, match=r"--calib .*: no usable calibration clip \(.*junk\.mp4"):
+        load_calibration(tmp_path, _model().model_card(), videos=1)
 
 
 def _dequantized_operands(proto: onnx.ModelProto) -> tuple[list[int], list[int]]:
