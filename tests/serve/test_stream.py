@@ -44,6 +44,11 @@ def records(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+def padded(clip: list[np.ndarray], frames: int = 4) -> list[np.ndarray]:
+    """A last partial clip as the stream completes it: its last frame repeated."""
+    return clip + [clip[-1]] * (frames - len(clip))
+
+
 def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
     rc = main(["stream", *args])
     return rc, capsys.readouterr().err
@@ -75,8 +80,7 @@ def test_stream_writes_one_record_per_clip(
         frames = [f.image for f in r]
         tf = ClipTransform(s.model_card.clip)
         for i, rec in enumerate(recs):
-            clip = frames[4 * i : 4 * i + 4]
-            logits = s.step(tf(clip + [clip[-1]] * (4 - len(clip)))[None])[0]
+            logits = s.step(tf(padded(frames[4 * i : 4 * i + 4]))[None])[0]
             p = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
             assert rec["topk"][0]["index"] == int(p.argmax())
             assert rec["topk"][0]["score"] == pytest.approx(float(p.max()), abs=1e-5)
@@ -135,9 +139,8 @@ def test_resume_in_another_process_and_runtime(
         for src in (a, b):
             with FrameReader(src, fps=15) as r:
                 frames = [f.image for f in r]
-            for i in range(0, len(frames), 4):  # a last partial clip repeats its last frame
-                clip = frames[i : i + 4]
-                expected.append(s.step(tf(clip + [clip[-1]] * (4 - len(clip)))[None])[0])
+            for i in range(0, len(frames), 4):
+                expected.append(s.step(tf(padded(frames[i : i + 4]))[None])[0])
     got = records(resumed)
     assert len(got) == 6
     for rec, logits in zip(got, expected[-6:], strict=True):
