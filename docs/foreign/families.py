@@ -17,7 +17,8 @@ A cue lasts 0.6 s; the second starts DISTANCE x 16/30 s (edgemem's tiny clip) af
     python docs/foreign/families.py TASK DISTANCE OUT TRAIN_VIDEOS VAL_VIDEOS SEED
 
 writes OUT/v/*.mp4, OUT/train.csv and OUT/val.csv ("path label"): the dataset layout of docs/DATA.md,
-without task.json or classes.txt.
+without classes.txt; dir-one and dir-first, whose labels a mirror changes, also write OUT/task.json
+{"flip": false}, so that training does not flip them.
 """
 
 from __future__ import annotations
@@ -141,6 +142,9 @@ def main(task: str, distance: int, out: str, train: int, val: int, seed: int) ->
             rows.append(f"{path} {label}")
         with open(f"{out}/{split}.csv", "w") as fh:
             fh.write("\n".join(rows) + "\n")
+    if task in ("dir-one", "dir-first"):
+        with open(f"{out}/task.json", "w") as fh:
+            fh.write('{"flip": false}\n')
 
 
 if __name__ == "__main__":

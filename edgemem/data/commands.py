@@ -118,7 +118,10 @@ def _check(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        print(f"{args.dir}: {report['num_classes']} classes")
+        flips = (
+            "training flips half of the videos" if report["flip"] else 'no flips in training (task.json: "flip": false)'
+        )
+        print(f"{args.dir}: {report['num_classes']} classes, {flips}")
         for split, r in report["splits"].items():
             print(
                 f"  {split}: {r['videos']} videos, {r['readable']} readable, {r['unreadable']} unreadable, "

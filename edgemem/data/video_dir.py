@@ -2,7 +2,9 @@
 
 A dataset directory holds ``train.csv`` and ``val.csv`` (one ``path label`` per line, space
 separated, paths relative to the directory or absolute), optionally ``classes.txt`` (one class name
-per line) and ``task.json`` and ``cues.csv`` (written by ``edgemem data synth``).
+per line), ``task.json`` (the dataset's description: ``edgemem data synth`` writes one; a user's may
+hold just ``{"flip": false}``, for labels a mirror changes) and ``cues.csv`` (written by ``edgemem data
+synth``).
 """
 
 from __future__ import annotations
@@ -50,6 +52,13 @@ class VideoDir:
                 self.task = json.loads(task_file.read_text())
             except json.JSONDecodeError as e:
                 raise InputError(f"{task_file}: not valid JSON ({e})") from None
+            if not isinstance(self.task, dict):
+                raise InputError(f"{task_file}: expected a JSON object")
+        flip = (self.task or {}).get("flip", True)
+        if not isinstance(flip, bool):
+            raise InputError(f'{task_file}: "flip" must be true or false, got {flip!r}')
+        # False: a mirrored video's label is not its own (left/right, direction of motion).
+        self.flip: bool = flip
         classes_file = self.root / "classes.txt"
         self.class_names: list[str] | None = None
         if classes_file.is_file():
@@ -137,7 +146,7 @@ def decode_error(path: str, e: BaseException) -> str:
 def check_dataset(root: str | Path, splits: Sequence[str] | None = None) -> dict[str, Any]:
     """Decode every video of the dataset's splits; counts, frame ranges, labels and errors."""
     vd = VideoDir(root)
-    report: dict[str, Any] = {"root": str(vd.root), "num_classes": vd.num_classes, "splits": {}}
+    report: dict[str, Any] = {"root": str(vd.root), "num_classes": vd.num_classes, "flip": vd.flip, "splits": {}}
     for split in splits or vd.splits:
         records = vd.split(split)
         errors, frames = [], []

@@ -232,8 +232,8 @@ def _resume_phase(
             held = trained.get(key, before)
             if given is not None and given != held:
                 flag = "--" + key.replace("_", "-")
-                if isinstance(held, bool):  # a switch: only ever given on
-                    raise InputError(f"--resume: the run was trained without {flag}")
+                if isinstance(held, bool):  # a switch: only ever given on (or by the dataset's task.json)
+                    raise InputError(f"--resume: the run was trained without {flag} (given, or asked by the dataset)")
                 raise InputError(f"--resume: the run was trained with {flag} {held}, not {given}")
             resolved[key] = held
         if resolved["family"] != "cm":
@@ -260,6 +260,9 @@ def run_training(opts: TrainOptions) -> dict[str, Any] | None:
     # Everything a user can get wrong is checked before RUN is touched.
     data = VideoDir(opts.data)
     train_items, val_items = data.split("train"), data.split("val")
+    if not data.flip and not opts.no_flip:
+        opts = dataclasses.replace(opts, no_flip=True)
+        log.warning('no horizontal flips: %s/task.json says "flip": false', data.root)
     num_classes = data.num_classes
     classes = data.class_names or [str(i) for i in range(num_classes)]
     run = Path(opts.out)

@@ -84,6 +84,35 @@ def test_bad_csv(tmp_path, content, match):
         VideoDir(tmp_path)
 
 
+@pytest.mark.parametrize(
+    "task, flip",
+    [
+        (None, True),
+        ('{"flip": true}', True),
+        ('{"flip": false}', False),
+        ('{"flip": "no"}', '"flip" must be'),
+        ("[1]", "expected a JSON object"),
+        ("{flip", "not valid JSON"),
+    ],
+)
+def test_task_json_says_whether_a_mirror_keeps_the_labels(tmp_path, task, flip, capsys):
+    """A dataset whose labels a mirror changes (left/right) says so in ``task.json``; training and
+    ``data check`` read it; anything but a JSON boolean is refused, not taken as a default."""
+    from edgemem.cli import main
+
+    (tmp_path / "train.csv").write_text("a.mp4 0\nb.mp4 1\n")
+    if task is not None:
+        (tmp_path / "task.json").write_text(task)
+    if isinstance(flip, str):
+        with pytest.raises(InputError, match=flip):
+            VideoDir(tmp_path)
+        return
+    assert VideoDir(tmp_path).flip is flip
+    assert check_dataset(tmp_path)["flip"] is flip
+    assert main(["data", "check", str(tmp_path)]) == 1  # the two videos do not exist
+    assert ("no flips in training" in capsys.readouterr().out) is not flip
+
+
 def test_missing_csv_or_dir(tmp_path):
     with pytest.raises(InputError, match="does not exist"):
         VideoDir(tmp_path / "nope")

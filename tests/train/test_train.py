@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -119,6 +120,26 @@ def test_resume_gives_the_same_state(data: Path, tmp_path: Path, capsys) -> None
     s_opt, r_opt = straight["optimizer_state"]["state"], resumed["optimizer_state"]["state"]
     for i in s_opt:
         torch.testing.assert_close(r_opt[i]["exp_avg"], s_opt[i]["exp_avg"], rtol=0, atol=0)
+
+
+def test_a_dataset_that_says_flip_false_trains_without_flips(data: Path, tmp_path: Path, caplog) -> None:
+    """``task.json`` ``"flip": false`` turns training's flips off as ``--no-flip`` does, and says so;
+    a run trained with flips does not resume on it."""
+    mirrored = tmp_path / "mirrored"
+    shutil.copytree(data, mirrored)
+    task = json.loads((mirrored / "task.json").read_text())
+    (mirrored / "task.json").write_text(json.dumps(task | {"flip": False}))
+    run = tmp_path / "run"
+    assert _train(["mvit_tiny", "--data", str(mirrored), "--out", str(run), *TINY]) == 0
+    assert json.loads((run / "config.json").read_text())["options"]["no_flip"] is True
+    assert 'task.json says "flip": false' in caplog.text
+    flipped = tmp_path / "flipped"
+    assert _train(["mvit_tiny", "--data", str(data), "--out", str(flipped), *TINY, "--epochs", "2"]) == 0
+    (flipped / "checkpoints" / "last.pyth").write_bytes(
+        (flipped / "checkpoints" / "checkpoint_epoch_00001.pyth").read_bytes()
+    )
+    args = ["mvit_tiny", "--data", str(mirrored), "--out", str(flipped), *TINY, "--epochs", "2", "--resume"]
+    assert _train(args) == 2
 
 
 def test_checkpoint_every_keeps_epoch_files_on_its_period_and_the_last(data: Path, tmp_path: Path, capsys) -> None:
