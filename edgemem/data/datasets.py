@@ -25,6 +25,7 @@ from edgemem.data.samplers import (
     PADDING,
     StreamIndex,
     consecutive_clip_count,
+    consecutive_clip_start,
     multi_clip_starts,
     random_clip_start,
     uniform_clip_starts,
@@ -112,7 +113,7 @@ class _ClipSource(Dataset):
     def _decode(self, reader: VideoReader, starts: Sequence[int]) -> np.ndarray:
         """Frames of the clips at ``starts`` (target-rate), concatenated in time: ``[n*T, H, W, 3]``. A
         clip running past the video's end repeats its last sampled frame (as ``edgemem stream`` pads a
-        partial last clip)."""
+        source shorter than one clip)."""
         g = self.geometry
         scale = reader.info.fps / g.target_fps
         last = reader.info.num_frames - 1
@@ -251,7 +252,8 @@ class MultiClipDataset(_ClipSource):
 
 
 class StreamingDataset(_ClipSource):
-    """Consecutive non-overlapping clips of each video in order (MeMViT streaming).
+    """Consecutive clips of each video in order (MeMViT streaming); a partial last clip ends at the
+    video's end, overlapping the clip before (``consecutive_clip_start``), as ``edgemem stream`` forms it.
 
     Index it with the ``StreamIndex`` items of ``StreamingBatchSampler(dataset.clips_per_video, B)``:
     each item is one clip with ``video``, ``clip``, ``first`` (reset the slot's memory before it),
@@ -298,7 +300,8 @@ class StreamingDataset(_ClipSource):
         g = self.geometry
         try:
             with VideoReader(rec.path) as reader:
-                clip = to_frames(self._decode(reader, [index.clip * g.span]))
+                start = consecutive_clip_start(index.clip, self._length(reader.info), g.frames, g.sampling_rate)
+                clip = to_frames(self._decode(reader, [start]))
         except DECODE_ERRORS as e:
             return self._invalid(index.video, decode_error(rec.path, e), self._clip_shape()) | flags
         frames = self.augment(clip, self._gen(index.video)) if self.train else self.transform(clip)

@@ -45,9 +45,18 @@ def multi_clip_starts(length: int, span: int, n: int, gen: torch.Generator | Non
 
 
 def consecutive_clip_count(length: int, span: int) -> int:
-    """Non-overlapping consecutive clips covering a video from frame 0 (at least one): a partial last
-    clip counts, its missing frames are padded, so every frame is streamed."""
+    """Consecutive clips covering a video from frame 0 (at least one): a partial last clip counts, so
+    every frame is streamed (``consecutive_clip_start`` says where it starts)."""
     return max(1, -(-length // span))
+
+
+def consecutive_clip_start(clip: int, length: int, frames: int, sampling_rate: int) -> int:
+    """Start (target-rate frame) of consecutive clip ``clip`` of a ``length``-frame video: ``clip x
+    span``, except that a partial last clip is moved back to end at the video's last sample, over
+    part of the clip before it, so that the clip a video is classified by is whole real frames. A
+    video shorter than one clip starts at 0 (its missing samples repeat its last one)."""
+    last = max(0, ((length - 1) // sampling_rate - frames + 1) * sampling_rate)
+    return min(clip * frames * sampling_rate, last)
 
 
 class StreamIndex(NamedTuple):

@@ -11,8 +11,9 @@ Nothing wrong is passed on: every step's logits and state are checked for NaN/in
 naming the clip and source). A source that cannot be opened or stops on a decode error (truncated,
 corrupt, a dropped connection) is a ``SourceError`` in ``StreamStats.errors`` (with the clip index
 where it stopped) and the other sources go on; the caller turns that into ``EXIT_INCOMPLETE``, or
-into an error when no clip was classified at all. A source that ends cleanly mid-clip has its last
-clip completed by repeating its last frame (``SourceStream.next_clip``)."""
+into an error when no clip was classified at all. A source that ends cleanly mid-clip has a last
+clip of its last T sampled frames, overlapping the clip before (a source shorter than one clip: its
+frames, the last one repeated; ``SourceStream.next_clip``)."""
 
 from __future__ import annotations
 
@@ -133,6 +134,7 @@ class SourceStream:
         self.name, self.slot, self.frames, self.fps = source, slot, frames, fps
         self.clip_index = 0
         self.pending: list[Frame] = []  # every frame since the last clip (for the annotated copy)
+        self._previous: list[Frame] = []  # the last whole clip's sampled frames
         self.done = False
         self.error: SourceError | None = None
         self.reader: FrameReader | None = None
@@ -152,10 +154,10 @@ class SourceStream:
         self.error = SourceError(self.name, self.clip_index, message)
 
     def next_clip(self) -> list[Frame] | None:
-        """The next T sampled frames, or None at the end of the source. A partial last clip (a source
-        that ends cleanly mid-clip, or is shorter than one clip) is completed by repeating its last
-        frame, as the training datasets pad it; a decode error is kept in ``error`` and ends the source
-        without its partial clip."""
+        """The next T sampled frames, or None at the end of the source. A source that ends cleanly
+        mid-clip gets a last clip of its last T sampled frames, over part of the clip before, as the
+        training datasets form it (one shorter than a clip: its frames, the last one repeated); a
+        decode error is kept in ``error`` and ends the source without its partial clip."""
         sampled: list[Frame] = []
         try:
             for f in self._it:
@@ -163,12 +165,14 @@ class SourceStream:
                 if f.sampled:
                     sampled.append(f)
                     if len(sampled) == self.frames:
+                        self._previous = sampled
                         return sampled
         except StreamError as e:
             self._fail(str(e))
             return None
         if sampled:  # the source is exhausted: the next call ends it
-            return sampled + [sampled[-1]] * (self.frames - len(sampled))
+            whole = (self._previous + sampled)[-self.frames :]
+            return whole + [whole[-1]] * (self.frames - len(whole))
         self.done = True
         return None
 

@@ -17,8 +17,9 @@ def register(sub: Any) -> None:
         "stream",
         help="classify videos online, clip by clip, with memory carried by a runtime session",
         description="Decode each SOURCE (file, URL, capture device such as v4l2:/dev/video0), "
-        "resample it to the model's rate, and step every clip through the model (a last partial clip is "
-        "completed by repeating its last frame); state is reset at each new source.",
+        "resample it to the model's rate, and step every clip through the model (a source ending mid-clip "
+        "gets a last clip of its last frames, over part of the clip before; one shorter than a clip has "
+        "its last frame repeated); state is reset at each new source.",
         epilog="Exit status: 0 every source streamed to its end; 2 an error (nothing classified, NaN/inf "
         "in a state or output, bad input: no output file is left); 3 incomplete: clips were classified "
         "but a source could not be opened or stopped early on a decode error or a truncated file (each is "

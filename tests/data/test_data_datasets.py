@@ -181,16 +181,21 @@ def test_streaming_dataset_and_loader(synth):
     assert not pad["valid"] and pad["frames"].abs().sum() == 0
 
 
-def test_streaming_covers_a_partial_last_clip_with_its_last_sample_repeated(tmp_path):
-    """40 frames at 30 fps are 2.5 clips of 16: 3 clips, the last holding samples 32..38 and then
-    sample 38 again (as ``edgemem stream`` completes a partial clip)."""
+def test_streaming_covers_a_partial_last_clip_with_whole_frames(tmp_path):
+    """40 frames at 30 fps are 2.5 clips of 16: 3 clips, the last moved back to end at sample 38
+    (samples 24..38, the second half of clip 1's 16..30 and 4 new ones), as ``edgemem stream`` forms
+    it; a video shorter than a clip is one clip, its last sample repeated."""
     video = make_video(tmp_path / "v.mp4", "libx264", frames=40, fps=30)
     ds = StreamingDataset([VideoRecord(str(video), 0)], GEOM, train=False)
     assert ds.clips_per_video == [3]
     whole, last = ds[StreamIndex(0, 1, False, False)]["frames"], ds[StreamIndex(0, 2, False, True)]["frames"]
-    for t in range(4, 8):
-        assert torch.equal(last[:, t], last[:, 3])
-    assert not torch.equal(last[:, 3], last[:, 2]) and not torch.equal(last[:, 0], whole[:, 7])
+    assert torch.equal(last[:, :4], whole[:, 4:])
+    assert len({last[:, t].sum().item() for t in range(4, 8)}) == 4  # 4 new samples, none repeated
+    short = make_video(tmp_path / "s.mp4", "libx264", frames=10, fps=30)  # samples 0..8
+    short_ds = StreamingDataset([VideoRecord(str(short), 0)], GEOM, train=False)
+    one = short_ds[StreamIndex(0, 0, True, True)]["frames"]
+    assert short_ds.clips_per_video == [1] and all(torch.equal(one[:, t], one[:, 4]) for t in range(5, 8))
+    assert not torch.equal(one[:, 4], one[:, 3])
 
 
 def test_no_flip_removes_the_flips_and_nothing_else(synth):

@@ -35,7 +35,7 @@ def graph(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("videos")
     return {
-        "mpeg4": make_video(d / "walk.mp4", "mpeg4", frames=60, fps=30),  # 2 s -> 7.5 clips: 8, the last padded
+        "mpeg4": make_video(d / "walk.mp4", "mpeg4", frames=60, fps=30),  # 2 s -> 7.5 clips: 8, the last moved back
         "h264": make_video(d / "run.mkv", "libx264", frames=40, fps=25, width=80, height=60),  # 1.6 s -> 6 clips
     }
 
@@ -44,9 +44,11 @@ def records(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def padded(clip: list[np.ndarray], frames: int = 4) -> list[np.ndarray]:
-    """A last partial clip as the stream completes it: its last frame repeated."""
-    return clip + [clip[-1]] * (frames - len(clip))
+def clip_of(frames: list[np.ndarray], i: int, t: int = 4) -> list[np.ndarray]:
+    """Clip ``i`` of a stream as the command forms it: ``t`` sampled frames from ``i * t``; a partial
+    last clip is the last ``t`` frames (a source shorter than ``t``: its frames, the last repeated)."""
+    clip = frames[min(i * t, max(0, len(frames) - t)) :][:t]
+    return clip + [clip[-1]] * (t - len(clip))
 
 
 def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
@@ -61,13 +63,13 @@ def test_stream_writes_one_record_per_clip(
     rc, err = run([str(videos["mpeg4"]), "--model", str(graph), "--jsonl", str(out), "--topk", "3"], capsys)
     assert rc == 0, err
     recs = records(out)
-    assert len(recs) == 8  # 30 samples at 15 fps: 7 whole clips and half of one, completed
+    assert len(recs) == 8  # 30 samples at 15 fps: 7 whole clips, then the last 4 samples (26..29)
     assert [r["clip_index"] for r in recs] == list(range(8))
     for i, r in enumerate(recs):
         assert set(r) >= {"clip_index", "source", "t_start", "t_end", "topk", "latency_ms"}
         assert r["source"] == str(videos["mpeg4"])
-        assert r["t_start"] == pytest.approx(i * CLIP_S, abs=1 / 30)
-        assert r["t_end"] - r["t_start"] == pytest.approx(CLIP_S if i < 7 else CLIP_S / 2, abs=1 / 30)
+        assert r["t_start"] == pytest.approx(i * CLIP_S if i < 7 else 2.0 - CLIP_S, abs=1 / 30)
+        assert r["t_end"] - r["t_start"] == pytest.approx(CLIP_S, abs=1 / 30)
         assert r["latency_ms"] > 0
         assert len(r["topk"]) == 3 and r["topk"][0]["label"].startswith("class_")
         scores = [t["score"] for t in r["topk"]]
@@ -75,12 +77,12 @@ def test_stream_writes_one_record_per_clip(
     assert "8 clips" in err and "real-time factor" in err
 
     # the same clips stepped by hand give the same scores: the command adds nothing of its own but the
-    # last clip's padding (its last frame repeated)
+    # last clip's place (moved back over the clip before, to end at the video's end)
     with open_session(graph, "ort-cpu") as s, FrameReader(str(videos["mpeg4"]), fps=15) as r:
         frames = [f.image for f in r]
         tf = ClipTransform(s.model_card.clip)
         for i, rec in enumerate(recs):
-            logits = s.step(tf(padded(frames[4 * i : 4 * i + 4]))[None])[0]
+            logits = s.step(tf(clip_of(frames, i))[None])[0]
             p = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
             assert rec["topk"][0]["index"] == int(p.argmax())
             assert rec["topk"][0]["score"] == pytest.approx(float(p.max()), abs=1e-5)
@@ -139,8 +141,8 @@ def test_resume_in_another_process_and_runtime(
         for src in (a, b):
             with FrameReader(src, fps=15) as r:
                 frames = [f.image for f in r]
-            for i in range(0, len(frames), 4):
-                expected.append(s.step(tf(padded(frames[i : i + 4]))[None])[0])
+            for i in range(-(-len(frames) // 4)):
+                expected.append(s.step(tf(clip_of(frames, i))[None])[0])
     got = records(resumed)
     assert len(got) == 6
     for rec, logits in zip(got, expected[-6:], strict=True):

@@ -39,7 +39,7 @@ def graph(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def video(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_video(tmp_path_factory.mktemp("v") / "walk.mp4", "mpeg4", frames=60, fps=30)  # 8 clips, the last padded
+    return make_video(tmp_path_factory.mktemp("v") / "walk.mp4", "mpeg4", frames=60, fps=30)  # 8 clips
 
 
 def stream(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
