@@ -3,7 +3,7 @@
 Used by docs/TRAINING.md ("Families edgemem did not make"). Every video: W x H = 64 x 48 (4:3) at
 25 fps in H.264 (libx264, yuv420p), a static noise texture of random brightness per video, two grey
 blobs wandering through the whole video, a lead of 0-0.4 s before the first cue and a tail of
-0-0.4 s after the last, so cue onsets fall anywhere relative to a model's clip grid and lengths vary.
+0-MAX_TAIL s after the last, so cue onsets fall anywhere relative to a model's clip grid and lengths vary.
 A cue lasts 0.6 s; the second starts DISTANCE x 16/30 s (edgemem's tiny clip) after the first.
 
   dir-match  a bright square moving up, down, left or right; label: both cues move the same way
@@ -14,11 +14,13 @@ A cue lasts 0.6 s; the second starts DISTANCE x 16/30 s (edgemem's tiny clip) af
   dir-first  two moving squares as in dir-match; label: the first one's direction (a memory control:
              the second cue says nothing, so the memory must carry the first)
 
-    python docs/foreign/families.py TASK DISTANCE OUT TRAIN_VIDEOS VAL_VIDEOS SEED
+    python docs/foreign/families.py TASK DISTANCE OUT TRAIN_VIDEOS VAL_VIDEOS SEED [MAX_TAIL]
 
 writes OUT/v/*.mp4, OUT/train.csv and OUT/val.csv ("path label"): the dataset layout of docs/DATA.md,
 without classes.txt; dir-one and dir-first, whose labels a mirror changes, also write OUT/task.json
-{"flip": false}, so that training does not flip them.
+{"flip": false}, so that training does not flip them. MAX_TAIL (s, default 0.4) bounds the tail; 0
+ends every video with its last cue. A video's draws are the same whatever it is, so a set made with 0
+holds the cues, labels and blobs of the default set.
 """
 
 from __future__ import annotations
@@ -64,14 +66,19 @@ def labels(task: str, rng: np.random.Generator) -> tuple[int, list[int]]:
     return label, [a, (label - a) % 3]
 
 
-def make(task: str, distance: int, rng: np.random.Generator) -> tuple[list[np.ndarray], int]:
-    lead, tail = rng.uniform(0, 0.4), rng.uniform(0, 0.4)
+def timing(task: str, distance: int, rng: np.random.Generator, max_tail: float = 0.4) -> tuple[list[float], int]:
+    """The cues' start times (s) and the video's frame count; the first draws of a video's generator."""
+    lead, tail = rng.uniform(0, 0.4), rng.uniform(0, max_tail)
     starts = [lead, lead + distance * CLIP_S]
     duration = starts[-1] + CUE_S + tail
-    label, cues = labels(task, rng)
     if task == "dir-one":
         starts, duration = starts[:1], lead + CUE_S + tail
-    n = int(round(duration * FPS))
+    return starts, int(round(duration * FPS))
+
+
+def make(task: str, distance: int, rng: np.random.Generator, max_tail: float) -> tuple[list[np.ndarray], int]:
+    starts, n = timing(task, distance, rng, max_tail)
+    label, cues = labels(task, rng)
     bg = texture(rng)
     blobs = [
         [
@@ -131,12 +138,12 @@ def write(path: str, frames: list[np.ndarray]) -> None:
     os.replace(tmp, path)
 
 
-def main(task: str, distance: int, out: str, train: int, val: int, seed: int) -> None:
+def main(task: str, distance: int, out: str, train: int, val: int, seed: int, max_tail: float) -> None:
     os.makedirs(f"{out}/v", exist_ok=True)
     for split, count, offset in (("train", train, 0), ("val", val, 10**6)):
         rows = []
         for i in range(count):
-            frames, label = make(task, distance, np.random.default_rng([seed, offset + i]))
+            frames, label = make(task, distance, np.random.default_rng([seed, offset + i]), max_tail)
             path = f"v/{split}_{i:05d}.mp4"
             write(f"{out}/{path}", frames)
             rows.append(f"{path} {label}")
@@ -149,4 +156,4 @@ def main(task: str, distance: int, out: str, train: int, val: int, seed: int) ->
 
 if __name__ == "__main__":
     task, distance, out, train, val, seed = sys.argv[1:7]
-    main(task, int(distance), out, int(train), int(val), int(seed))
+    main(task, int(distance), out, int(train), int(val), int(seed), float(sys.argv[7]) if len(sys.argv) > 7 else 0.4)
