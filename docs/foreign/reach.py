@@ -1,9 +1,9 @@
 """How much of each video's first cue a streamed MeMViT attends directly, from the generator's timing.
 
 Used by docs/TRAINING.md ("Where the first cue is"). The video is streamed as edgemem does
-(docs/DATA.md): whole clips of CLIP_S from its first frame, the partial last clip moved back to end
-at the video's last sample (or, with `dropped`, the handling before the nineteenth session: not
-streamed). The last clip's memory blocks attend the MEMORY whole clips before it directly; anything
+(docs/DATA.md): `memvit_tiny`'s clips from the first frame, the partial last clip moved back to end
+at the video's last sample (or, `dropped`, the handling before the nineteenth session: not
+streamed). The last clip's memory blocks attend the 3 (or 4) clips before it directly; anything
 older reaches them only through memory of memory. Prints, over a set's training and validation
 videos, the share of videos whose first cue is not in that window at all, in part and (at least half)
 whole, for 3 and 4 memory clips:
@@ -19,19 +19,29 @@ import math
 import sys
 
 import numpy as np
-from families import CLIP_S, CUE_S, FPS, timing
+from families import CUE_S, FPS, timing
+
+from edgemem.data.samplers import consecutive_clip_count, consecutive_clip_start
+from edgemem.models.registry import create_model
+
+CLIP = create_model("memvit_tiny").cfg.clip
 
 
 def first_cue_in_memory(starts: list[float], frames: int, memory: int, dropped: bool) -> float:
-    """The fraction of the first cue inside the window of ``memory`` clips before the classified clip."""
-    clips = math.floor(frames * 30 / FPS + 1e-6) / 16  # edgemem resamples to 30 fps; a clip is 16 frames
-    partial = clips - math.floor(clips)
-    end = frames / FPS
-    # The window in clips before the video's end: the last clip is [0, 1] (moved back) or [p, 1 + p] (dropped).
-    low = 1.0 if partial == 0 else (1 + partial if dropped else partial)
-    high = low + memory
-    cue_end, cue_start = (end - starts[0] - CUE_S) / CLIP_S, (end - starts[0]) / CLIP_S
-    return max(0.0, min(cue_start, high) - max(cue_end, low)) / (CUE_S / CLIP_S)
+    """The fraction of the first cue inside the ``memory`` clips before the classified clip: the clips
+    edgemem streams (``consecutive_clip_start``) or, ``dropped``, whole clips only."""
+    length = math.floor(frames * CLIP.target_fps / FPS + 1e-6)  # target-rate frames, as StreamingDataset
+    span = CLIP.frames * CLIP.sampling_rate
+    n = length // span if dropped else consecutive_clip_count(length, span)
+    if n < 2:
+        return 0.0
+
+    def start(i: int) -> float:
+        frame = i * span if dropped else consecutive_clip_start(i, length, CLIP.frames, CLIP.sampling_rate)
+        return frame / CLIP.target_fps
+
+    low, high = start(max(0, n - 1 - memory)), start(n - 2) + span / CLIP.target_fps
+    return max(0.0, min(starts[0] + CUE_S, high) - max(starts[0], low)) / CUE_S
 
 
 def main(task: str, distance: int, train: int, val: int, seed: int, max_tail: float) -> None:
