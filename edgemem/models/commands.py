@@ -53,10 +53,25 @@ def _info(args: argparse.Namespace) -> int:
 def _support_text(support: dict) -> str:
     if not support["clips"]:
         return "whole video"
-    text = f"{support['clips']} clips, {support['seconds']} s"
+    n = support["clips"]
+    text = f"{n} clip{'s' if n != 1 else ''}, {support['seconds']} s"
     if support["contiguous_clips"] == support["clips"]:
-        return text + " (every clip in between)"
-    return text + f" (every clip only up to {support['contiguous_clips']} back)"
+        text += " (every clip in between"
+    elif support["contiguous_clips"]:
+        text += f" (every clip up to {support['contiguous_clips']} back, then gaps"
+    else:
+        text += " (with gaps from 1 clip back"
+    direct = support.get("direct_clips")
+    if direct is not None and direct != support["clips"]:
+        text += f"; {direct} attended directly, older ones through memory of memory"
+    return text + ")"
+
+
+def _bytes_text(n: int) -> str:
+    """``n`` bytes as KiB below 1 MiB, else MiB (tiny presets hold a few KiB per stream)."""
+    if n == 0:
+        return "none"
+    return f"{n / 2**10:.1f} KiB" if n < 2**20 else f"{n / 2**20:.3f} MiB"
 
 
 def _print_table(info: dict) -> None:
@@ -72,11 +87,11 @@ def _print_table(info: dict) -> None:
             "input",
             f"{info['frames']} frames x{info['sampling_rate']} @ {info['crop_size']}² ({info['clip_seconds']} s)",
         ),
-        ("GFLOPs / step (full memory)", f"{info['gflops_step']:.2f}"),
-        ("GFLOPs / first step", f"{info['gflops_first_step']:.2f}"),
+        ("GFLOPs / step (full memory)", f"{info['gflops_step']:.4g}"),
+        ("GFLOPs / first step", f"{info['gflops_first_step']:.4g}"),
         ("memory", "none" if not mem else ", ".join(f"{k}={v}" for k, v in mem.items())),
         ("temporal support", _support_text(support)),
-        ("state / stream", f"{info['state_bytes']['total'] / 2**20:.3f} MiB"),
+        ("state / stream", _bytes_text(info["state_bytes"]["total"])),
     ]
     if "overhead" in info:
         o = info["overhead"]

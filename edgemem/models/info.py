@@ -40,7 +40,9 @@ def count_gflops(fn: Any, *args: Any) -> float:
 def temporal_support(card: ModelCard) -> dict[str, Any]:
     """The paper's temporal support (memory layers x memory length x clip duration for MeMViT with one
     layout in every block): the farthest clip back whose input reaches a step's output, and
-    ``contiguous_clips``, how far back *every* clip does (a ``gapN`` memory skips the ages between).
+    ``contiguous_clips``, how far back *every* clip does (a ``gapN`` memory skips the ages between),
+    and ``direct_clips``, the farthest clip a memory block attends itself (older clips reach the
+    output only through memory of memory: a past clip's memory blocks attended them).
 
     A memory-less model sees one clip (k base clips for a frame-scaled baseline, whose clip is
     already k times longer), all of it. A model whose memory spans the whole video (CM) reports
@@ -50,14 +52,18 @@ def temporal_support(card: ModelCard) -> dict[str, Any]:
     if card.memory is None:
         clips: int | None = card.frame_scale
         contiguous: int | None = clips
+        direct: int | None = clips
     else:
         clips = card.memory.temporal_support_clips
         contiguous = card.memory.details.get("contiguous_clips") if clips is not None else None
+        ages = card.memory.details.get("attended_ages") if clips is not None else None
+        direct = max((a for block in ages.values() for a in block), default=0) if ages else None
     return {
         "clips": clips,
         "seconds": None if clips is None else round(clips * base_clip, 3),
         "contiguous_clips": contiguous,
         "contiguous_seconds": None if contiguous is None else round(contiguous * base_clip, 3),
+        "direct_clips": direct,
     }
 
 

@@ -54,6 +54,7 @@ def test_memvit_tiny_long_reaches_every_clip_up_to_its_support():
     model = create_model("memvit_tiny_long").eval()
     support = model_info(model)["temporal_support"]
     assert support["clips"] == support["contiguous_clips"] == 32
+    assert support["direct_clips"] == 16  # block 0's windows reach 16 back; 17-32 through memory of memory
     assert _reached(model, 36, range(1, 36)) == set(range(1, 33))
 
 
@@ -84,7 +85,7 @@ def test_window_layout_attends_every_age_in_one_block():
     assert model._attention(0).mem_clips == 4
     assert _reached(model, 22, range(1, 22)) == set(range(1, 20))
     support = model_info(model)["temporal_support"]
-    assert (support["clips"], support["contiguous_clips"]) == (19, 19)
+    assert (support["clips"], support["contiguous_clips"], support["direct_clips"]) == (19, 19, 16)
     for bad in ("win0", "gap10", "win", "ring4"):  # gap10: the official code would read a gap of 0
         with pytest.raises(UnsupportedError, match="sampler"):
             dataclasses.replace(WIN4, sampler=bad)
@@ -162,3 +163,23 @@ def test_per_block_layout_exports_and_ort_equals_pytorch_over_the_whole_memory(t
     assert logits.max_abs <= 1e-4 + 1e-4 * logits.max_ref
     shapes = {s.name: s.shape for s in read_contract(res.path).state}
     assert shapes["mem.0.k"][1] == 16 and shapes["mem.2.k"][1] == slots2 and shapes["mem.valid"][1] == 16
+
+
+@pytest.mark.parametrize(
+    "name, text",
+    [
+        (
+            "memvit_tiny",
+            "6 clips, 3.2 s (every clip in between; 3 attended directly, older ones through memory of memory)",
+        ),
+        ("mvit_tiny", "1 clip, 0.533 s (every clip in between)"),
+        ("memvit16_16x4", "32 clips, 68.267 s (with gaps from 1 clip back; 4 attended directly"),
+    ],
+)
+def test_info_table_says_how_far_memory_reaches_directly(name: str, text: str, capsys) -> None:
+    """``edgemem info``'s table: the support, whether every clip in it reaches, and how much of it the
+    memory blocks attend themselves."""
+    from edgemem.cli import main
+
+    assert main(["info", name]) == 0
+    assert text in " ".join(capsys.readouterr().out.replace("│", " ").split())
