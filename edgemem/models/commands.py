@@ -61,7 +61,7 @@ def _support_text(support: dict) -> str:
         text += f" (every clip up to {support['contiguous_clips']} back, then gaps"
     else:
         text += " (with gaps from 1 clip back"
-    direct = support.get("direct_clips")
+    direct = support["direct_clips"]
     if direct is not None and direct != support["clips"]:
         text += f"; {direct} attended directly, older ones through memory of memory"
     return text + ")"
