@@ -179,9 +179,10 @@ class MViTConfig:
             # The official code has no memory spatial tables without compression (it crashes).
             raise UnsupportedError("not supported: MEMVIT without COMPRESS together with REL_POS_SPATIAL")
         if self.memory is not None:
-            users = set(range(self.depth)) - set(self.memory.exclude_layers)
-            stray = sorted({b for b, _, _ in self.memory.per_block} - users)
-            if stray:
+            named = {b for b, _, _ in self.memory.per_block}
+            if outside := sorted(b for b in named if b >= self.depth):
+                raise UnsupportedError(f"not supported: memory per_block for blocks {outside} (depth is {self.depth})")
+            if stray := sorted(named & set(self.memory.exclude_layers)):
                 raise UnsupportedError(f"not supported: memory per_block for blocks {stray} (not memory blocks)")
 
     def to_dict(self) -> dict[str, Any]:

@@ -129,7 +129,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         metavar="B:L:S",
         help="MeMViT: memory block B's own layout, ATTN_MAX_LEN L and sampler S (e.g. 2:5:gap4; repeatable; "
-        "replaces the preset's entry for B)",
+        "replaces the preset's entry for B, or gives memory to a block the preset leaves without)",
+    )
+    p.add_argument(
+        "--memory-compression",
+        default=None,
+        metavar="K/S",
+        help="MeMViT: the compression of every memory block, depthwise kernel / stride as TxHxW "
+        "(e.g. 5x3x3/4x2x2; 1x1x1/1x1x1 keeps every token); default the preset's",
     )
     p.add_argument("--resume", action="store_true", help="continue RUN from its last checkpoint")
     p.add_argument("--workers", type=int, default=0, help="data loading processes per training process")

@@ -79,6 +79,7 @@ class TrainOptions:
     memory_lr_scale: float | None = None  # MeMViT: x the lr for memory_parameters() (default 10)
     memory_sampler: str | None = None  # MeMViT: sampler of blocks without a per_block layout (default: preset's)
     memory_block: list[str] | None = None  # MeMViT: "BLOCK:ATTN_MAX_LEN:SAMPLER" per_block entries
+    memory_compression: str | None = None  # MeMViT: "KTxKHxKW/STxSHxSW" in every memory block (default: preset's)
     resume: bool = False
     workers: int = 0
     precision: str = "auto"
@@ -291,13 +292,12 @@ def run_training(opts: TrainOptions) -> dict[str, Any] | None:
             cm["infusion"] = opts.infusion
         torch.manual_seed(opts.seed)
         model = _build_model(opts, num_classes, cm)
-    if opts.memory_sampler is not None or opts.memory_block:
+    if opts.memory_sampler is not None or opts.memory_block or opts.memory_compression is not None:
         if not isinstance(model, MViT) or model.cfg.memory is None:
-            raise InputError("--memory-sampler and --memory-block apply to MeMViT models only")
+            raise InputError("--memory-sampler, --memory-block and --memory-compression apply to MeMViT models only")
+        layout = memory_layout(model.cfg.memory, opts.memory_sampler, opts.memory_block, opts.memory_compression)
         torch.manual_seed(opts.seed)
-        model = _build_model(
-            opts, num_classes, {"memory": memory_layout(model.cfg.memory, opts.memory_sampler, opts.memory_block)}
-        )
+        model = _build_model(opts, num_classes, {"memory": layout})
     if opts.multi_iteration and family != "cm":
         raise InputError("--multi-iteration applies to CM models only")
     if opts.no_batch_reduction and family != "cm":

@@ -142,7 +142,12 @@ def test_uniform_per_block_entry_changes_nothing():
 
 @pytest.mark.parametrize(
     "per_block, what",
-    [(((0, 4, "all"), (0, 3, "all")), "twice"), (((1, 4, "all"),), "not memory blocks"), (((0, 1, "all"),), "ATTN")],
+    [
+        (((0, 4, "all"), (0, 3, "all")), "twice"),
+        (((1, 4, "all"),), "not memory blocks"),
+        (((9, 4, "all"),), "depth"),
+        (((0, 1, "all"),), "ATTN"),
+    ],
 )
 def test_bad_per_block_is_refused(per_block, what):
     with pytest.raises(UnsupportedError, match=what):

@@ -215,6 +215,22 @@ def test_memory_sampler_option_trains_that_layout_and_resume_keeps_it(data: Path
     assert _train([*common, "--epochs", "2", "--eval-every", "0", "--resume"]) == 2
 
 
+def test_memory_block_gives_memory_to_a_block_and_compression_applies_to_every_block(
+    data: Path, tmp_path: Path
+) -> None:
+    """``--memory-block 1:3:all`` gives block 1 (no memory in the preset) memory; ``--memory-compression
+    1x1x1/1x1x1`` keeps every token in every memory block; the run's model has that layout."""
+    run = tmp_path / "every"
+    args = ["memvit_tiny", "--data", str(data), "--out", str(run), "--batch-size", "2", "--threads", "1"]
+    layout = ["--memory-block", "1:3:all", "--memory-compression", "1x1x1/1x1x1"]
+    assert _train([*args, "--epochs", "1", "--eval-every", "0", *layout]) == 0
+    trained, _ = load_trained(run)
+    mem = trained.cfg.memory
+    assert trained.memory_blocks == (0, 1, 2) and mem.exclude_layers == (3,)
+    assert mem.compress_kernel == mem.compress_stride == (1, 1, 1)
+    assert all(trained.memory_shape(i) == trained.raw_memory_shape(i) for i in trained.memory_blocks)
+
+
 def test_cm_stagewise_init_and_wrong_init(data: Path, tmp_path: Path, capsys) -> None:
     clip_run = tmp_path / "slow"
     assert _train(["slow_tiny", "--data", str(data), "--out", str(clip_run), *TINY]) == 0

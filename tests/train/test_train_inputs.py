@@ -43,10 +43,18 @@ def test_missing_csv_and_unknown_model(tmp_path: Path, data: Path, capsys) -> No
     )
     for block, why in (
         ("2-5-gap4", "BLOCK:ATTN_MAX_LEN:SAMPLER"),
-        ("1:5:gap4", "not memory blocks"),
+        ("4:5:gap4", "depth is 4"),
         ("0:1:all", "ATTN"),
     ):
         _fails(["train", "memvit_tiny", "--data", str(data), "--out", str(run), "--memory-block", block], capsys, why)
+    for compression, why in (("5x3x3", "KTxKHxKW/STxSHxSW"), ("5x3x3/0x2x2", ">= 1"), ("5x3/4x2", "KTxKHxKW")):
+        args = ["--memory-compression", compression]
+        _fails(["train", "memvit_tiny", "--data", str(data), "--out", str(run), *args], capsys, why)
+    _fails(
+        ["train", "mvit_tiny", "--data", str(data), "--out", str(run), "--memory-compression", "1x1x1/1x1x1"],
+        capsys,
+        "MeMViT",
+    )
     _fails(
         ["train", "mvit_tiny", "--data", str(data), "--out", str(run), "--memory-block", "0:3:all"], capsys, "MeMViT"
     )
