@@ -83,5 +83,8 @@ def memory_temporal_indices(q_t: int, mem_t: int, n_clips: int, stride: int, tab
     )[None, :]
     idx = q + rank * stride
     if int(idx.max()) >= table_len:
-        raise UnsupportedError(f"not supported: memory of {n_clips} clips exceeds rel_pos_mem_t ({table_len})")
+        raise UnsupportedError(
+            f"not supported: memory of {n_clips} clips of {mem_t} frames at temporal stride {stride} exceeds "
+            f"the memory's temporal position table rel_pos_mem_t ({table_len} positions)"
+        )
     return idx

@@ -1,11 +1,11 @@
 """How much gradient reaches each past clip of a MeMViT stream at initialisation.
 
 ``python -m edgemem.train.grad_reach MODEL [--memory-sampler S] [--memory-block B:L:S ...]
-[--memory-compression K/S] [--clips L] [--ages 1,3,12] [--seeds 5] [--json]``: a stream of ``L`` clips of random frames goes through
-``train_step`` with back-propagation through time (the default recipe); the cross-entropy of the last
-clip's logits is back-propagated and, for each age ``d``, the norm of the gradient at the frames of
-the clip ``d`` back is reported as a share of the norm at the last clip's own frames (mean over seeds,
-freshly initialised each). A clip the memory does not reach gets exactly 0. It tells which memory
+[--memory-compression K/S] [--clips L] [--ages 1,3,12] [--seeds 5] [--json]``: a stream of ``L``
+clips of random frames goes through ``train_step`` with back-propagation through time (the default
+recipe); the cross-entropy of the last clip's logits is back-propagated and, for each age ``d``, the
+norm of the gradient at the frames of the clip ``d`` back is reported as a share of the norm at the
+last clip's own frames (mean over seeds, freshly initialised each). A clip the memory does not reach gets exactly 0. It tells which memory
 layouts give a distant cue a signal to learn from (docs/TRAINING.md).
 """
 

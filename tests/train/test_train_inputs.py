@@ -47,7 +47,12 @@ def test_missing_csv_and_unknown_model(tmp_path: Path, data: Path, capsys) -> No
         ("0:1:all", "ATTN"),
     ):
         _fails(["train", "memvit_tiny", "--data", str(data), "--out", str(run), "--memory-block", block], capsys, why)
-    for compression, why in (("5x3x3", "KTxKHxKW/STxSHxSW"), ("5x3x3/0x2x2", ">= 1"), ("5x3/4x2", "KTxKHxKW")):
+    for compression, why in (
+        ("5x3x3", "KTxKHxKW/STxSHxSW"),
+        ("5x3x3/0x2x2", ">= 1"),
+        ("5x3/4x2", "KTxKHxKW"),
+        ("2x2x2/2x2x2", "temporal position table"),
+    ):
         args = ["--memory-compression", compression]
         _fails(["train", "memvit_tiny", "--data", str(data), "--out", str(run), *args], capsys, why)
     _fails(
