@@ -5,8 +5,9 @@
 clips of random frames goes through ``train_step`` with back-propagation through time (the default
 recipe); the cross-entropy of the last clip's logits is back-propagated and, for each age ``d``, the
 norm of the gradient at the frames of the clip ``d`` back is reported as a share of the norm at the
-last clip's own frames (mean over seeds, freshly initialised each). A clip the memory does not reach gets exactly 0. It tells which memory
-layouts give a distant cue a signal to learn from (docs/TRAINING.md).
+last clip's own frames (mean over seeds, freshly initialised each). A clip the memory does not reach
+gets exactly 0. It tells which memory layouts give a distant cue a signal to learn from
+(docs/TRAINING.md).
 """
 
 from __future__ import annotations
