@@ -184,6 +184,11 @@ class MViTConfig:
                 raise UnsupportedError(f"not supported: memory per_block for blocks {outside} (depth is {self.depth})")
             if stray := sorted(named & set(self.memory.exclude_layers)):
                 raise UnsupportedError(f"not supported: memory per_block for blocks {stray} (not memory blocks)")
+            if set(range(self.depth)) <= set(self.memory.exclude_layers):
+                raise UnsupportedError(
+                    f"not supported: memory excluded from every block (depth is {self.depth}); "
+                    "a model without memory is the memory-less preset"
+                )
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "clip": self.clip.to_json()}

@@ -129,7 +129,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         metavar="B:L:S",
         help="MeMViT: memory block B's own layout, ATTN_MAX_LEN L and sampler S (e.g. 2:5:gap4; repeatable; "
-        "replaces the preset's entry for B, or gives memory to a block the preset leaves without)",
+        "replaces the preset's entry for B, or gives memory to a block the preset leaves without); "
+        "B:off takes block B's memory away",
     )
     p.add_argument(
         "--memory-compression",

@@ -18,14 +18,21 @@ def memory_layout(
 ) -> MemoryConfig:
     """``mem`` with ``sampler`` for the blocks without a layout of their own, each ``BLOCK:ATTN_MAX_LEN:SAMPLER``
     of ``blocks`` as that block's layout (replacing the preset's, if any; a block the preset leaves without
-    memory gets memory) and ``compression`` (``KTxKHxKW/STxSHxSW``, kernel / stride) in every memory block;
-    ``MemoryConfig`` and ``MViTConfig`` refuse a bad sampler, length or block."""
+    memory gets memory), each ``BLOCK:off`` taking that block's memory away, and ``compression``
+    (``KTxKHxKW/STxSHxSW``, kernel / stride) in every memory block; ``MemoryConfig`` and ``MViTConfig``
+    refuse a bad sampler, length or block, and a layout with no memory block left."""
     per_block = {b: (n, s) for b, n, s in mem.per_block}
     excluded = set(mem.exclude_layers)
     for entry in blocks or []:
         parts = entry.split(":")
+        if parts[1:] == ["off"] and parts[0].isdigit():
+            per_block.pop(int(parts[0]), None)
+            excluded.add(int(parts[0]))
+            continue
         if len(parts) != 3 or not parts[0].isdigit() or not parts[1].isdigit():
-            raise InputError(f"--memory-block must be BLOCK:ATTN_MAX_LEN:SAMPLER (e.g. 2:5:gap4), got {entry!r}")
+            raise InputError(
+                f"--memory-block must be BLOCK:ATTN_MAX_LEN:SAMPLER (e.g. 2:5:gap4) or BLOCK:off, got {entry!r}"
+            )
         per_block[int(parts[0])] = (int(parts[1]), parts[2])
         excluded.discard(int(parts[0]))
     return replace(
