@@ -141,6 +141,9 @@ class MultiScaleAttention(nn.Module):
             kk, ks = _triple(kk, "MEMVIT.COMPRESS.POOL_KERNEL"), _triple(ks, "MEMVIT.COMPRESS.POOL_STRIDE")
             self.compress_k = nn.Conv3d(dim, dim, kk, stride=ks, padding=pad, groups=dim, bias=False)
             self.compress_v = nn.Conv3d(dim, dim, kk, stride=ks, padding=pad, groups=dim, bias=False)
+            if kk == (1, 1, 1):  # keeps every token: start as the identity, not a random per-channel sign and scale
+                nn.init.ones_(self.compress_k.weight)
+                nn.init.ones_(self.compress_v.weight)
             self.norm_compress_k = layer_norm(dim)
             self.norm_compress_v = layer_norm(dim)
         else:

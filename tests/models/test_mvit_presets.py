@@ -59,12 +59,15 @@ def test_tiny_forward_step(name):
     torch.testing.assert_close(m.forward_head(tokens), plain, atol=1e-6, rtol=0)
     assert tokens.shape[0] == 2 and tokens.shape[2] == m.specs[-1].dim_out
     if m.memory is not None:
-        assert torch.equal(state["mem.valid"], torch.tensor([[1.0, 0, 0], [1.0, 0, 0]]))
+        first_only = torch.zeros_like(state["mem.valid"])
+        first_only[:, 0] = 1.0
+        assert torch.equal(state["mem.valid"], first_only)
         with torch.no_grad():
             second, state = m.step(x, state, torch.tensor([True, False]))
         torch.testing.assert_close(second[0], plain[0], atol=1e-5, rtol=0)  # reset slot: no memory
         assert not torch.allclose(second[1], plain[1], atol=1e-4)  # memory changes the output
-        assert torch.equal(state["mem.valid"], torch.tensor([[1.0, 0, 0], [1.0, 1.0, 0]]))
+        first_only[1, 1] = 1.0  # slot 0 was reset (one clip in memory), slot 1 holds two
+        assert torch.equal(state["mem.valid"], first_only)
 
 
 def test_full_size_keys_and_params_equal_official():
@@ -151,7 +154,7 @@ def test_bad_inputs():
     with pytest.raises(StateError, match="mem.0.k"):
         m.step(torch.zeros(2, 3, 8, 32, 32), other)
     with pytest.raises(StateError, match="unexpected"):
-        m.step(torch.zeros(2, 3, 8, 32, 32), {**state, "mem.1.k": state["mem.0.k"]})
+        m.step(torch.zeros(2, 3, 8, 32, 32), {**state, "mem.9.k": state["mem.0.k"]})
     with pytest.raises(InputError, match="reset"):
         m.step(torch.zeros(2, 3, 8, 32, 32), state, torch.zeros(2))
     with pytest.raises(UnsupportedError):
@@ -257,3 +260,21 @@ def test_memvit_tiny_long_support_and_cost():
     assert support["clips"] >= 16 and support["contiguous_clips"] == support["clips"]
     assert long["gflops_step"] / short["gflops_step"] <= 1.1
     assert long["memory"]["attended_ages"] == {"0": list(range(1, 17)), "2": [4, 8, 12, 16]}
+
+
+def test_memvit_tiny_keeps_every_token_of_the_4_clips_before():
+    """Every block attends the 4 clips before, uncompressed; the 1x1x1 compression starts as the identity
+    (its output is the normed raw keys), not as a random per-channel sign and scale."""
+    from edgemem.models.info import model_info
+
+    m = create_model("memvit_tiny")
+    info, short = model_info(m), model_info(create_model("mvit_tiny"))
+    assert info["memory"]["attended_ages"] == {str(b): [1, 2, 3, 4] for b in range(4)}
+    assert info["memory"]["compression"]["stride"] == [1, 1, 1]
+    assert 2.3 < info["gflops_step"] / short["gflops_step"] < 2.5
+    for block in range(4):
+        attn = m._attention(block)
+        t, h, w = attn.spec.kv_thw
+        raw = torch.randn(2, t * h * w + 1, attn.compress_v.weight.shape[0])
+        with torch.no_grad():
+            torch.testing.assert_close(attn.compress(raw, "v"), attn.norm_compress_v(raw))

@@ -154,18 +154,12 @@ def test_repository_configs(server: TritonServer) -> None:
     b1, dyn, clip, enc = cfg("memvit_b1"), cfg("memvit_dyn"), cfg("slow_fs2"), cfg("pair_encode")
     assert b1.max_batch_size == 0 and dyn.max_batch_size == 8
     assert [s.input_name for s in dyn.sequence_batching.state] == [
-        "state_in.mem.0.k",
-        "state_in.mem.0.v",
-        "state_in.mem.2.k",
-        "state_in.mem.2.v",
+        *(f"state_in.mem.{b}.{kv}" for b in range(4) for kv in "kv"),
         "state_in.mem.valid",
     ]
     assert all(s.initial_state[0].zero_data for s in dyn.sequence_batching.state)
-    assert list(b1.sequence_batching.state[0].dims) == [1, 3, 5, 16] and list(dyn.sequence_batching.state[0].dims) == [
-        3,
-        5,
-        16,
-    ]
+    assert list(b1.sequence_batching.state[0].dims) == [1, 4, 65, 16]  # 4 clips of 64 tokens and cls, 16 wide
+    assert list(dyn.sequence_batching.state[0].dims) == [4, 65, 16]
     assert dyn.sequence_batching.control_input[0].name == "reset"
     assert "kind: CONTROL_SEQUENCE_START" in (server.repo / "memvit_dyn" / "config.pbtxt").read_text()
     assert json.loads(dyn.parameters["edgemem.model"].string_value)["name"] == "memvit_tiny"

@@ -148,7 +148,8 @@ def test_compute_cost_per_clip_and_video() -> None:
     assert base["clips_per_video"] == 4 and scaled["clips_per_video"] == 1
     assert math.isclose(base["gflops_per_video"], 4 * base["gflops_per_clip"])
     assert scaled["gflops_per_clip"] > 4 * base["gflops_per_clip"]  # attention grows faster than frames
-    assert base["gflops_per_clip"] < mem["gflops_per_clip"] < 1.2 * base["gflops_per_clip"]
+    # memory at full resolution over the 4 clips before: 2.4x one clip, a third of the frame-scaled clip
+    assert 2 * base["gflops_per_clip"] < mem["gflops_per_clip"] < 0.35 * scaled["gflops_per_clip"]
 
 
 def test_ship_writes_only_into_the_zoo_it_is_given(tmp_path: Path, data: Path, capsys) -> None:

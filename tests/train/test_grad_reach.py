@@ -9,12 +9,12 @@ from edgemem.train.grad_reach import gradient_shares, main
 
 def test_shares_follow_the_layout():
     """The earlier preset's layout attends 12 back directly and 13 only through memory of memory; the
-    preset (windows in block 0) attends both; memvit_tiny reaches nothing 7 back (support 6): exactly 0."""
+    preset (windows in block 0) attends both; memvit_tiny_pooled reaches nothing 7 back (support 6): exactly 0."""
     gap = gradient_shares("memvit_tiny_long", clips=16, ages=[12, 13], seeds=1, sampler="gap4", blocks=["2:4:all"])
     win = gradient_shares("memvit_tiny_long", clips=16, ages=[12, 13], seeds=1)
     assert gap[12] > 5 * gap[13] > 0
     assert win[13] > 3 * gap[13]
-    assert gradient_shares("memvit_tiny", clips=8, ages=[3, 7], seeds=1)[7] == 0.0
+    assert gradient_shares("memvit_tiny_pooled", clips=8, ages=[3, 7], seeds=1)[7] == 0.0
     # memory of the clip before in all 4 blocks (two of them without memory in the preset), uncompressed:
     # 4 clips back is reached through 4 memory hops, 5 is not
     every = [f"{b}:2:all" for b in range(4)]

@@ -12,11 +12,11 @@ from edgemem.train.memory_layout import memory_layout
 def test_memory_block_off_takes_a_block_memory_away_and_another_gets_it():
     """``0:off`` removes block 0's memory (and its own layout); ``3:5:all`` gives block 3 memory: the
     layout the docs call "block 3 alone" plus the preset's block 2."""
-    base = create_model("memvit_tiny").cfg.memory
+    base = create_model("memvit_tiny_pooled").cfg.memory
     base = replace(base, per_block=((0, 3, "win2"),))
     mem = memory_layout(base, None, ["0:off", "3:5:all"])
     assert mem.exclude_layers == (0, 1) and mem.per_block == ((3, 5, "all"),)
-    assert create_model("memvit_tiny", memory=mem).memory_blocks == (2, 3)
+    assert create_model("memvit_tiny_pooled", memory=mem).memory_blocks == (2, 3)
     # a later entry for the same block wins, as for the other layouts
     assert memory_layout(base, None, ["3:off", "3:5:all"]).exclude_layers == (1,)
 
@@ -24,10 +24,10 @@ def test_memory_block_off_takes_a_block_memory_away_and_another_gets_it():
 @pytest.mark.parametrize("entry", ["0:of", "x:off", "0:off:all", "off"])
 def test_malformed_off_entry_is_refused(entry):
     with pytest.raises(EdgememError, match="BLOCK:off"):
-        memory_layout(create_model("memvit_tiny").cfg.memory, None, [entry])
+        memory_layout(create_model("memvit_tiny_pooled").cfg.memory, None, [entry])
 
 
 def test_no_memory_block_left_is_refused():
-    mem = memory_layout(create_model("memvit_tiny").cfg.memory, None, ["0:off", "2:off"])
+    mem = memory_layout(create_model("memvit_tiny_pooled").cfg.memory, None, ["0:off", "2:off"])
     with pytest.raises(EdgememError, match="every block"):
-        create_model("memvit_tiny", memory=mem)
+        create_model("memvit_tiny_pooled", memory=mem)

@@ -206,7 +206,7 @@ def test_memory_sampler_option_trains_that_layout_and_resume_keeps_it(data: Path
     """``--memory-sampler win2``: the run's card (and the model rebuilt from it) has the window layout; a
     resume without the option asks for another model and is refused."""
     run = tmp_path / "win"
-    common = ["memvit_tiny", "--data", str(data), "--out", str(run), "--batch-size", "2", "--threads", "1"]
+    common = ["memvit_tiny_pooled", "--data", str(data), "--out", str(run), "--batch-size", "2", "--threads", "1"]
     layout = ["--memory-sampler", "win2", "--memory-block", "2:3:gap2"]
     assert _train([*common, "--epochs", "1", "--eval-every", "0", *layout]) == 0
     trained, _ = load_trained(run)
@@ -221,7 +221,7 @@ def test_memory_block_gives_memory_to_a_block_and_compression_applies_to_every_b
     """``--memory-block 1:3:all`` gives block 1 (no memory in the preset) memory; ``--memory-compression
     1x1x1/1x1x1`` keeps every token in every memory block; the run's model has that layout."""
     run = tmp_path / "every"
-    args = ["memvit_tiny", "--data", str(data), "--out", str(run), "--batch-size", "2", "--threads", "1"]
+    args = ["memvit_tiny_pooled", "--data", str(data), "--out", str(run), "--batch-size", "2", "--threads", "1"]
     layout = ["--memory-block", "1:3:all", "--memory-compression", "1x1x1/1x1x1"]
     assert _train([*args, "--epochs", "1", "--eval-every", "0", *layout]) == 0
     trained, _ = load_trained(run)

@@ -47,8 +47,8 @@ def test_missing_csv_and_unknown_model(tmp_path: Path, data: Path, capsys) -> No
         ("0:1:all", "ATTN"),
     ):
         _fails(["train", "memvit_tiny", "--data", str(data), "--out", str(run), "--memory-block", block], capsys, why)
-    off = ["--memory-block", "0:off", "--memory-block", "2:off"]  # memvit_tiny's two memory blocks
-    _fails(["train", "memvit_tiny", "--data", str(data), "--out", str(run), *off], capsys, "every block")
+    off = ["--memory-block", "0:off", "--memory-block", "2:off"]  # memvit_tiny_pooled's two memory blocks
+    _fails(["train", "memvit_tiny_pooled", "--data", str(data), "--out", str(run), *off], capsys, "every block")
     for compression, why in (
         ("5x3x3", "KTxKHxKW/STxSHxSW"),
         ("5x3x3/0x2x2", ">= 1"),
