@@ -93,7 +93,7 @@ def memvit_tiny(**kw: Any) -> MViT:
     """Tiny MeMViT for tests/CPU training: 8x32^2, 4 blocks, each attending the 4 clips before it
     uncompressed (kernel and stride 1x1x1, started as the identity): 2.42x the memory-less step, a
     third of ``mvit_tiny`` x4's 7.46x (docs/TRAINING.md, "memvit_tiny keeps its memory at full
-    resolution"). Until the twenty-fifth session this name was ``memvit_tiny_pooled``."""
+    resolution"). Until the twenty-fifth session this name built the layout now ``memvit_tiny_pooled``."""
     mem = MemoryConfig(attn_max_len=5, sampler="all", compress_kernel=(1, 1, 1), compress_stride=(1, 1, 1))
     return _build("memvit_tiny", _tiny(mem, kw), backbone="mvit_tiny")
 
