@@ -39,7 +39,8 @@ def _cpu_flags() -> set[str]:
 
 def _assert_qk_int8(kernels: dict[str, dict[str, int]]) -> None:
     """The attention's ``q . k`` (one per block of memvit_tiny) runs in int8: inside the fused attention
-    where OpenVINO fuses it (its MHA snippets need AVX-512), else as an int8 MatMul (AVX2 only)."""
+    where OpenVINO fuses it (int8 MHA with AVX-512), else as an int8 MatMul (an AVX2-only CPU: there
+    OpenVINO fuses the f32 attention only)."""
     if "avx512f" in _cpu_flags():
         assert set(kernels["MHA"]) == {"i8"}
     else:
