@@ -26,6 +26,7 @@ from edgemem.optional import require
 from edgemem.precision import Precision
 from edgemem.runtimes.base import Session, State
 from edgemem.runtimes.graph import GraphInfo, read_graph
+from edgemem.runtimes.int8_weights import refuse_saturating_int8
 from edgemem.runtimes.precisions import check_precision
 
 # edgemem precision -> OpenVINO's INFERENCE_PRECISION_HINT (int8 is the graph's, computed at f32 hints).
@@ -98,6 +99,8 @@ class _OpenVinoBase(Session):
         threads: int | None = None,
     ) -> None:
         info = read_graph(model_path)
+        if device == "CPU":
+            refuse_saturating_int8(info, "openvino")
         super().__init__(info.specs, info.card, info.input_shape, info.resolve_batch(batch))
         self._ov = _import_ov()
         model = _read_static(self._ov, info, self.batch)

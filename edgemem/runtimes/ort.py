@@ -20,6 +20,7 @@ from edgemem.optional import install_hint
 from edgemem.precision import Precision, of_graph
 from edgemem.runtimes.base import Session, State
 from edgemem.runtimes.graph import GraphInfo, read_graph
+from edgemem.runtimes.int8_weights import refuse_saturating_int8
 from edgemem.runtimes.precisions import check_precision
 
 PROVIDERS = {
@@ -102,6 +103,7 @@ class OrtSession(Session):
         spinning: bool = False,
     ) -> None:
         info = read_graph(model_path)
+        refuse_saturating_int8(info, "ort-cpu")
         super().__init__(info.specs, info.card, info.input_shape, info.resolve_batch(batch))
         ort = _import_ort()
         opts = session_options(ort, threads, inter_threads, spinning)

@@ -15,7 +15,7 @@ from qdq import rounded_state_reads
 
 from edgemem.cli import main
 from edgemem.contract import read_contract
-from edgemem.errors import InputError
+from edgemem.errors import InputError, UnsupportedError
 from edgemem.export.calibration import as_stream, collect_feeds, load_calibration, synthetic_calibration
 from edgemem.export.onnx import to_onnx
 from edgemem.export.quantize import accumulating_states, attention_logit_gemms
@@ -93,23 +93,35 @@ def _dequantized_operands(proto: onnx.ModelProto) -> tuple[list[int], list[int]]
     )
 
 
-def _gemm_weight_ranges(proto: onnx.ModelProto) -> list[int]:
-    """max |q| of every int8 weight a dequantized GEMM or non-depthwise convolution reads."""
-    inits = {i.name: onnx.numpy_helper.to_array(i) for i in proto.graph.initializer}
-    out = []
-    for n in proto.graph.node:
-        w = inits.get(n.input[0]) if n.op_type == "DequantizeLinear" else None
-        if w is not None and w.dtype == np.int8 and (w.ndim == 2 or w.shape[1] > 1):
-            out.append(int(np.abs(w.astype(np.int32)).max()))
-    return out
-
-
-def test_int8_weights_use_7_bits_so_cpus_without_vnni_do_not_saturate(graphs: dict[str, Path]) -> None:
+def test_int8_weights_use_7_bits_so_cpus_without_vnni_do_not_saturate(
+    graphs: dict[str, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     # without VNNI, int8 GEMMs sum two u8 x s8 products in int16 (VPMADDUBSW): 255 x 127 x 2 overflows,
     # 255 x 64 x 2 does not. Measured on an AVX2-only CPU: 8-bit weights cost 1.6 max |Δ| of the logits
+    from edgemem import hardware
+    from edgemem.runtimes.int8_weights import widest_gemm_weight
+
     for q in ("nncf", "ort"):
-        ranges = _gemm_weight_ranges(onnx.load(str(graphs[q])))
-        assert len(ranges) >= 20 and max(ranges) <= 64 and min(ranges) >= 32, (q, ranges)
+        assert 32 < widest_gemm_weight(onnx.load(str(graphs[q]))) <= 64, q
+    # a graph with 8-bit weights (exported before, or by another tool) is refused on such a CPU only
+    proto = onnx.load(str(graphs["ort"]))
+    inits = {i.name: i for i in proto.graph.initializer}
+    dq = next(n for n in proto.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits
+              and inits[n.input[0]].data_type == onnx.TensorProto.INT8 and len(inits[n.input[0]].dims) == 2)  # fmt: skip
+    w = onnx.numpy_helper.to_array(inits[dq.input[0]]).astype(np.int32) * 2
+    inits[dq.input[0]].CopyFrom(onnx.numpy_helper.from_array(np.clip(w, -127, 127).astype(np.int8), dq.input[0]))
+    wide = tmp_path / "wide.onnx"
+    onnx.save(proto, str(wide))
+    assert widest_gemm_weight(proto) == 127
+    runtimes = ["ort-cpu"] + (["openvino"] if check("openvino").available else [])
+    monkeypatch.setattr(hardware, "int8_gemm", lambda flags=None: "avx2")
+    for runtime in runtimes:
+        with pytest.raises(UnsupportedError, match=r"wide\.onnx: int8 weights up to 127 saturate .* without VNNI"):
+            open_session(wide, runtime)
+        open_session(graphs["ort"], runtime).close()  # 7-bit weights: runs
+    monkeypatch.setattr(hardware, "int8_gemm", lambda flags=None: "vnni")
+    for runtime in runtimes:
+        open_session(wide, runtime).close()
 
 
 def test_int8_graph_keeps_contract_and_records_calibration(graphs: dict[str, Path]) -> None:

@@ -1,0 +1,54 @@
+"""int8 graphs whose weights use 8 bits compute wrong values on a CPU without VNNI: refused there.
+
+Without VNNI (AVX2 only), ONNX Runtime's and OpenVINO's int8 GEMMs multiply with ``VPMADDUBSW``,
+which adds two u8 x s8 products into an int16: 255 x 127 x 2 overflows it, 255 x 64 x 2 does not.
+``edgemem export --precision int8`` writes 7-bit weights (docs/EXPORT.md, "Weights in 7 bits"); a
+graph exported before that, or by another tool, ran 1.6 max |Δ| off its f32 logits on an AVX2-only
+EPYC. Such a graph is refused on such a CPU with the fix (re-export), rather than run silently wrong.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgemem import hardware
+from edgemem.errors import UnsupportedError
+from edgemem.precision import Precision, of_graph
+from edgemem.runtimes.graph import GraphInfo
+
+SATURATION_FREE = 64  # the widest int8 weight whose pair products fit an int16 sum with u8 activations
+
+
+def widest_gemm_weight(model: object) -> int:
+    """max |q| over the int8 weights that a ``DequantizeLinear`` feeds to a GEMM or to a convolution
+    that is not depthwise (depthwise kernels do not pair products); 0 without any."""
+    from onnx import numpy_helper
+
+    graph = model.graph  # type: ignore[attr-defined]
+    inits = {i.name: i for i in graph.initializer if i.data_type == 3}  # INT8
+    widest = 0
+    for n in graph.node:
+        if n.op_type != "DequantizeLinear" or n.input[0] not in inits:
+            continue
+        w = numpy_helper.to_array(inits[n.input[0]])
+        if w.ndim == 2 or (w.ndim > 2 and w.shape[1] > 1):
+            widest = max(widest, int(np.abs(w.astype(np.int32)).max()))
+    return widest
+
+
+def refuse_saturating_int8(info: GraphInfo, runtime: str) -> None:
+    """UnsupportedError when ``info`` is an int8 graph with 8-bit GEMM weights and this CPU has no
+    VNNI/AMX int8 instructions (``hardware.int8_gemm``); nothing otherwise."""
+    if of_graph(info.contract.export, info.contract.quantized) != Precision.INT8:
+        return
+    if hardware.int8_gemm() not in ("avx2", "none"):
+        return
+    import onnx
+
+    widest = widest_gemm_weight(onnx.load(str(info.path), load_external_data=False))
+    if widest > SATURATION_FREE:
+        raise UnsupportedError(
+            f"{info.path.name}: int8 weights up to {widest} saturate {runtime}'s int8 GEMMs on this CPU "
+            f"without VNNI (at most {SATURATION_FREE}); re-export it with `edgemem export --precision int8`, "
+            "which writes 7-bit weights"
+        )
