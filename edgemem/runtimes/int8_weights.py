@@ -9,6 +9,8 @@ EPYC. Such a graph is refused on such a CPU with the fix (re-export), rather tha
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from edgemem import hardware
@@ -39,16 +41,21 @@ def widest_gemm_weight(model: object) -> int:
 def refuse_saturating_int8(info: GraphInfo, runtime: str) -> None:
     """UnsupportedError when ``info`` is an int8 graph with 8-bit GEMM weights and this CPU has no
     VNNI/AMX int8 instructions (``hardware.int8_gemm``); nothing otherwise."""
-    if of_graph(info.contract.export, info.contract.quantized) != Precision.INT8:
-        return
+    if of_graph(info.contract.export, info.contract.quantized) == Precision.INT8:
+        refuse_saturating_weights(info.path, runtime)
+
+
+def refuse_saturating_weights(path: Path, runtime: str) -> None:
+    """UnsupportedError when the graph at ``path`` has int8 GEMM weights wider than 7 bits and this CPU
+    has no VNNI/AMX int8 instructions; nothing otherwise (the file is read only on such a CPU)."""
     if hardware.int8_gemm() not in ("avx2", "none"):
         return
     import onnx
 
-    widest = widest_gemm_weight(onnx.load(str(info.path), load_external_data=False))
+    widest = widest_gemm_weight(onnx.load(str(path)))
     if widest > SATURATION_FREE:
         raise UnsupportedError(
-            f"{info.path.name}: int8 weights up to {widest} saturate {runtime}'s int8 GEMMs on this CPU "
+            f"{path.name}: int8 weights up to {widest} saturate the int8 GEMMs of {runtime} on this CPU "
             f"without VNNI (at most {SATURATION_FREE}); re-export it with `edgemem export --precision int8`, "
             "which writes 7-bit weights"
         )

@@ -96,6 +96,7 @@ def _start(args: argparse.Namespace) -> int:
 
     if not 0 < args.grpc_port < 65536:
         raise InputError(f"--grpc-port must be a port number, got {args.grpc_port}")
+    refuse_saturating_repository(Path(args.repo))
     binary, libs = find_tritonserver(args.tritonserver)
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edgemem" / "triton"
     backends = resolve_backends(args.backend_directory, libs, cache)
@@ -117,6 +118,17 @@ def _start(args: argparse.Namespace) -> int:
         server.stop()
     print("Triton stopped")
     return 0
+
+
+def refuse_saturating_repository(repo: Path) -> None:
+    """The CPU models of a repository this machine would serve pass ``refuse_saturating_weights``:
+    Triton's ONNX Runtime backend would run 8-bit int8 weights here as ``ort-cpu`` would, saturated."""
+    from edgemem.runtimes.int8_weights import refuse_saturating_weights
+
+    for model in sorted(repo.glob("*/1/model.onnx")):
+        config = model.parent.parent / "config.pbtxt"
+        if config.is_file() and "KIND_CPU" in config.read_text():
+            refuse_saturating_weights(model, f"Triton model '{model.parent.parent.name}'")
 
 
 def _bench(args: argparse.Namespace) -> int:

@@ -119,7 +119,15 @@ def test_int8_weights_use_7_bits_so_cpus_without_vnni_do_not_saturate(
         with pytest.raises(UnsupportedError, match=r"wide\.onnx: int8 weights up to 127 saturate .* without VNNI"):
             open_session(wide, runtime)
         open_session(graphs["ort"], runtime).close()  # 7-bit weights: runs
+    # edgemem serve start checks the CPU models of the repository it would serve (Triton's ORT backend)
+    from edgemem.serve.commands import refuse_saturating_repository
+    from edgemem.serve.repository import write_repository
+
+    write_repository([wide, graphs["ort"]], tmp_path / "repo", names=["wide", "narrow"])
+    with pytest.raises(UnsupportedError, match=r"^model\.onnx: .* of Triton model 'wide' on this CPU without VNNI"):
+        refuse_saturating_repository(tmp_path / "repo")
     monkeypatch.setattr(hardware, "int8_gemm", lambda flags=None: "vnni")
+    refuse_saturating_repository(tmp_path / "repo")
     for runtime in runtimes:
         open_session(wide, runtime).close()
 
