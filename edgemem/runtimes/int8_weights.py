@@ -10,6 +10,7 @@ EPYC. Such a graph is refused on such a CPU with the fix (re-export), rather tha
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -21,13 +22,14 @@ from edgemem.runtimes.graph import GraphInfo
 SATURATION_FREE = 64  # the widest int8 weight whose pair products fit an int16 sum with u8 activations
 
 
-def widest_gemm_weight(model: object) -> int:
+def widest_gemm_weight(model: Any) -> int:
     """max |q| over the int8 weights that a ``DequantizeLinear`` feeds to a GEMM or to a convolution
-    that is not depthwise (depthwise kernels do not pair products); 0 without any."""
-    from onnx import numpy_helper
+    that is not depthwise (depthwise kernels do not pair products) in ``model`` (an
+    ``onnx.ModelProto``); 0 without any."""
+    from onnx import TensorProto, numpy_helper
 
-    graph = model.graph  # type: ignore[attr-defined]
-    inits = {i.name: i for i in graph.initializer if i.data_type == 3}  # INT8
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer if i.data_type == TensorProto.INT8}
     widest = 0
     for n in graph.node:
         if n.op_type != "DequantizeLinear" or n.input[0] not in inits:
