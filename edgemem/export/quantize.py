@@ -182,8 +182,12 @@ def quantize_ort(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]]) -> 
     GEMM multiplies with ``VPMADDUBSW``, whose int16 sum of two u8 x s8 products saturates with 8-bit
     weights (255 x 127 x 2 > 32767); VNNI sums in int32. Measured on an AVX2-only EPYC:
     memvit_tiny_cuematch's logits 1.65 max |Δ| from f32 with 8-bit weights, 0.60 with 7. A graph is
-    exported once and run on any CPU, so every graph gets 7 bits."""
+    exported once and run on any CPU, so every graph gets 7 bits. Depthwise convolutions (MViT's
+    pooling and compression) keep 8 bits, as NNCF leaves them: their kernels do not pair products,
+    and 7-bit pooling weights doubled the logits' error (0.29 max |Δ| with 8 bits there, same CPU)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    from edgemem.runtimes.int8_weights import depthwise_weights
 
     # softmax . V stays float (module docstring): with symmetric int8 probabilities (steps of 1/127)
     # memvit_tiny's logits were 3.4 max |Δ| from f32, 0.18 without
@@ -198,7 +202,10 @@ def quantize_ort(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]]) -> 
                     activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                     op_types_to_quantize=list(_GEMMS), nodes_to_exclude=kept,
                     calibrate_method=CalibrationMethod.MinMax, reduce_range=True,
-                    extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+                    extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "TensorQuantOverrides": {
+                        w: [{"quant_type": QuantType.QInt8, "symmetric": True, "reduce_range": False}]
+                        for w in depthwise_weights(model)
+                    }},
                 )  # fmt: skip
         except Exception as e:  # the quantizer raises plain exceptions on graphs it cannot handle
             raise UnsupportedError(f"ONNX Runtime int8 quantization failed: {_first_line(e)}") from None

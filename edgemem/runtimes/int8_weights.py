@@ -22,21 +22,39 @@ from edgemem.runtimes.graph import GraphInfo
 SATURATION_FREE = 64  # the widest int8 weight whose pair products fit an int16 sum with u8 activations
 
 
+def depthwise_weights(model: Any) -> set[str]:
+    """Names of the weights of ``model``'s depthwise convolutions (``group`` = output channels, one
+    input channel per group): their kernels do not pair products, so 8 bits cannot saturate them."""
+    from onnx import helper
+
+    shapes = {i.name: list(i.dims) for i in model.graph.initializer}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    out = set()
+    for n in model.graph.node:
+        if n.op_type != "Conv" or len(n.input) < 2:
+            continue
+        group = next((helper.get_attribute_value(a) for a in n.attribute if a.name == "group"), 1)
+        w = n.input[1]
+        if w in producer and producer[w].op_type == "DequantizeLinear":
+            w = producer[w].input[0]
+        dims = shapes.get(w, [])
+        if group > 1 and len(dims) > 2 and dims[0] == group and dims[1] == 1:
+            out.add(w)
+    return out
+
+
 def widest_gemm_weight(model: Any) -> int:
     """max |q| over the int8 weights that a ``DequantizeLinear`` feeds to a GEMM or to a convolution
-    that is not depthwise (depthwise kernels do not pair products) in ``model`` (an
-    ``onnx.ModelProto``); 0 without any."""
+    that is not depthwise (``depthwise_weights``) in ``model`` (an ``onnx.ModelProto``); 0 without any."""
     from onnx import TensorProto, numpy_helper
 
     graph = model.graph
-    inits = {i.name: i for i in graph.initializer if i.data_type == TensorProto.INT8}
+    depthwise = depthwise_weights(model)
+    inits = {i.name: i for i in graph.initializer if i.data_type == TensorProto.INT8 and i.name not in depthwise}
     widest = 0
     for n in graph.node:
-        if n.op_type != "DequantizeLinear" or n.input[0] not in inits:
-            continue
-        w = numpy_helper.to_array(inits[n.input[0]])
-        if w.ndim == 2 or (w.ndim > 2 and w.shape[1] > 1):
-            widest = max(widest, int(np.abs(w.astype(np.int32)).max()))
+        if n.op_type == "DequantizeLinear" and n.input[0] in inits:
+            widest = max(widest, int(np.abs(numpy_helper.to_array(inits[n.input[0]]).astype(np.int32)).max()))
     return widest
 
 

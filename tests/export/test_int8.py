@@ -99,10 +99,15 @@ def test_int8_weights_use_7_bits_so_cpus_without_vnni_do_not_saturate(
     # without VNNI, int8 GEMMs sum two u8 x s8 products in int16 (VPMADDUBSW): 255 x 127 x 2 overflows,
     # 255 x 64 x 2 does not. Measured on an AVX2-only CPU: 8-bit weights cost 1.6 max |Δ| of the logits
     from edgemem import hardware
-    from edgemem.runtimes.int8_weights import widest_gemm_weight
+    from edgemem.runtimes.int8_weights import depthwise_weights, widest_gemm_weight
 
     for q in ("nncf", "ort"):
-        assert 32 < widest_gemm_weight(onnx.load(str(graphs[q]))) <= 64, q
+        proto = onnx.load(str(graphs[q]))
+        assert 32 < widest_gemm_weight(proto) <= 64, q
+        # depthwise convolutions (pooling, compression) do not pair products: they keep 8 bits
+        inits = {i.name: onnx.numpy_helper.to_array(i) for i in proto.graph.initializer}
+        depthwise = [np.abs(inits[w].astype(np.int32)).max() for w in depthwise_weights(proto)]
+        assert len(depthwise) == 20 and min(depthwise) > 64, (q, depthwise)
     # a graph with 8-bit weights (exported before, or by another tool) is refused on such a CPU only
     proto = onnx.load(str(graphs["ort"]))
     inits = {i.name: i for i in proto.graph.initializer}
