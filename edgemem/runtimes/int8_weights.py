@@ -59,16 +59,18 @@ def widest_gemm_weight(model: Any) -> int:
 
 
 def refuse_saturating_int8(info: GraphInfo, runtime: str) -> None:
-    """UnsupportedError when ``info`` is an int8 graph with 8-bit GEMM weights and this CPU has no
-    VNNI/AMX int8 instructions (``hardware.int8_gemm``); nothing otherwise."""
+    """UnsupportedError when ``info`` is an int8 graph with 8-bit GEMM weights on an AVX2 CPU without
+    VNNI/AMX (``refuse_saturating_weights``); nothing otherwise."""
     if of_graph(info.contract.export, info.contract.quantized) == Precision.INT8:
         refuse_saturating_weights(info.path, runtime)
 
 
 def refuse_saturating_weights(path: Path, runtime: str) -> None:
     """UnsupportedError when the graph at ``path`` has int8 GEMM weights wider than 7 bits and this CPU
-    has no VNNI/AMX int8 instructions; nothing otherwise (the file is read only on such a CPU)."""
-    if hardware.int8_gemm() not in ("avx2", "none"):
+    is an x86 CPU with AVX2 but no VNNI/AMX (``hardware.int8_gemm`` ``avx2``, where the saturation was
+    measured); nothing otherwise (the file is read only on such a CPU). ``none`` is not refused: it
+    includes ARM CPUs, whose int8 kernels have no ``VPMADDUBSW``."""
+    if hardware.int8_gemm() != "avx2":
         return
     import onnx
 
