@@ -11,6 +11,8 @@ A cue lasts 0.6 s; the second starts DISTANCE x 16/30 s (edgemem's tiny clip) af
              of the height); label: both discs in the same bin
   size-sum   a disc of one of 3 sizes (12, 24, 38 % of the height) in a random hue; label: sum mod 3
   dir-one    one moving square (a clip-level control); label: its direction
+  size-match two discs as in size-sum; label: both the same size
+  size-one   one disc as in size-sum (a clip-level control); label: its size
   dir-first  two moving squares as in dir-match; label: the first one's direction (a memory control:
              the second cue says nothing, so the memory must carry the first)
 
@@ -54,6 +56,13 @@ def labels(task: str, rng: np.random.Generator) -> tuple[int, list[int]]:
     if task == "dir-one":
         a = int(rng.integers(4))
         return a, [a]
+    if task == "size-match":
+        same = rng.random() < 0.5
+        a = int(rng.integers(3))
+        return int(same), [a, a if same else int((a + rng.integers(1, 3)) % 3)]
+    if task == "size-one":
+        a = int(rng.integers(3))
+        return a, [a]
     if task == "dir-first":
         a = int(rng.integers(4))
         return a, [a, int(rng.integers(4))]
@@ -71,7 +80,7 @@ def timing(task: str, distance: int, rng: np.random.Generator, max_tail: float =
     lead, tail = rng.uniform(0, 0.4), rng.uniform(0, max_tail)
     starts = [lead, lead + distance * CLIP_S]
     duration = starts[-1] + CUE_S + tail
-    if task == "dir-one":
+    if task in ("dir-one", "size-one"):
         starts, duration = starts[:1], lead + CUE_S + tail
     return starts, int(round(duration * FPS))
 
