@@ -10,9 +10,9 @@ A cue lasts 0.6 s; the second starts DISTANCE x 16/30 s (edgemem's tiny clip) af
   hue-match  a disc of one of 4 hue bins (hue jittered by +-0.04, brightness 0.7-1, radius 20-35 %
              of the height); label: both discs in the same bin
   size-sum   a disc of one of 3 sizes (12, 24, 38 % of the height) in a random hue; label: sum mod 3
-  dir-one    one moving square (a clip-level control); label: its direction
   size-match two discs as in size-sum; label: both the same size
   size-one   one disc as in size-sum (a clip-level control); label: its size
+  dir-one    one moving square (a clip-level control); label: its direction
   dir-first  two moving squares as in dir-match; label: the first one's direction (a memory control:
              the second cue says nothing, so the memory must carry the first)
 
@@ -53,16 +53,13 @@ def hue_at(h: float) -> np.ndarray:
 
 def labels(task: str, rng: np.random.Generator) -> tuple[int, list[int]]:
     """The label and the cues, drawn so that neither cue alone says anything about the label."""
-    if task == "dir-one":
-        a = int(rng.integers(4))
+    if task in ("dir-one", "size-one"):
+        a = int(rng.integers(4 if task == "dir-one" else 3))
         return a, [a]
     if task == "size-match":
         same = rng.random() < 0.5
         a = int(rng.integers(3))
         return int(same), [a, a if same else int((a + rng.integers(1, 3)) % 3)]
-    if task == "size-one":
-        a = int(rng.integers(3))
-        return a, [a]
     if task == "dir-first":
         a = int(rng.integers(4))
         return a, [a, int(rng.integers(4))]
@@ -163,6 +160,10 @@ def main(task: str, distance: int, out: str, train: int, val: int, seed: int, ma
             fh.write('{"flip": false}\n')
 
 
+TASKS = ("dir-match", "hue-match", "size-sum", "size-match", "size-one", "dir-one", "dir-first")
+
 if __name__ == "__main__":
     task, distance, out, train, val, seed = sys.argv[1:7]
+    if task not in TASKS:
+        sys.exit(f"unknown task {task!r}: one of {', '.join(TASKS)}")
     main(task, int(distance), out, int(train), int(val), int(seed), float(sys.argv[7]) if len(sys.argv) > 7 else 0.4)
