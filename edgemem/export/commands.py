@@ -130,7 +130,16 @@ def _export(args: argparse.Namespace) -> int:
         )  # fmt: skip
     except VerificationError as e:
         print(e.report.format(), file=sys.stderr)
-        print(f"edgemem export: error: verification failed, nothing written to {args.out}", file=sys.stderr)
+        hint = ""
+        if Precision.parse(args.precision) is Precision.INT8:
+            hint = (
+                "; int8 rounding differs by quantizer and calibration: try the other --quantizer or more "
+                "--calib-videos, or accept the error shown with --atol/--state-atol"
+            )
+        print(
+            f"edgemem export: error: verification failed ({e.report.failures()}), nothing written to {args.out}{hint}",
+            file=sys.stderr,
+        )
         return 1
     if result.report is not None:
         print(result.report.format())

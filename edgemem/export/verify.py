@@ -119,6 +119,17 @@ class VerifyReport:
                 oj["passed"] = o.passed
         return out
 
+    def failures(self) -> str:
+        """What failed, in one line: ``runtime: output N elements, max |Δ| X; ...`` (the checker first)."""
+        parts = [] if self.checker == "PASS" else [f"onnx.checker {self.checker}"]
+        for r in self.runtimes:
+            if r.error:
+                parts.append(f"{r.runtime}: {r.error.splitlines()[0]}")
+            bad = [f"{o.name} {o.violations} elements, max |Δ| {o.max_abs:.3g}" for o in r.outputs if not o.passed]
+            if bad:
+                parts.append(f"{r.runtime}: " + ", ".join(bad))
+        return "; ".join(parts)
+
     def format(self) -> str:
         """A Polygraphy-like text report: one line per output, the drift curve, the verdict."""
         lines = [

@@ -360,3 +360,14 @@ def test_an_int8_graph_without_its_export_record_is_still_int8(graphs: dict[str,
         proto.metadata_props.extend(kept)
         c = read_contract(proto)
         assert c.export == {} and c.quantized and of_graph(c.export, c.quantized) == Precision.INT8
+
+
+def test_int8_export_that_fails_its_check_says_what_and_writes_nothing(data: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "int8.onnx"
+    argv = ["export", "memvit_tiny", "--random-weights", "--out", str(out), "--precision", "int8", "--calib", str(data),
+            "--calib-videos", "1", "--clips", "2", "--atol", "0", "--state-atol", "0"]  # fmt: skip
+    assert main(argv) == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("edgemem export: error: verification failed (ort-cpu: logits ")
+    assert "state_out.mem.0.k" in last and "--quantizer" in last and "--state-atol" in last
+    assert not out.exists() and list(tmp_path.iterdir()) == []

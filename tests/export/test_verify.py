@@ -140,3 +140,7 @@ def test_verification_catches_a_graph_that_ignores_reset(tmp_path) -> None:
     logits = report.runtimes[0].outputs[0]
     # Identical until the first video boundary (step 5), wrong from there on.
     assert max(logits.per_step_max[:5]) < 1e-5 and logits.per_step_max[5] > 1e-4
+    # The export's one-line error names what failed, per runtime, with the worst error.
+    line = report.failures()
+    assert line.startswith(f"{report.runtimes[0].runtime}: logits {logits.violations} elements, max |Δ| ")
+    assert "\n" not in line and all(o.name in line for o in report.runtimes[0].outputs if not o.passed)
