@@ -144,9 +144,7 @@ class VerificationError(EdgememError):
     """The exported graph does not reproduce the model; carries the report."""
 
     def __init__(self, report: VerifyReport) -> None:
-        failed = [r.runtime for r in report.runtimes if not r.passed]
-        what = "onnx.checker" if report.checker != "PASS" else ", ".join(failed)
-        super().__init__(f"verification failed ({what}); nothing written\n{report.format()}")
+        super().__init__(f"verification failed ({report.failures()}); nothing written\n{report.format()}")
         self.report = report
 
 

@@ -105,6 +105,7 @@ def test_failed_verification_leaves_no_file(tmp_path) -> None:
     with pytest.raises(VerificationError) as info:
         to_onnx(make_toy(), path, tolerance=Tolerance(0.0, 0.0, 0.0, 0.0))
     assert not info.value.report.passed and "FAIL" in info.value.report.format()
+    assert str(info.value).startswith(f"verification failed ({info.value.report.failures()}); nothing written\n")
     assert list(tmp_path.iterdir()) == []
 
 
