@@ -19,8 +19,10 @@ A cue lasts 0.6 s; the second starts DISTANCE x 16/30 s (edgemem's tiny clip) af
     python docs/foreign/families.py TASK DISTANCE OUT TRAIN_VIDEOS VAL_VIDEOS SEED [MAX_TAIL]
 
 writes OUT/v/*.mp4, OUT/train.csv and OUT/val.csv ("path label"): the dataset layout of docs/DATA.md,
-without classes.txt; dir-one and dir-first, whose labels a mirror changes, also write OUT/task.json
-{"flip": false}, so that training does not flip them. MAX_TAIL (s, default 0.4) bounds the tail; 0
+without classes.txt, and OUT/cues.csv ("path,cues": each video's cues in time order, a word each: the
+direction, size or hue bin), which `edgemem eval --predictions` copies into its rows; dir-one and
+dir-first, whose labels a mirror changes, also write OUT/task.json {"flip": false}, so that training
+does not flip them. MAX_TAIL (s, default 0.4) bounds the tail; 0
 ends every video with its last cue. A video's draws are the same whatever it is, so a set made with 0
 holds the cues, labels and blobs of the default set.
 """
@@ -82,7 +84,21 @@ def timing(task: str, distance: int, rng: np.random.Generator, max_tail: float =
     return starts, int(round(duration * FPS))
 
 
-def make(task: str, distance: int, rng: np.random.Generator, max_tail: float) -> tuple[list[np.ndarray], int]:
+CUE_NAMES = {
+    "dir": ("right", "left", "down", "up"),
+    "size": ("small", "medium", "large"),
+    "hue": ("hue0", "hue1", "hue2", "hue3"),
+}
+
+
+def cue_words(task: str, cues: list[int]) -> str:
+    """The cues of a video as words, in time order (cues.csv)."""
+    return " ".join(CUE_NAMES[task.split("-")[0]][c] for c in cues)
+
+
+def make(
+    task: str, distance: int, rng: np.random.Generator, max_tail: float
+) -> tuple[list[np.ndarray], int, list[int]]:
     starts, n = timing(task, distance, rng, max_tail)
     label, cues = labels(task, rng)
     bg = texture(rng)
@@ -129,7 +145,7 @@ def make(task: str, distance: int, rng: np.random.Generator, max_tail: float) ->
             else:
                 f[(xx - cx) ** 2 + (yy - cy) ** 2 < s**2] = colour
         frames.append(f.astype(np.uint8))
-    return frames, label
+    return frames, label, cues
 
 
 def write(path: str, frames: list[np.ndarray]) -> None:
@@ -146,15 +162,19 @@ def write(path: str, frames: list[np.ndarray]) -> None:
 
 def main(task: str, distance: int, out: str, train: int, val: int, seed: int, max_tail: float) -> None:
     os.makedirs(f"{out}/v", exist_ok=True)
+    cue_rows = ["path,cues"]
     for split, count, offset in (("train", train, 0), ("val", val, 10**6)):
         rows = []
         for i in range(count):
-            frames, label = make(task, distance, np.random.default_rng([seed, offset + i]), max_tail)
+            frames, label, cues = make(task, distance, np.random.default_rng([seed, offset + i]), max_tail)
             path = f"v/{split}_{i:05d}.mp4"
             write(f"{out}/{path}", frames)
             rows.append(f"{path} {label}")
+            cue_rows.append(f"{path},{cue_words(task, cues)}")
         with open(f"{out}/{split}.csv", "w") as fh:
             fh.write("\n".join(rows) + "\n")
+    with open(f"{out}/cues.csv", "w") as fh:
+        fh.write("\n".join(cue_rows) + "\n")
     if task in ("dir-one", "dir-first"):
         with open(f"{out}/task.json", "w") as fh:
             fh.write('{"flip": false}\n')
