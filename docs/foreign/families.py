@@ -96,9 +96,9 @@ def cue_words(task: str, cues: list[int]) -> str:
     return " ".join(CUE_NAMES[task.split("-")[0]][c] for c in cues)
 
 
-def make(
-    task: str, distance: int, rng: np.random.Generator, max_tail: float
-) -> tuple[list[np.ndarray], int, list[int]]:
+def draw(task: str, distance: int, rng: np.random.Generator, max_tail: float) -> tuple:
+    """Every random draw of a video, in order: (cue starts, frame count, label, cues, texture, blobs,
+    cue geometry as (cue, size, colour, cx, cy) in pixels of the W x H frame)."""
     starts, n = timing(task, distance, rng, max_tail)
     label, cues = labels(task, rng)
     bg = texture(rng)
@@ -126,6 +126,13 @@ def make(
             r = [0.12, 0.24, 0.38][c] * H * rng.uniform(0.9, 1.1)
             colour = hue_at(rng.uniform(0, 1))
         geo.append((c, r, colour, rng.uniform(r, W - r), rng.uniform(min(r, H / 2), max(H - r, H / 2))))
+    return starts, n, label, cues, bg, blobs, geo
+
+
+def make(
+    task: str, distance: int, rng: np.random.Generator, max_tail: float
+) -> tuple[list[np.ndarray], int, list[int]]:
+    starts, n, label, cues, bg, blobs, geo = draw(task, distance, rng, max_tail)
     yy, xx = np.mgrid[0:H, 0:W]
     frames = []
     for i in range(n):
