@@ -138,10 +138,24 @@ def read_checkpoint_for_resume(
         raise CheckpointError(
             f"--resume: {file} holds a different model ({card.display_name}, frames {card.clip.frames}, "
             f"{card.num_classes} classes) than requested ({own.display_name}, frames {own.clip.frames}, "
-            f"{own.num_classes} classes)"
+            f"{own.num_classes} classes){_config_diff(card.config, own.config)}"
         )
     load_state_strict(model, ckpt["model_state"])
     optimizer = make_optimizer()
     if ckpt.get("optimizer_state") is not None:
         optimizer.load_state_dict(ckpt["optimizer_state"])
     return ckpt, optimizer
+
+
+def _config_diff(run: dict[str, Any], asked: dict[str, Any]) -> str:
+    """``: KEY RUN's vs ASKED`` for the top-level config entries that differ (the options to repeat)."""
+    keys = sorted(k for k in set(run) | set(asked) if run.get(k) != asked.get(k))
+    if not keys:
+        return ""
+
+    def short(v: Any) -> str:
+        text = repr(v)
+        return text if len(text) <= 60 else text[:57] + "..."
+
+    shown = "; ".join(f"{k} {short(run.get(k))} in the run, {short(asked.get(k))} asked" for k in keys[:3])
+    return f": {shown}" + (f" (and {len(keys) - 3} more)" if len(keys) > 3 else "")

@@ -139,6 +139,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="MeMViT: the compression of every memory block, depthwise kernel / stride as TxHxW "
         "(e.g. 5x3x3/4x2x2; 1x1x1/1x1x1 keeps every token); default the preset's",
     )
+    p.add_argument(
+        "--drop-path",
+        type=float,
+        default=None,
+        metavar="P",
+        help="MViT / MeMViT backbones: stochastic depth, the drop probability of the last block (rising "
+        "linearly from 0 at the first); default the preset's (tiny presets 0, depth 16/24 0.4)",
+    )
+    p.add_argument(
+        "--head-dropout",
+        type=float,
+        default=None,
+        metavar="P",
+        help="dropout before the classifier (CM: the backbone's); default the preset's (tiny presets 0)",
+    )
     p.add_argument("--resume", action="store_true", help="continue RUN from its last checkpoint")
     p.add_argument("--workers", type=int, default=0, help="data loading processes per training process")
     p.add_argument(

@@ -80,6 +80,8 @@ class TrainOptions:
     memory_sampler: str | None = None  # MeMViT: sampler of blocks without a per_block layout (default: preset's)
     memory_block: list[str] | None = None  # MeMViT: "BLOCK:ATTN_MAX_LEN:SAMPLER" per_block entries
     memory_compression: str | None = None  # MeMViT: "KTxKHxKW/STxSHxSW" in every memory block (default: preset's)
+    drop_path: float | None = None  # MViT backbones: stochastic depth of the last block (default: preset's)
+    head_dropout: float | None = None  # dropout before the classifier (default: preset's)
     resume: bool = False
     workers: int = 0
     precision: str = "auto"
@@ -112,6 +114,9 @@ class TrainOptions:
             raise InputError(f"--memory-grad must be bptt or pipelined, got {self.memory_grad}")
         if self.lr_hold is not None and not 0 <= self.lr_hold < 1:
             raise InputError(f"--lr-hold must be in [0, 1), got {self.lr_hold}")
+        for flag, p in (("--drop-path", self.drop_path), ("--head-dropout", self.head_dropout)):
+            if p is not None and not 0 <= p < 1:
+                raise InputError(f"{flag} must be in [0, 1), got {p}")
         if self.infusion_warmup is not None and self.infusion_warmup < 0:
             raise InputError(f"--infusion-warmup must be >= 0, got {self.infusion_warmup}")
         if self.workers < 0:
@@ -189,6 +194,23 @@ def _build_model(opts: TrainOptions, num_classes: int, extra: dict[str, Any]) ->
     except TypeError as e:
         raise InputError(f"{opts.model} does not accept these options ({e})") from None
     return model
+
+
+def _regularisers(opts: TrainOptions, model: StreamingModel, family: str) -> dict[str, Any]:
+    """``--drop-path`` / ``--head-dropout`` as the preset's config fields (CM: its backbone's)."""
+    net = getattr(model, "backbone", model) if family == "cm" else model
+    fields = getattr(getattr(net, "cfg", None), "__dataclass_fields__", {})
+    out: dict[str, Any] = {}
+    if opts.drop_path is not None:
+        if "drop_path_rate" not in fields:
+            raise InputError(f"--drop-path applies to MViT / MeMViT backbones, not {type(net).__name__}")
+        out["drop_path_rate"] = opts.drop_path
+    if opts.head_dropout is not None:
+        key = next((k for k in ("head_dropout", "dropout") if k in fields), None)
+        if key is None:
+            raise InputError(f"--head-dropout: {type(net).__name__} has no head dropout to set")
+        out[key] = opts.head_dropout
+    return out
 
 
 def _precision(opts: TrainOptions, device: torch.device) -> str:
@@ -282,22 +304,25 @@ def run_training(opts: TrainOptions) -> dict[str, Any] | None:
     torch.manual_seed(opts.seed)  # the initial weights (DDP broadcasts rank 0's anyway)
     model = _build_model(opts, num_classes, {})
     family = family_of(model)
+    extra: dict[str, Any] = {}
     if family == "cm":
-        cm: dict[str, Any] = {"alpha": 1.0 if opts.alpha is None else opts.alpha} | (
-            {"clips": opts.clips_per_video} if opts.clips_per_video else {}
-        )
+        extra["alpha"] = 1.0 if opts.alpha is None else opts.alpha
+        if opts.clips_per_video:
+            extra["clips"] = opts.clips_per_video
         if opts.no_batch_reduction:
-            cm["batch_reduction"] = False
+            extra["batch_reduction"] = False
         if opts.infusion:
-            cm["infusion"] = opts.infusion
-        torch.manual_seed(opts.seed)
-        model = _build_model(opts, num_classes, cm)
+            extra["infusion"] = opts.infusion
     if opts.memory_sampler is not None or opts.memory_block or opts.memory_compression is not None:
         if not isinstance(model, MViT) or model.cfg.memory is None:
             raise InputError("--memory-sampler, --memory-block and --memory-compression apply to MeMViT models only")
-        layout = memory_layout(model.cfg.memory, opts.memory_sampler, opts.memory_block, opts.memory_compression)
+        extra["memory"] = memory_layout(
+            model.cfg.memory, opts.memory_sampler, opts.memory_block, opts.memory_compression
+        )
+    extra |= _regularisers(opts, model, family)
+    if extra:  # the same initial weights as a model built with these options in the first place
         torch.manual_seed(opts.seed)
-        model = _build_model(opts, num_classes, {"memory": layout})
+        model = _build_model(opts, num_classes, extra)
     if opts.multi_iteration and family != "cm":
         raise InputError("--multi-iteration applies to CM models only")
     if opts.no_batch_reduction and family != "cm":

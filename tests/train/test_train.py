@@ -215,6 +215,28 @@ def test_memory_sampler_option_trains_that_layout_and_resume_keeps_it(data: Path
     assert _train([*common, "--epochs", "2", "--eval-every", "0", "--resume"]) == 2
 
 
+def test_regulariser_options_reach_the_model_and_resume_names_a_missing_one(data: Path, tmp_path: Path, capsys) -> None:
+    """``--drop-path`` / ``--head-dropout`` set the MViT config (stochastic depth rising over the blocks) and the
+    CM backbone's head dropout; a resume without them is refused naming the config entry that differs."""
+    run = tmp_path / "reg"
+    common = ["memvit_tiny", "--data", str(data), "--out", str(run), "--batch-size", "2", "--threads", "1"]
+    regs = ["--drop-path", "0.3", "--head-dropout", "0.25"]
+    assert _train([*common, "--epochs", "1", "--eval-every", "0", *regs]) == 0
+    trained, _ = load_trained(run)
+    assert trained.cfg.drop_path_rate == 0.3 and trained.cfg.head_dropout == 0.25
+    assert [round(b.drop_path, 6) for b in trained.blocks] == [0.0, 0.1, 0.2, 0.3]
+    assert trained.head.dropout.p == 0.25
+    capsys.readouterr()
+    assert _train([*common, "--epochs", "2", "--eval-every", "0", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "drop_path_rate 0.3 in the run, 0.0 asked" in err and "head_dropout" in err, err
+    assert _train([*common, "--epochs", "2", "--eval-every", "0", "--resume", *regs]) == 0
+    cm_run = tmp_path / "cm"
+    cm = ["cm_slow_tiny", "--data", str(data), "--out", str(cm_run), *TINY, "--clips-per-video", "2"]
+    assert _train([*cm, "--head-dropout", "0.4"]) == 0
+    assert load_trained(cm_run)[0].backbone.cfg.dropout == 0.4
+
+
 def test_memory_block_gives_memory_to_a_block_and_compression_applies_to_every_block(
     data: Path, tmp_path: Path
 ) -> None:

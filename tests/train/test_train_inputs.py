@@ -66,6 +66,11 @@ def test_missing_csv_and_unknown_model(tmp_path: Path, data: Path, capsys) -> No
         ["train", "mvit_tiny", "--data", str(data), "--out", str(run), "--memory-block", "0:3:all"], capsys, "MeMViT"
     )
     _fails(["train", "memvit_tiny", "--data", str(data), "--out", str(run), "--alpha", "0.5"], capsys, "CM models only")
+    for model in ("slow_tiny", "cm_slow_tiny"):
+        _fails(["train", model, "--data", str(data), "--out", str(run), "--drop-path", "0.1"], capsys, "MViT / MeMViT")
+    for option in ("--drop-path", "--head-dropout"):
+        for value in ("1", "-0.1", "nan"):
+            _fails(["train", "memvit_tiny", "--data", str(data), "--out", str(run), option, value], capsys, option)
     # a NaN or infinite number is refused before it reaches the optimizer (or the run's config.json)
     for option, value in (
         ("--lr", "inf"), ("--weight-decay", "nan"), ("--weight-decay", "-1"), ("--warmup-epochs", "-1"),
