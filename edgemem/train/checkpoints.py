@@ -148,7 +148,7 @@ def read_checkpoint_for_resume(
 
 
 def _config_diff(run: dict[str, Any], asked: dict[str, Any]) -> str:
-    """``: KEY RUN's vs ASKED`` for the top-level config entries that differ (the options to repeat)."""
+    """``: KEY R in the run, A asked`` for the top-level config entries that differ (at most 3 shown)."""
     keys = sorted(k for k in set(run) | set(asked) if run.get(k) != asked.get(k))
     if not keys:
         return ""
