@@ -23,6 +23,7 @@ import numpy as np
 from edgemem.contract import CONTRACT_VERSION, META_CONTRACT, META_MODEL, ModelCard, parse_card
 from edgemem.errors import InputError, StateError, UnsupportedError
 from edgemem.hardware import resolve_threads
+from edgemem.runtimes.ort import inference_session
 
 # The pair's graph contract (written by ``edgemem.export.cm_pair``): role metadata and I/O names.
 META_ROLE = "edgemem.role"
@@ -66,7 +67,7 @@ def _ort_runner(path: Path, device: str, threads: int | None) -> Runner:
     providers = ["CPUExecutionProvider"] if device == "cpu" else ["CUDAExecutionProvider", "CPUExecutionProvider"]
     if providers[0] not in ort.get_available_providers():
         raise UnsupportedError(f"ONNX Runtime here has no {providers[0]}")
-    sess = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+    sess = inference_session(ort, str(path), sess_options=opts, providers=providers)
     if providers[0] not in sess.get_providers():
         raise UnsupportedError(f"ONNX Runtime fell back to {sess.get_providers()} instead of {providers[0]}")
     names = [o.name for o in sess.get_outputs()]

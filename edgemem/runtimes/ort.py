@@ -8,6 +8,8 @@ and refuses to run in that case.
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,13 @@ def _import_ort() -> Any:
     except ImportError:
         raise UnsupportedError("onnxruntime is not installed (pip install onnxruntime)") from None
     return onnxruntime
+
+
+def inference_session(ort: Any, model: str | bytes, **kwargs: Any) -> Any:
+    """``ort.InferenceSession`` with ORT's provider fallback notes (``EP Error ... Falling back``), which its
+    Python layer prints to stdout, sent to stderr: stdout carries ``--json`` reports."""
+    with contextlib.redirect_stdout(sys.stderr):
+        return ort.InferenceSession(model, **kwargs)
 
 
 def session_options(ort: Any, threads: int | None, inter_threads: int | None, spinning: bool) -> Any:
@@ -77,7 +86,7 @@ def open_ort(ort: Any, path: Path, device: str, options: Any, providers: list[An
             f" {install_hint('gpu')}"
         )
     try:
-        sess = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+        sess = inference_session(ort, str(path), sess_options=options, providers=providers)
     except Exception as e:  # ORT raises its own exception types for invalid graphs
         raise UnsupportedError(f"ONNX Runtime cannot load {path.name}: {str(e).splitlines()[0]}") from None
     if want not in sess.get_providers():

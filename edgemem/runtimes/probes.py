@@ -8,6 +8,7 @@ from typing import Any
 
 from edgemem.errors import UnsupportedError
 from edgemem.optional import install_hint, require
+from edgemem.runtimes.ort import inference_session
 
 
 def ort_provider(provider: str) -> Callable[[], str]:
@@ -35,9 +36,9 @@ def _probe_provider(ort: Any, provider: str) -> None:
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], )
     try:
-        sess = ort.InferenceSession(model.SerializeToString(), providers=[provider])
+        sess = inference_session(ort, model.SerializeToString(), providers=[provider])
     except Exception as e:  # provider libraries missing raise at session creation
         raise UnsupportedError(f"{provider} failed to load: {str(e).splitlines()[0]}") from None
     if provider not in sess.get_providers():
