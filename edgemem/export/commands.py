@@ -93,10 +93,16 @@ def _stream_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--boundaries", type=int, default=2, help="video boundaries in the stream (default 2)")
     p.add_argument("--atol", type=float, default=None, help="logits tolerance (default per precision)")
     p.add_argument("--state-atol", type=float, default=None, help="state tolerance (default per precision)")
+    p.add_argument(
+        "--outliers",
+        type=float,
+        default=None,
+        help="share of an output's elements allowed beyond the tolerance (default per precision: int8 0.001, else 0)",
+    )
 
 
 def _tolerance(args: argparse.Namespace, precision: str) -> Tolerance:
-    """The default tolerance of ``precision`` with --atol/--state-atol applied."""
+    """The default tolerance of ``precision`` with --atol/--state-atol/--outliers applied."""
     from dataclasses import replace
 
     from edgemem.export.verify import TOLERANCES
@@ -106,6 +112,8 @@ def _tolerance(args: argparse.Namespace, precision: str) -> Tolerance:
         tol = replace(tol, logits_atol=args.atol)
     if args.state_atol is not None:
         tol = replace(tol, state_atol=args.state_atol)
+    if args.outliers is not None:
+        tol = replace(tol, outliers=args.outliers)
     return tol
 
 
@@ -134,7 +142,7 @@ def _export(args: argparse.Namespace) -> int:
         if Precision.parse(args.precision) is Precision.INT8:
             hint = (
                 "; int8 rounding differs by quantizer and calibration: try the other --quantizer or more "
-                "--calib-videos, or accept the error shown with --atol/--state-atol"
+                "--calib-videos, or accept the error shown with --atol/--state-atol/--outliers"
             )
         print(
             f"edgemem export: error: verification failed ({e.report.failures()}), nothing written to {args.out}{hint}",

@@ -4,7 +4,8 @@ A generated stream (``stream.make_stream``: several videos per slot, boundaries 
 in different slots) goes through the reference (``StreamingModel.step``) and through each runtime
 session (``edgemem.runtimes.open_session``); both carry their own state, so the per-step error is
 the error accumulated over the stream (the drift curve). Every output is compared: ``logits`` and
-every state tensor. An output passes when every element satisfies |Δ| <= atol + rtol * |ref|.
+every state tensor. An output passes when every element satisfies |Δ| <= atol + rtol * |ref|, or
+all but ``Tolerance.outliers`` of them (int8: 0.1%) do, and none is NaN or infinite.
 The reference may also be a saved one (``saved_reference.SavedReference``): its stream and outputs
 replace the PyTorch model, so a machine without the model checks its runtimes against them.
 """
@@ -28,19 +29,23 @@ from edgemem.runtimes.graph import GraphInfo, read_graph
 
 @dataclass(frozen=True)
 class Tolerance:
-    """Per-element bound |Δ| <= atol + rtol * |reference| for logits and for state tensors."""
+    """Per-element bound |Δ| <= atol + rtol * |reference| for logits and for state tensors, and the share
+    of an output's elements (over all steps, rounded down) allowed beyond it: ``outliers``."""
 
     logits_atol: float
     logits_rtol: float
     state_atol: float
     state_rtol: float
+    outliers: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("logits_atol", "logits_rtol", "state_atol", "state_rtol"):
+        for name in ("logits_atol", "logits_rtol", "state_atol", "state_rtol", "outliers"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):  # NaN would pass every comparison's negation
-                flag = {"logits_atol": "--atol", "state_atol": "--state-atol"}.get(name, name)
+                flag = {"logits_atol": "--atol", "state_atol": "--state-atol", "outliers": "--outliers"}.get(name, name)
                 raise InputError(f"{flag} must be a finite number >= 0, got {value}")
+        if self.outliers >= 1:
+            raise InputError(f"--outliers is a share of the elements, below 1, got {self.outliers}")
 
     def for_output(self, name: str) -> tuple[float, float]:
         return (self.logits_atol, self.logits_rtol) if name == LOGITS else (self.state_atol, self.state_rtol)
@@ -50,7 +55,9 @@ class Tolerance:
 TOLERANCES: dict[Precision, Tolerance] = {
     Precision.F32: Tolerance(1e-4, 0.0, 1e-4, 1e-4),
     Precision.FP16: Tolerance(5e-2, 5e-2, 5e-2, 5e-2),
-    Precision.INT8: Tolerance(0.5, 0.2, 0.5, 0.2),
+    # int8: activation quantization leaves a few outliers in a long stream's state (5 of 133,120 elements of
+    # memvit_tiny's mem.3.k over 16 real clips, |Δ| 0.72, p99 0.14), so 0.1% of the elements may exceed.
+    Precision.INT8: Tolerance(0.5, 0.2, 0.5, 0.2, outliers=1e-3),
 }
 
 
@@ -69,10 +76,23 @@ class OutputResult:
     worst_step: int
     per_step_max: list[float]
     top1_agreement: float | None = None  # logits only: share of (step, slot) with the same argmax
+    elements: int = 0  # compared, over all steps
+    allowed: int = 0  # violations allowed: Tolerance.outliers of the elements, rounded down
 
     @property
     def passed(self) -> bool:
-        return self.violations == 0 and math.isfinite(self.max_abs)
+        return self.violations <= self.allowed and math.isfinite(self.max_abs)
+
+    def verdict(self) -> str:
+        """``PASS``, ``PASS (3 of 133120 elements beyond, 133 allowed)`` or ``FAIL (N elements, ...)``."""
+        if self.passed:
+            return (
+                f"PASS ({self.violations} of {self.elements} elements beyond, {self.allowed} allowed)"
+                if self.violations
+                else "PASS"
+            )
+        allowed = f", {self.allowed} allowed" if self.allowed else ""
+        return f"FAIL ({self.violations} elements{allowed}, worst at step {self.worst_step})"
 
 
 @dataclass
@@ -148,7 +168,7 @@ class VerifyReport:
                     f"[I]   {o.name:<{width}}  max {o.max_abs:.3e}  mean {o.mean_abs:.3e}  p99 {o.p99_abs:.3e}"
                     f"  (|ref| <= {o.max_ref:.3g}; atol {o.atol:g} rtol {o.rtol:g})  "
                     + ("" if o.top1_agreement is None else f"top-1 agree {100 * o.top1_agreement:.1f}%  ")
-                    + ("PASS" if o.passed else f"FAIL ({o.violations} elements, worst at step {o.worst_step})")
+                    + o.verdict()
                 )
             for key, curve in r.drift().items():
                 if curve:
@@ -219,6 +239,8 @@ def compare(ref: list[dict[str, np.ndarray]], got: list[dict[str, np.ndarray]], 
                 atol=atol,
                 rtol=rtol,
                 violations=viol,
+                elements=int(e.size),
+                allowed=math.floor(tol.outliers * e.size),
                 worst_step=worst,
                 per_step_max=per_step,
                 top1_agreement=top1,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -51,6 +52,26 @@ def test_compare_locates_drift() -> None:
     got[0]["logits"][0, 0] = ref[0]["logits"][0, 0]
     ref[1]["logits"][0, 1] = np.nan  # a NaN in the reference (a saved one, or the model's) fails too
     assert not next(o for o in compare(ref, got, TOLERANCES[Precision.F32]) if o.name == "logits").passed
+
+
+def test_int8_tolerance_allows_a_share_of_outliers_and_says_so() -> None:
+    """int8: up to 0.1% of an output's elements (over all steps) may exceed the bound; f32: none; NaN: never."""
+    rng = np.random.default_rng(1)
+    ref = [{"logits": rng.standard_normal((1, 5)), "state_out.m": rng.standard_normal((1, 1000))} for _ in range(4)]
+    got = [{k: v.copy() for k, v in step.items()} for step in ref]
+    got[3]["state_out.m"][0, :4] += 2.0  # 4 of 4000 elements far off
+    int8, f32 = TOLERANCES[Precision.INT8], TOLERANCES[Precision.F32]
+    m = next(o for o in compare(ref, got, int8) if o.name == "state_out.m")
+    assert m.passed and (m.violations, m.elements, m.allowed) == (4, 4000, 4)
+    assert m.verdict() == "PASS (4 of 4000 elements beyond, 4 allowed)"
+    got[2]["state_out.m"][0, 0] += 2.0  # a fifth
+    m = next(o for o in compare(ref, got, int8) if o.name == "state_out.m")
+    assert not m.passed and m.verdict() == "FAIL (5 elements, 4 allowed, worst at step 3)"
+    assert not next(o for o in compare(ref, got, f32) if o.name == "state_out.m").passed
+    got[2]["state_out.m"][0, 0] = np.nan  # one NaN fails however many outliers are allowed
+    assert not next(o for o in compare(ref, got, replace(int8, outliers=0.5)) if o.name == "state_out.m").passed
+    logits = next(o for o in compare(ref, got, int8) if o.name == "logits")
+    assert logits.allowed == 0  # 20 elements: 0.1% rounds down to none
 
 
 @pytest.fixture(scope="module")
@@ -117,6 +138,8 @@ def test_cli_verify_bad_inputs(graphs: dict[str, str], tmp_path, capsys) -> None
         ["verify", str(tmp_path / "none.onnx")],
         ["verify", graphs["f32"], "--atol", "nan"],  # would pass everything
         ["verify", graphs["f32"], "--state-atol", "-0.5"],
+        ["verify", graphs["f32"], "--outliers", "1"],  # a share of the elements
+        ["verify", graphs["f32"], "--outliers", "nan"],
         ["verify", graphs["f32"], "--data", str(tmp_path), "--data-videos", "0"],  # not the default 16
     ):
         assert main(argv) == 2, argv
