@@ -18,6 +18,10 @@ gpu_runtimes=ort-cuda,ort-tensorrt,tensorrt
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 # fp32 means fp32 in cuBLAS/cuDNN (torch, ONNX Runtime CUDA): the fp32 tolerances (1e-4) assume it.
 export NVIDIA_TF32_OVERRIDE=0
+# CUDA from pip wheels (site-packages/nvidia/*/lib, as torch's and onnxruntime-gpu's extras install it) and no
+# system CUDA: put those folders on the library path (how ort-cuda ran on the H200 on 2026-12-04).
+nv_libs=$("$py" -c "import glob, os, site; print(':'.join(sorted({os.path.dirname(p) for sp in site.getsitepackages() for p in glob.glob(sp + '/nvidia/**/lib*.so*', recursive=True)})))" 2>/dev/null)
+[ -n "$nv_libs" ] && export LD_LIBRARY_PATH="$nv_libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 failed=()
 
 run() {  # run one named step, its output into the log, and remember a failure
@@ -41,7 +45,7 @@ run versions "$py" -c "import torch, onnxruntime as o; print('torch', torch.__ve
 run runtimes "$py" -m edgemem.cli runtimes
 run pytest "$py" -m pytest -q -p no:cacheprovider -rs \
     tests/runtimes/test_gpu_runtimes.py tests/runtimes/test_tensorrt_build.py tests/runtimes/test_runtimes.py tests/export/test_saved_reference.py
-for precision in fp32 fp16; do
+for precision in f32 fp16; do
     graph="$out/memvit_tiny_$precision.onnx"
     ref="$out/memvit_tiny_$precision.ref.npz"
     run "export-$precision" "$py" -m edgemem.cli export memvit_tiny --out "$graph" --precision "$precision" --no-verify
