@@ -36,7 +36,7 @@ def _probe_provider(ort: Any, provider: str) -> None:
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     try:
         sess = inference_session(ort, model.SerializeToString(), providers=[provider])
     except Exception as e:  # provider libraries missing raise at session creation
