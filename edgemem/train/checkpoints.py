@@ -116,6 +116,12 @@ def load_trained(path: str | os.PathLike[str]) -> tuple[StreamingModel, dict[str
     return model_from_checkpoint(ckpt, file).eval(), ckpt
 
 
+def card_of_run(run: Path) -> ModelCard:
+    """The model card of ``run``'s last checkpoint: the model a ``--resume`` continues."""
+    file = run / CKPT_DIR / LAST
+    return card_of(read_pyth(file), file)
+
+
 def read_checkpoint_for_resume(
     run: Path,
     model: StreamingModel,
@@ -138,7 +144,8 @@ def read_checkpoint_for_resume(
         raise CheckpointError(
             f"--resume: {file} holds a different model ({card.display_name}, frames {card.clip.frames}, "
             f"{card.num_classes} classes) than requested ({own.display_name}, frames {own.clip.frames}, "
-            f"{own.num_classes} classes){_config_diff(card.config, own.config)}"
+            f"{own.num_classes} classes){_config_diff(card.config, own.config)}; without model options"
+            " --resume continues the run's own model"
         )
     load_state_strict(model, ckpt["model_state"])
     optimizer = make_optimizer()

@@ -196,6 +196,39 @@ def _build_model(opts: TrainOptions, num_classes: int, extra: dict[str, Any]) ->
     return model
 
 
+# The options that shape the model (its config in the run's card); a --resume given none continues the run's own.
+_MODEL_OPTIONS = (
+    "frame_scale",
+    "clips_per_video",
+    "alpha",
+    "no_batch_reduction",
+    "infusion",
+    "memory_sampler",
+    "memory_block",
+    "memory_compression",
+    "drop_path",
+    "head_dropout",
+)
+
+
+def _model_options_given(opts: TrainOptions) -> list[str]:
+    """The model-shaping options given (``frame_scale`` 1 and switches off count as not given)."""
+    defaults = {"frame_scale": 1, "no_batch_reduction": False}
+    return [k for k in _MODEL_OPTIONS if getattr(opts, k) not in (None, [], defaults.get(k))]
+
+
+def _model_of_run(run: Path, name: str, num_classes: int) -> StreamingModel:
+    """The model ``run`` trains, rebuilt from its last checkpoint's card (memory layout, dropout, CM options)."""
+    from edgemem.models.registry import from_card
+
+    card = ckpts.card_of_run(run)
+    if card.name != name:
+        raise CheckpointError(f"--resume: {run} trains {card.name}, not {name}")
+    if card.num_classes != num_classes:
+        raise CheckpointError(f"--resume: {run} trains {card.num_classes} classes, the dataset has {num_classes}")
+    return from_card(card.with_(class_names=None))
+
+
 def _regularisers(opts: TrainOptions, model: StreamingModel, family: str) -> dict[str, Any]:
     """``--drop-path`` / ``--head-dropout`` as the preset's config fields (CM: its backbone's)."""
     net = getattr(model, "backbone", model) if family == "cm" else model
@@ -323,6 +356,8 @@ def run_training(opts: TrainOptions) -> dict[str, Any] | None:
     if extra:  # the same initial weights as a model built with these options in the first place
         torch.manual_seed(opts.seed)
         model = _build_model(opts, num_classes, extra)
+    if opts.resume and not _model_options_given(opts):
+        model = _model_of_run(run, opts.model, num_classes)  # its options need not be repeated
     if opts.multi_iteration and family != "cm":
         raise InputError("--multi-iteration applies to CM models only")
     if opts.no_batch_reduction and family != "cm":

@@ -204,7 +204,7 @@ def test_default_epochs_count_only_readable_training_videos(
 
 def test_memory_sampler_option_trains_that_layout_and_resume_keeps_it(data: Path, tmp_path: Path) -> None:
     """``--memory-sampler win2``: the run's card (and the model rebuilt from it) has the window layout; a
-    resume without the option asks for another model and is refused."""
+    resume without the option continues that layout, one with another layout is refused."""
     run = tmp_path / "win"
     common = ["memvit_tiny_pooled", "--data", str(data), "--out", str(run), "--batch-size", "2", "--threads", "1"]
     layout = ["--memory-sampler", "win2", "--memory-block", "2:3:gap2"]
@@ -212,12 +212,16 @@ def test_memory_sampler_option_trains_that_layout_and_resume_keeps_it(data: Path
     trained, _ = load_trained(run)
     assert trained.cfg.memory.sampler == "win2" and trained.cfg.memory.windows(0) == ((1, 2), (3, 4), (5, 6))
     assert trained.cfg.memory.per_block == ((2, 3, "gap2"),) and trained.cfg.memory.windows(2) == ((2,), (4,))
-    assert _train([*common, "--epochs", "2", "--eval-every", "0", "--resume"]) == 2
+    assert _train([*common, "--epochs", "2", "--eval-every", "0", "--resume", "--memory-sampler", "win3"]) == 2
+    assert _train([*common, "--epochs", "2", "--eval-every", "0", "--resume"]) == 0
+    resumed, _ = load_trained(run)
+    assert resumed.cfg.memory == trained.cfg.memory
 
 
 def test_regulariser_options_reach_the_model_and_resume_names_a_missing_one(data: Path, tmp_path: Path, capsys) -> None:
     """``--drop-path`` / ``--head-dropout`` set the MViT config (stochastic depth rising over the blocks) and the
-    CM backbone's head dropout; a resume without them is refused naming the config entry that differs."""
+    CM backbone's head dropout; a resume without model options continues with them, one with only some of them
+    is refused naming the config entry that differs."""
     run = tmp_path / "reg"
     common = ["memvit_tiny", "--data", str(data), "--out", str(run), "--batch-size", "2", "--threads", "1"]
     regs = ["--drop-path", "0.3", "--head-dropout", "0.25"]
@@ -227,10 +231,15 @@ def test_regulariser_options_reach_the_model_and_resume_names_a_missing_one(data
     assert [round(b.drop_path, 6) for b in trained.blocks] == [0.0, 0.1, 0.2, 0.3]
     assert trained.head.dropout.p == 0.25
     capsys.readouterr()
-    assert _train([*common, "--epochs", "2", "--eval-every", "0", "--resume"]) == 2
+    assert _train([*common, "--epochs", "2", "--eval-every", "0", "--resume", "--head-dropout", "0.25"]) == 2
     err = capsys.readouterr().err
-    assert "drop_path_rate 0.3 in the run, 0.0 asked" in err and "head_dropout" in err, err
+    assert "drop_path_rate 0.3 in the run, 0.0 asked" in err and "without model options" in err, err
     assert _train([*common, "--epochs", "2", "--eval-every", "0", "--resume", *regs]) == 0
+    assert _train([*common, "--epochs", "3", "--eval-every", "0", "--resume"]) == 0  # the run's own options
+    resumed, _ = load_trained(run)
+    assert resumed.cfg.drop_path_rate == 0.3 and resumed.cfg.head_dropout == 0.25
+    assert _train(["mvit_tiny", *common[1:], "--epochs", "4", "--eval-every", "0", "--resume"]) == 2
+    assert f"--resume: {run} trains memvit_tiny, not mvit_tiny" in capsys.readouterr().err
     cm_run = tmp_path / "cm"
     cm = ["cm_slow_tiny", "--data", str(data), "--out", str(cm_run), *TINY, "--clips-per-video", "2"]
     assert _train([*cm, "--head-dropout", "0.4"]) == 0
