@@ -242,8 +242,14 @@ def test_regulariser_options_reach_the_model_and_resume_names_a_missing_one(data
     assert f"--resume: {run} trains memvit_tiny, not mvit_tiny" in capsys.readouterr().err
     cm_run = tmp_path / "cm"
     cm = ["cm_slow_tiny", "--data", str(data), "--out", str(cm_run), *TINY, "--clips-per-video", "2"]
-    assert _train([*cm, "--head-dropout", "0.4"]) == 0
+    assert _train([*cm, "--head-dropout", "0.4", "--alpha", "0.5"]) == 0
     assert load_trained(cm_run)[0].backbone.cfg.dropout == 0.4
+    plain = ["cm_slow_tiny", "--data", str(data), "--out", str(cm_run), *TINY[2:], "--epochs", "2", "--resume"]
+    assert _train(plain) == 0  # the CM run's clips, alpha and dropout from its card
+    resumed = load_trained(cm_run)[0]
+    assert resumed.backbone.cfg.dropout == 0.4
+    config = json.loads((cm_run / "config.json").read_text())["model_card"]["config"]
+    assert config["alpha"] == 0.5 and config["clips"] == 2
 
 
 def test_memory_block_gives_memory_to_a_block_and_compression_applies_to_every_block(
