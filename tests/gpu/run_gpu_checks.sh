@@ -19,7 +19,7 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 # fp32 means fp32 in cuBLAS/cuDNN (torch, ONNX Runtime CUDA): the fp32 tolerances (1e-4) assume it.
 export NVIDIA_TF32_OVERRIDE=0
 # CUDA from pip wheels (site-packages/nvidia/*/lib, as torch's and onnxruntime-gpu's extras install it) and no
-# system CUDA: put those folders on the library path (how ort-cuda ran on the H200 on 2026-12-04).
+# system CUDA: put those folders on the library path (on the H200 of 2026-12-04 ort-cuda loaded without it too).
 nv_libs=$("$py" -c "import glob, os, site; print(':'.join(sorted({os.path.dirname(p) for sp in site.getsitepackages() for p in glob.glob(sp + '/nvidia/**/lib*.so*', recursive=True)})))" 2>/dev/null)
 [ -n "$nv_libs" ] && export LD_LIBRARY_PATH="$nv_libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 failed=()
