@@ -154,7 +154,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="P",
         help="dropout before the classifier (CM: the backbone's); default the preset's (tiny presets 0)",
     )
-    p.add_argument("--resume", action="store_true", help="continue RUN from its last checkpoint")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue RUN from its last checkpoint (its own model and options unless given)",
+    )
     p.add_argument("--workers", type=int, default=0, help="data loading processes per training process")
     p.add_argument(
         "--precision",
