@@ -211,10 +211,10 @@ _MODEL_OPTIONS = (
 )
 
 
-def _model_options_given(opts: TrainOptions) -> list[str]:
-    """The model-shaping options given (``frame_scale`` 1 and switches off count as not given)."""
+def _model_options_given(opts: TrainOptions) -> bool:
+    """Whether a model-shaping option is given (``frame_scale`` 1 and switches off count as not given)."""
     defaults = {"frame_scale": 1, "no_batch_reduction": False}
-    return [k for k in _MODEL_OPTIONS if getattr(opts, k) not in (None, [], defaults.get(k))]
+    return any(getattr(opts, k) not in (None, [], defaults.get(k)) for k in _MODEL_OPTIONS)
 
 
 def _model_of_run(run: Path, name: str, num_classes: int) -> StreamingModel:
