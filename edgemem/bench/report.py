@@ -258,6 +258,8 @@ def machines_markdown(results: list[dict[str, Any]]) -> str:
         d = sorted(dates[key])
         flags = " ".join(k for k, v in (m.get("isa") or {}).items() if v) or "none"
         isa = f"ISA {flags}; " if m.get("isa") else ""  # results older than the ISA record have none
+        providers = m.get("onnxruntime_providers")
+        libs += f" (ORT providers: {', '.join(providers)})" if providers else ""
         lines.append(
             f"- **{key[0]}**: {m.get('cpu')}, {isa}{m.get('cores_usable')}/{m.get('cores')} cores, "
             f"{m.get('memory_gb')} GB, {gpus}; {libs}; measured {d[0][:16]} – {d[-1][:16]} UTC"

@@ -47,7 +47,7 @@ REQUIRED_KEYS = (
     "error",
     "machine",
 )
-# Runtimes whose latency and memory belong to a GPU rather than to the host CPU.
+# Distributions whose versions a machine record lists (both ONNX Runtime builds can be installed at once).
 _LIBRARIES = ("edgemem", "torch", "numpy", "onnx", "onnxruntime", "onnxruntime-gpu", "openvino", "tensorrt")
 
 
@@ -106,9 +106,19 @@ def _versions() -> dict[str, str]:
     return found
 
 
+def _ort_providers() -> list[str] | None:
+    """The execution providers of the ``onnxruntime`` that imports: which of its builds is in use."""
+    try:
+        import onnxruntime
+    except ImportError:
+        return None
+    return list(onnxruntime.get_available_providers())
+
+
 def machine_info() -> dict[str, Any]:
     """CPU model and ISA flags, cores (usable: affinity and cgroup quota), memory, GPUs, OS, Python
-    and library versions, and the date (UTC). Older result files lack ``isa``/``cpu_quota``."""
+    and library versions, the providers of the ONNX Runtime that imports, and the date (UTC). Older
+    result files lack ``isa``/``cpu_quota``/``onnxruntime_providers``."""
 
     try:
         mem_kb = next(
@@ -131,6 +141,7 @@ def machine_info() -> dict[str, Any]:
         "os": platform.platform(),
         "python": platform.python_version(),
         "libraries": _versions(),
+        "onnxruntime_providers": _ort_providers(),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
 

@@ -41,7 +41,17 @@ def test_machine_info_has_what_a_merged_report_needs():
     for key in ("cpu", "cores", "gpus", "libraries", "date", "python"):
         assert key in m
     assert m["libraries"]["numpy"]
+    assert "CPUExecutionProvider" in m["onnxruntime_providers"]  # which ONNX Runtime build imported
     json.dumps(m)  # serialisable
+
+
+def test_report_names_the_onnxruntime_providers_of_each_machine():
+    from edgemem.bench.report import machines_markdown
+
+    with_providers = {**CPU, "onnxruntime_providers": ["CUDAExecutionProvider", "CPUExecutionProvider"]}
+    line = machines_markdown([ok_result(machine=with_providers) | {"device": "cpu-x"}])
+    assert "ORT providers: CUDAExecutionProvider, CPUExecutionProvider" in line
+    assert "ORT providers" not in machines_markdown([ok_result() | {"device": "cpu-x"}])  # older records have none
 
 
 def test_device_tag_names_cpu_or_gpu():
