@@ -9,7 +9,7 @@ import pkgutil
 import sys
 
 import edgemem
-import edgemem.export  # noqa: F401  (registers the PyTorch reference runtime "torch")
+import edgemem.export  # noqa: F401  (registers the PyTorch runtimes "torch" and "torch-cuda")
 from edgemem.errors import EdgememError
 
 # Order of the subcommand groups in --help: the packages as the pipeline runs.

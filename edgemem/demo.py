@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-import edgemem.export  # noqa: F401  (registers the PyTorch reference runtime "torch")
+import edgemem.export  # noqa: F401  (registers the PyTorch runtimes "torch" and "torch-cuda")
 from edgemem.contract import ModelCard
 from edgemem.errors import EdgememError
 

@@ -31,13 +31,13 @@ from typing import Any
 
 import numpy as np
 
-import edgemem.export  # noqa: F401  (registers the PyTorch reference runtime "torch")
+import edgemem.export  # noqa: F401  (registers the PyTorch runtimes "torch" and "torch-cuda")
 from edgemem.atomic import write_json
 from edgemem.bench.schema import Cell, empty_result, machine_info
 from edgemem.bench.stats import cpu_summary, derive_rates, latency_summary
 from edgemem.errors import NonFiniteError, UnsupportedError
 from edgemem.runtimes.precisions import session_options
-from edgemem.runtimes.registry import runs_on_gpu
+from edgemem.runtimes.registry import runs_on_gpu, takes_model
 
 RESET_STEPS = 3
 
@@ -124,13 +124,13 @@ def measure_session(session: Any, clips: int, warmup: int, seed: int = 0) -> dic
 
 
 def _open(spec: dict[str, Any]) -> Any:
-    """The cell's session: the exported graph, or for ``torch`` the PyTorch model built here."""
+    """The cell's session: the exported graph, or for the torch runtimes the PyTorch model built here."""
     from edgemem.runtimes import open_session
 
     cell = Cell(**spec["cell"])
     options = session_options(cell.runtime, cell.precision)
     target: Any = spec.get("graph")
-    if cell.runtime == "torch":
+    if takes_model(cell.runtime):
         import torch
 
         from edgemem.models.resolve import resolve_model

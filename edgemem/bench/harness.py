@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import edgemem.export  # noqa: F401  (registers the PyTorch reference runtime "torch")
+import edgemem.export  # noqa: F401  (registers the PyTorch runtimes "torch" and "torch-cuda")
 from edgemem.atomic import write_json
 from edgemem.bench.schema import Cell, empty_result, machine_info, write_result
 from edgemem.bench.stats import derive_rates, merge_repeats
@@ -32,6 +32,7 @@ from edgemem.errors import EdgememError, UnsupportedError
 from edgemem.hardware import resolve_threads
 from edgemem.precision import choices
 from edgemem.runtimes.precisions import graph_precision, session_options
+from edgemem.runtimes.registry import takes_model
 
 
 @dataclass
@@ -329,7 +330,7 @@ def run_bench(config: BenchConfig, progress: Any = None) -> list[dict[str, Any]]
                 continue
             if row.info is None:  # every active row had its model facts set above
                 raise RuntimeError(f"bench cell {cell.key} has no model facts")
-            if cell.runtime != "torch" and row.graph is None:  # torch builds the PyTorch model itself
+            if not takes_model(cell.runtime) and row.graph is None:  # torch runtimes build the model themselves
                 path = graph_file(config, cell)
                 note(f"export {cell.model} fs{cell.frame_scale} {graph_precision(cell.runtime, cell.precision)}")
                 try:

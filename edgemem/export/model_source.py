@@ -20,6 +20,7 @@ from typing import Any
 
 from edgemem.errors import InputError
 from edgemem.export.graph_cache import DEFAULT_CACHE, GraphKey, cached_graph, weights_id
+from edgemem.runtimes.registry import takes_model
 
 
 def build_model(
@@ -99,7 +100,7 @@ def resolve_graph(
     random_weights: bool = False,
     note: Callable[[str], None] = lambda line: None,
 ) -> Any:
-    """An ONNX path for ``open_session`` (a model object for ``torch``)."""
+    """An ONNX path for ``open_session`` (a model object for the torch runtimes)."""
     path = Path(model)
     if path.suffix.lower() == ".onnx":
         if not path.is_file():
@@ -108,7 +109,7 @@ def resolve_graph(
             raise InputError("--checkpoint and --random-weights apply to presets and configs, not to ONNX graphs")
         return path
     built, weights = build_model(model, checkpoint, random_weights, note)
-    if runtime == "torch":
+    if takes_model(runtime):
         return built
 
     def export(out: Path) -> None:

@@ -3,7 +3,10 @@
 Built from a model object, a preset / PySlowFast YAML (optionally with a ``.pyth`` checkpoint), or
 an ONNX graph: the architecture rebuilt from the graph's model card and the weights read back
 from the graph's initializers (``edgemem.export.reference.reference_model``, shared with verify).
-It lives in ``export`` (it builds models) and is registered as runtime ``torch`` by ``edgemem.export``.
+It lives in ``export`` (it builds models) and is registered as runtimes ``torch`` (any device,
+default the CPU) and ``torch-cuda`` by ``edgemem.export``. On a CUDA device it runs fp32 as fp32:
+TF32 matmuls and convolutions are turned off for the process (torch's flags are global), as the
+fp32 tolerances of ``verify`` assume.
 """
 
 from __future__ import annotations
@@ -21,8 +24,6 @@ from edgemem.runtimes.base import Session, State
 
 class TorchSession(Session):
     """The PyTorch reference: exact fp32 semantics of ``StreamingModel.step``."""
-
-    runtime = "torch"
 
     def __init__(
         self,
@@ -48,8 +49,12 @@ class TorchSession(Session):
             model = resolve_model(str(model), checkpoint)
         if not isinstance(model, StreamingModel):
             raise CheckpointError(f"torch session needs a StreamingModel, got {type(model).__name__}")
-        self._model = model.to(device).eval()
         self._device = torch.device(device)
+        self.runtime = "torch-cuda" if self._device.type == "cuda" else "torch"
+        if self._device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = False
+            torch.backends.cudnn.allow_tf32 = False
+        self._model = model.to(self._device).eval()
         specs = model.state_specs(1)
         super().__init__(specs, model.model_card(), model.input_shape, batch or 1)
         self._state = model.init_state(self.batch)

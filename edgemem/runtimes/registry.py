@@ -24,6 +24,7 @@ class RuntimeEntry:
     device: str  # "cpu" or "gpu": where its steps run (bench pins GPU cells and tags results by it)
     precisions: Callable[[str], P.Support]  # device -> {precision: None if it runs here, else why not}
     probe: Callable[[], str]  # a version line, or UnsupportedError with the reason it cannot run here
+    takes_model: bool = False  # opened on a model (preset, config, nn.Module) rather than on an exported graph
 
 
 def _ort_cpu(path: Any, **kw: Any) -> Session:
@@ -76,7 +77,7 @@ _GRAPH_RUNTIMES = [
 ]  # fmt: skip
 
 # name -> entry. The graph runtimes are listed here; a layer above adds its own with
-# ``register_runtime`` (``edgemem.export`` registers the PyTorch reference ``torch`` when imported).
+# ``register_runtime`` (``edgemem.export`` registers the PyTorch runtimes ``torch`` and ``torch-cuda`` when imported).
 RUNTIMES: dict[str, RuntimeEntry] = {e.name: e for e in _GRAPH_RUNTIMES}
 
 
@@ -88,14 +89,17 @@ def register_runtime(
     *,
     device: str = "cpu",
     precisions: Callable[[str], P.Support] | None = None,
+    takes_model: bool = False,
 ) -> RuntimeEntry:
-    """Add a runtime from a layer above (``precisions``: default f32 only); a name already registered
-    is refused."""
+    """Add a runtime from a layer above (``precisions``: default f32 only; ``takes_model``: it opens
+    models, not graphs); a name already registered is refused."""
     if name in RUNTIMES:
         raise ValueError(f"runtime '{name}' is already registered")
     if device not in ("cpu", "gpu"):
         raise ValueError(f"runtime device must be 'cpu' or 'gpu', got {device!r}")
-    RUNTIMES[name] = RuntimeEntry(name, factory, description, device, precisions or P.f32_only(name), probe)
+    RUNTIMES[name] = RuntimeEntry(
+        name, factory, description, device, precisions or P.f32_only(name), probe, takes_model
+    )
     return RUNTIMES[name]
 
 
@@ -108,6 +112,11 @@ def entry(runtime: str) -> RuntimeEntry:
 
 def list_runtimes() -> list[str]:
     return list(RUNTIMES)
+
+
+def takes_model(runtime: str) -> bool:
+    """Whether ``runtime`` opens a model it builds (the PyTorch runtimes) rather than an exported graph."""
+    return runtime in RUNTIMES and RUNTIMES[runtime].takes_model
 
 
 def runs_on_gpu(runtime: str) -> bool:

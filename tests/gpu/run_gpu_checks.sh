@@ -6,7 +6,8 @@
 # Steps: the runtimes probe; the GPU runtime tests (torch on CUDA, ort-cuda, ort-tensorrt, tensorrt, and the
 # runtime conformance suite, where unavailable runtimes skip with their reason); memvit_tiny exported fp32 and
 # fp16 (and int8 on the TensorRT paths), references made by PyTorch on the CPU (`verify --save-reference`),
-# checked on the GPU runtimes with `verify --reference`. Everything goes to OUT_DIR/gpu_checks.log (default gpu-checks-<UTC time>).
+# checked on the GPU runtimes with `verify --reference`; a short `edgemem bench` of memvit_tiny on the GPU runtimes.
+# Everything goes to OUT_DIR/gpu_checks.log (default gpu-checks-<UTC time>).
 # Exit status: 0 when every step passed, 1 when one failed, 3 when there is no NVIDIA GPU.
 set -u -o pipefail
 cd "$(dirname "$0")/../.."
@@ -61,6 +62,7 @@ run data-int8 "$py" -m edgemem.cli data synth --task cue-match --out "$data" --v
 run export-int8 "$py" -m edgemem.cli export memvit_tiny_cuematch --out "$graph" --precision int8 --quantizer ort --calib "$data" --no-verify
 run reference-int8 "$py" -m edgemem.cli verify "$graph" --runtimes ort-cpu --data "$data" --save-reference "$ref"
 run verify-int8 "$py" -m edgemem.cli verify "$graph" --reference "$ref" --runtimes ort-tensorrt,tensorrt
+run bench "$py" -m edgemem.cli bench --models memvit_tiny --runtimes "torch-cuda,$gpu_runtimes" --clips 5 --warmup 2 --repeats 1 --out "$out/bench"
 if [ -n "${GRAPH:-}" ] && [ -n "${REF:-}" ]; then
     run verify-given "$py" -m edgemem.cli verify "$GRAPH" --reference "$REF" --runtimes "$gpu_runtimes"
 fi

@@ -8,7 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 from export_toys import make_toy
 
 from edgemem.contract import read_contract
@@ -18,8 +17,6 @@ from edgemem.export.verify import TOLERANCES, _run_stream, compare, verify_graph
 from edgemem.precision import Precision
 from edgemem.runtimes import open_session
 from edgemem.runtimes.availability import check
-
-CUDA = torch.cuda.is_available()
 
 
 def gpu_param(rt: str) -> object:
@@ -40,11 +37,12 @@ def saved(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Sav
     return out
 
 
-@pytest.mark.skipif(not CUDA, reason="torch has no CUDA device here")
-def test_torch_cuda_matches_the_cpu_reference(saved: dict[str, tuple[Path, SavedReference]]) -> None:
+@pytest.mark.parametrize("rt", [gpu_param("torch-cuda")])
+def test_torch_cuda_matches_the_cpu_reference(saved: dict[str, tuple[Path, SavedReference]], rt: str) -> None:
     graph, ref = saved["f32"]
     names = [s.name for s in read_contract(graph).state]
-    with open_session(graph, "torch", batch=2, device="cuda") as s:
+    with open_session(graph, rt, batch=2) as s:
+        assert s.runtime == "torch-cuda"
         got = _run_stream(s, ref.stream, names)
     results = compare(ref.outputs, got, TOLERANCES[Precision.F32])
     assert all(o.passed for o in results), [(o.name, o.max_abs) for o in results]

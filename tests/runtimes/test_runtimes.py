@@ -19,19 +19,20 @@ import pytest
 import torch
 from runtime_models import export, make_model
 
-import edgemem.export  # noqa: F401  (registers the PyTorch reference runtime "torch")
+import edgemem.export  # noqa: F401  (registers the PyTorch runtimes "torch" and "torch-cuda")
 from edgemem.cli import main
 from edgemem.errors import EdgememError, InputError, StateError, UnsupportedError
 from edgemem.hardware import openvino_capabilities
 from edgemem.runtimes import RUNTIMES, list_runtimes, load_state, open_session, save_state
 from edgemem.runtimes.availability import availability, check
 from edgemem.runtimes.probes import ort_provider
+from edgemem.runtimes.registry import runs_on_gpu, takes_model
 
 torch.set_num_threads(1)
 ATOL = 1e-4
 BATCH = 2
 AVAIL = {a.runtime: a for a in availability()}
-GRAPH_RUNTIMES = [r for r in RUNTIMES if r != "torch"]
+GRAPH_RUNTIMES = [r for r in RUNTIMES if not takes_model(r)]
 
 
 def runtime_param(rt: str) -> object:
@@ -61,7 +62,7 @@ def make_stream(steps: int = 7, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
 
 
 def open_rt(rt: str, graph: Path, model: torch.nn.Module, **kw: object) -> object:
-    return open_session(model if rt == "torch" else graph, rt, batch=BATCH, **kw)
+    return open_session(model if takes_model(rt) else graph, rt, batch=BATCH, **kw)
 
 
 def reference(model: torch.nn.Module, clips: np.ndarray, reset: np.ndarray) -> tuple[np.ndarray, list[dict]]:
@@ -242,14 +243,24 @@ def test_unknown_runtime_and_option(graph: Path) -> None:
         open_session(graph, "ort-cpu", colour="red")
 
 
-@pytest.mark.parametrize("rt", ["ort-cuda", "ort-tensorrt", "tensorrt"])
-def test_gpu_runtime_without_gpu_fails_clearly(rt: str, graph: Path) -> None:
+@pytest.mark.parametrize("rt", ["ort-cuda", "ort-tensorrt", "tensorrt", "torch-cuda"])
+def test_gpu_runtime_without_gpu_fails_clearly(rt: str, graph: Path, model: torch.nn.Module) -> None:
+    assert runs_on_gpu(rt)
     if AVAIL[rt].available:
         pytest.skip(f"{rt} is available here")
+    assert any(w in AVAIL[rt].detail for w in ("not installed", "has no", "no NVIDIA GPU", "fell back", "no CUDA"))
     with pytest.raises(EdgememError) as e:
-        open_session(graph, rt)
+        open_session(model if takes_model(rt) else graph, rt)
     assert "\n" not in str(e.value)
-    assert any(w in str(e.value) for w in ("not installed", "has no", "no NVIDIA GPU", "fell back"))
+    assert any(w in str(e.value) for w in ("not installed", "has no", "no NVIDIA GPU", "fell back", "no CUDA"))
+
+
+def test_torch_cuda_is_the_torch_runtime_on_the_cuda_device(model: torch.nn.Module) -> None:
+    """Registered as a GPU runtime that opens models (bench tags and builds its cells as for "torch")."""
+    assert takes_model("torch") and takes_model("torch-cuda") and not takes_model("ort-cpu")
+    assert not runs_on_gpu("torch") and "torch" in AVAIL["torch-cuda"].detail
+    with pytest.raises(InputError, match="use the runtime 'torch' with device"):
+        open_session(model, "torch-cuda", device="cpu")
 
 
 def test_provider_fallback_notes_stay_off_stdout(
