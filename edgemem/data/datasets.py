@@ -260,26 +260,14 @@ class StreamingDataset(_ClipSource):
     ``last`` (the video's final clip: classify it) and ``valid`` (false for padding and unreadable
     videos). Videos are probed on construction; unreadable ones get 0 clips, are listed in
     ``skipped`` and never sampled. Train augmentation is drawn once per video, so a video's clips
-    stay spatially consistent. ``grid_jitter`` (training only): every clip but the last starts the
-    same random number of frames later, drawn per video and epoch below one clip and so that the
-    clip before the last does not pass it: the temporal jitter a clip model gets from its random
-    window, on a grid the clip count and the classified last clip do not change.
+    stay spatially consistent.
     """
 
     def __init__(
-        self,
-        records: Sequence[VideoRecord],
-        geometry: ClipSpec,
-        train: bool,
-        seed: int = 0,
-        flip: bool = True,
-        grid_jitter: bool = False,
+        self, records: Sequence[VideoRecord], geometry: ClipSpec, train: bool, seed: int = 0, flip: bool = True
     ) -> None:
         super().__init__(records, geometry, seed)
-        if grid_jitter and not train:
-            raise ValueError("grid_jitter is a training augmentation; evaluation streams the fixed grid")
         self.train = train
-        self.grid_jitter = grid_jitter
         self.augment = train_augment(geometry, flip)
         self.transform = eval_transform(geometry, 1)
         self.clips_per_video: list[int] = []
@@ -312,10 +300,7 @@ class StreamingDataset(_ClipSource):
         g = self.geometry
         try:
             with VideoReader(rec.path) as reader:
-                length = self._length(reader.info)
-                start = consecutive_clip_start(index.clip, length, g.frames, g.sampling_rate)
-                if self.grid_jitter and not index.last:
-                    start += self._grid_offset(index.video, length)
+                start = consecutive_clip_start(index.clip, self._length(reader.info), g.frames, g.sampling_rate)
                 clip = to_frames(self._decode(reader, [start]))
         except DECODE_ERRORS as e:
             return self._invalid(index.video, decode_error(rec.path, e), self._clip_shape()) | flags
@@ -327,15 +312,6 @@ class StreamingDataset(_ClipSource):
             "valid": torch.tensor(True),
             "error": "",
         } | flags
-
-    def _grid_offset(self, video: int, length: int) -> int:
-        """This epoch's shift (target-rate frames) of ``video``'s clips before the last (``grid_jitter``)."""
-        g, n = self.geometry, self.clips_per_video[video]
-        if n < 2:
-            return 0
-        last = consecutive_clip_start(n - 1, length, g.frames, g.sampling_rate)
-        room = min(g.span - 1, last - (n - 2) * g.span)
-        return int(torch.randint(room + 1, (1,), generator=self._gen(video, 7))) if room > 0 else 0
 
     def _padding(self) -> dict[str, Any]:
         return {

@@ -96,13 +96,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="MeMViT: probability of dropping m in [1, M-1] memory steps in an iteration",
     )
     p.add_argument(
-        "--stream-jitter",
-        action="store_true",
-        default=None,
-        help="MeMViT: start every clip of a streamed training video but the last a random number of frames "
-        "later (per video and epoch, under one clip): the temporal jitter of a clip model's random window",
-    )
-    p.add_argument(
         "--stream-loss",
         choices=("all", "last"),
         default="last",

@@ -86,14 +86,7 @@ class StreamRecipe(RecipeBase):
         self.stream_loss = self.options.get("stream_loss") or "last"
         if self.stream_loss not in STREAM_LOSSES:
             raise InputError(f"stream loss '{self.stream_loss}' not in {STREAM_LOSSES}")
-        self.ds = StreamingDataset(
-            self.train_items,
-            self.geometry,
-            train=True,
-            seed=self.seed,
-            flip=self.flip,
-            grid_jitter=bool(self.options.get("stream_jitter")),
-        )
+        self.ds = StreamingDataset(self.train_items, self.geometry, train=True, seed=self.seed, flip=self.flip)
         for video, error in self.ds.skipped.items():
             self.tally.add(video, error)
         if not self.ds.readable_videos:

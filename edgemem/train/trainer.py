@@ -75,7 +75,6 @@ class TrainOptions:
     curriculum: float | None = None
     memory_drop: float | None = None
     stream_loss: str = "last"
-    stream_jitter: bool | None = None  # MeMViT: jitter the clip grid of training streams (on --resume the run's own)
     memory_grad: str | None = None  # MeMViT: "bptt" (default) or "pipelined"
     memory_lr_scale: float | None = None  # MeMViT: x the lr for memory_parameters() (default 10)
     memory_sampler: str | None = None  # MeMViT: sampler of blocks without a per_block layout (default: preset's)
@@ -274,7 +273,7 @@ def _cm_of(model: StreamingModel) -> CollaborativeMemory:
 def _resume_phase(
     model: StreamingModel, resolved: dict[str, Any], opts: TrainOptions
 ) -> Callable[[dict[str, Any]], None]:
-    """For --resume: the run's learning-rate hold, memory learning-rate scale, flips and stream jitter (an option given
+    """For --resume: the run's learning-rate hold, memory learning-rate scale and flips (an option given
     must be the run's; runs from before an option had none), and for a CM run the same warm-up and the
     model in the infusion of its last epoch."""
 
@@ -285,7 +284,6 @@ def _resume_phase(
             ("lr_hold", opts.lr_hold, 0.0),
             ("memory_lr_scale", opts.memory_lr_scale, memory_scale),
             ("no_flip", opts.no_flip, False),
-            ("stream_jitter", opts.stream_jitter, False),
         ):
             held = trained.get(key, before)
             if given is not None and given != held:
@@ -380,8 +378,6 @@ def run_training(opts: TrainOptions) -> dict[str, Any] | None:
         raise InputError("--memory-grad applies to MeMViT models only")
     if opts.memory_lr_scale is not None and family != "memvit":
         raise InputError("--memory-lr-scale applies to MeMViT models only")
-    if opts.stream_jitter and family != "memvit":
-        raise InputError("--stream-jitter applies to MeMViT models only (clip models draw a random window already)")
     if family == "memvit" and opts.memory_grad in (None, "bptt") and opts.stream_loss == "all":
         raise InputError("--stream-loss all needs --memory-grad pipelined (BPTT steps once per video)")
     if family == "cm" and opts.frame_scale != 1:
@@ -426,7 +422,6 @@ def _train(
         "warmup_epochs": warmup,
         "lr_hold": opts.lr_hold if opts.lr_hold is not None else DEFAULT_LR_HOLD,
         "no_flip": bool(opts.no_flip),
-        "stream_jitter": bool(opts.stream_jitter) if family == "memvit" else None,
         "precision": precision,
         "world_size": info.world,
         "curriculum": opts.curriculum if opts.curriculum is not None else DEFAULT_CURRICULUM,

@@ -198,35 +198,6 @@ def test_streaming_covers_a_partial_last_clip_with_whole_frames(tmp_path):
     assert not torch.equal(one[:, 4], one[:, 3])
 
 
-def test_grid_jitter_shifts_the_clips_before_the_last(tmp_path, monkeypatch):
-    """``grid_jitter`` (``edgemem train --stream-jitter``): 70 frames are 5 clips of 16 (the last moved back
-    to 54); clips 0-3 start the same 0-6 frames later per epoch (clip 3 may not pass 54), the last clip
-    and its augmentation are unchanged, and the offset changes between epochs."""
-    video = make_video(tmp_path / "v.mp4", "libx264", frames=70, fps=30)
-    records = [VideoRecord(str(video), 0)]
-    jittered = StreamingDataset(records, GEOM, train=True, seed=0, grid_jitter=True)
-    plain = StreamingDataset(records, GEOM, train=True, seed=0)
-    starts: list[int] = []
-    decode = StreamingDataset._decode
-    monkeypatch.setattr(StreamingDataset, "_decode", lambda self, r, s: starts.append(s[0]) or decode(self, r, s))
-    offsets = set()
-    for epoch in range(8):
-        items = {}
-        for name, ds in (("plain", plain), ("jittered", jittered)):
-            ds.set_epoch(epoch)
-            starts.clear()
-            items[name] = [ds[StreamIndex(0, c, c == 0, c == 4)]["frames"] for c in range(5)]
-            items[name + " starts"] = list(starts)
-        assert items["plain starts"] == [0, 16, 32, 48, 54]
-        shift = items["jittered starts"][0]
-        assert items["jittered starts"] == [shift, 16 + shift, 32 + shift, 48 + shift, 54] and 0 <= shift <= 6
-        assert torch.equal(items["jittered"][4], items["plain"][4])
-        offsets.add(shift)
-    assert len(offsets) > 1
-    with pytest.raises(ValueError, match="training augmentation"):
-        StreamingDataset(records, GEOM, train=False, grid_jitter=True)
-
-
 def test_no_flip_removes_the_flips_and_nothing_else(synth):
     """``flip=False`` (``edgemem train --no-flip``): every training item of every dataset kind is the
     flipping one's item, unflipped where that one was mirrored; with flips some items are mirrored."""

@@ -35,7 +35,7 @@ def _metrics(run: Path) -> list[dict]:
     [
         ("mvit_tiny", []),
         ("mvit_tiny", ["--frame-scale", "2", "--no-flip"]),
-        ("memvit_tiny", ["--memory-drop", "0.3", "--curriculum", "0", "--stream-jitter"]),
+        ("memvit_tiny", ["--memory-drop", "0.3", "--curriculum", "0"]),
         ("slow_tiny", ["--optimizer", "sgd"]),
         ("cm_slow_tiny", ["--clips-per-video", "3", "--alpha", "0.5"]),
         ("cm_slow_tiny", ["--clips-per-video", "2", "--multi-iteration"]),
@@ -61,7 +61,6 @@ def test_train_each_family_end_to_end(data: Path, tmp_path: Path, model: str, ex
         assert config["model_card"]["config"]["infusion"] == ("residual" if "--infusion" in extra else "gating")
     if model == "memvit_tiny":  # the defaults docs/TRAINING.md documents for long-range tasks
         assert config["options"]["stream_loss"] == "last" and config["options"]["batch_size"] == 2
-        assert config["options"]["stream_jitter"] is ("--stream-jitter" in extra)
     assert config["model_card"]["num_classes"] == 2 and config["model_card"]["class_names"] == ["different", "same"]
     trained, _ = load_trained(run)
     assert trained.model_card().clip.frames == config["model_card"]["clip"]["frames"]
@@ -107,14 +106,12 @@ def test_resume_gives_the_same_state(data: Path, tmp_path: Path, capsys) -> None
         (["--lr-hold", "0.2"], "trained with --lr-hold 0.0, not 0.2"),  # another schedule
         (["--memory-lr-scale", "1"], "trained with --memory-lr-scale 10.0, not 1.0"),  # other parameter groups
         (["--no-flip"], "trained without --no-flip"),
-        (["--stream-jitter"], "trained without --stream-jitter"),
     ):
         assert _train([*common, "--out", str(b), "--epochs", "2", "--resume", *other]) == 2
         assert said in capsys.readouterr().err
     assert _train([*common, "--out", str(b), "--epochs", "2", "--resume"]) == 0  # the run's own options
     options = json.loads((b / "config.json").read_text())["options"]
     assert options["lr_hold"] == 0.0 and options["memory_lr_scale"] == 10.0 and options["no_flip"] is False
-    assert options["stream_jitter"] is False
     straight = read_pyth(tmp_path / "a" / "checkpoints" / "last.pyth")
     resumed = read_pyth(ckpt_dir / "last.pyth")
     assert resumed["epoch"] == straight["epoch"] == 2

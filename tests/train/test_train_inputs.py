@@ -38,7 +38,6 @@ def test_missing_csv_and_unknown_model(tmp_path: Path, data: Path, capsys) -> No
     _fails(["train", "mvit_tiny", "--data", str(data), "--out", str(run), "--memory-lr-scale", "10"], capsys, "MeMViT")
     _fails(["train", "memvit_tiny", "--data", str(data), "--out", str(run), "--memory-lr-scale", "0"], capsys, "> 0")
     _fails(["train", "mvit_tiny", "--data", str(data), "--out", str(run), "--memory-sampler", "win4"], capsys, "MeMViT")
-    _fails(["train", "mvit_tiny", "--data", str(data), "--out", str(run), "--stream-jitter"], capsys, "MeMViT models")
     _fails(
         ["train", "memvit_tiny", "--data", str(data), "--out", str(run), "--memory-sampler", "ring4"], capsys, "sampler"
     )
