@@ -155,6 +155,11 @@ class MultiScaleAttention(nn.Module):
         self.rel_sp = cfg.rel_pos_spatial
         self.rel_t = cfg.rel_pos_temporal
         q_thw, kv_thw, tab = spec.q_thw, spec.kv_thw, spec.table_size
+        # Memory positions "clip": memory keys read the clip's own tables (no rel_pos_mem_*).
+        shared = mem is not None and mem.positions == "clip"
+        self.mem_tables = (
+            ("rel_pos_h", "rel_pos_w", "rel_pos_t") if shared else ("rel_pos_mem_h", "rel_pos_mem_w", "rel_pos_mem_t")
+        )
         if self.rel_sp:
             q_size = tab[1] // spec.stride_q[1] if spec.stride_q else tab[1]
             kv_size = tab[1] // spec.stride_kv[1] if spec.stride_kv else tab[1]
@@ -162,7 +167,9 @@ class MultiScaleAttention(nn.Module):
             self.rel_pos_h = nn.Parameter(torch.zeros(n, head_dim))
             self.rel_pos_w = nn.Parameter(torch.zeros(n, head_dim))
             self._index("sp", spatial_indices(q_thw[1:], kv_thw[1:], n))
-            if mem is not None:
+            if shared:
+                self._index("msp", spatial_indices(q_thw[1:], kv_thw[1:], n))
+            elif mem is not None:
                 mem_kv = kv_size // mem.compress_stride[1]
                 n_mem = 2 * max(q_size, mem_kv) - 1
                 self.rel_pos_mem_h = nn.Parameter(torch.zeros(n_mem, head_dim))
@@ -170,15 +177,20 @@ class MultiScaleAttention(nn.Module):
                 assert spec.mem_thw is not None
                 self._index("msp", spatial_indices(q_thw[1:], spec.mem_thw[1:], n_mem))
         if self.rel_t:
-            self.rel_pos_t = nn.Parameter(torch.zeros(2 * tab[0] - 1, head_dim))
-            self.register_buffer("idx_t", temporal_indices(q_thw[0], kv_thw[0], 2 * tab[0] - 1), persistent=False)
+            n_t = 2 * tab[0] - 1
+            if shared and self.uses_memory:  # the clip's table reaches back to the oldest memory frame
+                n_t = max(n_t, q_thw[0] + (self.mem_clips + 1) * kv_thw[0] - 1)
+            self.rel_pos_t = nn.Parameter(torch.zeros(n_t, head_dim))
+            self.register_buffer("idx_t", temporal_indices(q_thw[0], kv_thw[0], n_t), persistent=False)
             if mem is not None:
-                n_mem_t = 2 * tab[0] + (max_len - 2) * tab[0] - 1
-                self.rel_pos_mem_t = nn.Parameter(torch.zeros(n_mem_t, head_dim))
+                n_mem_t = n_t if shared else 2 * tab[0] + (max_len - 2) * tab[0] - 1
+                if not shared:
+                    self.rel_pos_mem_t = nn.Parameter(torch.zeros(n_mem_t, head_dim))
                 if self.uses_memory:
                     assert spec.mem_thw is not None
                     stride = mem.compress_stride[0] if mem.compress else 1
-                    idx = memory_temporal_indices(q_thw[0], spec.mem_thw[0], self.mem_clips, stride, n_mem_t)
+                    offset = kv_thw[0] if shared else 0
+                    idx = memory_temporal_indices(q_thw[0], spec.mem_thw[0], self.mem_clips, stride, n_mem_t, offset)
                     self.register_buffer("idx_mt", idx, persistent=False)
         if self.rel_sp or self.rel_t:
             self.register_buffer("key_codes", self._key_codes(False), persistent=False)
@@ -228,7 +240,8 @@ class MultiScaleAttention(nn.Module):
 
     def memory_parameters(self) -> list[nn.Parameter]:
         """The parameters only the memory uses: the compression convolutions and their norms, and the
-        memory's relative-position tables (empty without memory)."""
+        memory's relative-position tables (empty without memory, and for uncompressed memory on the
+        clip's tables)."""
         mods = (self.compress_k, self.compress_v, self.norm_compress_k, self.norm_compress_v)
         params = [p for m in mods if m is not None for p in m.parameters()]
         tables = [getattr(self, n) for n in ("rel_pos_mem_h", "rel_pos_mem_w", "rel_pos_mem_t") if hasattr(self, n)]
@@ -280,7 +293,8 @@ class MultiScaleAttention(nn.Module):
         prefixes = ["sp", "msp"] if with_memory else ["sp"]
         tables: list[tuple[list[Tensor], int]] = []
         if self.rel_sp:
-            for axis, cur, mem, dim in (("h", "rel_pos_h", "rel_pos_mem_h", 3), ("w", "rel_pos_w", "rel_pos_mem_w", 4)):
+            mh, mw, _ = self.mem_tables
+            for axis, cur, mem, dim in (("h", "rel_pos_h", mh, 3), ("w", "rel_pos_w", mw, 4)):
                 rows = [
                     self._table(
                         getattr(self, name), getattr(self, f"interp_{p}_{axis}"), getattr(self, f"idx_{p}_{axis}")
@@ -289,7 +303,9 @@ class MultiScaleAttention(nn.Module):
                 ]
                 tables.append((rows, dim))
         if self.rel_t:
-            rows = [self.rel_pos_t[self.idx_t]] + ([self.rel_pos_mem_t[self.idx_mt]] if with_memory else [])
+            rows = [self.rel_pos_t[self.idx_t]] + (
+                [getattr(self, self.mem_tables[2])[self.idx_mt]] if with_memory else []
+            )
             tables.append((rows, 2))
         terms = [_rel_dot(rq, torch.cat(rows, dim=1) if len(rows) > 1 else rows[0], dim) for rows, dim in tables]
         out = torch.cat(terms, dim=-1).reshape(b, nh, qt * qh * qw, -1)
@@ -310,14 +326,14 @@ class MultiScaleAttention(nn.Module):
             rw = self._table(self.rel_pos_w, self.interp_sp_w, self.idx_sp_w)
             bias = _rel_dot(rq, rh, 3)[..., None, :, None] + _rel_dot(rq, rw, 4)[..., None, None, :]
             if with_memory:
-                rh = self._table(self.rel_pos_mem_h, self.interp_msp_h, self.idx_msp_h)
-                rw = self._table(self.rel_pos_mem_w, self.interp_msp_w, self.idx_msp_w)
+                rh = self._table(getattr(self, self.mem_tables[0]), self.interp_msp_h, self.idx_msp_h)
+                rw = self._table(getattr(self, self.mem_tables[1]), self.interp_msp_w, self.idx_msp_w)
                 mbias = _rel_dot(rq, rh, 3)[..., None, None, :, None] + _rel_dot(rq, rw, 4)[..., None, None, None, :]
         if self.rel_t:
             rt = self.rel_pos_t[self.idx_t]
             bias = bias + _rel_dot(rq, rt, 2)[..., :, None, None]
             if with_memory:
-                rt = self.rel_pos_mem_t[self.idx_mt]
+                rt = getattr(self, self.mem_tables[2])[self.idx_mt]
                 mt = self.spec.mem_thw[0]  # type: ignore[index]
                 rel = _rel_dot(rq, rt, 2).reshape(b, nh, qt, qh, qw, self.mem_clips, mt)
                 mbias = mbias + rel[..., None, None]

@@ -31,6 +31,10 @@ class MemoryConfig:
     ``per_block``: ``(block, attn_max_len, sampler)`` entries that replace the two for those memory
     blocks (an edgemem extension; the official code has one layout for every block).
     ``mem_drop`` is the training-only probability of dropping an attended memory clip.
+    ``positions``: ``"own"`` (official) gives memory keys relative-position tables of their own;
+    ``"clip"`` (an edgemem extension) places them on the clip's own tables at their true distance from
+    each query, the temporal table extended to the oldest memory frame: memory then has no parameters of
+    its own. ``"clip"`` needs uncompressed memory (``compress=False``) and the ``all`` sampler.
     """
 
     attn_max_len: int = 3
@@ -41,9 +45,23 @@ class MemoryConfig:
     compress_stride: Triple = (2, 2, 2)
     per_block: tuple[tuple[int, int, str], ...] = ()
     mem_drop: float = 0.0
+    positions: str = "own"
 
     def __post_init__(self) -> None:
         _check_layout(self.attn_max_len, self.sampler)
+        if self.positions not in ("own", "clip"):
+            raise UnsupportedError(f"not supported: memory positions '{self.positions}' (use 'own' or 'clip')")
+        if self.positions == "clip":
+            if self.compress:
+                raise UnsupportedError(
+                    "not supported: memory on the clip's position tables with compression "
+                    "(pooled memory keys have no place on the clip's grid)"
+                )
+            if samplers := sorted({self.sampler, *(s for _, _, s in self.per_block)} - {"all"}):
+                raise UnsupportedError(
+                    f"not supported: memory on the clip's position tables with sampler {', '.join(samplers)} "
+                    "(only 'all' attends clips at their true distance)"
+                )
         blocks = [b for b, _, _ in self.per_block]
         if len(set(blocks)) != len(blocks):
             raise UnsupportedError(f"not supported: memory per_block names a block twice ({blocks})")
@@ -176,8 +194,12 @@ class MViTConfig:
         if self.memory is not None and self.frame_scale != 1:
             raise UnsupportedError("not supported: frame_scale on a model with memory (a memory-less baseline)")
         if self.memory is not None and self.rel_pos_spatial and not self.memory.compress:
-            # The official code has no memory spatial tables without compression (it crashes).
-            raise UnsupportedError("not supported: MEMVIT without COMPRESS together with REL_POS_SPATIAL")
+            if self.memory.positions == "own":
+                # The official code has no memory spatial tables without compression (it crashes).
+                raise UnsupportedError(
+                    "not supported: MEMVIT without COMPRESS together with REL_POS_SPATIAL on the memory's own "
+                    "position tables (edgemem: memory positions 'clip')"
+                )
         if self.memory is not None:
             named = {b for b, _, _ in self.memory.per_block}
             if outside := sorted(b for b in named if b >= self.depth):

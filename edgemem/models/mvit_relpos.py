@@ -69,22 +69,28 @@ def temporal_indices(q_t: int, k_t: int, table_len: int) -> torch.Tensor:
     return dist
 
 
-def memory_temporal_indices(q_t: int, mem_t: int, n_clips: int, stride: int, table_len: int) -> torch.Tensor:
+def memory_temporal_indices(
+    q_t: int, mem_t: int, n_clips: int, stride: int, table_len: int, offset: int = 0
+) -> torch.Tensor:
     """``[q_t, n_clips * mem_t]`` indices into ``rel_pos_mem_t`` for memory clips, oldest first.
 
     The official index of a memory frame is ``q + r * stride`` with ``r`` its rank counted back from
     the newest attended memory frame: clip ``i`` (0 = oldest of ``n_clips``) frame ``f`` has rank
     ``(n_clips - 1 - i) * mem_t + (mem_t - 1 - f)``. Only the newest clips are ever valid, so
     ranks over a fixed set of clips equal the official ranks over the attended ones.
+
+    ``offset`` shifts every index: with the current clip's ``k_t`` key frames as ``offset`` (and stride
+    1) a memory frame lands where ``temporal_indices`` would put a key that many frames before the
+    clip, its true distance on the clip's own table (memory positions ``"clip"``).
     """
     q = torch.arange(q_t, device=_CPU)[:, None]
     rank = torch.tensor(
         [(n_clips - 1 - i) * mem_t + (mem_t - 1 - f) for i in range(n_clips) for f in range(mem_t)], device=_CPU
     )[None, :]
-    idx = q + rank * stride
+    idx = q + rank * stride + offset
     if int(idx.max()) >= table_len:
         raise UnsupportedError(
             f"not supported: memory of {n_clips} clips of {mem_t} frames at temporal stride {stride} exceeds "
-            f"the memory's temporal position table rel_pos_mem_t ({table_len} positions)"
+            f"its temporal position table ({table_len} positions)"
         )
     return idx

@@ -137,7 +137,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         metavar="K/S",
         help="MeMViT: the compression of every memory block, depthwise kernel / stride as TxHxW "
-        "(e.g. 5x3x3/4x2x2; 1x1x1/1x1x1 keeps every token); default the preset's",
+        "(e.g. 5x3x3/4x2x2; 1x1x1/1x1x1 keeps every token), or none (raw keys and values, no scale or "
+        "norm; with spatial position tables it needs --memory-positions clip); default the preset's",
+    )
+    p.add_argument(
+        "--memory-positions",
+        default=None,
+        choices=("own", "clip"),
+        help="MeMViT: relative-position tables of the memory keys: their own (official), or the clip's, "
+        "at each memory frame's true distance (edgemem; needs --memory-compression none and the 'all' "
+        "sampler); default the preset's",
     )
     p.add_argument(
         "--drop-path",

@@ -1,7 +1,7 @@
 """How much gradient reaches each past clip of a MeMViT stream at initialisation.
 
 ``python -m edgemem.train.grad_reach MODEL [--memory-sampler S] [--memory-block B:L:S ...]
-[--memory-compression K/S] [--clips L] [--ages 1,3,12] [--seeds 5] [--json]``: a stream of ``L``
+[--memory-compression K/S] [--memory-positions P] [--clips L] [--ages 1,3,12] [--seeds 5] [--json]``: a stream of ``L``
 clips of random frames goes through ``train_step`` with back-propagation through time (the default
 recipe); the cross-entropy of the last clip's logits is back-propagated and, for each age ``d``, the
 norm of the gradient at the frames of the clip ``d`` back is reported as a share of the norm at the
@@ -31,10 +31,11 @@ def gradient_shares(
     sampler: str | None = None,
     blocks: list[str] | None = None,
     compression: str | None = None,
+    positions: str | None = None,
 ) -> dict:
     """``{age: share}``: mean over ``seeds`` of |d loss / d frames| at the clip ``age`` back over the
-    same at the last clip; ``sampler``, ``blocks`` and ``compression`` as ``edgemem train``'s
-    ``--memory-sampler``, ``--memory-block`` and ``--memory-compression``."""
+    same at the last clip; ``sampler``, ``blocks``, ``compression`` and ``positions`` as ``edgemem
+    train``'s ``--memory-sampler``, ``--memory-block``, ``--memory-compression`` and ``--memory-positions``."""
     from edgemem.models.registry import create_model
 
     if clips < 2 or not ages or min(ages) < 1 or max(ages) >= clips:
@@ -42,7 +43,7 @@ def gradient_shares(
     preset = create_model(model_name)
     if not isinstance(preset, MViT) or preset.cfg.memory is None:
         raise InputError(f"{model_name} is not a MeMViT model (no memory to measure)")
-    memory = memory_layout(preset.cfg.memory, sampler, blocks, compression)
+    memory = memory_layout(preset.cfg.memory, sampler, blocks, compression, positions)
     totals = dict.fromkeys(ages, 0.0)
     for seed in range(seeds):
         torch.manual_seed(seed)
@@ -71,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
         "--memory-block", action="append", metavar="B:L:S", help="a memory block's own layout, as edgemem train's"
     )
     p.add_argument("--memory-compression", metavar="K/S", help="every memory block's compression, as edgemem train's")
+    p.add_argument(
+        "--memory-positions", choices=("own", "clip"), help="the memory keys' position tables, as edgemem train's"
+    )
     p.add_argument("--clips", type=int, default=20, help="stream length (default 20)")
     p.add_argument("--ages", default="1,3,12,13,14,16", help="comma-separated ages, clips back")
     p.add_argument("--seeds", type=int, default=5)
@@ -85,7 +89,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.seeds < 1:
             raise InputError(f"--seeds must be >= 1, got {args.seeds}")
         shares = gradient_shares(
-            args.model, args.clips, ages, args.seeds, args.memory_sampler, args.memory_block, args.memory_compression
+            args.model,
+            args.clips,
+            ages,
+            args.seeds,
+            args.memory_sampler,
+            args.memory_block,
+            args.memory_compression,
+            args.memory_positions,
         )
     except EdgememError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -79,7 +79,10 @@ class TrainOptions:
     memory_lr_scale: float | None = None  # MeMViT: x the lr for memory_parameters() (default 10)
     memory_sampler: str | None = None  # MeMViT: sampler of blocks without a per_block layout (default: preset's)
     memory_block: list[str] | None = None  # MeMViT: "BLOCK:ATTN_MAX_LEN:SAMPLER" per_block entries
-    memory_compression: str | None = None  # MeMViT: "KTxKHxKW/STxSHxSW" in every memory block (default: preset's)
+    memory_compression: str | None = (
+        None  # MeMViT: "KTxKHxKW/STxSHxSW" or "none" in every memory block (default: preset's)
+    )
+    memory_positions: str | None = None  # MeMViT: "own" or "clip" position tables for memory keys (default: preset's)
     drop_path: float | None = None  # MViT backbones: stochastic depth of the last block (default: preset's)
     head_dropout: float | None = None  # dropout before the classifier (default: preset's)
     resume: bool = False
@@ -206,6 +209,7 @@ _MODEL_OPTIONS = (
     "memory_sampler",
     "memory_block",
     "memory_compression",
+    "memory_positions",
     "drop_path",
     "head_dropout",
 )
@@ -346,12 +350,14 @@ def run_training(opts: TrainOptions) -> dict[str, Any] | None:
             extra["batch_reduction"] = False
         if opts.infusion:
             extra["infusion"] = opts.infusion
-    if opts.memory_sampler is not None or opts.memory_block or opts.memory_compression is not None:
+    layout = (opts.memory_sampler, opts.memory_block, opts.memory_compression, opts.memory_positions)
+    if any(v is not None for v in layout):
         if not isinstance(model, MViT) or model.cfg.memory is None:
-            raise InputError("--memory-sampler, --memory-block and --memory-compression apply to MeMViT models only")
-        extra["memory"] = memory_layout(
-            model.cfg.memory, opts.memory_sampler, opts.memory_block, opts.memory_compression
-        )
+            raise InputError(
+                "--memory-sampler, --memory-block, --memory-compression and --memory-positions apply to "
+                "MeMViT models only"
+            )
+        extra["memory"] = memory_layout(model.cfg.memory, *layout)
     extra |= _regularisers(opts, model, family)
     if extra:  # the same initial weights as a model built with these options in the first place
         torch.manual_seed(opts.seed)
@@ -378,6 +384,11 @@ def run_training(opts: TrainOptions) -> dict[str, Any] | None:
         raise InputError("--memory-grad applies to MeMViT models only")
     if opts.memory_lr_scale is not None and family != "memvit":
         raise InputError("--memory-lr-scale applies to MeMViT models only")
+    if opts.memory_lr_scale is not None and isinstance(model, MViT) and not model.memory_parameters():
+        raise InputError(
+            "--memory-lr-scale: this model's memory has no parameters of its own (uncompressed, on the clip's "
+            "position tables)"
+        )
     if family == "memvit" and opts.memory_grad in (None, "bptt") and opts.stream_loss == "all":
         raise InputError("--stream-loss all needs --memory-grad pipelined (BPTT steps once per video)")
     if family == "cm" and opts.frame_scale != 1:
@@ -393,6 +404,11 @@ def run_training(opts: TrainOptions) -> dict[str, Any] | None:
         return _train(opts, model, family, train_items, val_items, classes, run, info, init_note)
     finally:
         shutdown(info)
+
+
+def _has_memory_parameters(model: StreamingModel) -> bool:
+    """Whether ``--memory-lr-scale`` has parameters to act on (MeMViT's ``memory_parameters()``)."""
+    return isinstance(model, MViT) and bool(model.memory_parameters())
 
 
 def _train(
@@ -427,7 +443,7 @@ def _train(
         "curriculum": opts.curriculum if opts.curriculum is not None else DEFAULT_CURRICULUM,
         "memory_drop": opts.memory_drop if opts.memory_drop is not None else DEFAULT_MEMORY_DROP,
         "memory_grad": (opts.memory_grad or DEFAULT_MEMORY_GRAD) if family == "memvit" else None,
-        "memory_lr_scale": (opts.memory_lr_scale or DEFAULT_MEMORY_LR_SCALE) if family == "memvit" else None,
+        "memory_lr_scale": (opts.memory_lr_scale or DEFAULT_MEMORY_LR_SCALE) if _has_memory_parameters(model) else None,
         "num_classes": len(classes),
     }
     if family == "cm":

@@ -105,3 +105,32 @@ def test_reset_forgets_what_came_before_in_one_slot_only(monkeypatch: pytest.Mon
     torch.testing.assert_close(logits[0], reference[0], atol=1e-5, rtol=1e-4)
     # the slot that was not reset still remembers the clips before the window (memory of memory)
     assert float((logits[1] - reference[1]).abs().max()) > 1e-3
+
+
+def test_memory_on_the_clip_tables_sits_at_its_true_distance(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Memory positions ``"clip"``: with relative positions on, uncompressed memory on the clip's own
+    tables is the block-causal window whose tables hold the same rows at the same distances, so every
+    memory key is biased as the window biases the key that many frames before the query."""
+    positioned = dict(WITHIN_CLIP, rel_pos_spatial=True, rel_pos_temporal=True)
+    torch.manual_seed(0)
+    memory = MemoryConfig(attn_max_len=PAST + 1, sampler="all", compress=False, positions="clip")
+    streamed = create_model("memvit_tiny", memory=memory, **positioned)
+    window = create_model("mvit_tiny", frame_scale=PAST + 1, **positioned)
+    assert isinstance(streamed, MViT) and isinstance(window, MViT)
+    assert streamed.memory_parameters() == []
+    weights = streamed.state_dict()
+    for i, (s_blk, w_blk) in enumerate(zip(streamed.blocks, window.blocks, strict=True)):
+        # row r of a temporal table holds distance q - k = r - (key frames - 1) in both models
+        s_kt, w_kt = s_blk.attn.spec.kv_thw[0], w_blk.attn.spec.kv_thw[0]
+        own, table = weights[f"blocks.{i}.attn.rel_pos_t"], torch.randn_like(w_blk.attn.rel_pos_t)
+        assert own.shape[0] == (PAST + 2) * s_kt - 1  # back to the oldest memory frame
+        table[w_kt - s_kt : w_kt - s_kt + own.shape[0]] = own
+        weights[f"blocks.{i}.attn.rel_pos_t"] = table
+    window.load_state_dict(weights, strict=True)
+    frames = torch.randn(2, 3, 8 * (PAST + 1), 32, 32)
+    state = streamed.init_state(2)
+    with torch.no_grad():
+        for clip in _clips(frames, PAST + 1):
+            logits, state = streamed.step(clip, state)
+        reference = _causal_window_logits(window, frames, monkeypatch)
+    torch.testing.assert_close(logits, reference, atol=1e-5, rtol=1e-4)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -212,11 +213,16 @@ def test_init_std_official_or_width_scaled():
     assert from_card(tiny.model_card()).cfg.init_std is None
 
 
-@pytest.mark.parametrize("name", TINY)
+@pytest.mark.parametrize("name", [*TINY, "memvit_tiny:clip"])
 def test_fused_attention_equals_reference_formulation(name):
-    """Bias and memory mask folded into the q.k GEMM give the official formulation's outputs."""
+    """Bias and memory mask folded into the q.k GEMM give the official formulation's outputs (also with
+    raw memory on the clip's position tables, ``:clip``)."""
     torch.manual_seed(0)
-    m = create_model(name).eval()
+    if name.endswith(":clip"):
+        mem = replace(create_model("memvit_tiny").cfg.memory, compress=False, positions="clip")
+        m = create_model("memvit_tiny", memory=mem).eval()
+    else:
+        m = create_model(name).eval()
     x = torch.randn(3, 2, *m.input_shape)
     resets = [torch.tensor([True, True]), torch.tensor([False, True]), torch.tensor([False, False])]
     outs = {}

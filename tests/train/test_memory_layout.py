@@ -31,3 +31,22 @@ def test_no_memory_block_left_is_refused():
     mem = memory_layout(create_model("memvit_tiny_pooled").cfg.memory, None, ["0:off", "2:off"])
     with pytest.raises(EdgememError, match="every block"):
         create_model("memvit_tiny_pooled", memory=mem)
+
+
+def test_raw_memory_on_the_clip_tables():
+    """``none`` drops the compression and its norm; ``clip`` puts memory keys on the clip's tables; each
+    alone is refused with the other's name, and the clip's tables need the ``all`` sampler."""
+    base = create_model("memvit_tiny").cfg.memory
+    mem = memory_layout(base, None, None, "none", "clip")
+    assert not mem.compress and mem.positions == "clip"
+    model = create_model("memvit_tiny", memory=mem)
+    assert model.memory_parameters() == []
+    assert all(model.memory_shape(i) == model.raw_memory_shape(i) for i in model.memory_blocks)
+    with pytest.raises(EdgememError, match="memory positions 'clip'"):
+        create_model("memvit_tiny", memory=memory_layout(base, None, None, "none"))
+    with pytest.raises(EdgememError, match="with compression"):
+        memory_layout(base, None, None, None, "clip")
+    with pytest.raises(EdgememError, match="sampler win2"):
+        memory_layout(base, None, ["1:3:win2"], "none", "clip")
+    with pytest.raises(EdgememError, match="positions 'near'"):
+        memory_layout(base, None, None, "none", "near")

@@ -15,6 +15,7 @@ from conftest import TINY_TRAIN as TINY
 
 from edgemem.cli import main
 from edgemem.data.synth import TaskOptions, generate
+from edgemem.export.onnx import to_onnx
 from edgemem.models.checkpoint import read_pyth
 from edgemem.train import trainer
 from edgemem.train.checkpoints import load_trained
@@ -266,6 +267,27 @@ def test_memory_block_gives_memory_to_a_block_and_compression_applies_to_every_b
     assert trained.memory_blocks == (0, 1, 2) and mem.exclude_layers == (3,)
     assert mem.compress_kernel == mem.compress_stride == (1, 1, 1)
     assert all(trained.memory_shape(i) == trained.raw_memory_shape(i) for i in trained.memory_blocks)
+
+
+def test_raw_memory_on_the_clip_tables_trains_with_no_memory_parameters(data: Path, tmp_path: Path) -> None:
+    """``--memory-compression none --memory-positions clip``: the run's model keeps raw memory keys on the
+    clip's tables, has no memory parameters (so no memory learning-rate scale is recorded), and a
+    ``--resume`` without the options continues that model."""
+    run = tmp_path / "raw"
+    args = ["memvit_tiny", "--data", str(data), "--out", str(run), "--batch-size", "2", "--threads", "1"]
+    layout = ["--memory-compression", "none", "--memory-positions", "clip"]
+    assert _train([*args, "--epochs", "1", "--eval-every", "0", *layout]) == 0
+    trained, _ = load_trained(run)
+    assert trained.cfg.memory.positions == "clip" and not trained.cfg.memory.compress
+    assert trained.memory_parameters() == []
+    assert not any("rel_pos_mem" in k or "compress" in k for k in trained.state_dict())
+    assert json.loads((run / "config.json").read_text())["options"]["memory_lr_scale"] is None
+    assert _train([*args, "--epochs", "2", "--eval-every", "0", "--resume"]) == 0
+    resumed = load_trained(run)[0]
+    assert resumed.cfg.memory.positions == "clip"
+    # the stateful graph streams it as PyTorch does (onnxruntime, 8 steps with resets)
+    report = to_onnx(resumed, tmp_path / "raw.onnx", clips=8, runtimes=("ort-cpu",)).report
+    assert report is not None and report.passed
 
 
 def test_cm_stagewise_init_and_wrong_init(data: Path, tmp_path: Path, capsys) -> None:

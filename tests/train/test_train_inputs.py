@@ -62,6 +62,16 @@ def test_missing_csv_and_unknown_model(tmp_path: Path, data: Path, capsys) -> No
         capsys,
         "MeMViT",
     )
+    for layout, why in (
+        (["--memory-compression", "none"], "memory positions 'clip'"),  # raw keys need the clip's tables
+        (["--memory-positions", "clip"], "with compression"),
+        (["--memory-compression", "none", "--memory-positions", "clip", "--memory-sampler", "gap2"], "sampler gap2"),
+        (["--memory-compression", "none", "--memory-positions", "clip", "--memory-lr-scale", "5"], "no parameters"),
+    ):
+        _fails(["train", "memvit_tiny", "--data", str(data), "--out", str(run), *layout], capsys, why)
+    _fails(
+        ["train", "mvit_tiny", "--data", str(data), "--out", str(run), "--memory-positions", "clip"], capsys, "MeMViT"
+    )
     _fails(
         ["train", "mvit_tiny", "--data", str(data), "--out", str(run), "--memory-block", "0:3:all"], capsys, "MeMViT"
     )
