@@ -34,7 +34,8 @@ class MemoryConfig:
     ``positions``: ``"own"`` (official) gives memory keys relative-position tables of their own;
     ``"clip"`` (an edgemem extension) places them on the clip's own tables at their true distance from
     each query, the temporal table extended to the oldest memory frame: memory then has no parameters of
-    its own. ``"clip"`` needs uncompressed memory (``compress=False``) and the ``all`` sampler.
+    its own but a compression's. ``"clip"`` needs memory on the clip's grid (no compression, or one of
+    stride 1) and the ``all`` sampler.
     """
 
     attn_max_len: int = 3
@@ -52,9 +53,9 @@ class MemoryConfig:
         if self.positions not in ("own", "clip"):
             raise UnsupportedError(f"not supported: memory positions '{self.positions}' (use 'own' or 'clip')")
         if self.positions == "clip":
-            if self.compress:
+            if self.compress and tuple(self.compress_stride) != (1, 1, 1):
                 raise UnsupportedError(
-                    "not supported: memory on the clip's position tables with compression "
+                    "not supported: memory on the clip's position tables with a strided compression "
                     "(pooled memory keys have no place on the clip's grid)"
                 )
             if samplers := sorted({self.sampler, *(s for _, _, s in self.per_block)} - {"all"}):

@@ -145,8 +145,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         choices=("own", "clip"),
         help="MeMViT: relative-position tables of the memory keys: their own (official), or the clip's, "
-        "at each memory frame's true distance (edgemem; needs --memory-compression none and the 'all' "
-        "sampler); default the preset's",
+        "at each memory frame's true distance (edgemem; needs memory on the clip's grid, --memory-compression "
+        "none or one of stride 1, and the 'all' sampler); default the preset's",
     )
     p.add_argument(
         "--drop-path",

@@ -34,8 +34,9 @@ def test_no_memory_block_left_is_refused():
 
 
 def test_raw_memory_on_the_clip_tables():
-    """``none`` drops the compression and its norm; ``clip`` puts memory keys on the clip's tables; each
-    alone is refused with the other's name, and the clip's tables need the ``all`` sampler."""
+    """``none`` drops the compression and its norm; ``clip`` puts memory keys on the clip's tables; with
+    spatial tables ``none`` needs ``clip``, ``clip`` needs memory on the clip's grid (no compression, or
+    one of stride 1) and the ``all`` sampler."""
     base = create_model("memvit_tiny").cfg.memory
     mem = memory_layout(base, None, None, "none", "clip")
     assert not mem.compress and mem.positions == "clip"
@@ -44,8 +45,18 @@ def test_raw_memory_on_the_clip_tables():
     assert all(model.memory_shape(i) == model.raw_memory_shape(i) for i in model.memory_blocks)
     with pytest.raises(EdgememError, match="memory positions 'clip'"):
         create_model("memvit_tiny", memory=memory_layout(base, None, None, "none"))
-    with pytest.raises(EdgememError, match="with compression"):
-        memory_layout(base, None, None, None, "clip")
+    with pytest.raises(EdgememError, match="strided compression"):
+        memory_layout(base, None, None, "5x3x3/4x2x2", "clip")
+    # a compression of stride 1 keeps every key on the clip's grid: the tables go, the scale and norm stay
+    tied = create_model("memvit_tiny", memory=memory_layout(base, None, None, None, "clip"))
+    assert {n.split(".")[-2] for n, _ in tied.named_parameters() if "compress" in n} == {
+        "compress_k",
+        "compress_v",
+        "norm_compress_k",
+        "norm_compress_v",
+    }
+    assert len(tied.memory_parameters()) == 6 * len(tied.memory_blocks)
+    assert not any("rel_pos_mem" in n for n, _ in tied.named_parameters())
     with pytest.raises(EdgememError, match="sampler win2"):
         memory_layout(base, None, ["1:3:win2"], "none", "clip")
     with pytest.raises(EdgememError, match="positions 'near'"):

@@ -64,7 +64,7 @@ def test_missing_csv_and_unknown_model(tmp_path: Path, data: Path, capsys) -> No
     )
     for layout, why in (
         (["--memory-compression", "none"], "memory positions 'clip'"),  # raw keys need the clip's tables
-        (["--memory-positions", "clip"], "with compression"),
+        (["--memory-compression", "5x3x3/4x2x2", "--memory-positions", "clip"], "strided compression"),
         (["--memory-compression", "none", "--memory-positions", "clip", "--memory-sampler", "gap2"], "sampler gap2"),
         (["--memory-compression", "none", "--memory-positions", "clip", "--memory-lr-scale", "5"], "no parameters"),
     ):
