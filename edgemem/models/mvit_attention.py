@@ -183,8 +183,9 @@ class MultiScaleAttention(nn.Module):
             self.rel_pos_t = nn.Parameter(torch.zeros(n_t, head_dim))
             self.register_buffer("idx_t", temporal_indices(q_thw[0], kv_thw[0], n_t), persistent=False)
             if mem is not None:
-                n_mem_t = n_t if shared else 2 * tab[0] + (max_len - 2) * tab[0] - 1
+                n_mem_t = n_t
                 if not shared:
+                    n_mem_t = 2 * tab[0] + (max_len - 2) * tab[0] - 1
                     self.rel_pos_mem_t = nn.Parameter(torch.zeros(n_mem_t, head_dim))
                 if self.uses_memory:
                     assert spec.mem_thw is not None

@@ -384,7 +384,7 @@ def run_training(opts: TrainOptions) -> dict[str, Any] | None:
         raise InputError("--memory-grad applies to MeMViT models only")
     if opts.memory_lr_scale is not None and family != "memvit":
         raise InputError("--memory-lr-scale applies to MeMViT models only")
-    if opts.memory_lr_scale is not None and isinstance(model, MViT) and not model.memory_parameters():
+    if opts.memory_lr_scale is not None and family == "memvit" and not _has_memory_parameters(model):
         raise InputError(
             "--memory-lr-scale: this model's memory has no parameters of its own (uncompressed, on the clip's "
             "position tables)"
