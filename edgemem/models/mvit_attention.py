@@ -166,9 +166,10 @@ class MultiScaleAttention(nn.Module):
             n = 2 * max(q_size, kv_size) - 1
             self.rel_pos_h = nn.Parameter(torch.zeros(n, head_dim))
             self.rel_pos_w = nn.Parameter(torch.zeros(n, head_dim))
-            self._index("sp", spatial_indices(q_thw[1:], kv_thw[1:], n))
-            if shared:
-                self._index("msp", spatial_indices(q_thw[1:], kv_thw[1:], n))
+            current = spatial_indices(q_thw[1:], kv_thw[1:], n)
+            self._index("sp", current)
+            if shared:  # uncompressed memory keys lie on the current keys' grid
+                self._index("msp", current)
             elif mem is not None:
                 mem_kv = kv_size // mem.compress_stride[1]
                 n_mem = 2 * max(q_size, mem_kv) - 1

@@ -79,9 +79,7 @@ class TrainOptions:
     memory_lr_scale: float | None = None  # MeMViT: x the lr for memory_parameters() (default 10)
     memory_sampler: str | None = None  # MeMViT: sampler of blocks without a per_block layout (default: preset's)
     memory_block: list[str] | None = None  # MeMViT: "BLOCK:ATTN_MAX_LEN:SAMPLER" per_block entries
-    memory_compression: str | None = (
-        None  # MeMViT: "KTxKHxKW/STxSHxSW" or "none" in every memory block (default: preset's)
-    )
+    memory_compression: str | None = None  # MeMViT: "KTxKHxKW/STxSHxSW" or "none" per memory block (or preset's)
     memory_positions: str | None = None  # MeMViT: "own" or "clip" position tables for memory keys (default: preset's)
     drop_path: float | None = None  # MViT backbones: stochastic depth of the last block (default: preset's)
     head_dropout: float | None = None  # dropout before the classifier (default: preset's)
